@@ -1,0 +1,37 @@
+/*
+ * One datagram in, one datagram out, with file descriptors (SCM_RIGHTS).
+ * Byte-level socket I/O lives here and nowhere else (like OpenSSH's
+ * monitor_fdpass.c). This layer judges nothing: it reports what the kernel
+ * delivered, including truncation flags, and the caller decides what is a
+ * violation. Received fds arrive O_CLOEXEC and are owned by the caller.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+/* Largest number of fds any banger message carries (a SCAN reply part). */
+#define FDPASS_MAX_FDS 64
+
+struct fdpass_recv {
+	size_t len;	 /* bytes of the datagram that fit in the buffer */
+	int fds[FDPASS_MAX_FDS];
+	size_t nfds;	 /* fds actually received; all owned by the caller */
+	bool truncated;	 /* MSG_TRUNC: the datagram was larger than the buffer */
+	bool ctruncated; /* MSG_CTRUNC: more fds (or control data) than the buffer allowed */
+	bool foreign_cmsg; /* a control message other than SCM_RIGHTS arrived */
+};
+
+/* Returns 0 or -errno. Never raises SIGPIPE. */
+int fdpass_send(int sock, const struct iovec *iov, size_t iovcnt, const int *fds, size_t nfds);
+
+/*
+ * Receive one datagram into buf. max_fds (<= FDPASS_MAX_FDS) sizes the
+ * control buffer, so a peer that sends more gets MSG_CTRUNC reported.
+ * Returns 1 on a datagram, 0 on EOF, -errno on error (with no fd left open).
+ */
+int fdpass_recv(int sock, void *buf, size_t cap, size_t max_fds, bool nonblock, struct fdpass_recv *out);
+
+void fdpass_close_all(int *fds, size_t *nfds);

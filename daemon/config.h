@@ -1,0 +1,41 @@
+/*
+ * bangerd's configuration: a strict "key = value" file (DESIGN §1 step 1),
+ * then command-line flags over it. Anything unknown or malformed refuses
+ * start-up with file:line; nothing is guessed.
+ */
+#pragma once
+
+#include <limits.h>
+#include <stdbool.h>
+
+#include "policy.h"
+
+#define BANGER_DEFAULT_CONFIG	 "/etc/banger/bangerd.conf"
+#define BANGER_DEFAULT_STATE_DIR "/var/lib/banger"
+#define BANGER_DEFAULT_LISTEN	 "/run/banger/bangerd.sock"
+
+struct banger_config {
+	char state_dir[PATH_MAX];
+	char listen[PATH_MAX];
+	char user[64];	  /* empty: stay the user we were started as */
+	char helper[PATH_MAX];
+	char audit_log[PATH_MAX];
+	int log_level;
+	struct ps_policy policy;
+};
+
+void config_init(struct banger_config *cfg);
+
+/* Load one config file. Returns 0 or -errno; why says "file:line: what". */
+int config_load_file(struct banger_config *cfg, const char *path, char *why, size_t why_size);
+
+/*
+ * Parse argv: --config FILE first (default BANGER_DEFAULT_CONFIG when it
+ * exists), then every other flag over it. A list flag given on the command
+ * line replaces the file's list. Returns 0, 1 when --help/--version was
+ * answered, or -EINVAL with why set.
+ */
+int config_parse_args(struct banger_config *cfg, int argc, char **argv, char *why, size_t why_size);
+
+/* Final checks once file and flags are merged (policy complete, paths absolute). */
+int config_finish(struct banger_config *cfg, char *why, size_t why_size);

@@ -1,0 +1,212 @@
+/*
+ * bangerd start-up, in the order of DESIGN §1 and nothing else while root:
+ * configuration, state dir, spawn the helper, drop privileges for good,
+ * then the HELLO handshake and the event loop. Any failure before the drop
+ * is fatal: no process goes on with more privilege than planned.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "log.h"
+#include "privdrop.h"
+#include "store.h"
+
+#define EXIT_CONFIG 2
+#define EXIT_HELPER 3
+
+static void daemon_stop(struct daemon *d, int status)
+{
+	if (d->exit_status == 0)
+		d->exit_status = status;
+	event_base_loopexit(d->base, NULL);
+}
+
+/* The helper cannot be restarted without privilege: exit and let systemd restart both. */
+static void on_helper_dead(struct helper_client *hc, const char *why, void *userdata)
+{
+	struct daemon *d = userdata;
+	char how[128] = "state unknown";
+	int status;
+	(void)hc;
+
+	if (d->helper_pid > 0 && waitpid(d->helper_pid, &status, 0) == d->helper_pid) {
+		describe_wait_status(status, how, sizeof(how));
+		d->helper_pid = 0;
+	}
+	log_errx("banger-privhelper is gone (%s; %s); bangerd cannot restart it without "
+		 "privilege and exits so that the service manager restarts both",
+		 why, how);
+	daemon_stop(d, EXIT_HELPER);
+}
+
+static void on_sigchld(evutil_socket_t sig, short what, void *arg)
+{
+	struct daemon *d = arg;
+	int status;
+	(void)sig;
+	(void)what;
+
+	if (d->helper_pid <= 0 || waitpid(d->helper_pid, &status, WNOHANG) != d->helper_pid)
+		return;
+	char how[128], why[160];
+	describe_wait_status(status, how, sizeof(how));
+	d->helper_pid = 0;
+	snprintf(why, sizeof(why), "pid %d %s", (int)helper_client_pid(d->helper), how);
+	on_helper_dead(d->helper, why, d);
+}
+
+static void on_terminate(evutil_socket_t sig, short what, void *arg)
+{
+	struct daemon *d = arg;
+	(void)what;
+	log_info("received SIG%s, shutting down", sigabbrev_np((int)sig));
+	sd_notify(0, "STOPPING=1");
+	daemon_stop(d, 0);
+}
+
+static void on_hello_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	log_errx("banger-privhelper did not answer HELLO within %d ms", HELPER_HELLO_TIMEOUT_MS);
+	daemon_stop(arg, EXIT_HELPER);
+}
+
+static void on_hello(struct helper_client *hc, struct helper_reply *reply, void *userdata)
+{
+	struct daemon *d = userdata;
+	(void)hc;
+
+	event_del(d->ev_hello_timeout);
+	if (reply->err < 0)
+		return; /* on_helper_dead reports it */
+	const struct ps_hello_reply *r = &reply->msg->payload.hello_reply;
+	if (r->protocol_version != PS_PROTOCOL_VERSION) {
+		log_errx("banger-privhelper speaks protocol %u, bangerd %d", r->protocol_version,
+			 PS_PROTOCOL_VERSION);
+		daemon_stop(d, EXIT_HELPER);
+		return;
+	}
+	if (!policy_equal(&r->policy, &d->cfg.policy)) {
+		log_errx("banger-privhelper echoed a policy other than the one it was given");
+		daemon_stop(d, EXIT_HELPER);
+		return;
+	}
+	d->helper_privileged = r->flags & PS_HELLO_PRIVILEGED;
+	d->ready = true;
+	log_info("ready: running as uid %u gid %u, state dir %s, helper pid %d (%s)",
+		 (unsigned)getuid(), (unsigned)getgid(), d->cfg.state_dir, r->helper_pid,
+		 d->helper_privileged ? "root with four capabilities"
+				      : "unprivileged: privileged requests will fail with EPERM");
+	sd_notifyf(0, "READY=1\nSTATUS=ready, helper pid %d", r->helper_pid);
+}
+
+/* Steps 1-4 of DESIGN §1. Exits on any failure. */
+static void startup_as_root_or_user(struct daemon *d, int argc, char **argv)
+{
+	char why[512];
+	int r;
+
+	config_init(&d->cfg);
+	r = config_parse_args(&d->cfg, argc, argv, why, sizeof(why));
+	if (r == 1)
+		exit(0);
+	if (r < 0 || config_finish(&d->cfg, why, sizeof(why)) < 0)
+		fatalx(EXIT_CONFIG, "configuration: %s", why);
+	log_set_level((enum log_level)d->cfg.log_level);
+
+	bool root = geteuid() == 0;
+	d->uid = geteuid();
+	d->gid = getegid();
+	if (d->cfg.user[0] != '\0') {
+		uid_t uid;
+		gid_t gid;
+		if (privdrop_lookup(d->cfg.user, &uid, &gid, why, sizeof(why)) < 0)
+			fatalx(EXIT_CONFIG, "configuration: %s", why);
+		if (!root && uid != d->uid)
+			fatalx(EXIT_CONFIG,
+			       "configuration: user '%s' asked for, but not started as root", d->cfg.user);
+		d->uid = uid;
+		d->gid = gid;
+	} else if (root) {
+		fatalx(EXIT_CONFIG, "configuration: started as root without --user: bangerd must "
+				    "not keep running as root");
+	}
+
+	if (store_prepare_dir(d->cfg.state_dir, d->uid, d->gid, why, sizeof(why)) < 0)
+		fatalx(1, "%s", why);
+
+	pid_t pid;
+	int sock = helper_spawn(d->cfg.helper, &d->cfg.policy, d->cfg.audit_log, d->cfg.log_level,
+				&pid);
+	if (sock < 0)
+		fatalx(EXIT_HELPER, "cannot start %s: %s", d->cfg.helper, strerror(-sock));
+	d->helper_pid = pid;
+
+	if (root)
+		r = privdrop_to(d->uid, d->gid, why, sizeof(why));
+	else
+		r = privdrop_unprivileged(why, sizeof(why));
+	if (r < 0) {
+		kill(pid, SIGKILL);
+		fatalx(1, "dropping privileges failed: %s", why);
+	}
+
+	d->base = event_base_new();
+	if (!d->base)
+		fatalx(1, "event_base_new failed");
+	d->helper = helper_client_new(d->base, sock, pid, on_helper_dead, d);
+	if (!d->helper)
+		fatalx(1, "helper client setup failed");
+}
+
+int main(int argc, char **argv)
+{
+	struct daemon d = {0};
+	struct ps_caller startup = {.what = "startup"};
+
+	log_init("bangerd", LOG_LEVEL_INFO);
+	/* The helper's death is noticed by SIGCHLD and EOF; a write to it must not kill us. */
+	signal(SIGPIPE, SIG_IGN);
+	clock_gettime(CLOCK_MONOTONIC, &d.started);
+	startup_as_root_or_user(&d, argc, argv);
+
+	d.ev_sigterm = evsignal_new(d.base, SIGTERM, on_terminate, &d);
+	d.ev_sigint = evsignal_new(d.base, SIGINT, on_terminate, &d);
+	d.ev_sigchld = evsignal_new(d.base, SIGCHLD, on_sigchld, &d);
+	d.ev_hello_timeout = evtimer_new(d.base, on_hello_timeout, &d);
+	struct timeval hello_tv = {HELPER_HELLO_TIMEOUT_MS / 1000, (HELPER_HELLO_TIMEOUT_MS % 1000) * 1000};
+	if (!d.ev_sigterm || !d.ev_sigint || !d.ev_sigchld || !d.ev_hello_timeout ||
+	    evsignal_add(d.ev_sigterm, NULL) < 0 || evsignal_add(d.ev_sigint, NULL) < 0 ||
+	    evsignal_add(d.ev_sigchld, NULL) < 0 || evtimer_add(d.ev_hello_timeout, &hello_tv) < 0)
+		fatalx(1, "event setup failed");
+
+	startup.uid = (uint32_t)getuid();
+	startup.gid = (uint32_t)getgid();
+	int r = helper_hello(d.helper, &startup, on_hello, &d);
+	if (r < 0)
+		fatalx(EXIT_HELPER, "sending HELLO to the helper: %s", strerror(-r));
+
+	event_base_dispatch(d.base);
+
+	/* Closing our end makes the helper exit on EOF; reap it so it is not left a zombie. */
+	pid_t helper_pid = d.helper_pid;
+	d.helper_pid = 0;
+	helper_client_free(d.helper);
+	if (helper_pid > 0)
+		waitpid(helper_pid, NULL, 0);
+	event_free(d.ev_sigterm);
+	event_free(d.ev_sigint);
+	event_free(d.ev_sigchld);
+	event_free(d.ev_hello_timeout);
+	event_base_free(d.base);
+	log_info("exiting with status %d", d.exit_status);
+	return d.exit_status;
+}

@@ -1,0 +1,240 @@
+/*
+ * banger-privhelper: the root half of banger. Started by bangerd (spawn
+ * mode) with a connected SOCK_SEQPACKET socket on fd 3 and its policy on
+ * the command line. Before it reads a single byte from the daemon it closes
+ * every fd it did not need, keeps exactly four capabilities, clears the
+ * bounding set, locks securebits and sets no_new_privs; if any of that
+ * fails while root, it exits. It then answers one request at a time until
+ * EOF. It trusts nothing the daemon says: a malformed request means the
+ * unprivileged side is compromised, so the helper writes an audit line
+ * and exits (OpenSSH's rule).
+ */
+#include <cap-ng.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "helper.h"
+#include "log.h"
+#include "privs.h"
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#include <linux/close_range.h>
+#endif
+
+#define EXIT_USAGE 2
+
+static const int HELPER_CAPS[] = {CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_SYS_PTRACE,
+				  CAP_DAC_READ_SEARCH};
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"Usage: banger-privhelper --tap-prefix P --dm-prefix P --dm-uuid-prefix P\n"
+		"                         --loop-root DIR... --api-sock-root DIR...\n"
+		"                         [--firecracker-name NAME...] [--audit-log FILE]\n"
+		"                         [--log-level LEVEL]\n"
+		"\n"
+		"Privileged helper of bangerd. Not for interactive use: bangerd starts it with\n"
+		"a connected SOCK_SEQPACKET socket on fd 3. See banger-privhelper(8).\n");
+}
+
+static void parse_args(int argc, char **argv, struct ps_policy *policy, const char **audit_log)
+{
+	enum { OPT_TAP = 256, OPT_DM, OPT_DM_UUID, OPT_LOOP, OPT_API, OPT_NAME, OPT_AUDIT, OPT_LOG };
+	static const struct option options[] = {
+		{"tap-prefix", required_argument, NULL, OPT_TAP},
+		{"dm-prefix", required_argument, NULL, OPT_DM},
+		{"dm-uuid-prefix", required_argument, NULL, OPT_DM_UUID},
+		{"loop-root", required_argument, NULL, OPT_LOOP},
+		{"api-sock-root", required_argument, NULL, OPT_API},
+		{"firecracker-name", required_argument, NULL, OPT_NAME},
+		{"audit-log", required_argument, NULL, OPT_AUDIT},
+		{"log-level", required_argument, NULL, OPT_LOG},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	char why[256];
+	int c;
+
+	policy_init(policy);
+	while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1) {
+		int r = 0;
+		switch (c) {
+		case OPT_TAP:
+			r = policy_set_tap_prefix(policy, optarg);
+			break;
+		case OPT_DM:
+			r = policy_set_dm_prefix(policy, optarg);
+			break;
+		case OPT_DM_UUID:
+			r = policy_set_dm_uuid_prefix(policy, optarg);
+			break;
+		case OPT_LOOP:
+			r = policy_add_loop_root(policy, optarg);
+			break;
+		case OPT_API:
+			r = policy_add_api_sock_root(policy, optarg);
+			break;
+		case OPT_NAME:
+			r = policy_add_firecracker_name(policy, optarg);
+			break;
+		case OPT_AUDIT:
+			*audit_log = optarg;
+			break;
+		case OPT_LOG:
+			r = log_level_from_string(optarg);
+			if (r >= 0)
+				log_set_level((enum log_level)r);
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		default:
+			usage(stderr);
+			exit(EXIT_USAGE);
+		}
+		if (r < 0)
+			fatalx(EXIT_USAGE, "--%s %s: %s", options[c - OPT_TAP].name, optarg,
+			       strerror(-r));
+	}
+	if (optind != argc)
+		fatalx(EXIT_USAGE, "unexpected argument '%s'", argv[optind]);
+	if (policy_finish(policy, why, sizeof(why)) < 0)
+		fatalx(EXIT_USAGE, "%s", why);
+}
+
+/* fd 3 must be the daemon's end of a SOCK_SEQPACKET socket; all else but 0-2 is closed. */
+static void setup_fds(void)
+{
+	struct stat st;
+	int type = 0;
+	socklen_t len = sizeof(type);
+
+	if (fstat(HELPER_SOCKET_FD, &st) < 0 || !S_ISSOCK(st.st_mode))
+		fatalx(1, "fd %d is not a socket: start me from bangerd", HELPER_SOCKET_FD);
+	if (getsockopt(HELPER_SOCKET_FD, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
+	    type != SOCK_SEQPACKET)
+		fatalx(1, "fd %d is not a SOCK_SEQPACKET socket", HELPER_SOCKET_FD);
+	if (close_range(HELPER_SOCKET_FD + 1, ~0U, 0) < 0)
+		fatal(1, "close_range");
+	if (fcntl(HELPER_SOCKET_FD, F_SETFD, FD_CLOEXEC) < 0)
+		fatal(1, "fcntl(FD_CLOEXEC)");
+	/* Nothing is ever read from stdin; make sure it is not something that could be. */
+	int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (devnull < 0 || dup2(devnull, STDIN_FILENO) < 0)
+		fatal(1, "/dev/null");
+	if (devnull != STDIN_FILENO)
+		close(devnull);
+}
+
+static uint64_t helper_cap_mask(void)
+{
+	return privs_cap_mask(HELPER_CAPS[0], HELPER_CAPS[1], HELPER_CAPS[2], HELPER_CAPS[3], -1);
+}
+
+/*
+ * Keep exactly the four capabilities, in the effective, permitted and
+ * bounding sets; nothing inheritable or ambient. Then read the result back
+ * from the kernel: a helper that holds more than planned must not run.
+ */
+static void drop_privileges(struct helper *h)
+{
+	struct privs_status st;
+
+	if (geteuid() != 0) {
+		log_warnx("not started as root: running with no capabilities; capability and "
+			  "bounding-set setup skipped, privileged requests will fail with EPERM");
+		capng_clear(CAPNG_SELECT_CAPS);
+		if (capng_apply(CAPNG_SELECT_CAPS) < 0)
+			fatalx(1, "dropping capabilities failed");
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+			fatal(1, "PR_SET_NO_NEW_PRIVS");
+		h->privileged = false;
+		return;
+	}
+
+	/* Securebits need CAP_SETPCAP, so lock them while we still hold it. */
+	if (capng_lock() < 0)
+		fatalx(1, "capng_lock (securebits) failed");
+	capng_clear(CAPNG_SELECT_ALL);
+	for (size_t i = 0; i < ELEMENTSOF(HELPER_CAPS); i++)
+		if (capng_update(CAPNG_ADD, CAPNG_EFFECTIVE | CAPNG_PERMITTED | CAPNG_BOUNDING_SET,
+				 (unsigned)HELPER_CAPS[i]) < 0)
+			fatalx(1, "capng_update failed");
+	if (capng_apply(CAPNG_SELECT_ALL) < 0)
+		fatalx(1, "applying the capability sets failed");
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		fatal(1, "PR_SET_NO_NEW_PRIVS");
+
+	if (privs_read_self(&st) < 0)
+		fatalx(1, "cannot read back /proc/self/status");
+	uint64_t want = helper_cap_mask();
+	if (st.cap_eff != want || st.cap_prm != want || st.cap_bnd != want || st.cap_inh != 0 ||
+	    st.cap_amb != 0 || !st.no_new_privs)
+		fatalx(1,
+		       "capabilities are not as planned (eff %llx prm %llx bnd %llx inh %llx amb "
+		       "%llx nnp %d, want %llx)",
+		       (unsigned long long)st.cap_eff, (unsigned long long)st.cap_prm,
+		       (unsigned long long)st.cap_bnd, (unsigned long long)st.cap_inh,
+		       (unsigned long long)st.cap_amb, st.no_new_privs, (unsigned long long)want);
+	h->privileged = true;
+}
+
+static int open_audit_log(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
+	if (fd < 0)
+		fatal(1, "audit log %s", path);
+	return fd;
+}
+
+int main(int argc, char **argv)
+{
+	struct helper h = {.sock = HELPER_SOCKET_FD, .audit_fd = -1};
+	const char *audit_log = NULL;
+	char why[512];
+
+	log_init("banger-privhelper", LOG_LEVEL_INFO);
+	parse_args(argc, argv, &h.policy, &audit_log);
+	setup_fds();
+	/* If bangerd dies we must not outlive it, even mid-request. EOF covers the rest. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+		fatal(1, "PR_SET_PDEATHSIG");
+	if (audit_log)
+		h.audit_fd = open_audit_log(audit_log);
+	drop_privileges(&h);
+	log_info("ready (pid %d, uid %d, %s)", getpid(), geteuid(),
+		 h.privileged ? "four capabilities" : "unprivileged");
+
+	for (;;) {
+		struct ps_message m;
+		int r = ps_recv(h.sock, PS_TO_HELPER, false, &m, why, sizeof(why));
+		if (r == 0) {
+			log_info("bangerd closed the socket; exiting");
+			return 0;
+		}
+		if (r == -EBADMSG) {
+			audit_violation(&h, why);
+			return 1;
+		}
+		if (r < 0)
+			fatalx(1, "receiving from bangerd: %s", strerror(-r));
+		r = helper_dispatch(&h, &m, why, sizeof(why));
+		ps_message_close_fds(&m);
+		if (r == -EBADMSG) {
+			audit_violation(&h, why);
+			return 1;
+		}
+		if (r < 0)
+			fatalx(1, "replying to bangerd: %s", strerror(-r));
+	}
+}

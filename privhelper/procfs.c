@@ -1,0 +1,233 @@
+/*
+ * See procfs.h. Reads only /proc; never signals, never writes. Every read
+ * is bounded, and a path that cannot be resolved to one normal spelling is
+ * reported as "no api socket" rather than guessed.
+ */
+#include "procfs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "macro.h"
+#include "path.h"
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+
+#define DELETED_SUFFIX " (deleted)"
+
+int pidfd_open_pid(pid_t pid)
+{
+	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+	return fd >= 0 ? fd : negative_errno();
+}
+
+int pidfd_get_pid(int pidfd)
+{
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", pidfd);
+	_cleanup_fclose_ FILE *f = fopen(path, "re");
+	if (!f)
+		return errno == ENOENT ? -EBADF : negative_errno();
+	while (fgets(line, sizeof(line), f)) {
+		int pid;
+		if (sscanf(line, "Pid: %d", &pid) == 1) {
+			if (pid > 0)
+				return pid;
+			/* -1: the process exited; 0: it lives in a pid namespace we cannot see. */
+			return pid < 0 ? -ESRCH : -EXDEV;
+		}
+	}
+	return -EBADF; /* an fd, but not a pidfd */
+}
+
+bool pidfd_has_exited(int pidfd)
+{
+	struct pollfd p = {.fd = pidfd, .events = POLLIN};
+	/* A pidfd polls readable once its process has exited. */
+	return poll(&p, 1, 0) != 0;
+}
+
+static int readlink_at(int dirfd, const char *name, char *buf, size_t size)
+{
+	ssize_t n = readlinkat(dirfd, name, buf, size);
+	if (n < 0)
+		return negative_errno();
+	if ((size_t)n >= size)
+		return -ENAMETOOLONG;
+	buf[n] = '\0';
+	return 0;
+}
+
+/* Read a whole small /proc file; *truncated is set when it did not fit. */
+static int read_at(int dirfd, const char *name, char *buf, size_t cap, size_t *len, bool *truncated)
+{
+	_cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return negative_errno();
+	*len = 0;
+	*truncated = false;
+	while (*len < cap) {
+		ssize_t n = read(fd, buf + *len, cap - *len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return negative_errno();
+		}
+		if (n == 0)
+			return 0;
+		*len += (size_t)n;
+	}
+	char extra;
+	*truncated = read(fd, &extra, 1) > 0;
+	return 0;
+}
+
+/* ESRCH and ENOENT both mean the process is gone (or was never there). */
+static int gone_as_esrch(int r)
+{
+	return r == -ENOENT || r == -ESRCH ? -ESRCH : r;
+}
+
+int proc_exe_is_firecracker(const struct ps_policy *policy, int proc_dirfd, bool *is_fc)
+{
+	char exe[PATH_MAX];
+	*is_fc = false;
+	int r = readlink_at(proc_dirfd, "exe", exe, sizeof(exe));
+	if (r < 0)
+		return gone_as_esrch(r); /* kernel threads have no exe: ENOENT */
+	size_t n = strlen(exe);
+	size_t suffix = strlen(DELETED_SUFFIX);
+	/* A firecracker binary upgraded on disk while the VM runs still is firecracker. */
+	if (n > suffix && strcmp(exe + n - suffix, DELETED_SUFFIX) == 0)
+		exe[n - suffix] = '\0';
+	*is_fc = policy_firecracker_name_allowed(policy, path_basename(exe));
+	return 0;
+}
+
+static int read_start_time(int dirfd, uint64_t *start_time)
+{
+	char buf[1024];
+	size_t len;
+	bool truncated;
+	int r = read_at(dirfd, "stat", buf, sizeof(buf) - 1, &len, &truncated);
+	if (r < 0)
+		return gone_as_esrch(r);
+	buf[len] = '\0';
+	/* comm may hold spaces and parentheses: fields start after the last ')'. */
+	char *p = strrchr(buf, ')');
+	if (!p)
+		return -EPROTO;
+	p++;
+	/* After ')' come fields 3, 4, ...; start time is field 22. */
+	for (int field = 3; field < 22; field++) {
+		p = strchr(p + 1, ' ');
+		if (!p)
+			return -EPROTO;
+	}
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(p + 1, &end, 10);
+	if (errno != 0 || end == p + 1)
+		return -EPROTO;
+	*start_time = v;
+	return 0;
+}
+
+int argv_find_api_sock(const char *argv, size_t len, const char **path)
+{
+	static const char flag[] = "--api-sock";
+	const char *found = NULL;
+	int seen = 0;
+
+	for (size_t off = 0; off < len;) {
+		const char *arg = argv + off;
+		size_t alen = strnlen(arg, len - off);
+		size_t next = off + alen + 1;
+		if (strcmp(arg, flag) == 0) {
+			if (next >= len)
+				return -ENOENT; /* flag without a value */
+			found = argv + next;
+			seen++;
+			next += strnlen(found, len - next) + 1;
+		} else if (strncmp(arg, flag, sizeof(flag) - 1) == 0 && arg[sizeof(flag) - 1] == '=') {
+			found = arg + sizeof(flag);
+			seen++;
+		}
+		off = next;
+	}
+	if (seen > 1)
+		return -ENOENT; /* ambiguous: which one did firecracker bind? */
+	*path = seen == 1 ? found : FIRECRACKER_DEFAULT_API_SOCK;
+	return (*path)[0] != '\0' ? 0 : -ENOENT;
+}
+
+/* Turn the path firecracker was given into the host's name for the same socket. */
+static int resolve_api_sock(int dirfd, const char *argv_path, char *out, size_t size)
+{
+	char base[PATH_MAX];
+	int r;
+
+	/* Relative: against the process's cwd, which the kernel shows as a host path. */
+	if (argv_path[0] != '/') {
+		r = readlink_at(dirfd, "cwd", base, sizeof(base));
+	} else {
+		/* Absolute: under the process's root (a jailer chroot), also shown as a host path. */
+		r = readlink_at(dirfd, "root", base, sizeof(base));
+	}
+	if (r < 0)
+		return gone_as_esrch(r);
+	const char *sep = argv_path[0] == '/' ? "" : "/";
+	if (strcmp(base, "/") == 0)
+		base[0] = '\0';
+	int n = snprintf(out, size, "%s%s%s", base, sep, argv_path);
+	if (n < 0 || (size_t)n >= size)
+		return -ENAMETOOLONG;
+	return path_is_normal_absolute(out) ? 0 : -ENOENT;
+}
+
+int proc_inspect(const struct ps_policy *policy, pid_t pid, struct proc_facts *f)
+{
+	char dir[32];
+	int r;
+
+	memset(f, 0, sizeof(*f));
+	f->pid = pid;
+	snprintf(dir, sizeof(dir), "/proc/%d", (int)pid);
+	_cleanup_close_ int dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (dirfd < 0)
+		return gone_as_esrch(negative_errno());
+
+	r = proc_exe_is_firecracker(policy, dirfd, &f->is_firecracker);
+	if (r < 0)
+		return r;
+	r = read_start_time(dirfd, &f->start_time);
+	if (r < 0)
+		return r;
+
+	_cleanup_free_ char *argv = malloc(PROC_CMDLINE_MAX_BYTES);
+	size_t len;
+	bool truncated;
+	if (!argv)
+		return -ENOMEM;
+	r = read_at(dirfd, "cmdline", argv, PROC_CMDLINE_MAX_BYTES, &len, &truncated);
+	if (r < 0)
+		return gone_as_esrch(r);
+	const char *argv_path;
+	/* A cut argv might hide a second --api-sock: do not guess. */
+	if (truncated || argv_find_api_sock(argv, len, &argv_path) < 0)
+		return 0;
+	r = resolve_api_sock(dirfd, argv_path, f->api_sock, sizeof(f->api_sock));
+	if (r == -ESRCH)
+		return r;
+	f->has_api_sock = r == 0;
+	return 0;
+}

@@ -1,0 +1,41 @@
+/*
+ * The helper's policy (DESIGN §4): what it may probe, scan and tear down.
+ * bangerd builds one from its configuration and hands it to the helper as
+ * command-line flags; the helper parses it back, fixes it for its lifetime,
+ * and echoes it in HELLO so bangerd can check the two agree. The checks
+ * here are pure string tests; the helper feeds them facts read from the
+ * kernel, never names taken on trust.
+ */
+#pragma once
+
+#include <stdbool.h>
+
+#include "privsep.h"
+
+#define POLICY_DEFAULT_FIRECRACKER_NAME "firecracker"
+
+void policy_init(struct ps_policy *p);
+
+/* Each returns 0 or -EINVAL/-ENAMETOOLONG/-E2BIG; the message says why. */
+int policy_set_tap_prefix(struct ps_policy *p, const char *prefix);
+int policy_set_dm_prefix(struct ps_policy *p, const char *prefix);
+int policy_set_dm_uuid_prefix(struct ps_policy *p, const char *prefix);
+int policy_add_loop_root(struct ps_policy *p, const char *root);
+int policy_add_api_sock_root(struct ps_policy *p, const char *root);
+int policy_add_firecracker_name(struct ps_policy *p, const char *name);
+
+/* Fill in defaults (firecracker name) and check that every required field is set. */
+int policy_finish(struct ps_policy *p, char *why, size_t why_size);
+
+bool policy_equal(const struct ps_policy *a, const struct ps_policy *b);
+
+/* Helper command-line flags for this policy: a NULL-terminated vector of static storage in p. */
+size_t policy_to_args(const struct ps_policy *p, const char **argv, size_t max);
+#define POLICY_MAX_ARGS (2 * (3 + 2 * PS_POLICY_MAX_ROOTS + PS_POLICY_MAX_NAMES))
+
+bool policy_api_sock_allowed(const struct ps_policy *p, const char *path);
+bool policy_loop_file_allowed(const struct ps_policy *p, const char *path);
+bool policy_firecracker_name_allowed(const struct ps_policy *p, const char *exe_basename);
+bool policy_tap_name_allowed(const struct ps_policy *p, const char *ifname);
+bool policy_dm_name_allowed(const struct ps_policy *p, const char *name);
+bool policy_dm_uuid_allowed(const struct ps_policy *p, const char *uuid);

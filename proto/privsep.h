@@ -1,0 +1,303 @@
+/*
+ * The privsep protocol between bangerd and banger-privhelper (DESIGN §5).
+ *
+ * SOCK_SEQPACKET: one message is one datagram, a fixed header followed by
+ * a payload whose layout is fixed per type. Strings live in fixed-size
+ * fields that must be NUL-terminated and zero-filled after the terminator,
+ * so a receiver never parses a length it did not check. Both ends are built
+ * from this one header; the version in every header guards the layout.
+ *
+ * The decoder trusts nothing: it checks magic, version, direction, exact
+ * payload size, declared against received fd count, string fields, counts
+ * and reserved bytes. A message that fails is a protocol violation.
+ */
+#pragma once
+
+#include <assert.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fdpass.h"
+
+#define PS_MAGIC	    0x52474e42u /* "BNGR" in little-endian byte order */
+#define PS_PROTOCOL_VERSION 1
+
+/* An api socket path must fit sockaddr_un.sun_path, or firecracker could not bind it. */
+#define PS_SOCK_PATH_MAX 108
+#define PS_PATH_MAX	 256 /* a loop backing file or a policy root */
+#define PS_DM_NAME_MAX	 128 /* DM_NAME_LEN */
+#define PS_DM_UUID_MAX	 129 /* DM_UUID_LEN */
+#define PS_IFNAME_MAX	 16  /* IFNAMSIZ */
+#define PS_EXE_NAME_MAX	 64
+#define PS_WHAT_MAX	 32
+
+#define PS_POLICY_MAX_ROOTS 16
+#define PS_POLICY_MAX_NAMES 4
+
+#define PS_SCAN_PART_MAX	128  /* sockets per SCAN request part */
+#define PS_SCAN_MAX_PARTS	64   /* so at most 8,192 sockets per scan */
+#define PS_SCAN_MAX_SOCKETS	(PS_SCAN_PART_MAX * PS_SCAN_MAX_PARTS)
+#define PS_SCAN_REPLY_MAX	64   /* entries (and pidfds) per SCAN reply part */
+#define PS_TEARDOWN_MAX_DM	8
+#define PS_TEARDOWN_MAX_LOOPS	8
+#define PS_TEARDOWN_MAX_RESULTS (PS_TEARDOWN_MAX_DM + PS_TEARDOWN_MAX_LOOPS + 1)
+
+static_assert(PS_SCAN_REPLY_MAX <= FDPASS_MAX_FDS, "a SCAN reply part must fit one SCM_RIGHTS");
+
+enum ps_type {
+	PS_HELLO = 1,
+	PS_HELLO_REPLY = 2,
+	PS_PROBE = 3,
+	PS_PROBE_REPLY = 4,
+	PS_SCAN = 5,
+	PS_SCAN_REPLY = 6,
+	PS_TEARDOWN = 7,
+	PS_TEARDOWN_REPLY = 8,
+};
+
+/* Who a message is for: requests go to the helper, replies to the daemon. */
+enum ps_direction {
+	PS_TO_HELPER,
+	PS_TO_DAEMON,
+};
+
+struct ps_header {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t type;
+	uint64_t request_id;
+	uint32_t payload_len;
+	uint32_t nfds; /* fds attached; must equal what the kernel delivered */
+};
+static_assert(sizeof(struct ps_header) == 24, "header layout");
+
+/*
+ * The client that caused a request, sent along by bangerd so that the
+ * helper's audit line names it. pid 0 means bangerd acted on its own
+ * (reconcile, exit watching); what says which method or task.
+ */
+struct ps_caller {
+	uint32_t uid;
+	uint32_t gid;
+	int32_t pid;
+	uint32_t reserved;
+	char what[PS_WHAT_MAX];
+};
+
+/* The helper's policy, fixed on its command line; HELLO_REPLY echoes it. */
+struct ps_policy {
+	char tap_prefix[PS_IFNAME_MAX];
+	char dm_prefix[PS_DM_NAME_MAX];
+	char dm_uuid_prefix[PS_DM_UUID_MAX];
+	char reserved[7];
+	uint32_t n_loop_roots;
+	uint32_t n_api_sock_roots;
+	uint32_t n_firecracker_names;
+	uint32_t reserved2;
+	char loop_roots[PS_POLICY_MAX_ROOTS][PS_PATH_MAX];
+	char api_sock_roots[PS_POLICY_MAX_ROOTS][PS_PATH_MAX];
+	char firecracker_names[PS_POLICY_MAX_NAMES][PS_EXE_NAME_MAX];
+};
+
+struct ps_hello {
+	struct ps_caller caller;
+	uint32_t protocol_version;
+	uint32_t reserved;
+};
+
+#define PS_HELLO_PRIVILEGED 0x1u /* the helper runs as root with its capabilities */
+
+struct ps_hello_reply {
+	uint32_t protocol_version;
+	int32_t helper_pid;
+	uint32_t helper_uid;
+	uint32_t flags;
+	struct ps_policy policy;
+};
+
+#define PS_PROBE_HAS_PIDFD 0x1u
+
+struct ps_probe {
+	struct ps_caller caller;
+	int32_t pid; /* ignored when a pidfd is attached: the pidfd names the process */
+	uint32_t flags;
+	uint64_t start_time; /* clock ticks since boot (stat field 22); 0 = don't check */
+	char api_sock[PS_SOCK_PATH_MAX];
+	uint32_t reserved;
+};
+
+enum ps_probe_status {
+	PS_PROBE_RUNNING = 1,
+	PS_PROBE_NOT_RUNNING = 2,
+	PS_PROBE_REFUSED = 3,
+	PS_PROBE_FAILED = 4, /* could not tell: err says why (EACCES without privilege, ...) */
+};
+
+/* Why a resource or process was judged as it was; shared by every reply. */
+enum ps_reason {
+	PS_REASON_NONE = 0,
+	PS_REASON_NO_PROCESS,
+	PS_REASON_NOT_FIRECRACKER,
+	PS_REASON_API_SOCK_MISMATCH,
+	PS_REASON_START_TIME_MISMATCH,
+	PS_REASON_OUTSIDE_ROOTS,
+	PS_REASON_EXITED_DURING_PROBE,
+	PS_REASON_PIDFD_INVALID,
+	PS_REASON_NOT_IMPLEMENTED,
+	PS_REASON_MISSING_PREFIX,
+	PS_REASON_MISSING_UUID_PREFIX,
+	PS_REASON_WRONG_LINK_KIND,
+	PS_REASON_BAD_NAME,
+	PS_REASON_DEPENDENCY_BUSY,
+	PS_REASON_MAX_,
+};
+
+struct ps_probe_reply {
+	int32_t status; /* enum ps_probe_status */
+	int32_t reason; /* enum ps_reason */
+	int32_t err;	/* 0 or a negative errno */
+	int32_t pid;
+	uint64_t start_time;
+};
+
+/*
+ * A scan may name more sockets than one datagram holds, so its request comes
+ * in parts 0..nparts-1 that share one request id and follow each other
+ * directly; the helper walks /proc once after the last part. Unused entries
+ * are all zero.
+ */
+struct ps_scan {
+	struct ps_caller caller;
+	uint32_t part;
+	uint32_t nparts;
+	uint32_t count;
+	uint32_t reserved;
+	char sockets[PS_SCAN_PART_MAX][PS_SOCK_PATH_MAX];
+};
+
+enum ps_scan_kind {
+	PS_SCAN_MATCH = 1,  /* index names the requested socket; a pidfd is attached */
+	PS_SCAN_ORPHAN = 2, /* a firecracker under the roots that no requested socket names */
+};
+
+struct ps_scan_entry {
+	uint32_t kind;
+	uint32_t index;
+	int32_t pid;
+	uint32_t has_pidfd;
+	uint64_t start_time;
+	char api_sock[PS_SOCK_PATH_MAX];
+	uint32_t reserved;
+};
+
+#define PS_SCAN_LAST 0x1u
+
+/* Replies to one scan come in parts; the one flagged PS_SCAN_LAST ends it. */
+struct ps_scan_reply {
+	uint32_t part;
+	uint32_t flags;
+	uint32_t count;
+	int32_t err;
+	/*
+	 * Processes the helper could not inspect (EACCES). When non-zero, a
+	 * socket that matched nothing may still belong to a live process, so
+	 * the daemon must read "not found" as unknown, never as dead.
+	 */
+	uint32_t uninspected;
+	uint32_t reserved;
+	struct ps_scan_entry entries[PS_SCAN_REPLY_MAX];
+};
+
+/* loops[] holds /dev/loopN device paths or, for loops never reported, backing file paths. */
+struct ps_teardown {
+	struct ps_caller caller;
+	uint32_t n_dm;
+	uint32_t n_loops;
+	char dm[PS_TEARDOWN_MAX_DM][PS_DM_NAME_MAX];
+	char loops[PS_TEARDOWN_MAX_LOOPS][PS_PATH_MAX];
+	char tap[PS_IFNAME_MAX];
+};
+
+enum ps_resource_kind {
+	PS_RESOURCE_DM = 1,
+	PS_RESOURCE_LOOP = 2,
+	PS_RESOURCE_TAP = 3,
+};
+
+enum ps_teardown_status {
+	PS_TEARDOWN_REMOVED = 1,
+	PS_TEARDOWN_ABSENT = 2,
+	PS_TEARDOWN_REFUSED = 3,
+	PS_TEARDOWN_BUSY = 4,
+	PS_TEARDOWN_FAILED = 5,
+};
+
+struct ps_teardown_result {
+	uint32_t kind;
+	uint32_t status;
+	int32_t reason;
+	int32_t err;
+	char name[PS_PATH_MAX];
+};
+
+struct ps_teardown_reply {
+	int32_t err; /* a failure of the whole request (-ENOSYS before teardown exists) */
+	uint32_t count;
+	struct ps_teardown_result results[PS_TEARDOWN_MAX_RESULTS];
+};
+
+union ps_payload {
+	struct ps_hello hello;
+	struct ps_hello_reply hello_reply;
+	struct ps_probe probe;
+	struct ps_probe_reply probe_reply;
+	struct ps_scan scan;
+	struct ps_scan_reply scan_reply;
+	struct ps_teardown teardown;
+	struct ps_teardown_reply teardown_reply;
+};
+
+#define PS_MAX_MESSAGE_BYTES (sizeof(struct ps_header) + sizeof(union ps_payload))
+
+/* A decoded message. fds are owned by it until a handler takes them (sets the slot to -1). */
+struct ps_message {
+	struct ps_header header;
+	union ps_payload payload;
+	int fds[FDPASS_MAX_FDS];
+	size_t nfds;
+};
+
+void ps_message_init(struct ps_message *msg);
+void ps_message_close_fds(struct ps_message *msg);
+/* Take fd i out of the message; the caller owns it. */
+int ps_message_take_fd(struct ps_message *msg, size_t i);
+
+/* Largest number of fds a message of this direction may carry (sizes the receive buffer). */
+size_t ps_max_fds(enum ps_direction dir);
+
+const char *ps_type_name(uint16_t type);
+const char *ps_reason_name(int reason);
+const char *ps_probe_status_name(int status);
+const char *ps_teardown_status_name(int status);
+const char *ps_resource_kind_name(int kind);
+
+/*
+ * Decode one received datagram. Pure: no I/O, no fds opened or closed.
+ * Returns 0, or -EBADMSG with a description of the violation in why.
+ * On success msg->header and msg->payload are set; fds are not touched.
+ */
+int ps_decode(enum ps_direction dir, const void *buf, size_t len, size_t nfds_received,
+	      struct ps_message *msg, char *why, size_t why_size);
+
+/* Send one message; payload must be the exact fixed layout for type. Returns 0 or -errno. */
+int ps_send(int sock, uint16_t type, uint64_t request_id, const void *payload, size_t payload_len,
+	    const int *fds, size_t nfds);
+
+/*
+ * Receive and decode one message. Returns 1 with msg filled (owning its fds),
+ * 0 on EOF, -EAGAIN when nonblock and nothing is queued, -EBADMSG on a
+ * violation (why says what; every received fd already closed), or -errno.
+ */
+int ps_recv(int sock, enum ps_direction dir, bool nonblock, struct ps_message *msg, char *why,
+	    size_t why_size);
