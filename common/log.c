@@ -39,7 +39,7 @@ int log_level_from_string(const char *s)
 	return -EINVAL;
 }
 
-static void log_vemit(enum log_level level, int errnum, const char *fmt, va_list ap)
+_printf_(3, 0) static void log_vemit(enum log_level level, int errnum, const char *fmt, va_list ap)
 {
 	char line[4096];
 	int n = snprintf(line, sizeof(line), "<%d>%s: ", (int)level, log_state.progname);

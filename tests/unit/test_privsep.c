@@ -1,0 +1,220 @@
+/*
+ * The privsep codec (proto/privsep.c): valid messages of each type pass a
+ * real SEQPACKET socketpair intact, and every rule of the decoder rejects
+ * what it must, closing every fd that came with a rejected message.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "path.h"
+#include "policy.h"
+#include "privsep.h"
+#include "testlib.h"
+
+static char why[512];
+
+static void pair(int sv[2])
+{
+	CHECK(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == 0, "socketpair");
+}
+
+static void roundtrip_probe_with_fd(void)
+{
+	int sv[2], p[2];
+	struct ps_probe q;
+	struct ps_message m;
+	pair(sv);
+	CHECK(pipe(p) == 0, "pipe");
+	memset(&q, 0, sizeof(q));
+	strcpy(q.caller.what, "SetHandles");
+	q.caller.uid = 1000;
+	q.pid = 42;
+	q.flags = PS_PROBE_HAS_PIDFD;
+	q.start_time = 12345;
+	strcpy(q.api_sock, "/run/vms/a.sock");
+	CHECK(ps_send(sv[0], PS_PROBE, 7, &q, sizeof(q), &p[0], 1) == 0, "send");
+	CHECK(ps_recv(sv[1], PS_TO_HELPER, false, &m, why, sizeof(why)) == 1, "recv: %s", why);
+	CHECK(m.header.request_id == 7 && m.header.type == PS_PROBE && m.nfds == 1, "header");
+	CHECK(memcmp(&m.payload.probe, &q, sizeof(q)) == 0, "payload intact");
+	/* The fd that arrived is the same pipe: what is written comes out of it. */
+	int fd = ps_message_take_fd(&m, 0);
+	CHECK(write(p[1], "x", 1) == 1, "write");
+	char c;
+	CHECK(read(fd, &c, 1) == 1 && c == 'x', "received fd is the pipe");
+	CHECK(fcntl(fd, F_GETFD) & FD_CLOEXEC, "received fds are CLOEXEC");
+	close(fd);
+	ps_message_close_fds(&m);
+	close(p[0]);
+	close(p[1]);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+/* Build a raw HELLO datagram that tests then damage. */
+static size_t raw_hello(unsigned char *buf)
+{
+	struct ps_header h = {PS_MAGIC, PS_PROTOCOL_VERSION, PS_HELLO, 1, sizeof(struct ps_hello), 0};
+	struct ps_hello q;
+	memset(&q, 0, sizeof(q));
+	q.protocol_version = PS_PROTOCOL_VERSION;
+	strcpy(q.caller.what, "startup");
+	memcpy(buf, &h, sizeof(h));
+	memcpy(buf + sizeof(h), &q, sizeof(q));
+	return sizeof(h) + sizeof(q);
+}
+
+static void expect_violation(const void *buf, size_t len, size_t nfds, enum ps_direction dir,
+			     const char *needle)
+{
+	static struct ps_message m;
+	int r = ps_decode(dir, buf, len, nfds, &m, why, sizeof(why));
+	CHECK(r == -EBADMSG, "decoder accepted a message that breaks '%s'", needle);
+	CHECK(strstr(why, needle), "violation text '%s' lacks '%s'", why, needle);
+}
+
+static void decoder_rules(void)
+{
+	static unsigned char buf[PS_MAX_MESSAGE_BYTES + 64];
+	struct ps_header *h = (struct ps_header *)buf;
+	size_t len;
+	static struct ps_message m;
+
+	len = raw_hello(buf);
+	CHECK(ps_decode(PS_TO_HELPER, buf, len, 0, &m, why, sizeof(why)) == 0, "valid hello: %s", why);
+	expect_violation(buf, len, 0, PS_TO_DAEMON, "wrong direction");
+	expect_violation(buf, 10, 0, PS_TO_HELPER, "short message");
+	expect_violation(buf, len, 1, PS_TO_HELPER, "at most 0 allowed");
+
+	len = raw_hello(buf);
+	h->magic ^= 1;
+	expect_violation(buf, len, 0, PS_TO_HELPER, "wrong magic");
+	len = raw_hello(buf);
+	h->version = 9;
+	expect_violation(buf, len, 0, PS_TO_HELPER, "wrong protocol version");
+	len = raw_hello(buf);
+	h->type = 77;
+	expect_violation(buf, len, 0, PS_TO_HELPER, "unknown message type");
+	len = raw_hello(buf);
+	h->payload_len += 1;
+	expect_violation(buf, len, 0, PS_TO_HELPER, "header says");
+	len = raw_hello(buf);
+	h->payload_len += 4;
+	expect_violation(buf, len + 4, 0, PS_TO_HELPER, "must be");
+	len = raw_hello(buf);
+	h->nfds = 1;
+	expect_violation(buf, len, 0, PS_TO_HELPER, "declares 1 fds");
+
+	/* Strings: unterminated, embedded NUL, unprintable. */
+	struct ps_hello *q = (struct ps_hello *)(buf + sizeof(*h));
+	len = raw_hello(buf);
+	memset(q->caller.what, 'a', sizeof(q->caller.what));
+	expect_violation(buf, len, 0, PS_TO_HELPER, "unterminated");
+	len = raw_hello(buf);
+	q->caller.what[10] = 'z';
+	expect_violation(buf, len, 0, PS_TO_HELPER, "embedded NUL");
+	len = raw_hello(buf);
+	q->caller.what[0] = '\n';
+	expect_violation(buf, len, 0, PS_TO_HELPER, "not printable");
+	len = raw_hello(buf);
+	q->reserved = 1;
+	expect_violation(buf, len, 0, PS_TO_HELPER, "reserved");
+
+	/* Counts and unused entries of a scan. */
+	struct ps_header sh = {PS_MAGIC, PS_PROTOCOL_VERSION, PS_SCAN, 2, sizeof(struct ps_scan), 0};
+	struct ps_scan *s = (struct ps_scan *)(buf + sizeof(sh));
+	memcpy(buf, &sh, sizeof(sh));
+	memset(s, 0, sizeof(*s));
+	s->nparts = 1;
+	s->count = 1;
+	strcpy(s->sockets[0], "/run/a.sock");
+	len = sizeof(sh) + sizeof(*s);
+	CHECK(ps_decode(PS_TO_HELPER, buf, len, 0, &m, why, sizeof(why)) == 0, "valid scan: %s", why);
+	s->count = PS_SCAN_PART_MAX + 1;
+	expect_violation(buf, len, 0, PS_TO_HELPER, "over the maximum");
+	s->count = 1;
+	strcpy(s->sockets[5], "/stale");
+	expect_violation(buf, len, 0, PS_TO_HELPER, "unused entry is not zero");
+	memset(s->sockets[5], 0, PS_SOCK_PATH_MAX);
+	memset(s->sockets[0], 0, PS_SOCK_PATH_MAX);
+	expect_violation(buf, len, 0, PS_TO_HELPER, "empty string");
+	strcpy(s->sockets[0], "/run/a.sock");
+	s->part = 1;
+	expect_violation(buf, len, 0, PS_TO_HELPER, "not below nparts");
+	s->part = 0;
+	s->nparts = PS_SCAN_MAX_PARTS + 1;
+	expect_violation(buf, len, 0, PS_TO_HELPER, "nparts");
+
+	/* A probe without a pidfd must name a pid; its flag must match the fds. */
+	struct ps_header ph = {PS_MAGIC, PS_PROTOCOL_VERSION, PS_PROBE, 3, sizeof(struct ps_probe), 0};
+	struct ps_probe *pr = (struct ps_probe *)(buf + sizeof(ph));
+	memcpy(buf, &ph, sizeof(ph));
+	memset(pr, 0, sizeof(*pr));
+	strcpy(pr->api_sock, "/run/a.sock");
+	len = sizeof(ph) + sizeof(*pr);
+	expect_violation(buf, len, 0, PS_TO_HELPER, "not a process id");
+	pr->pid = 5;
+	pr->flags = PS_PROBE_HAS_PIDFD;
+	expect_violation(buf, len, 0, PS_TO_HELPER, "pidfd flag");
+	pr->flags = 0x80;
+	expect_violation(buf, len, 0, PS_TO_HELPER, "unknown bits");
+}
+
+/* A rejected message's fds are closed by ps_recv: none leaks into the receiver. */
+static void rejected_fds_are_closed(void)
+{
+	int sv[2], p[2];
+	unsigned char buf[256];
+	pair(sv);
+	CHECK(pipe(p) == 0, "pipe");
+	int before = t_count_fds();
+	size_t len = raw_hello(buf);
+	/*
+	 * HELLO carries no fd. Three fds overflow the helper's control buffer,
+	 * which is sized for one (alignment leaves room for two): MSG_CTRUNC.
+	 */
+	int fds[3] = {p[0], p[1], p[0]};
+	CHECK(t_send_raw(sv[0], buf, len, fds, 1) == 0, "send");
+	CHECK(t_send_raw(sv[0], buf, len, fds, 3) == 0, "send");
+	struct ps_message m;
+	CHECK(ps_recv(sv[1], PS_TO_HELPER, false, &m, why, sizeof(why)) == -EBADMSG &&
+		      strstr(why, "at most 0"),
+	      "fd on hello: %s", why);
+	CHECK(t_count_fds() == before, "fd leaked after a rejected hello");
+	CHECK(ps_recv(sv[1], PS_TO_HELPER, false, &m, why, sizeof(why)) == -EBADMSG &&
+		      strstr(why, "MSG_CTRUNC"),
+	      "three fds: %s", why);
+	CHECK(t_count_fds() == before, "fd leaked after MSG_CTRUNC");
+	/* Oversize datagram. */
+	static unsigned char big[PS_MAX_MESSAGE_BYTES + 100];
+	memcpy(big, buf, len);
+	int sz = 1 << 20;
+	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+	CHECK(t_send_raw(sv[0], big, sizeof(big), NULL, 0) == 0, "send big");
+	CHECK(ps_recv(sv[1], PS_TO_HELPER, false, &m, why, sizeof(why)) == -EBADMSG &&
+		      strstr(why, "oversize"),
+	      "oversize: %s", why);
+	close(p[0]);
+	close(p[1]);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+static void send_refuses_wrong_size(void)
+{
+	struct ps_hello q;
+	memset(&q, 0, sizeof(q));
+	CHECK(ps_send(-1, PS_HELLO, 1, &q, sizeof(q) - 1, NULL, 0) == -EINVAL, "size checked");
+	CHECK(ps_send(-1, 99, 1, &q, sizeof(q), NULL, 0) == -EINVAL, "type checked");
+}
+
+int main(void)
+{
+	roundtrip_probe_with_fd();
+	decoder_rules();
+	rejected_fds_are_closed();
+	send_refuses_wrong_size();
+	return 0;
+}
