@@ -26,8 +26,8 @@ int fdpass_send(int sock, const struct iovec *iov, size_t iovcnt, const int *fds
 		char buf[CMSG_SPACE(sizeof(int) * FDPASS_MAX_FDS)];
 	} control;
 	struct msghdr msg = {
-		.msg_iov = (struct iovec *)iov,
-		.msg_iovlen = iovcnt,
+	    .msg_iov = (struct iovec *)iov,
+	    .msg_iovlen = iovcnt,
 	};
 
 	if (nfds > FDPASS_MAX_FDS)
@@ -51,7 +51,8 @@ int fdpass_send(int sock, const struct iovec *iov, size_t iovcnt, const int *fds
 	}
 }
 
-int fdpass_recv(int sock, void *buf, size_t cap, size_t max_fds, bool nonblock, struct fdpass_recv *out)
+int fdpass_recv(int sock, void *buf, size_t cap, size_t max_fds, bool nonblock,
+		struct fdpass_recv *out)
 {
 	union {
 		struct cmsghdr align;
@@ -59,11 +60,11 @@ int fdpass_recv(int sock, void *buf, size_t cap, size_t max_fds, bool nonblock, 
 	} control;
 	struct iovec iov = {.iov_base = buf, .iov_len = cap};
 	struct msghdr msg = {
-		.msg_iov = &iov,
-		.msg_iovlen = 1,
-		.msg_control = control.buf,
-		/* Room for max_fds and not one more: the kernel then flags extra fds. */
-		.msg_controllen = max_fds > 0 ? CMSG_SPACE(sizeof(int) * max_fds) : 0,
+	    .msg_iov = &iov,
+	    .msg_iovlen = 1,
+	    .msg_control = control.buf,
+	    /* Room for max_fds and not one more: the kernel then flags extra fds. */
+	    .msg_controllen = max_fds > 0 ? CMSG_SPACE(sizeof(int) * max_fds) : 0,
 	};
 	ssize_t n;
 

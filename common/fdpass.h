@@ -16,11 +16,11 @@
 #define FDPASS_MAX_FDS 64
 
 struct fdpass_recv {
-	size_t len;	 /* bytes of the datagram that fit in the buffer */
+	size_t len; /* bytes of the datagram that fit in the buffer */
 	int fds[FDPASS_MAX_FDS];
-	size_t nfds;	 /* fds actually received; all owned by the caller */
-	bool truncated;	 /* MSG_TRUNC: the datagram was larger than the buffer */
-	bool ctruncated; /* MSG_CTRUNC: more fds (or control data) than the buffer allowed */
+	size_t nfds;	   /* fds actually received; all owned by the caller */
+	bool truncated;	   /* MSG_TRUNC: the datagram was larger than the buffer */
+	bool ctruncated;   /* MSG_CTRUNC: more fds (or control data) than the buffer allowed */
 	bool foreign_cmsg; /* a control message other than SCM_RIGHTS arrived */
 };
 
@@ -32,6 +32,7 @@ int fdpass_send(int sock, const struct iovec *iov, size_t iovcnt, const int *fds
  * control buffer, so a peer that sends more gets MSG_CTRUNC reported.
  * Returns 1 on a datagram, 0 on EOF, -errno on error (with no fd left open).
  */
-int fdpass_recv(int sock, void *buf, size_t cap, size_t max_fds, bool nonblock, struct fdpass_recv *out);
+int fdpass_recv(int sock, void *buf, size_t cap, size_t max_fds, bool nonblock,
+		struct fdpass_recv *out);
 
 void fdpass_close_all(int *fds, size_t *nfds);

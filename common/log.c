@@ -30,8 +30,8 @@ int log_level_from_string(const char *s)
 		const char *name;
 		enum log_level level;
 	} names[] = {
-		{"error", LOG_LEVEL_ERR},   {"warning", LOG_LEVEL_WARNING}, {"notice", LOG_LEVEL_NOTICE},
-		{"info", LOG_LEVEL_INFO},   {"debug", LOG_LEVEL_DEBUG},
+	    {"error", LOG_LEVEL_ERR}, {"warning", LOG_LEVEL_WARNING}, {"notice", LOG_LEVEL_NOTICE},
+	    {"info", LOG_LEVEL_INFO}, {"debug", LOG_LEVEL_DEBUG},
 	};
 	for (size_t i = 0; i < ELEMENTSOF(names); i++)
 		if (strcasecmp(s, names[i].name) == 0)

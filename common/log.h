@@ -28,13 +28,13 @@ void log_emit(enum log_level level, int errnum, const char *fmt, ...) _printf_(3
 /* errnum is a positive errno value; the line ends with ": strerror(errnum)". */
 #define log_errno(level, errnum, ...) log_emit((level), (errnum), __VA_ARGS__)
 
-#define log_warn(...) log_emit(LOG_LEVEL_WARNING, errno, __VA_ARGS__)
-#define log_warnx(...) log_emit(LOG_LEVEL_WARNING, 0, __VA_ARGS__)
-#define log_err(...) log_emit(LOG_LEVEL_ERR, errno, __VA_ARGS__)
-#define log_errx(...) log_emit(LOG_LEVEL_ERR, 0, __VA_ARGS__)
+#define log_warn(...)	log_emit(LOG_LEVEL_WARNING, errno, __VA_ARGS__)
+#define log_warnx(...)	log_emit(LOG_LEVEL_WARNING, 0, __VA_ARGS__)
+#define log_err(...)	log_emit(LOG_LEVEL_ERR, errno, __VA_ARGS__)
+#define log_errx(...)	log_emit(LOG_LEVEL_ERR, 0, __VA_ARGS__)
 #define log_notice(...) log_emit(LOG_LEVEL_NOTICE, 0, __VA_ARGS__)
-#define log_info(...) log_emit(LOG_LEVEL_INFO, 0, __VA_ARGS__)
-#define log_debug(...) log_emit(LOG_LEVEL_DEBUG, 0, __VA_ARGS__)
+#define log_info(...)	log_emit(LOG_LEVEL_INFO, 0, __VA_ARGS__)
+#define log_debug(...)	log_emit(LOG_LEVEL_DEBUG, 0, __VA_ARGS__)
 
 /* Log at error level and exit(status). */
 _noreturn_ void fatal(int status, const char *fmt, ...) _printf_(2, 3);

@@ -13,15 +13,15 @@
 
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
 
-#define _cleanup_(f) __attribute__((cleanup(f)))
-#define _cleanup_free_ _cleanup_(freep)
-#define _cleanup_close_ _cleanup_(closep)
-#define _cleanup_fclose_ _cleanup_(fclosep)
+#define _cleanup_(f)	   __attribute__((cleanup(f)))
+#define _cleanup_free_	   _cleanup_(freep)
+#define _cleanup_close_	   _cleanup_(closep)
+#define _cleanup_fclose_   _cleanup_(fclosep)
 #define _cleanup_closedir_ _cleanup_(closedirp)
-#define _unused_ __attribute__((unused))
-#define _noreturn_ __attribute__((noreturn))
-#define _printf_(a, b) __attribute__((format(printf, a, b)))
-#define _warn_unused_ __attribute__((warn_unused_result))
+#define _unused_	   __attribute__((unused))
+#define _noreturn_	   __attribute__((noreturn))
+#define _printf_(a, b)	   __attribute__((format(printf, a, b)))
+#define _warn_unused_	   __attribute__((warn_unused_result))
 
 static inline void freep(void *p)
 {

@@ -24,5 +24,6 @@ bool field_is_clean_string(const char *field, size_t size);
 /* True when every byte of buf is zero. */
 bool bytes_are_zero(const void *buf, size_t size);
 
-/* Copy a string into a fixed-size field, zero-filling the rest; -ENAMETOOLONG if it does not fit. */
+/* Copy a string into a fixed-size field, zero-filling the rest; -ENAMETOOLONG if it does not fit.
+ */
 int field_set(char *field, size_t size, const char *value);

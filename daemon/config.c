@@ -110,31 +110,32 @@ static void clear_firecracker_names(struct banger_config *c)
 }
 
 struct config_key {
-	const char *key;  /* in the file; the flag is the same with '-' for '_' */
+	const char *key; /* in the file; the flag is the same with '-' for '_' */
 	const char *flag;
 	config_setter set;
-	void (*clear)(struct banger_config *c); /* list keys: the command line replaces the file's list */
+	void (*clear)(
+	    struct banger_config *c); /* list keys: the command line replaces the file's list */
 	const char *meta;
 	const char *help;
 };
 
 static const struct config_key config_keys[] = {
-	{"state_dir", "state-dir", set_state_dir, NULL, "DIR", "state directory"},
-	{"listen", "listen", set_listen, NULL, "PATH", "control socket (when not socket-activated)"},
-	{"user", "user", set_user, NULL, "NAME", "user to run as after start-up"},
-	{"helper", "helper", set_helper, NULL, "PATH", "banger-privhelper executable"},
-	{"audit_log", "audit-log", set_audit_log, NULL, "FILE", "helper's audit log file"},
-	{"log_level", "log-level", set_log_level, NULL, "LEVEL", "error|warning|notice|info|debug"},
-	{"tap_prefix", "tap-prefix", set_tap_prefix, NULL, "PREFIX", "tap devices banger may delete"},
-	{"dm_prefix", "dm-prefix", set_dm_prefix, NULL, "PREFIX", "DM names banger may remove"},
-	{"dm_uuid_prefix", "dm-uuid-prefix", set_dm_uuid_prefix, NULL, "PREFIX",
-	 "DM uuids banger may remove"},
-	{"loop_root", "loop-root", add_loop_root, clear_loop_roots, "DIR",
-	 "loop backing files must lie below (repeatable)"},
-	{"api_sock_root", "api-sock-root", add_api_sock_root, clear_api_sock_roots, "DIR",
-	 "firecracker api sockets must lie below (repeatable)"},
-	{"firecracker_name", "firecracker-name", add_firecracker_name, clear_firecracker_names,
-	 "NAME", "executable names that count as firecracker (repeatable)"},
+    {"state_dir", "state-dir", set_state_dir, NULL, "DIR", "state directory"},
+    {"listen", "listen", set_listen, NULL, "PATH", "control socket (when not socket-activated)"},
+    {"user", "user", set_user, NULL, "NAME", "user to run as after start-up"},
+    {"helper", "helper", set_helper, NULL, "PATH", "banger-privhelper executable"},
+    {"audit_log", "audit-log", set_audit_log, NULL, "FILE", "helper's audit log file"},
+    {"log_level", "log-level", set_log_level, NULL, "LEVEL", "error|warning|notice|info|debug"},
+    {"tap_prefix", "tap-prefix", set_tap_prefix, NULL, "PREFIX", "tap devices banger may delete"},
+    {"dm_prefix", "dm-prefix", set_dm_prefix, NULL, "PREFIX", "DM names banger may remove"},
+    {"dm_uuid_prefix", "dm-uuid-prefix", set_dm_uuid_prefix, NULL, "PREFIX",
+     "DM uuids banger may remove"},
+    {"loop_root", "loop-root", add_loop_root, clear_loop_roots, "DIR",
+     "loop backing files must lie below (repeatable)"},
+    {"api_sock_root", "api-sock-root", add_api_sock_root, clear_api_sock_roots, "DIR",
+     "firecracker api sockets must lie below (repeatable)"},
+    {"firecracker_name", "firecracker-name", add_firecracker_name, clear_firecracker_names, "NAME",
+     "executable names that count as firecracker (repeatable)"},
 };
 
 void config_init(struct banger_config *cfg)
@@ -213,11 +214,12 @@ int config_load_file(struct banger_config *cfg, const char *path, char *why, siz
 
 static void print_usage(FILE *out)
 {
-	fprintf(out, "Usage: bangerd [OPTIONS]\n\n"
-		     "Tracks the host resources of Firecracker microVMs and tears down what\n"
-		     "they leave behind. See bangerd(8) and bangerd.conf(5).\n\n"
-		     "  --config FILE             configuration file (default " BANGER_DEFAULT_CONFIG
-		     " if it exists)\n");
+	fprintf(out,
+		"Usage: bangerd [OPTIONS]\n\n"
+		"Tracks the host resources of Firecracker microVMs and tears down what\n"
+		"they leave behind. See bangerd(8) and bangerd.conf(5).\n\n"
+		"  --config FILE             configuration file (default " BANGER_DEFAULT_CONFIG
+		" if it exists)\n");
 	for (size_t i = 0; i < ELEMENTSOF(config_keys); i++) {
 		char left[64];
 		snprintf(left, sizeof(left), "--%s %s", config_keys[i].flag, config_keys[i].meta);
@@ -237,9 +239,11 @@ int config_parse_args(struct banger_config *cfg, int argc, char **argv, char *wh
 
 	for (size_t i = 0; i < ELEMENTSOF(config_keys); i++)
 		options[i] = (struct option){config_keys[i].flag, required_argument, NULL, (int)i};
-	options[ELEMENTSOF(config_keys) + 0] = (struct option){"config", required_argument, NULL, OPT_CONFIG};
+	options[ELEMENTSOF(config_keys) + 0] =
+	    (struct option){"config", required_argument, NULL, OPT_CONFIG};
 	options[ELEMENTSOF(config_keys) + 1] = (struct option){"help", no_argument, NULL, OPT_HELP};
-	options[ELEMENTSOF(config_keys) + 2] = (struct option){"version", no_argument, NULL, OPT_VERSION};
+	options[ELEMENTSOF(config_keys) + 2] =
+	    (struct option){"version", no_argument, NULL, OPT_VERSION};
 	options[ELEMENTSOF(config_keys) + 3] = (struct option){0};
 
 	/* Pass 1: only --config, --help, --version, and the syntax of everything. */

@@ -17,7 +17,7 @@
 struct banger_config {
 	char state_dir[PATH_MAX];
 	char listen[PATH_MAX];
-	char user[64];	  /* empty: stay the user we were started as */
+	char user[64]; /* empty: stay the user we were started as */
 	char helper[PATH_MAX];
 	char audit_log[PATH_MAX];
 	int log_level;

@@ -80,7 +80,7 @@ void describe_wait_status(int status, char *buf, size_t size)
 /* Environment for the helper: ours, minus what systemd meant for bangerd alone. */
 static char **helper_environment(void)
 {
-	static const char *const drop[] = {"LISTEN_FDS=", "LISTEN_PID=", "LISTEN_FDNAMES=",
+	static const char *const drop[] = {"LISTEN_FDS=",    "LISTEN_PID=",   "LISTEN_FDNAMES=",
 					   "NOTIFY_SOCKET=", "WATCHDOG_PID=", "WATCHDOG_USEC="};
 	size_t n = 0;
 	while (environ[n])
@@ -103,8 +103,8 @@ static char **helper_environment(void)
 int helper_spawn(const char *helper_path, const struct ps_policy *policy, const char *audit_log,
 		 int log_level, pid_t *pid_out)
 {
-	static const char *const level_names[] = {[3] = "error", [4] = "warning", [5] = "notice",
-						  [6] = "info", [7] = "debug"};
+	static const char *const level_names[] = {
+	    [3] = "error", [4] = "warning", [5] = "notice", [6] = "info", [7] = "debug"};
 	const char *argv[POLICY_MAX_ARGS + 8];
 	int sv[2];
 	size_t n = 0;
@@ -220,7 +220,8 @@ static void helper_flush(struct helper_client *hc)
 		}
 		if (r < 0) {
 			char why[128];
-			snprintf(why, sizeof(why), "sending to the helper failed: %s", strerror(-r));
+			snprintf(why, sizeof(why), "sending to the helper failed: %s",
+				 strerror(-r));
 			helper_declare_dead(hc, why);
 			return;
 		}
@@ -295,7 +296,7 @@ static int scan_append(struct pending *p, struct ps_message *m)
 	for (uint32_t i = 0; i < r->count; i++) {
 		res->entries[res->count] = r->entries[i];
 		res->pidfds[res->count] =
-			r->entries[i].has_pidfd ? ps_message_take_fd(m, next_fd++) : -1;
+		    r->entries[i].has_pidfd ? ps_message_take_fd(m, next_fd++) : -1;
 		res->count++;
 	}
 	res->uninspected = r->uninspected;
@@ -309,8 +310,8 @@ static int helper_deliver(struct helper_client *hc, struct ps_message *m, char *
 {
 	struct pending *p;
 	TAILQ_FOREACH(p, &hc->pending, link)
-		if (p->request_id == m->header.request_id)
-			break;
+	if (p->request_id == m->header.request_id)
+		break;
 	if (!p) {
 		snprintf(why, size, "helper answered request %llu, which is not pending",
 			 (unsigned long long)m->header.request_id);
@@ -509,7 +510,8 @@ int helper_scan(struct helper_client *hc, const struct ps_caller *caller,
 		q->caller = *caller;
 		q->part = (uint32_t)part;
 		q->nparts = (uint32_t)nparts;
-		for (size_t i = part * PS_SCAN_PART_MAX; i < count && q->count < PS_SCAN_PART_MAX; i++)
+		for (size_t i = part * PS_SCAN_PART_MAX; i < count && q->count < PS_SCAN_PART_MAX;
+		     i++)
 			field_set(q->sockets[q->count++], PS_SOCK_PATH_MAX, sockets[i]);
 		int r = helper_enqueue(hc, PS_SCAN, p->request_id, q, sizeof(*q), -1);
 		if (r < 0) {
@@ -524,8 +526,8 @@ int helper_scan(struct helper_client *hc, const struct ps_caller *caller,
 	return 0;
 }
 
-int helper_teardown(struct helper_client *hc, const struct ps_teardown *request,
-		    helper_reply_cb cb, void *userdata)
+int helper_teardown(struct helper_client *hc, const struct ps_teardown *request, helper_reply_cb cb,
+		    void *userdata)
 {
 	struct pending *p = pending_new(hc, PS_TEARDOWN_REPLY);
 	if (!p)

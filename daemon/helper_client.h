@@ -61,8 +61,8 @@ int helper_probe(struct helper_client *hc, const struct ps_caller *caller, pid_t
 		 uint64_t start_time, const char *api_sock, helper_reply_cb cb, void *userdata);
 int helper_scan(struct helper_client *hc, const struct ps_caller *caller,
 		const char *const *sockets, size_t count, helper_scan_cb cb, void *userdata);
-int helper_teardown(struct helper_client *hc, const struct ps_teardown *request,
-		    helper_reply_cb cb, void *userdata);
+int helper_teardown(struct helper_client *hc, const struct ps_teardown *request, helper_reply_cb cb,
+		    void *userdata);
 
 /* Describe how a child ended ("exited with status 1", "killed by signal 9 (KILL)"). */
 void describe_wait_status(int status, char *buf, size_t size);

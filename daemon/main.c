@@ -132,7 +132,8 @@ static void startup_as_root_or_user(struct daemon *d, int argc, char **argv)
 			fatalx(EXIT_CONFIG, "configuration: %s", why);
 		if (!root && uid != d->uid)
 			fatalx(EXIT_CONFIG,
-			       "configuration: user '%s' asked for, but not started as root", d->cfg.user);
+			       "configuration: user '%s' asked for, but not started as root",
+			       d->cfg.user);
 		d->uid = uid;
 		d->gid = gid;
 	} else if (root) {
@@ -144,8 +145,8 @@ static void startup_as_root_or_user(struct daemon *d, int argc, char **argv)
 		fatalx(1, "%s", why);
 
 	pid_t pid;
-	int sock = helper_spawn(d->cfg.helper, &d->cfg.policy, d->cfg.audit_log, d->cfg.log_level,
-				&pid);
+	int sock =
+	    helper_spawn(d->cfg.helper, &d->cfg.policy, d->cfg.audit_log, d->cfg.log_level, &pid);
 	if (sock < 0)
 		fatalx(EXIT_HELPER, "cannot start %s: %s", d->cfg.helper, strerror(-sock));
 	d->helper_pid = pid;
@@ -182,7 +183,8 @@ int main(int argc, char **argv)
 	d.ev_sigint = evsignal_new(d.base, SIGINT, on_terminate, &d);
 	d.ev_sigchld = evsignal_new(d.base, SIGCHLD, on_sigchld, &d);
 	d.ev_hello_timeout = evtimer_new(d.base, on_hello_timeout, &d);
-	struct timeval hello_tv = {HELPER_HELLO_TIMEOUT_MS / 1000, (HELPER_HELLO_TIMEOUT_MS % 1000) * 1000};
+	struct timeval hello_tv = {HELPER_HELLO_TIMEOUT_MS / 1000,
+				   (HELPER_HELLO_TIMEOUT_MS % 1000) * 1000};
 	if (!d.ev_sigterm || !d.ev_sigint || !d.ev_sigchld || !d.ev_hello_timeout ||
 	    evsignal_add(d.ev_sigterm, NULL) < 0 || evsignal_add(d.ev_sigint, NULL) < 0 ||
 	    evsignal_add(d.ev_sigchld, NULL) < 0 || evtimer_add(d.ev_hello_timeout, &hello_tv) < 0)

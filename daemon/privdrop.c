@@ -44,8 +44,10 @@ static int check_dropped(uid_t uid, gid_t gid, char *why, size_t why_size)
 			snprintf(why, why_size, "uid/gid not fully changed");
 			return -EPERM;
 		}
-	if (st.cap_inh || st.cap_prm || st.cap_eff || st.cap_bnd || st.cap_amb || !st.no_new_privs) {
-		snprintf(why, why_size, "capabilities remain (prm %llx eff %llx bnd %llx) or no_new_privs unset",
+	if (st.cap_inh || st.cap_prm || st.cap_eff || st.cap_bnd || st.cap_amb ||
+	    !st.no_new_privs) {
+		snprintf(why, why_size,
+			 "capabilities remain (prm %llx eff %llx bnd %llx) or no_new_privs unset",
 			 (unsigned long long)st.cap_prm, (unsigned long long)st.cap_eff,
 			 (unsigned long long)st.cap_bnd);
 		return -EPERM;

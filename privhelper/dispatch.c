@@ -22,10 +22,10 @@ struct asroot_entry {
 };
 
 static const struct asroot_entry asroot_table[] = {
-	{PS_HELLO, "hello", true, asroot_hello},
-	{PS_PROBE, "probe", false, asroot_probe},
-	{PS_SCAN, "scan", false, asroot_scan},
-	{PS_TEARDOWN, "teardown", false, asroot_teardown},
+    {PS_HELLO, "hello", true, asroot_hello},
+    {PS_PROBE, "probe", false, asroot_probe},
+    {PS_SCAN, "scan", false, asroot_scan},
+    {PS_TEARDOWN, "teardown", false, asroot_teardown},
 };
 
 int asroot_hello(struct helper *h, struct ps_message *m, char *why, size_t why_size)
@@ -73,7 +73,8 @@ int asroot_teardown(struct helper *h, struct ps_message *m, char *why, size_t wh
 	memset(&rep, 0, sizeof(rep));
 	rep.err = -ENOSYS;
 	audit_finish(h, &a, "failed", ps_reason_name(PS_REASON_NOT_IMPLEMENTED), rep.err);
-	return ps_send(h->sock, PS_TEARDOWN_REPLY, m->header.request_id, &rep, sizeof(rep), NULL, 0);
+	return ps_send(h->sock, PS_TEARDOWN_REPLY, m->header.request_id, &rep, sizeof(rep), NULL,
+		       0);
 }
 
 int helper_dispatch(struct helper *h, struct ps_message *m, char *why, size_t why_size)

@@ -31,7 +31,7 @@ struct helper {
 	struct ps_policy policy;
 	bool privileged; /* started as root and holding exactly its four capabilities */
 	bool hello_done;
-	int audit_fd;	 /* -1, or the audit log file */
+	int audit_fd; /* -1, or the audit log file */
 	struct scan_request scan;
 };
 
@@ -64,7 +64,8 @@ int asroot_probe(struct helper *h, struct ps_message *m, char *why, size_t why_s
 int asroot_scan(struct helper *h, struct ps_message *m, char *why, size_t why_size);
 int asroot_teardown(struct helper *h, struct ps_message *m, char *why, size_t why_size);
 
-/* Route one decoded request. Returns 0, -EBADMSG for a protocol violation (why says what), or -errno. */
+/* Route one decoded request. Returns 0, -EBADMSG for a protocol violation (why says what), or
+ * -errno. */
 int helper_dispatch(struct helper *h, struct ps_message *m, char *why, size_t why_size);
 
 void scan_request_reset(struct scan_request *s);

@@ -49,18 +49,27 @@ static void usage(FILE *out)
 
 static void parse_args(int argc, char **argv, struct ps_policy *policy, const char **audit_log)
 {
-	enum { OPT_TAP = 256, OPT_DM, OPT_DM_UUID, OPT_LOOP, OPT_API, OPT_NAME, OPT_AUDIT, OPT_LOG };
+	enum {
+		OPT_TAP = 256,
+		OPT_DM,
+		OPT_DM_UUID,
+		OPT_LOOP,
+		OPT_API,
+		OPT_NAME,
+		OPT_AUDIT,
+		OPT_LOG
+	};
 	static const struct option options[] = {
-		{"tap-prefix", required_argument, NULL, OPT_TAP},
-		{"dm-prefix", required_argument, NULL, OPT_DM},
-		{"dm-uuid-prefix", required_argument, NULL, OPT_DM_UUID},
-		{"loop-root", required_argument, NULL, OPT_LOOP},
-		{"api-sock-root", required_argument, NULL, OPT_API},
-		{"firecracker-name", required_argument, NULL, OPT_NAME},
-		{"audit-log", required_argument, NULL, OPT_AUDIT},
-		{"log-level", required_argument, NULL, OPT_LOG},
-		{"help", no_argument, NULL, 'h'},
-		{0},
+	    {"tap-prefix", required_argument, NULL, OPT_TAP},
+	    {"dm-prefix", required_argument, NULL, OPT_DM},
+	    {"dm-uuid-prefix", required_argument, NULL, OPT_DM_UUID},
+	    {"loop-root", required_argument, NULL, OPT_LOOP},
+	    {"api-sock-root", required_argument, NULL, OPT_API},
+	    {"firecracker-name", required_argument, NULL, OPT_NAME},
+	    {"audit-log", required_argument, NULL, OPT_AUDIT},
+	    {"log-level", required_argument, NULL, OPT_LOG},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
 	};
 	char why[256];
 	int c;
@@ -191,7 +200,8 @@ static void drop_privileges(struct helper *h)
 
 static int open_audit_log(const char *path)
 {
-	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
+	int fd =
+	    open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
 	if (fd < 0)
 		fatal(1, "audit log %s", path);
 	return fd;

@@ -145,7 +145,8 @@ static int scan_result_add(struct scan_result *res, const struct proc_facts *f, 
 	hit->entry.pid = f->pid;
 	hit->entry.start_time = f->start_time;
 	hit->entry.has_pidfd = pidfd >= 0;
-	/* An orphan's path may be longer than a bindable socket path; cut it to report it anyway. */
+	/* An orphan's path may be longer than a bindable socket path; cut it to report it anyway.
+	 */
 	size_t n = strnlen(f->api_sock, sizeof(hit->entry.api_sock) - 1);
 	memcpy(hit->entry.api_sock, f->api_sock, n);
 	hit->pidfd = pidfd;
@@ -206,7 +207,8 @@ static int scan_one(const struct ps_policy *policy, int proc_fd, pid_t pid,
 static int scan_walk(const struct ps_policy *policy, const struct scan_request *s,
 		     struct scan_result *res)
 {
-	_cleanup_free_ struct socket_entry *entries = calloc(s->count ? s->count : 1, sizeof(*entries));
+	_cleanup_free_ struct socket_entry *entries =
+	    calloc(s->count ? s->count : 1, sizeof(*entries));
 	struct socket_entry *table = NULL;
 	int r = 0;
 
@@ -275,7 +277,8 @@ void scan_request_reset(struct scan_request *s)
 }
 
 /* Collect one part; a part that does not continue the scan under way is a violation. */
-static int scan_collect(struct scan_request *s, const struct ps_message *m, char *why, size_t why_size)
+static int scan_collect(struct scan_request *s, const struct ps_message *m, char *why,
+			size_t why_size)
 {
 	const struct ps_scan *q = &m->payload.scan;
 

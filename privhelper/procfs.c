@@ -158,7 +158,8 @@ int argv_find_api_sock(const char *argv, size_t len, const char **path)
 			found = argv + next;
 			seen++;
 			next += strnlen(found, len - next) + 1;
-		} else if (strncmp(arg, flag, sizeof(flag) - 1) == 0 && arg[sizeof(flag) - 1] == '=') {
+		} else if (strncmp(arg, flag, sizeof(flag) - 1) == 0 &&
+			   arg[sizeof(flag) - 1] == '=') {
 			found = arg + sizeof(flag);
 			seen++;
 		}
@@ -180,7 +181,8 @@ static int resolve_api_sock(int dirfd, const char *argv_path, char *out, size_t 
 	if (argv_path[0] != '/') {
 		r = readlink_at(dirfd, "cwd", base, sizeof(base));
 	} else {
-		/* Absolute: under the process's root (a jailer chroot), also shown as a host path. */
+		/* Absolute: under the process's root (a jailer chroot), also shown as a host path.
+		 */
 		r = readlink_at(dirfd, "root", base, sizeof(base));
 	}
 	if (r < 0)

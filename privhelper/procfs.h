@@ -20,14 +20,15 @@
 
 struct proc_facts {
 	pid_t pid;
-	uint64_t start_time; /* clock ticks after boot, /proc/PID/stat field 22 */
-	bool is_firecracker; /* the executable's name is one of the policy's names */
-	bool has_api_sock;   /* api_sock could be determined from argv (and root/cwd) */
+	uint64_t start_time;	 /* clock ticks after boot, /proc/PID/stat field 22 */
+	bool is_firecracker;	 /* the executable's name is one of the policy's names */
+	bool has_api_sock;	 /* api_sock could be determined from argv (and root/cwd) */
 	char api_sock[PATH_MAX]; /* as seen from the host: resolved under /proc/PID/root */
 };
 
 int pidfd_open_pid(pid_t pid);
-/* The pid a pidfd names, from /proc/self/fdinfo: >0, or -ESRCH when it exited, -EBADF when fd is not a pidfd. */
+/* The pid a pidfd names, from /proc/self/fdinfo: >0, or -ESRCH when it exited, -EBADF when fd is
+ * not a pidfd. */
 int pidfd_get_pid(int pidfd);
 bool pidfd_has_exited(int pidfd);
 

@@ -18,7 +18,7 @@
 /* Every byte of a payload is a named field: no compiler padding can carry stale memory. */
 static_assert(sizeof(struct ps_caller) == 48, "ps_caller layout");
 static_assert(sizeof(struct ps_policy) == 280 + 16 + 2 * PS_POLICY_MAX_ROOTS * PS_PATH_MAX +
-						  PS_POLICY_MAX_NAMES * PS_EXE_NAME_MAX,
+					      PS_POLICY_MAX_NAMES * PS_EXE_NAME_MAX,
 	      "ps_policy layout");
 static_assert(sizeof(struct ps_probe) == 176, "ps_probe layout");
 static_assert(sizeof(struct ps_probe_reply) == 24, "ps_probe_reply layout");
@@ -26,7 +26,7 @@ static_assert(sizeof(struct ps_scan) == 64 + PS_SCAN_PART_MAX * PS_SOCK_PATH_MAX
 static_assert(sizeof(struct ps_scan_entry) == 136, "ps_scan_entry layout");
 static_assert(sizeof(struct ps_scan_reply) == 24 + PS_SCAN_REPLY_MAX * 136, "ps_scan_reply layout");
 static_assert(sizeof(struct ps_teardown) == 56 + PS_TEARDOWN_MAX_DM * PS_DM_NAME_MAX +
-						    PS_TEARDOWN_MAX_LOOPS * PS_PATH_MAX + PS_IFNAME_MAX,
+						PS_TEARDOWN_MAX_LOOPS * PS_PATH_MAX + PS_IFNAME_MAX,
 	      "ps_teardown layout");
 static_assert(sizeof(struct ps_teardown_result) == 16 + PS_PATH_MAX, "ps_teardown_result layout");
 
@@ -52,15 +52,16 @@ _printf_(3, 4) static int violation(char *why, size_t why_size, const char *fmt,
 
 #define CHECK_STRING(field, label)                                                                 \
 	do {                                                                                       \
-		if (!field_is_clean_string((field), sizeof(field)))                               \
-			return violation(why, why_size, "%s: unterminated string or embedded NUL",  \
+		if (!field_is_clean_string((field), sizeof(field)))                                \
+			return violation(why, why_size, "%s: unterminated string or embedded NUL", \
 					 (label));                                                 \
 	} while (0)
 
 #define CHECK_ZERO(field, label)                                                                   \
 	do {                                                                                       \
-		if (!bytes_are_zero(&(field), sizeof(field)))                                     \
-			return violation(why, why_size, "%s: reserved bytes are not zero", (label)); \
+		if (!bytes_are_zero(&(field), sizeof(field)))                                      \
+			return violation(why, why_size, "%s: reserved bytes are not zero",         \
+					 (label));                                                 \
 	} while (0)
 
 /* A counted array of string fields: entries below count non-empty and clean, the rest all zero. */
@@ -79,8 +80,8 @@ static int check_string_array(const char *base, size_t entry_size, size_t capaci
 			continue;
 		}
 		if (!field_is_clean_string(entry, entry_size))
-			return violation(why, why_size, "%s[%zu]: unterminated string or embedded NUL",
-					 label, i);
+			return violation(why, why_size,
+					 "%s[%zu]: unterminated string or embedded NUL", label, i);
 		if (entry[0] == '\0')
 			return violation(why, why_size, "%s[%zu]: empty string", label, i);
 	}
@@ -115,7 +116,8 @@ static int check_policy(const struct ps_policy *p, char *why, size_t why_size)
 	if (r < 0)
 		return r;
 	return check_string_array(p->firecracker_names[0], PS_EXE_NAME_MAX, PS_POLICY_MAX_NAMES,
-				  p->n_firecracker_names, "policy.firecracker_names", why, why_size);
+				  p->n_firecracker_names, "policy.firecracker_names", why,
+				  why_size);
 }
 
 static int validate_hello(const union ps_payload *p, size_t nfds, char *why, size_t why_size)
@@ -205,8 +207,9 @@ static int validate_scan_reply(const union ps_payload *p, size_t nfds, char *why
 		const struct ps_scan_entry *e = &q->entries[i];
 		if (i >= q->count) {
 			if (!bytes_are_zero(e, sizeof(*e)))
-				return violation(why, why_size,
-						 "scan_reply.entries[%zu]: unused entry is not zero", i);
+				return violation(
+				    why, why_size,
+				    "scan_reply.entries[%zu]: unused entry is not zero", i);
 			continue;
 		}
 		if (e->kind != PS_SCAN_MATCH && e->kind != PS_SCAN_ORPHAN)
@@ -217,10 +220,12 @@ static int validate_scan_reply(const union ps_payload *p, size_t nfds, char *why
 					 "scan_reply.entries[%zu].has_pidfd: %u not allowed", i,
 					 e->has_pidfd);
 		if (e->kind == PS_SCAN_MATCH && e->index >= PS_SCAN_MAX_SOCKETS)
-			return violation(why, why_size, "scan_reply.entries[%zu].index: %u too large",
-					 i, e->index);
+			return violation(why, why_size,
+					 "scan_reply.entries[%zu].index: %u too large", i,
+					 e->index);
 		if (e->pid <= 0)
-			return violation(why, why_size, "scan_reply.entries[%zu].pid: %d", i, e->pid);
+			return violation(why, why_size, "scan_reply.entries[%zu].pid: %d", i,
+					 e->pid);
 		CHECK_STRING(e->api_sock, "scan_reply.entries[].api_sock");
 		CHECK_ZERO(e->reserved, "scan_reply.entries[].reserved");
 		with_fd += e->has_pidfd;
@@ -265,17 +270,17 @@ static int validate_teardown_reply(const union ps_payload *p, size_t nfds, char 
 		const struct ps_teardown_result *t = &q->results[i];
 		if (i >= q->count) {
 			if (!bytes_are_zero(t, sizeof(*t)))
-				return violation(why, why_size,
-						 "teardown_reply.results[%zu]: unused entry is not zero",
-						 i);
+				return violation(
+				    why, why_size,
+				    "teardown_reply.results[%zu]: unused entry is not zero", i);
 			continue;
 		}
 		if (t->kind < PS_RESOURCE_DM || t->kind > PS_RESOURCE_TAP)
 			return violation(why, why_size, "teardown_reply.results[%zu].kind: %u", i,
 					 t->kind);
 		if (t->status < PS_TEARDOWN_REMOVED || t->status > PS_TEARDOWN_FAILED)
-			return violation(why, why_size, "teardown_reply.results[%zu].status: %u",
-					 i, t->status);
+			return violation(why, why_size, "teardown_reply.results[%zu].status: %u", i,
+					 t->status);
 		if (t->reason < 0 || t->reason >= PS_REASON_MAX_ || t->err > 0)
 			return violation(why, why_size,
 					 "teardown_reply.results[%zu]: bad reason or errno", i);
@@ -285,18 +290,18 @@ static int validate_teardown_reply(const union ps_payload *p, size_t nfds, char 
 }
 
 static const struct ps_type_spec ps_types[] = {
-	{PS_HELLO, "hello", PS_TO_HELPER, sizeof(struct ps_hello), 0, validate_hello},
-	{PS_HELLO_REPLY, "hello_reply", PS_TO_DAEMON, sizeof(struct ps_hello_reply), 0,
-	 validate_hello_reply},
-	{PS_PROBE, "probe", PS_TO_HELPER, sizeof(struct ps_probe), 1, validate_probe},
-	{PS_PROBE_REPLY, "probe_reply", PS_TO_DAEMON, sizeof(struct ps_probe_reply), 1,
-	 validate_probe_reply},
-	{PS_SCAN, "scan", PS_TO_HELPER, sizeof(struct ps_scan), 0, validate_scan},
-	{PS_SCAN_REPLY, "scan_reply", PS_TO_DAEMON, sizeof(struct ps_scan_reply),
-	 PS_SCAN_REPLY_MAX, validate_scan_reply},
-	{PS_TEARDOWN, "teardown", PS_TO_HELPER, sizeof(struct ps_teardown), 0, validate_teardown},
-	{PS_TEARDOWN_REPLY, "teardown_reply", PS_TO_DAEMON, sizeof(struct ps_teardown_reply), 0,
-	 validate_teardown_reply},
+    {PS_HELLO, "hello", PS_TO_HELPER, sizeof(struct ps_hello), 0, validate_hello},
+    {PS_HELLO_REPLY, "hello_reply", PS_TO_DAEMON, sizeof(struct ps_hello_reply), 0,
+     validate_hello_reply},
+    {PS_PROBE, "probe", PS_TO_HELPER, sizeof(struct ps_probe), 1, validate_probe},
+    {PS_PROBE_REPLY, "probe_reply", PS_TO_DAEMON, sizeof(struct ps_probe_reply), 1,
+     validate_probe_reply},
+    {PS_SCAN, "scan", PS_TO_HELPER, sizeof(struct ps_scan), 0, validate_scan},
+    {PS_SCAN_REPLY, "scan_reply", PS_TO_DAEMON, sizeof(struct ps_scan_reply), PS_SCAN_REPLY_MAX,
+     validate_scan_reply},
+    {PS_TEARDOWN, "teardown", PS_TO_HELPER, sizeof(struct ps_teardown), 0, validate_teardown},
+    {PS_TEARDOWN_REPLY, "teardown_reply", PS_TO_DAEMON, sizeof(struct ps_teardown_reply), 0,
+     validate_teardown_reply},
 };
 
 static const struct ps_type_spec *ps_type_lookup(uint16_t type)
@@ -325,20 +330,20 @@ size_t ps_max_fds(enum ps_direction dir)
 const char *ps_reason_name(int reason)
 {
 	static const char *const names[PS_REASON_MAX_] = {
-		[PS_REASON_NONE] = "none",
-		[PS_REASON_NO_PROCESS] = "no-such-process",
-		[PS_REASON_NOT_FIRECRACKER] = "not-firecracker",
-		[PS_REASON_API_SOCK_MISMATCH] = "api-sock-mismatch",
-		[PS_REASON_START_TIME_MISMATCH] = "start-time-mismatch",
-		[PS_REASON_OUTSIDE_ROOTS] = "outside-roots",
-		[PS_REASON_EXITED_DURING_PROBE] = "exited-during-probe",
-		[PS_REASON_PIDFD_INVALID] = "pidfd-invalid",
-		[PS_REASON_NOT_IMPLEMENTED] = "not-implemented",
-		[PS_REASON_MISSING_PREFIX] = "missing-prefix",
-		[PS_REASON_MISSING_UUID_PREFIX] = "missing-uuid-prefix",
-		[PS_REASON_WRONG_LINK_KIND] = "wrong-link-kind",
-		[PS_REASON_BAD_NAME] = "bad-name",
-		[PS_REASON_DEPENDENCY_BUSY] = "dependency-busy",
+	    [PS_REASON_NONE] = "none",
+	    [PS_REASON_NO_PROCESS] = "no-such-process",
+	    [PS_REASON_NOT_FIRECRACKER] = "not-firecracker",
+	    [PS_REASON_API_SOCK_MISMATCH] = "api-sock-mismatch",
+	    [PS_REASON_START_TIME_MISMATCH] = "start-time-mismatch",
+	    [PS_REASON_OUTSIDE_ROOTS] = "outside-roots",
+	    [PS_REASON_EXITED_DURING_PROBE] = "exited-during-probe",
+	    [PS_REASON_PIDFD_INVALID] = "pidfd-invalid",
+	    [PS_REASON_NOT_IMPLEMENTED] = "not-implemented",
+	    [PS_REASON_MISSING_PREFIX] = "missing-prefix",
+	    [PS_REASON_MISSING_UUID_PREFIX] = "missing-uuid-prefix",
+	    [PS_REASON_WRONG_LINK_KIND] = "wrong-link-kind",
+	    [PS_REASON_BAD_NAME] = "bad-name",
+	    [PS_REASON_DEPENDENCY_BUSY] = "dependency-busy",
 	};
 	if (reason < 0 || reason >= PS_REASON_MAX_ || !names[reason])
 		return "unknown";
@@ -429,8 +434,9 @@ int ps_decode(enum ps_direction dir, const void *buf, size_t len, size_t nfds_re
 		return violation(why, why_size, "message type %s sent in the wrong direction",
 				 spec->name);
 	if (h.payload_len != len - sizeof(h))
-		return violation(why, why_size, "%s: header says %u payload bytes, datagram has %zu",
-				 spec->name, h.payload_len, len - sizeof(h));
+		return violation(why, why_size,
+				 "%s: header says %u payload bytes, datagram has %zu", spec->name,
+				 h.payload_len, len - sizeof(h));
 	if (h.payload_len != spec->payload_size)
 		return violation(why, why_size, "%s: payload is %u bytes, must be %zu", spec->name,
 				 h.payload_len, spec->payload_size);
@@ -453,16 +459,16 @@ int ps_send(int sock, uint16_t type, uint64_t request_id, const void *payload, s
 	if (!spec || payload_len != spec->payload_size || nfds > spec->max_fds)
 		return -EINVAL;
 	struct ps_header h = {
-		.magic = PS_MAGIC,
-		.version = PS_PROTOCOL_VERSION,
-		.type = type,
-		.request_id = request_id,
-		.payload_len = (uint32_t)payload_len,
-		.nfds = (uint32_t)nfds,
+	    .magic = PS_MAGIC,
+	    .version = PS_PROTOCOL_VERSION,
+	    .type = type,
+	    .request_id = request_id,
+	    .payload_len = (uint32_t)payload_len,
+	    .nfds = (uint32_t)nfds,
 	};
 	struct iovec iov[2] = {
-		{.iov_base = &h, .iov_len = sizeof(h)},
-		{.iov_base = (void *)payload, .iov_len = payload_len},
+	    {.iov_base = &h, .iov_len = sizeof(h)},
+	    {.iov_base = (void *)payload, .iov_len = payload_len},
 	};
 	return fdpass_send(sock, iov, 2, fds, nfds);
 }

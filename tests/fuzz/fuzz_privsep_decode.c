@@ -179,14 +179,14 @@ struct expected_type {
 };
 
 static const struct expected_type expected_types[] = {
-	{PS_HELLO, PS_TO_HELPER, sizeof(struct ps_hello), check_hello},
-	{PS_HELLO_REPLY, PS_TO_DAEMON, sizeof(struct ps_hello_reply), check_hello_reply},
-	{PS_PROBE, PS_TO_HELPER, sizeof(struct ps_probe), check_probe},
-	{PS_PROBE_REPLY, PS_TO_DAEMON, sizeof(struct ps_probe_reply), check_probe_reply},
-	{PS_SCAN, PS_TO_HELPER, sizeof(struct ps_scan), check_scan},
-	{PS_SCAN_REPLY, PS_TO_DAEMON, sizeof(struct ps_scan_reply), check_scan_reply},
-	{PS_TEARDOWN, PS_TO_HELPER, sizeof(struct ps_teardown), check_teardown},
-	{PS_TEARDOWN_REPLY, PS_TO_DAEMON, sizeof(struct ps_teardown_reply), check_teardown_reply},
+    {PS_HELLO, PS_TO_HELPER, sizeof(struct ps_hello), check_hello},
+    {PS_HELLO_REPLY, PS_TO_DAEMON, sizeof(struct ps_hello_reply), check_hello_reply},
+    {PS_PROBE, PS_TO_HELPER, sizeof(struct ps_probe), check_probe},
+    {PS_PROBE_REPLY, PS_TO_DAEMON, sizeof(struct ps_probe_reply), check_probe_reply},
+    {PS_SCAN, PS_TO_HELPER, sizeof(struct ps_scan), check_scan},
+    {PS_SCAN_REPLY, PS_TO_DAEMON, sizeof(struct ps_scan_reply), check_scan_reply},
+    {PS_TEARDOWN, PS_TO_HELPER, sizeof(struct ps_teardown), check_teardown},
+    {PS_TEARDOWN_REPLY, PS_TO_DAEMON, sizeof(struct ps_teardown_reply), check_teardown_reply},
 };
 
 static const struct expected_type *expected_type_lookup(uint16_t type)

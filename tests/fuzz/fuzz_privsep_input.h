@@ -22,7 +22,7 @@
 
 /* Index i holds i fds for i < 5, so that a small count reads the same in a hex dump. */
 static const size_t fuzz_privsep_nfds_choices[FUZZ_PRIVSEP_NFDS_MASK + 1] = {
-	0, 1, 2, 3, 4, PS_SCAN_REPLY_MAX - 1, PS_SCAN_REPLY_MAX, PS_SCAN_REPLY_MAX + 1,
+    0, 1, 2, 3, 4, PS_SCAN_REPLY_MAX - 1, PS_SCAN_REPLY_MAX, PS_SCAN_REPLY_MAX + 1,
 };
 
 static inline enum ps_direction fuzz_privsep_direction(uint8_t selector)

@@ -55,12 +55,12 @@ static void datagram_reset(struct datagram *d, uint16_t type, size_t payload_siz
 {
 	memset(d, 0, sizeof(*d));
 	d->header = (struct ps_header){
-		.magic = PS_MAGIC,
-		.version = PS_PROTOCOL_VERSION,
-		.type = type,
-		.request_id = 1,
-		.payload_len = (uint32_t)payload_size,
-		.nfds = (uint32_t)nfds,
+	    .magic = PS_MAGIC,
+	    .version = PS_PROTOCOL_VERSION,
+	    .type = type,
+	    .request_id = 1,
+	    .payload_len = (uint32_t)payload_size,
+	    .nfds = (uint32_t)nfds,
 	};
 }
 
@@ -185,12 +185,12 @@ static void seed_hello_reply(struct corpus *c, struct datagram *d)
 	reply->flags = PS_HELLO_PRIVILEGED;
 	policy_init(&reply->policy);
 	if (policy_set_tap_prefix(&reply->policy, "bgtap") < 0 ||
-		policy_set_dm_prefix(&reply->policy, "banger-") < 0 ||
-		policy_set_dm_uuid_prefix(&reply->policy, "BANGER-") < 0 ||
-		policy_add_loop_root(&reply->policy, SEED_LOOP_ROOT) < 0 ||
-		policy_add_api_sock_root(&reply->policy, SEED_API_SOCK_ROOT) < 0 ||
-		policy_add_api_sock_root(&reply->policy, "/srv/banger/sockets") < 0 ||
-		policy_finish(&reply->policy, why, sizeof(why)) < 0) {
+	    policy_set_dm_prefix(&reply->policy, "banger-") < 0 ||
+	    policy_set_dm_uuid_prefix(&reply->policy, "BANGER-") < 0 ||
+	    policy_add_loop_root(&reply->policy, SEED_LOOP_ROOT) < 0 ||
+	    policy_add_api_sock_root(&reply->policy, SEED_API_SOCK_ROOT) < 0 ||
+	    policy_add_api_sock_root(&reply->policy, "/srv/banger/sockets") < 0 ||
+	    policy_finish(&reply->policy, why, sizeof(why)) < 0) {
 		fprintf(stderr, "make_corpus: building the seed policy failed\n");
 		c->failures++;
 		return;
@@ -274,7 +274,7 @@ static void seed_scan(struct corpus *c, struct datagram *d)
 }
 
 static void fill_scan_entry(struct corpus *c, struct ps_scan_entry *entry, uint32_t kind,
-				uint32_t index, const char *api_sock)
+			    uint32_t index, const char *api_sock)
 {
 	entry->kind = kind;
 	entry->index = index;
@@ -340,9 +340,9 @@ static void seed_teardown_reply(struct corpus *c, struct datagram *d)
 		int32_t reason;
 		const char *name;
 	} results[] = {
-		{PS_RESOURCE_DM, PS_TEARDOWN_REMOVED, PS_REASON_NONE, "banger-a-root"},
-		{PS_RESOURCE_LOOP, PS_TEARDOWN_ABSENT, PS_REASON_NONE, "/dev/loop7"},
-		{PS_RESOURCE_TAP, PS_TEARDOWN_REFUSED, PS_REASON_MISSING_PREFIX, "eth0"},
+	    {PS_RESOURCE_DM, PS_TEARDOWN_REMOVED, PS_REASON_NONE, "banger-a-root"},
+	    {PS_RESOURCE_LOOP, PS_TEARDOWN_ABSENT, PS_REASON_NONE, "/dev/loop7"},
+	    {PS_RESOURCE_TAP, PS_TEARDOWN_REFUSED, PS_REASON_MISSING_PREFIX, "eth0"},
 	};
 
 	datagram_reset(d, PS_TEARDOWN_REPLY, sizeof(*reply), 0);

@@ -24,13 +24,13 @@
 #include "testlib.h"
 
 struct fixture {
-	char *dir;	/* temp root of everything below */
+	char *dir; /* temp root of everything below */
 	char api_root[512];
 	char loop_root[512];
 	struct t_helper helper;
 };
 
-static void fixture_setup(struct fixture *f, const char *tag)
+static void fixture_setup(struct fixture *f, const char *tag, bool hello)
 {
 	t_require_root();
 	f->dir = t_make_temp_dir(tag);
@@ -39,7 +39,8 @@ static void fixture_setup(struct fixture *f, const char *tag)
 	CHECK(mkdir(f->api_root, 0755) == 0, "mkdir");
 	CHECK(mkdir(f->loop_root, 0755) == 0, "mkdir");
 	t_helper_start_default(&f->helper, f->api_root, f->loop_root);
-	t_helper_hello(&f->helper);
+	if (hello)
+		t_helper_hello(&f->helper);
 }
 
 static void fixture_teardown(struct fixture *f)
@@ -76,10 +77,10 @@ static void probe_running(void)
 {
 	struct fixture f;
 	char sock[600];
-	fixture_setup(&f, "probe-running");
+	fixture_setup(&f, "probe-running", true);
 	t_pathf(sock, sizeof(sock), "%s/vm1/api.sock", f.api_root);
-	pid_t pid = spawn_firecracker((const char *[]){"firecracker", "--id", "vm1", "--api-sock",
-						       sock, NULL});
+	pid_t pid = spawn_firecracker(
+	    (const char *[]){"firecracker", "--id", "vm1", "--api-sock", sock, NULL});
 	struct ps_probe_reply rep;
 	int pidfd;
 	t_probe(&f.helper, pid, -1, t_start_time(pid), sock, &rep, &pidfd);
@@ -110,7 +111,7 @@ static void probe_dead_pid(void)
 {
 	struct fixture f;
 	char sock[600];
-	fixture_setup(&f, "probe-dead");
+	fixture_setup(&f, "probe-dead", true);
 	t_pathf(sock, sizeof(sock), "%s/vm1/api.sock", f.api_root);
 	pid_t pid = spawn_firecracker((const char *[]){"firecracker", "--api-sock", sock, NULL});
 	t_kill_and_reap(pid);
@@ -122,20 +123,21 @@ static void probe_argv_substring(void)
 {
 	struct fixture f;
 	char sock[600], longer[700], eq[700], prefix[700];
-	fixture_setup(&f, "probe-substring");
+	fixture_setup(&f, "probe-substring", true);
 	t_pathf(sock, sizeof(sock), "%s/vm1/api.sock", f.api_root);
 	t_pathf(longer, sizeof(longer), "%s.old", sock);
 	t_pathf(eq, sizeof(eq), "--api-sock=%s2", sock);
 	t_pathf(prefix, sizeof(prefix), "x%s", sock);
 	const char *const *argvs[] = {
-		(const char *[]){"firecracker", "--api-sock", longer, NULL},
-		(const char *[]){"firecracker", eq, NULL},
-		(const char *[]){"firecracker", "--api-sock", prefix, NULL},
-		(const char *[]){"firecracker", "--api-sockets", sock, NULL},
+	    (const char *[]){"firecracker", "--api-sock", longer, NULL},
+	    (const char *[]){"firecracker", eq, NULL},
+	    (const char *[]){"firecracker", "--api-sock", prefix, NULL},
+	    (const char *[]){"firecracker", "--api-sockets", sock, NULL},
 	};
 	for (size_t i = 0; i < ELEMENTSOF(argvs); i++) {
 		pid_t pid = spawn_firecracker(argvs[i]);
-		expect_probe(&f, pid, -1, 0, sock, PS_PROBE_NOT_RUNNING, PS_REASON_API_SOCK_MISMATCH);
+		expect_probe(&f, pid, -1, 0, sock, PS_PROBE_NOT_RUNNING,
+			     PS_REASON_API_SOCK_MISMATCH);
 		t_kill_and_reap(pid);
 	}
 	fixture_teardown(&f);
@@ -145,21 +147,22 @@ static void probe_argv_position(void)
 {
 	struct fixture f;
 	char sock[600], other[600];
-	fixture_setup(&f, "probe-position");
+	fixture_setup(&f, "probe-position", true);
 	t_pathf(sock, sizeof(sock), "%s/vm1/api.sock", f.api_root);
 	t_pathf(other, sizeof(other), "%s/vm2/api.sock", f.api_root);
 	const char *const *argvs[] = {
-		/* the path is there, but not as the value of --api-sock */
-		(const char *[]){"firecracker", sock, "--api-sock", other, NULL},
-		(const char *[]){"firecracker", "--id", sock, NULL},
-		(const char *[]){"firecracker", "--api-sock", other, sock, NULL},
-		(const char *[]){"firecracker", sock, "--api-sock", NULL},
-		/* two --api-sock elements: ambiguous, never a match */
-		(const char *[]){"firecracker", "--api-sock", sock, "--api-sock", other, NULL},
+	    /* the path is there, but not as the value of --api-sock */
+	    (const char *[]){"firecracker", sock, "--api-sock", other, NULL},
+	    (const char *[]){"firecracker", "--id", sock, NULL},
+	    (const char *[]){"firecracker", "--api-sock", other, sock, NULL},
+	    (const char *[]){"firecracker", sock, "--api-sock", NULL},
+	    /* two --api-sock elements: ambiguous, never a match */
+	    (const char *[]){"firecracker", "--api-sock", sock, "--api-sock", other, NULL},
 	};
 	for (size_t i = 0; i < ELEMENTSOF(argvs); i++) {
 		pid_t pid = spawn_firecracker(argvs[i]);
-		expect_probe(&f, pid, -1, 0, sock, PS_PROBE_NOT_RUNNING, PS_REASON_API_SOCK_MISMATCH);
+		expect_probe(&f, pid, -1, 0, sock, PS_PROBE_NOT_RUNNING,
+			     PS_REASON_API_SOCK_MISMATCH);
 		t_kill_and_reap(pid);
 	}
 	fixture_teardown(&f);
@@ -169,7 +172,7 @@ static void probe_not_firecracker(void)
 {
 	struct fixture f;
 	char sock[600];
-	fixture_setup(&f, "probe-notfc");
+	fixture_setup(&f, "probe-notfc", true);
 	t_pathf(sock, sizeof(sock), "%s/vm1/api.sock", f.api_root);
 	pid_t pid = t_spawn(t_env_path("BANGER_STUB_OTHER"),
 			    (const char *[]){"firecracker", "--api-sock", sock, NULL}, NULL);
@@ -182,7 +185,7 @@ static void probe_start_time(void)
 {
 	struct fixture f;
 	char sock[600];
-	fixture_setup(&f, "probe-start");
+	fixture_setup(&f, "probe-start", true);
 	t_pathf(sock, sizeof(sock), "%s/vm1/api.sock", f.api_root);
 	pid_t pid = spawn_firecracker((const char *[]){"firecracker", "--api-sock", sock, NULL});
 	uint64_t start = t_start_time(pid);
@@ -198,18 +201,20 @@ static void probe_outside_roots(void)
 {
 	struct fixture f;
 	char inside[600], dotdot[600], outside[600];
-	fixture_setup(&f, "probe-outside");
+	fixture_setup(&f, "probe-outside", true);
 	t_pathf(inside, sizeof(inside), "%s/vm1/api.sock", f.api_root);
 	t_pathf(dotdot, sizeof(dotdot), "%s/../elsewhere/api.sock", f.api_root);
 	t_pathf(outside, sizeof(outside), "%s/elsewhere/api.sock", f.dir);
 	const char *socks[] = {outside, dotdot, "relative/api.sock", f.api_root};
 	for (size_t i = 0; i < ELEMENTSOF(socks); i++) {
-		pid_t pid = spawn_firecracker((const char *[]){"firecracker", "--api-sock", socks[i], NULL});
+		pid_t pid = spawn_firecracker(
+		    (const char *[]){"firecracker", "--api-sock", socks[i], NULL});
 		expect_probe(&f, pid, -1, 0, socks[i], PS_PROBE_REFUSED, PS_REASON_OUTSIDE_ROOTS);
 		t_kill_and_reap(pid);
 	}
 	char *out = t_helper_output(&f.helper);
-	CHECK(strstr(out, "result=refused reason=outside-roots"), "audit line names the refusal:\n%s", out);
+	CHECK(strstr(out, "result=refused reason=outside-roots"),
+	      "audit line names the refusal:\n%s", out);
 	free(out);
 	fixture_teardown(&f);
 }
@@ -218,7 +223,7 @@ static void probe_with_pidfd(void)
 {
 	struct fixture f;
 	char sock[600];
-	fixture_setup(&f, "probe-pidfd");
+	fixture_setup(&f, "probe-pidfd", true);
 	t_pathf(sock, sizeof(sock), "%s/vm1/api.sock", f.api_root);
 	pid_t pid = spawn_firecracker((const char *[]){"firecracker", "--api-sock", sock, NULL});
 	int pidfd = pidfd_open_pid(pid);
@@ -258,24 +263,26 @@ static void make_jail(const char *root_dir)
 	mkdir(path, 0755);
 	t_pathf(path, sizeof(path), "%s/firecracker", root_dir);
 	CHECK(link(t_env_path("BANGER_STUB_FIRECRACKER"), path) == 0 ||
-		      symlink("/nonexistent", path) == 0,
+		  symlink("/nonexistent", path) == 0,
 	      "link stub into jail");
 }
 
 static pid_t spawn_jailed(const char *root_dir, const char *argv_sock)
 {
 	if (argv_sock)
-		return t_spawn("/firecracker",
-			       (const char *[]){"firecracker", "--id", "j", "--api-sock", argv_sock, NULL},
-			       root_dir);
-	return t_spawn("/firecracker", (const char *[]){"firecracker", "--id", "j", NULL}, root_dir);
+		return t_spawn(
+		    "/firecracker",
+		    (const char *[]){"firecracker", "--id", "j", "--api-sock", argv_sock, NULL},
+		    root_dir);
+	return t_spawn("/firecracker", (const char *[]){"firecracker", "--id", "j", NULL},
+		       root_dir);
 }
 
 static void probe_jailed(void)
 {
 	struct fixture f;
 	char jail[600], host_default[700], host_given[700];
-	fixture_setup(&f, "probe-jailed");
+	fixture_setup(&f, "probe-jailed", true);
 	t_pathf(jail, sizeof(jail), "%s/jailer/firecracker/vm1/root", f.api_root);
 	make_jail(jail);
 	t_pathf(host_default, sizeof(host_default), "%s%s", jail, FIRECRACKER_DEFAULT_API_SOCK);
@@ -297,7 +304,7 @@ static void probe_audit_line(void)
 {
 	struct fixture f;
 	char sock[600];
-	fixture_setup(&f, "probe-audit");
+	fixture_setup(&f, "probe-audit", true);
 	t_pathf(sock, sizeof(sock), "%s/vm1/api.sock", f.api_root);
 	pid_t pid = spawn_firecracker((const char *[]){"firecracker", "--api-sock", sock, NULL});
 	expect_probe(&f, pid, -1, 0, sock, PS_PROBE_RUNNING, PS_REASON_NONE);
@@ -305,9 +312,11 @@ static void probe_audit_line(void)
 	t_helper_stop(&f.helper);
 	char *out = t_helper_output(&f.helper);
 	char want[800];
-	t_pathf(want, sizeof(want), "req=2 caller_uid=0 caller_gid=0 caller_pid=0 caller=\"test\" "
-				     "op=probe pid=%d pidfd=no start_time=0 api_sock=\"%s\" result=running errno=0 dur_us=",
-		 (int)pid, sock);
+	t_pathf(
+	    want, sizeof(want),
+	    "req=2 caller_uid=0 caller_gid=0 caller_pid=0 caller=\"test\" "
+	    "op=probe pid=%d pidfd=no start_time=0 api_sock=\"%s\" result=running errno=0 dur_us=",
+	    (int)pid, sock);
 	CHECK(strstr(out, want), "audit line\n  %s\nnot in\n%s", want, out);
 	free(out);
 	fixture_teardown(&f);
@@ -315,12 +324,12 @@ static void probe_audit_line(void)
 
 /* --- SCAN ----------------------------------------------------------------- */
 
-#define SCAN_SOCKETS	 1000
-#define SCAN_LIVE	 500
-#define SCAN_JAILED	 40 /* of the live ones */
-#define SCAN_ORPHANS	 5
-#define SCAN_IMPOSTORS	 3 /* right argv, wrong executable */
-#define SCAN_OUTSIDE	 2 /* firecracker, socket outside the roots */
+#define SCAN_SOCKETS   1000
+#define SCAN_LIVE      500
+#define SCAN_JAILED    40 /* of the live ones */
+#define SCAN_ORPHANS   5
+#define SCAN_IMPOSTORS 3 /* right argv, wrong executable */
+#define SCAN_OUTSIDE   2 /* firecracker, socket outside the roots */
 
 static void scan_batch(void)
 {
@@ -331,7 +340,7 @@ static void scan_batch(void)
 	pid_t orphans[SCAN_ORPHANS], others[SCAN_IMPOSTORS + SCAN_OUTSIDE];
 	size_t n_others = 0;
 
-	fixture_setup(&f, "scan");
+	fixture_setup(&f, "scan", true);
 	/* Even sockets are live: jailed for the first SCAN_JAILED of them, plain otherwise. */
 	for (size_t i = 0; i < (size_t)SCAN_SOCKETS; i++) {
 		sock_ptrs[i] = socks[i];
@@ -345,26 +354,30 @@ static void scan_batch(void)
 			/* half of the jailed ones rely on firecracker's default socket */
 			bool dflt = (i / 2) % 2 == 0;
 			t_pathf(socks[i], PS_SOCK_PATH_MAX, "%s%s", jail,
-				 dflt ? FIRECRACKER_DEFAULT_API_SOCK : "/run/fc.sock");
+				dflt ? FIRECRACKER_DEFAULT_API_SOCK : "/run/fc.sock");
 			live[i] = spawn_jailed(jail, dflt ? NULL : "/run/fc.sock");
 			continue;
 		}
 		t_pathf(socks[i], PS_SOCK_PATH_MAX, "%s/vm-%zu/api.sock", f.api_root, i);
 		if (is_live)
-			live[i] = spawn_firecracker((const char *[]){"firecracker", "--api-sock", socks[i], NULL});
+			live[i] = spawn_firecracker(
+			    (const char *[]){"firecracker", "--api-sock", socks[i], NULL});
 	}
 	for (size_t i = 0; i < (size_t)SCAN_ORPHANS; i++) {
 		char s[600];
 		t_pathf(s, sizeof(s), "%s/orphan-%zu/api.sock", f.api_root, i);
-		orphans[i] = spawn_firecracker((const char *[]){"firecracker", "--api-sock", s, NULL});
+		orphans[i] =
+		    spawn_firecracker((const char *[]){"firecracker", "--api-sock", s, NULL});
 	}
 	for (size_t i = 0; i < (size_t)SCAN_IMPOSTORS; i++)
-		others[n_others++] = t_spawn(t_env_path("BANGER_STUB_OTHER"),
-					     (const char *[]){"firecracker", "--api-sock", socks[2 * i + 1], NULL}, NULL);
+		others[n_others++] = t_spawn(
+		    t_env_path("BANGER_STUB_OTHER"),
+		    (const char *[]){"firecracker", "--api-sock", socks[2 * i + 1], NULL}, NULL);
 	for (size_t i = 0; i < (size_t)SCAN_OUTSIDE; i++) {
 		char s[600];
 		t_pathf(s, sizeof(s), "%s/outside-%zu/api.sock", f.dir, i);
-		others[n_others++] = spawn_firecracker((const char *[]){"firecracker", "--api-sock", s, NULL});
+		others[n_others++] =
+		    spawn_firecracker((const char *[]){"firecracker", "--api-sock", s, NULL});
 	}
 
 	struct t_scan_result res;
@@ -379,8 +392,8 @@ static void scan_batch(void)
 		if (e->kind == PS_SCAN_MATCH) {
 			CHECK(e->index < SCAN_SOCKETS && !seen[e->index], "index %u", e->index);
 			seen[e->index] = true;
-			CHECK(live[e->index] == e->pid, "socket %u matched pid %d, want %d", e->index,
-			      e->pid, (int)live[e->index]);
+			CHECK(live[e->index] == e->pid, "socket %u matched pid %d, want %d",
+			      e->index, e->pid, (int)live[e->index]);
 			CHECK(e->start_time == t_start_time(e->pid), "start time of %d", e->pid);
 			CHECK(res.pidfds[i] >= 0 && pidfd_get_pid(res.pidfds[i]) == e->pid,
 			      "pidfd of match %u", e->index);
@@ -396,7 +409,8 @@ static void scan_batch(void)
 	}
 	CHECK(matched == SCAN_LIVE, "matched %zu, want %d", matched, SCAN_LIVE);
 	CHECK(orphan_count == SCAN_ORPHANS, "orphans %zu, want %d", orphan_count, SCAN_ORPHANS);
-	printf("scan: %zu sockets, %zu matched (%d jailed), %zu orphans, impostors and outsiders ignored\n",
+	printf("scan: %zu sockets, %zu matched (%d jailed), %zu orphans, impostors and outsiders "
+	       "ignored\n",
 	       (size_t)SCAN_SOCKETS, matched, SCAN_JAILED, orphan_count);
 	t_scan_result_free(&res);
 
@@ -414,7 +428,7 @@ static void scan_batch(void)
 static void exits_on_eof(void)
 {
 	struct fixture f;
-	fixture_setup(&f, "eof");
+	fixture_setup(&f, "eof", true);
 	close(f.helper.sock);
 	f.helper.sock = -1;
 	int status = t_helper_wait(&f.helper, 5000);
@@ -428,18 +442,17 @@ static void teardown_not_implemented(void)
 	struct ps_teardown q;
 	struct ps_message m;
 	char why[256];
-	fixture_setup(&f, "teardown");
+	fixture_setup(&f, "teardown", true);
 	memset(&q, 0, sizeof(q));
 	strcpy(q.caller.what, "test");
 	strcpy(q.tap, "bgt0");
 	CHECK(ps_send(f.helper.sock, PS_TEARDOWN, 99, &q, sizeof(q), NULL, 0) == 0, "send");
 	CHECK(ps_recv(f.helper.sock, PS_TO_DAEMON, false, &m, why, sizeof(why)) == 1, "recv");
 	CHECK(m.header.type == PS_TEARDOWN_REPLY && m.payload.teardown_reply.err == -ENOSYS &&
-		      m.payload.teardown_reply.count == 0,
+		  m.payload.teardown_reply.count == 0,
 	      "teardown answered ENOSYS");
 	fixture_teardown(&f);
 }
-
 
 /* --- hostile input -------------------------------------------------------- */
 
@@ -448,7 +461,8 @@ static unsigned char hostile_buf[PS_MAX_MESSAGE_BYTES + 4096];
 /* A valid PROBE datagram for the fixture's root; cases damage it. */
 static size_t hostile_probe(struct fixture *f)
 {
-	struct ps_header h = {PS_MAGIC, PS_PROTOCOL_VERSION, PS_PROBE, 50, sizeof(struct ps_probe), 0};
+	struct ps_header h = {PS_MAGIC, PS_PROTOCOL_VERSION,	 PS_PROBE,
+			      50,	sizeof(struct ps_probe), 0};
 	struct ps_probe q;
 	memset(&q, 0, sizeof(q));
 	strcpy(q.caller.what, "test");
@@ -498,160 +512,173 @@ static void expect_fatal(struct fixture *f, size_t len, size_t nfds, const char 
 	fixture_teardown(f);
 }
 
-static void hostile_wrong_magic(void)
+static size_t damage_wrong_magic(struct fixture *f)
 {
-	struct fixture f;
-	fixture_setup(&f, "hostile");
-	size_t len = hostile_probe(&f);
+	size_t len = hostile_probe(f);
 	hostile_header()->magic = 0x41414141;
-	expect_fatal(&f, len, 0, "wrong magic 0x41414141");
+	return len;
 }
 
-static void hostile_wrong_version(void)
+static size_t damage_wrong_version(struct fixture *f)
 {
-	struct fixture f;
-	fixture_setup(&f, "hostile");
-	size_t len = hostile_probe(&f);
+	size_t len = hostile_probe(f);
 	hostile_header()->version = PS_PROTOCOL_VERSION + 1;
-	expect_fatal(&f, len, 0, "wrong protocol version");
+	return len;
 }
 
-static void hostile_unknown_type(void)
+static size_t damage_unknown_type(struct fixture *f)
 {
-	struct fixture f;
-	fixture_setup(&f, "hostile");
-	size_t len = hostile_probe(&f);
+	size_t len = hostile_probe(f);
 	hostile_header()->type = 200;
-	expect_fatal(&f, len, 0, "unknown message type 200");
+	return len;
 }
 
-static void hostile_length_mismatch(void)
+static size_t damage_length_mismatch(struct fixture *f)
 {
-	struct fixture f;
-	fixture_setup(&f, "hostile");
-	size_t len = hostile_probe(&f);
+	size_t len = hostile_probe(f);
 	hostile_header()->payload_len -= 8;
-	expect_fatal(&f, len, 0, "header says");
+	return len;
 }
 
-static void hostile_short_payload(void)
+static size_t damage_short_payload(struct fixture *f)
 {
-	struct fixture f;
-	fixture_setup(&f, "hostile");
-	size_t len = hostile_probe(&f);
+	size_t len = hostile_probe(f);
 	hostile_header()->payload_len -= 8;
-	expect_fatal(&f, len - 8, 0, "must be");
+	return len - 8;
 }
 
-static void hostile_unterminated_string(void)
+static size_t damage_unterminated_string(struct fixture *f)
 {
-	struct fixture f;
-	fixture_setup(&f, "hostile");
-	size_t len = hostile_probe(&f);
+	size_t len = hostile_probe(f);
 	memset(hostile_payload()->api_sock, 'a', PS_SOCK_PATH_MAX);
-	expect_fatal(&f, len, 0, "probe.api_sock: unterminated string or embedded NUL");
+	return len;
 }
 
-static void hostile_embedded_nul(void)
+static size_t damage_embedded_nul(struct fixture *f)
 {
-	struct fixture f;
-	fixture_setup(&f, "hostile");
-	size_t len = hostile_probe(&f);
+	size_t len = hostile_probe(f);
 	char *s = hostile_payload()->api_sock;
 	s[strlen(s) + 1] = 'X'; /* "...api.sock\0X": a second string hidden after the first */
-	expect_fatal(&f, len, 0, "probe.api_sock: unterminated string or embedded NUL");
+	return len;
 }
 
-static void hostile_count_over_max(void)
+static size_t damage_count_over_max(struct fixture *f)
 {
-	struct fixture f;
-	fixture_setup(&f, "hostile");
-	struct ps_header h = {PS_MAGIC, PS_PROTOCOL_VERSION, PS_SCAN, 51, sizeof(struct ps_scan), 0};
+	(void)f;
+	struct ps_header h = {PS_MAGIC, PS_PROTOCOL_VERSION,	PS_SCAN,
+			      51,	sizeof(struct ps_scan), 0};
 	struct ps_scan *q = (struct ps_scan *)(hostile_buf + sizeof(h));
 	memcpy(hostile_buf, &h, sizeof(h));
 	memset(q, 0, sizeof(*q));
 	q->nparts = 1;
 	q->count = PS_SCAN_PART_MAX + 1;
-	expect_fatal(&f, sizeof(h) + sizeof(*q), 0, "scan.sockets: count 129 over the maximum 128");
+	return sizeof(h) + sizeof(*q);
 }
 
-static void hostile_oversize(void)
+static size_t damage_oversize(struct fixture *f)
 {
-	struct fixture f;
-	fixture_setup(&f, "hostile");
-	hostile_probe(&f);
+	(void)f;
+	hostile_probe(f);
 	hostile_header()->payload_len = sizeof(hostile_buf) - sizeof(struct ps_header);
-	expect_fatal(&f, sizeof(hostile_buf), 0, "oversize message");
+	return sizeof(hostile_buf);
 }
 
-static void hostile_fd_on_fdless_type(void)
+static size_t damage_fd_on_fdless_type(struct fixture *f)
 {
-	struct fixture f;
-	fixture_setup(&f, "hostile");
-	struct ps_header h = {PS_MAGIC, PS_PROTOCOL_VERSION, PS_SCAN, 52, sizeof(struct ps_scan), 1};
+	(void)f;
+	struct ps_header h = {PS_MAGIC, PS_PROTOCOL_VERSION,	PS_SCAN,
+			      52,	sizeof(struct ps_scan), 1};
 	struct ps_scan *q = (struct ps_scan *)(hostile_buf + sizeof(h));
 	memcpy(hostile_buf, &h, sizeof(h));
 	memset(q, 0, sizeof(*q));
 	q->nparts = 1;
-	expect_fatal(&f, sizeof(h) + sizeof(*q), 1, "scan: carries 1 fds, at most 0 allowed");
+	return sizeof(h) + sizeof(*q);
 }
 
-static void hostile_too_many_fds(void)
+static size_t damage_too_many_fds(struct fixture *f)
 {
-	struct fixture f;
-	fixture_setup(&f, "hostile");
-	size_t len = hostile_probe(&f);
+	size_t len = hostile_probe(f);
 	hostile_header()->nfds = 3;
 	hostile_payload()->flags = PS_PROBE_HAS_PIDFD;
-	expect_fatal(&f, len, 3, "MSG_CTRUNC");
+	return len;
 }
 
-static void hostile_wrong_direction(void)
+static size_t damage_wrong_direction(struct fixture *f)
 {
-	struct fixture f;
-	fixture_setup(&f, "hostile");
-	struct ps_header h = {PS_MAGIC, PS_PROTOCOL_VERSION, PS_PROBE_REPLY, 53,
-			      sizeof(struct ps_probe_reply), 0};
+	(void)f;
+	struct ps_header h = {PS_MAGIC, PS_PROTOCOL_VERSION,	       PS_PROBE_REPLY,
+			      53,	sizeof(struct ps_probe_reply), 0};
 	memcpy(hostile_buf, &h, sizeof(h));
 	memset(hostile_buf + sizeof(h), 0, sizeof(struct ps_probe_reply));
-	expect_fatal(&f, sizeof(h) + sizeof(struct ps_probe_reply), 0, "wrong direction");
+	return sizeof(h) + sizeof(struct ps_probe_reply);
 }
 
-static void hostile_before_hello(void)
+static size_t damage_before_hello(struct fixture *f)
 {
-	struct fixture f;
-	t_require_root();
-	f.dir = t_make_temp_dir("hostile");
-	t_pathf(f.api_root, sizeof(f.api_root), "%s/vms", f.dir);
-	t_pathf(f.loop_root, sizeof(f.loop_root), "%s/images", f.dir);
-	t_helper_start_default(&f.helper, f.api_root, f.loop_root);
-	size_t len = hostile_probe(&f);
-	expect_fatal(&f, len, 0, "probe before hello");
+	return hostile_probe(f);
 }
 
-static void hostile_second_hello(void)
+static size_t damage_second_hello(struct fixture *f)
 {
-	struct fixture f;
-	fixture_setup(&f, "hostile");
-	struct ps_header h = {PS_MAGIC, PS_PROTOCOL_VERSION, PS_HELLO, 54, sizeof(struct ps_hello), 0};
+	(void)f;
+	struct ps_header h = {PS_MAGIC, PS_PROTOCOL_VERSION,	 PS_HELLO,
+			      54,	sizeof(struct ps_hello), 0};
 	struct ps_hello q;
 	memset(&q, 0, sizeof(q));
 	q.protocol_version = PS_PROTOCOL_VERSION;
 	memcpy(hostile_buf, &h, sizeof(h));
 	memcpy(hostile_buf + sizeof(h), &q, sizeof(q));
-	expect_fatal(&f, sizeof(h) + sizeof(q), 0, "second hello");
+	return sizeof(h) + sizeof(q);
 }
 
-static void hostile_scan_interrupted(void)
+static size_t damage_scan_interrupted(struct fixture *f)
 {
-	struct fixture f;
-	fixture_setup(&f, "hostile");
 	static struct ps_scan q;
 	memset(&q, 0, sizeof(q));
 	q.nparts = 2;
-	CHECK(ps_send(f.helper.sock, PS_SCAN, 55, &q, sizeof(q), NULL, 0) == 0, "part 0");
-	size_t len = hostile_probe(&f);
-	expect_fatal(&f, len, 0, "probe in the middle of a multi-part scan");
+	CHECK(ps_send(f->helper.sock, PS_SCAN, 55, &q, sizeof(q), NULL, 0) == 0, "part 0");
+	size_t len = hostile_probe(f);
+	return len;
+}
+
+/* Each hostile case: how to damage a message, what it may carry, what the audit line must say. */
+struct hostile_case {
+	const char *name;
+	size_t (*damage)(struct fixture *f);
+	size_t nfds;
+	const char *violation;
+	bool before_hello;
+};
+
+static const struct hostile_case hostile_cases[] = {
+    {"hostile-wrong-magic", damage_wrong_magic, 0, "wrong magic 0x41414141", false},
+    {"hostile-wrong-version", damage_wrong_version, 0, "wrong protocol version", false},
+    {"hostile-unknown-type", damage_unknown_type, 0, "unknown message type 200", false},
+    {"hostile-length-mismatch", damage_length_mismatch, 0, "header says", false},
+    {"hostile-short-payload", damage_short_payload, 0, "must be", false},
+    {"hostile-unterminated-string", damage_unterminated_string, 0,
+     "probe.api_sock: unterminated string or embedded NUL", false},
+    {"hostile-embedded-nul", damage_embedded_nul, 0,
+     "probe.api_sock: unterminated string or embedded NUL", false},
+    {"hostile-count-over-max", damage_count_over_max, 0,
+     "scan.sockets: count 129 over the maximum 128", false},
+    {"hostile-oversize", damage_oversize, 0, "oversize message", false},
+    {"hostile-fd-on-fdless-type", damage_fd_on_fdless_type, 1,
+     "scan: carries 1 fds, at most 0 allowed", false},
+    {"hostile-too-many-fds", damage_too_many_fds, 3, "MSG_CTRUNC", false},
+    {"hostile-wrong-direction", damage_wrong_direction, 0, "wrong direction", false},
+    {"hostile-before-hello", damage_before_hello, 0, "probe before hello", true},
+    {"hostile-second-hello", damage_second_hello, 0, "second hello", false},
+    {"hostile-scan-interrupted", damage_scan_interrupted, 0,
+     "probe in the middle of a multi-part scan", false},
+};
+
+static void run_hostile(const struct hostile_case *c)
+{
+	struct fixture f;
+	fixture_setup(&f, "hostile", !c->before_hello);
+	size_t len = c->damage(&f);
+	expect_fatal(&f, len, c->nfds, c->violation);
 }
 
 struct test_case {
@@ -659,36 +686,20 @@ struct test_case {
 	void (*run)(void);
 };
 
-
 static const struct test_case cases[] = {
-	{"probe-running", probe_running},
-	{"probe-dead-pid", probe_dead_pid},
-	{"probe-argv-substring", probe_argv_substring},
-	{"probe-argv-position", probe_argv_position},
-	{"probe-not-firecracker", probe_not_firecracker},
-	{"probe-start-time", probe_start_time},
-	{"probe-outside-roots", probe_outside_roots},
-	{"probe-with-pidfd", probe_with_pidfd},
-	{"probe-jailed", probe_jailed},
-	{"probe-audit-line", probe_audit_line},
-	{"scan-1000-sockets", scan_batch},
-	{"exits-on-eof", exits_on_eof},
-	{"teardown-not-implemented", teardown_not_implemented},
-	{"hostile-wrong-magic", hostile_wrong_magic},
-	{"hostile-wrong-version", hostile_wrong_version},
-	{"hostile-unknown-type", hostile_unknown_type},
-	{"hostile-length-mismatch", hostile_length_mismatch},
-	{"hostile-short-payload", hostile_short_payload},
-	{"hostile-unterminated-string", hostile_unterminated_string},
-	{"hostile-embedded-nul", hostile_embedded_nul},
-	{"hostile-count-over-max", hostile_count_over_max},
-	{"hostile-oversize", hostile_oversize},
-	{"hostile-fd-on-fdless-type", hostile_fd_on_fdless_type},
-	{"hostile-too-many-fds", hostile_too_many_fds},
-	{"hostile-wrong-direction", hostile_wrong_direction},
-	{"hostile-before-hello", hostile_before_hello},
-	{"hostile-second-hello", hostile_second_hello},
-	{"hostile-scan-interrupted", hostile_scan_interrupted},
+    {"probe-running", probe_running},
+    {"probe-dead-pid", probe_dead_pid},
+    {"probe-argv-substring", probe_argv_substring},
+    {"probe-argv-position", probe_argv_position},
+    {"probe-not-firecracker", probe_not_firecracker},
+    {"probe-start-time", probe_start_time},
+    {"probe-outside-roots", probe_outside_roots},
+    {"probe-with-pidfd", probe_with_pidfd},
+    {"probe-jailed", probe_jailed},
+    {"probe-audit-line", probe_audit_line},
+    {"scan-1000-sockets", scan_batch},
+    {"exits-on-eof", exits_on_eof},
+    {"teardown-not-implemented", teardown_not_implemented},
 };
 
 int main(int argc, char **argv)
@@ -698,6 +709,11 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < ELEMENTSOF(cases); i++)
 		if (strcmp(cases[i].name, argv[1]) == 0) {
 			cases[i].run();
+			return 0;
+		}
+	for (size_t i = 0; i < ELEMENTSOF(hostile_cases); i++)
+		if (strcmp(hostile_cases[i].name, argv[1]) == 0) {
+			run_hostile(&hostile_cases[i]);
 			return 0;
 		}
 	CHECK(false, "unknown case %s", argv[1]);

@@ -101,9 +101,9 @@ void t_helper_start(struct t_helper *h, const char *const *policy_args)
 
 void t_helper_start_default(struct t_helper *h, const char *api_root, const char *loop_root)
 {
-	const char *args[] = {"--tap-prefix",	  "bgt",       "--dm-prefix",	    "bangertest-",
-			      "--dm-uuid-prefix", "BANGERT-",  "--loop-root",	    loop_root,
-			      "--api-sock-root",  api_root,    NULL};
+	const char *args[] = {"--tap-prefix",	  "bgt",      "--dm-prefix", "bangertest-",
+			      "--dm-uuid-prefix", "BANGERT-", "--loop-root", loop_root,
+			      "--api-sock-root",  api_root,   NULL};
 	t_helper_start(h, args);
 }
 
@@ -211,7 +211,8 @@ void t_scan(struct t_helper *h, const char *const *sockets, size_t count, struct
 		strcpy(q.caller.what, "test");
 		q.part = (uint32_t)part;
 		q.nparts = (uint32_t)nparts;
-		for (size_t i = part * PS_SCAN_PART_MAX; i < count && q.count < PS_SCAN_PART_MAX; i++)
+		for (size_t i = part * PS_SCAN_PART_MAX; i < count && q.count < PS_SCAN_PART_MAX;
+		     i++)
 			CHECK(field_set(q.sockets[q.count++], PS_SOCK_PATH_MAX, sockets[i]) == 0,
 			      "socket path too long");
 		CHECK(ps_send(h->sock, PS_SCAN, id, &q, sizeof(q), NULL, 0) == 0, "send scan part");
@@ -232,7 +233,8 @@ void t_scan(struct t_helper *h, const char *const *sockets, size_t count, struct
 		size_t fd = 0;
 		for (uint32_t i = 0; i < r->count; i++) {
 			out->entries[out->count] = r->entries[i];
-			out->pidfds[out->count] = r->entries[i].has_pidfd ? ps_message_take_fd(&m, fd++) : -1;
+			out->pidfds[out->count] =
+			    r->entries[i].has_pidfd ? ps_message_take_fd(&m, fd++) : -1;
 			out->count++;
 		}
 		out->uninspected = r->uninspected;
@@ -280,7 +282,8 @@ pid_t t_spawn(const char *exe, const char *const *argv, const char *root_dir)
 		;
 	close(p[0]);
 	int status;
-	CHECK(waitpid(pid, &status, WNOHANG) == 0, "stub %s did not start (status 0x%x)", exe, status);
+	CHECK(waitpid(pid, &status, WNOHANG) == 0, "stub %s did not start (status 0x%x)", exe,
+	      status);
 	return pid;
 }
 
@@ -324,7 +327,8 @@ int t_count_unreadable_processes(void)
 		if (e->d_name[0] < '1' || e->d_name[0] > '9')
 			continue;
 		snprintf(path, sizeof(path), "/proc/%s/exe", e->d_name);
-		if (readlink(path, target, sizeof(target)) < 0 && (errno == EACCES || errno == EPERM))
+		if (readlink(path, target, sizeof(target)) < 0 &&
+		    (errno == EACCES || errno == EPERM))
 			n++;
 	}
 	closedir(d);

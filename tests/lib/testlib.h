@@ -49,8 +49,8 @@ void t_cleanup_dir(const char *dir);
 
 struct t_helper {
 	pid_t pid;
-	int sock;	/* our end of the SEQPACKET pair */
-	int stderr_fd;	/* read end of the helper's stderr (its audit lines) */
+	int sock;      /* our end of the SEQPACKET pair */
+	int stderr_fd; /* read end of the helper's stderr (its audit lines) */
 	uint64_t next_id;
 };
 
@@ -80,7 +80,8 @@ struct t_scan_result {
 	uint32_t uninspected;
 	int err;
 };
-void t_scan(struct t_helper *h, const char *const *sockets, size_t count, struct t_scan_result *out);
+void t_scan(struct t_helper *h, const char *const *sockets, size_t count,
+	    struct t_scan_result *out);
 void t_scan_result_free(struct t_scan_result *r);
 
 /*

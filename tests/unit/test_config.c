@@ -37,15 +37,15 @@ int main(void)
 		   &cfg, why, sizeof(why)) == 0,
 	      "valid file: %s", why);
 	CHECK(strcmp(cfg.state_dir, "/srv/banger") == 0 && cfg.policy.n_loop_roots == 2 &&
-		      strcmp(cfg.policy.api_sock_roots[0], "/run/vms") == 0,
+		  strcmp(cfg.policy.api_sock_roots[0], "/run/vms") == 0,
 	      "values read");
 	CHECK(config_finish(&cfg, why, sizeof(why)) == 0, "complete: %s", why);
 
 	CHECK(load("state_dir = /a\nbogus = 1\n", &cfg, why, sizeof(why)) < 0 &&
-		      strstr(why, ":2: unknown key 'bogus'"),
+		  strstr(why, ":2: unknown key 'bogus'"),
 	      "unknown key names file:line: %s", why);
 	CHECK(load("state_dir = relative\n", &cfg, why, sizeof(why)) < 0 &&
-		      strstr(why, ":1: bad value for state_dir"),
+		  strstr(why, ":1: bad value for state_dir"),
 	      "bad value: %s", why);
 	CHECK(load("just words\n", &cfg, why, sizeof(why)) < 0 && strstr(why, ":1: expected"),
 	      "no '=': %s", why);
@@ -54,8 +54,8 @@ int main(void)
 
 	/* Flags override the file; a list flag replaces the file's list. */
 	const char *path = write_file("loop_root = /from-file\ntap_prefix = bgf\n");
-	char *argv[] = {"bangerd", "--config", (char *)path, "--loop-root", "/from-flag",
-			"--tap-prefix", "bgx", NULL};
+	char *argv[] = {"bangerd",    "--config",     (char *)path, "--loop-root",
+			"/from-flag", "--tap-prefix", "bgx",	    NULL};
 	config_init(&cfg);
 	CHECK(config_parse_args(&cfg, 7, argv, why, sizeof(why)) == 0, "args: %s", why);
 	unlink(path);
@@ -65,11 +65,13 @@ int main(void)
 
 	char *bad[] = {"bangerd", "--no-such-flag", NULL};
 	config_init(&cfg);
-	CHECK(config_parse_args(&cfg, 2, bad, why, sizeof(why)) < 0 && strstr(why, "unknown option"),
+	CHECK(config_parse_args(&cfg, 2, bad, why, sizeof(why)) < 0 &&
+		  strstr(why, "unknown option"),
 	      "unknown flag: %s", why);
 	char *missing[] = {"bangerd", "--config", "/nonexistent/banger.conf", NULL};
 	config_init(&cfg);
-	CHECK(config_parse_args(&cfg, 3, missing, why, sizeof(why)) < 0 && strstr(why, "/nonexistent"),
+	CHECK(config_parse_args(&cfg, 3, missing, why, sizeof(why)) < 0 &&
+		  strstr(why, "/nonexistent"),
 	      "missing config file: %s", why);
 	return 0;
 }

@@ -7,8 +7,8 @@
 int main(void)
 {
 	const char *normal[] = {"/", "/a", "/a/b", "/a.b/..c", "/run/banger/x.sock"};
-	const char *abnormal[] = {"", "a", "a/b", "//a", "/a/", "/a//b", "/./a", "/a/.", "/a/..",
-				  "/a/../b", "/..", "/dev/loop1/../sda"};
+	const char *abnormal[] = {"",	  "a",	  "a/b",   "//a",     "/a/", "/a//b",
+				  "/./a", "/a/.", "/a/..", "/a/../b", "/..", "/dev/loop1/../sda"};
 	for (size_t i = 0; i < sizeof(normal) / sizeof(*normal); i++)
 		CHECK(path_is_normal_absolute(normal[i]), "%s is normal", normal[i]);
 	for (size_t i = 0; i < sizeof(abnormal) / sizeof(*abnormal); i++)
@@ -22,7 +22,8 @@ int main(void)
 	CHECK(strcmp(path_basename("/usr/bin/firecracker"), "firecracker") == 0, "basename");
 
 	char field[8];
-	CHECK(field_set(field, sizeof(field), "abc") == 0 && field_is_clean_string(field, sizeof(field)),
+	CHECK(field_set(field, sizeof(field), "abc") == 0 &&
+		  field_is_clean_string(field, sizeof(field)),
 	      "set and clean");
 	CHECK(field_set(field, sizeof(field), "12345678") < 0, "too long refused");
 	memcpy(field, "ab\0cd\0\0", 8);

@@ -35,7 +35,7 @@ int main(void)
 	CHECK(policy_dm_name_allowed(&p, "banger-vm1") && !policy_dm_name_allowed(&p, "banger-a/b"),
 	      "dm");
 	CHECK(policy_loop_file_allowed(&p, "/srv/images/a.img") &&
-		      !policy_loop_file_allowed(&p, "/srv/imagesX/a.img"),
+		  !policy_loop_file_allowed(&p, "/srv/imagesX/a.img"),
 	      "loop");
 
 	/* The flags bangerd passes parse back to the same policy. */
@@ -45,13 +45,14 @@ int main(void)
 	policy_init(&q);
 	for (size_t i = 0; i < n; i += 2) {
 		const char *flag = argv[i], *v = argv[i + 1];
-		int r = strcmp(flag, "--tap-prefix") == 0	   ? policy_set_tap_prefix(&q, v)
-			: strcmp(flag, "--dm-prefix") == 0	   ? policy_set_dm_prefix(&q, v)
-			: strcmp(flag, "--dm-uuid-prefix") == 0	   ? policy_set_dm_uuid_prefix(&q, v)
-			: strcmp(flag, "--loop-root") == 0	   ? policy_add_loop_root(&q, v)
-			: strcmp(flag, "--api-sock-root") == 0	   ? policy_add_api_sock_root(&q, v)
-			: strcmp(flag, "--firecracker-name") == 0 ? policy_add_firecracker_name(&q, v)
-								   : -EINVAL;
+		int r = strcmp(flag, "--tap-prefix") == 0	? policy_set_tap_prefix(&q, v)
+			: strcmp(flag, "--dm-prefix") == 0	? policy_set_dm_prefix(&q, v)
+			: strcmp(flag, "--dm-uuid-prefix") == 0 ? policy_set_dm_uuid_prefix(&q, v)
+			: strcmp(flag, "--loop-root") == 0	? policy_add_loop_root(&q, v)
+			: strcmp(flag, "--api-sock-root") == 0	? policy_add_api_sock_root(&q, v)
+			: strcmp(flag, "--firecracker-name") == 0
+			    ? policy_add_firecracker_name(&q, v)
+			    : -EINVAL;
 		CHECK(r == 0, "flag %s", flag);
 	}
 	CHECK(policy_equal(&p, &q), "round trip");

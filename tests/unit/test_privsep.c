@@ -56,7 +56,8 @@ static void roundtrip_probe_with_fd(void)
 /* Build a raw HELLO datagram that tests then damage. */
 static size_t raw_hello(unsigned char *buf)
 {
-	struct ps_header h = {PS_MAGIC, PS_PROTOCOL_VERSION, PS_HELLO, 1, sizeof(struct ps_hello), 0};
+	struct ps_header h = {PS_MAGIC, PS_PROTOCOL_VERSION,	 PS_HELLO,
+			      1,	sizeof(struct ps_hello), 0};
 	struct ps_hello q;
 	memset(&q, 0, sizeof(q));
 	q.protocol_version = PS_PROTOCOL_VERSION;
@@ -83,7 +84,8 @@ static void decoder_rules(void)
 	static struct ps_message m;
 
 	len = raw_hello(buf);
-	CHECK(ps_decode(PS_TO_HELPER, buf, len, 0, &m, why, sizeof(why)) == 0, "valid hello: %s", why);
+	CHECK(ps_decode(PS_TO_HELPER, buf, len, 0, &m, why, sizeof(why)) == 0, "valid hello: %s",
+	      why);
 	expect_violation(buf, len, 0, PS_TO_DAEMON, "wrong direction");
 	expect_violation(buf, 10, 0, PS_TO_HELPER, "short message");
 	expect_violation(buf, len, 1, PS_TO_HELPER, "at most 0 allowed");
@@ -123,7 +125,8 @@ static void decoder_rules(void)
 	expect_violation(buf, len, 0, PS_TO_HELPER, "reserved");
 
 	/* Counts and unused entries of a scan. */
-	struct ps_header sh = {PS_MAGIC, PS_PROTOCOL_VERSION, PS_SCAN, 2, sizeof(struct ps_scan), 0};
+	struct ps_header sh = {PS_MAGIC, PS_PROTOCOL_VERSION,	 PS_SCAN,
+			       2,	 sizeof(struct ps_scan), 0};
 	struct ps_scan *s = (struct ps_scan *)(buf + sizeof(sh));
 	memcpy(buf, &sh, sizeof(sh));
 	memset(s, 0, sizeof(*s));
@@ -131,7 +134,8 @@ static void decoder_rules(void)
 	s->count = 1;
 	strcpy(s->sockets[0], "/run/a.sock");
 	len = sizeof(sh) + sizeof(*s);
-	CHECK(ps_decode(PS_TO_HELPER, buf, len, 0, &m, why, sizeof(why)) == 0, "valid scan: %s", why);
+	CHECK(ps_decode(PS_TO_HELPER, buf, len, 0, &m, why, sizeof(why)) == 0, "valid scan: %s",
+	      why);
 	s->count = PS_SCAN_PART_MAX + 1;
 	expect_violation(buf, len, 0, PS_TO_HELPER, "over the maximum");
 	s->count = 1;
@@ -148,7 +152,8 @@ static void decoder_rules(void)
 	expect_violation(buf, len, 0, PS_TO_HELPER, "nparts");
 
 	/* A probe without a pidfd must name a pid; its flag must match the fds. */
-	struct ps_header ph = {PS_MAGIC, PS_PROTOCOL_VERSION, PS_PROBE, 3, sizeof(struct ps_probe), 0};
+	struct ps_header ph = {PS_MAGIC, PS_PROTOCOL_VERSION,	  PS_PROBE,
+			       3,	 sizeof(struct ps_probe), 0};
 	struct ps_probe *pr = (struct ps_probe *)(buf + sizeof(ph));
 	memcpy(buf, &ph, sizeof(ph));
 	memset(pr, 0, sizeof(*pr));
@@ -180,11 +185,11 @@ static void rejected_fds_are_closed(void)
 	CHECK(t_send_raw(sv[0], buf, len, fds, 3) == 0, "send");
 	struct ps_message m;
 	CHECK(ps_recv(sv[1], PS_TO_HELPER, false, &m, why, sizeof(why)) == -EBADMSG &&
-		      strstr(why, "at most 0"),
+		  strstr(why, "at most 0"),
 	      "fd on hello: %s", why);
 	CHECK(t_count_fds() == before, "fd leaked after a rejected hello");
 	CHECK(ps_recv(sv[1], PS_TO_HELPER, false, &m, why, sizeof(why)) == -EBADMSG &&
-		      strstr(why, "MSG_CTRUNC"),
+		  strstr(why, "MSG_CTRUNC"),
 	      "three fds: %s", why);
 	CHECK(t_count_fds() == before, "fd leaked after MSG_CTRUNC");
 	/* Oversize datagram. */
@@ -194,7 +199,7 @@ static void rejected_fds_are_closed(void)
 	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
 	CHECK(t_send_raw(sv[0], big, sizeof(big), NULL, 0) == 0, "send big");
 	CHECK(ps_recv(sv[1], PS_TO_HELPER, false, &m, why, sizeof(why)) == -EBADMSG &&
-		      strstr(why, "oversize"),
+		  strstr(why, "oversize"),
 	      "oversize: %s", why);
 	close(p[0]);
 	close(p[1]);

@@ -1,0 +1,280 @@
+#!/usr/bin/env python3
+"""bangerd start-up as DESIGN section 1 orders it, against the real binaries.
+
+Started as root with --user naming an unprivileged user, bangerd must end up
+as that user with no capabilities and no_new_privs, and its helper as root
+with exactly four capabilities and no stray fds. Each of the two must notice
+the other's death. One case per run (argv[1]) so that meson counts each.
+Waits are for events (a log line, a pidfd), each bounded; never a bare sleep.
+"""
+import os
+import pwd
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+SKIP = 77
+BANGERD = os.environ.get("BANGERD", "")
+HELPER = os.environ.get("BANGER_HELPER", "")
+TEST_USER = os.environ.get("BANGER_TEST_USER", "nobody")
+
+# CAP_DAC_READ_SEARCH (2), CAP_NET_ADMIN (12), CAP_SYS_PTRACE (19), CAP_SYS_ADMIN (21)
+HELPER_CAPS = (1 << 2) | (1 << 12) | (1 << 19) | (1 << 21)
+
+
+def fail(msg):
+    print(f"FAIL: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def check(cond, msg):
+    if not cond:
+        fail(msg)
+
+
+def status_of(pid):
+    fields = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+    return fields
+
+
+class Daemon:
+    """bangerd with a throw-away state dir, its stderr read line by line."""
+
+    def __init__(self, extra=(), user=TEST_USER, preexec=None, config_text=None):
+        self.dir = tempfile.mkdtemp(prefix="banger-test-startup-")
+        os.chmod(self.dir, 0o755)
+        for d in ("vms", "images"):
+            os.mkdir(os.path.join(self.dir, d))
+        self.state = os.path.join(self.dir, "state")
+        args = [BANGERD, "--state-dir", self.state, "--helper", HELPER,
+                "--listen", os.path.join(self.dir, "bangerd.sock"),
+                "--tap-prefix", "bgt", "--dm-prefix", "bangertest-",
+                "--dm-uuid-prefix", "BANGERT-",
+                "--loop-root", os.path.join(self.dir, "images"),
+                "--api-sock-root", os.path.join(self.dir, "vms")]
+        if config_text is not None:
+            conf = os.path.join(self.dir, "bangerd.conf")
+            with open(conf, "w") as f:
+                f.write(config_text)
+            args += ["--config", conf]
+        if user:
+            args += ["--user", user]
+        args += list(extra)
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, preexec_fn=preexec)
+        self.log = ""
+
+    def read_until(self, needle, timeout=10.0):
+        """Read stderr until needle appears or the bound passes; returns whether it did."""
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stderr.fileno()
+        while needle not in self.log:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return needle in self.log
+            self.log += chunk.decode(errors="replace")
+        return True
+
+    def helper_pid(self):
+        children = f"/proc/{self.proc.pid}/task/{self.proc.pid}/children"
+        with open(children) as f:
+            pids = [int(p) for p in f.read().split()]
+        check(len(pids) == 1, f"bangerd has children {pids}, want the helper alone")
+        return pids[0]
+
+    def wait_exit(self, timeout=10.0):
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            fail(f"bangerd did not exit within {timeout} s; log:\n{self.log}")
+
+    def finish(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.read_until("\0", timeout=0.5)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def wait_pid_gone(pid, timeout):
+    """True when pid exits within timeout (seconds), watched through a pidfd."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        return bool(ready)
+    finally:
+        os.close(fd)
+
+
+def require_root():
+    if os.geteuid() != 0:
+        print("SKIP: needs root to start bangerd with --user", flush=True)
+        sys.exit(SKIP)
+    try:
+        pwd.getpwnam(TEST_USER)
+    except KeyError:
+        print(f"SKIP: test user {TEST_USER} does not exist", flush=True)
+        sys.exit(SKIP)
+
+
+def case_privileges():
+    require_root()
+    user = pwd.getpwnam(TEST_USER)
+    d = Daemon(extra=["--audit-log", "/dev/null"])
+    try:
+        check(d.read_until("ready:"), f"bangerd never became ready:\n{d.log}")
+        st = status_of(d.proc.pid)
+        check(st["Uid"].split() == [str(user.pw_uid)] * 4, f"bangerd Uid {st['Uid']}")
+        check(st["Gid"].split() == [str(user.pw_gid)] * 4, f"bangerd Gid {st['Gid']}")
+        check(st["Groups"] == "", f"bangerd supplementary groups {st['Groups']!r}")
+        for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+            check(int(st[cap], 16) == 0, f"bangerd {cap} = {st[cap]}")
+        check(st["NoNewPrivs"] == "1", "bangerd NoNewPrivs")
+
+        hp = d.helper_pid()
+        hs = status_of(hp)
+        check(hs["Uid"].split() == ["0"] * 4, f"helper Uid {hs['Uid']}")
+        check(int(hs["CapEff"], 16) == HELPER_CAPS, f"helper CapEff {hs['CapEff']}")
+        check(int(hs["CapPrm"], 16) == HELPER_CAPS, f"helper CapPrm {hs['CapPrm']}")
+        check(int(hs["CapBnd"], 16) == HELPER_CAPS, f"helper CapBnd {hs['CapBnd']}")
+        check(int(hs["CapInh"], 16) == 0 and int(hs["CapAmb"], 16) == 0, "helper inh/amb")
+        check(hs["NoNewPrivs"] == "1", "helper NoNewPrivs")
+
+        # fds: 0 /dev/null, 1 and 2 inherited, 3 the socket; 4 the audit log it opened itself.
+        fds = {int(n): os.readlink(f"/proc/{hp}/fd/{n}") for n in os.listdir(f"/proc/{hp}/fd")}
+        check(sorted(fds) == [0, 1, 2, 3, 4], f"helper fds {fds}")
+        check(fds[0] == "/dev/null", f"helper stdin {fds[0]}")
+        check(fds[3].startswith("socket:"), f"helper fd 3 {fds[3]}")
+        check(fds[4] == "/dev/null", f"helper fd 4 (audit log) {fds[4]}")
+        st_mode = os.stat(d.state)
+        check(st_mode.st_uid == user.pw_uid and (st_mode.st_mode & 0o777) == 0o700,
+              "state dir owned by the daemon user, 0700")
+        print(f"bangerd uid {user.pw_uid} no caps; helper pid {hp} caps {hs['CapEff']} fds {fds}")
+    finally:
+        d.finish()
+
+
+def case_kill_bangerd():
+    require_root()
+    d = Daemon()
+    try:
+        check(d.read_until("ready:"), f"not ready:\n{d.log}")
+        hp = d.helper_pid()
+        start = time.monotonic()
+        os.kill(d.proc.pid, signal.SIGKILL)
+        check(wait_pid_gone(hp, 1.0), "helper still alive 1 s after bangerd was killed")
+        print(f"helper gone {1000 * (time.monotonic() - start):.1f} ms after kill -9 bangerd")
+    finally:
+        d.finish()
+
+
+def case_kill_helper():
+    require_root()
+    d = Daemon()
+    try:
+        check(d.read_until("ready:"), f"not ready:\n{d.log}")
+        hp = d.helper_pid()
+        os.kill(hp, signal.SIGKILL)
+        rc = d.wait_exit()
+        d.read_until("exiting with status", timeout=2)
+        check(rc != 0, f"bangerd exited {rc} after its helper was killed")
+        check("banger-privhelper is gone" in d.log and "killed by signal 9" in d.log,
+              f"no clear log line:\n{d.log}")
+        print(f"bangerd exit status {rc}; log:\n{d.log}")
+    finally:
+        d.finish()
+
+
+def case_sigterm():
+    require_root()
+    d = Daemon()
+    try:
+        check(d.read_until("ready:"), f"not ready:\n{d.log}")
+        hp = d.helper_pid()
+        d.proc.send_signal(signal.SIGTERM)
+        check(d.wait_exit() == 0, "SIGTERM exit status")
+        check(wait_pid_gone(hp, 2.0), "helper outlived bangerd's orderly exit")
+    finally:
+        d.finish()
+
+
+def case_unprivileged_start():
+    """Started by a non-root user: no drop, helper without capabilities, same code paths."""
+    require_root()
+    user = pwd.getpwnam(TEST_USER)
+
+    def become_user():
+        os.setgroups([])
+        os.setgid(user.pw_gid)
+        os.setuid(user.pw_uid)
+
+    d = Daemon(user=None, preexec=become_user)
+    try:
+        os.chmod(d.dir, 0o777)
+        check(d.read_until("ready:"), f"not ready:\n{d.log}")
+        check("not started as root" in d.log, f"helper did not warn:\n{d.log}")
+        check("unprivileged" in d.log, f"bangerd did not say the helper is unprivileged:\n{d.log}")
+        hs = status_of(d.helper_pid())
+        check(hs["Uid"].split() == [str(user.pw_uid)] * 4, "helper stays the user")
+        check(int(hs["CapEff"], 16) == 0 and hs["NoNewPrivs"] == "1", "helper has nothing")
+    finally:
+        d.finish()
+
+
+def case_config_errors():
+    require_root()
+    bad = [
+        ("state_dir = /tmp\nbogus_key = 1\n", ":2: unknown key 'bogus_key'"),
+        ("tap_prefix = \n", ":1: bad value for tap_prefix"),
+        ("loop_root = relative/dir\n", ":1: bad value for loop_root"),
+        ("this line has no equals sign\n", ":1: expected 'key = value'"),
+    ]
+    for text, needle in bad:
+        d = Daemon(config_text=text)
+        try:
+            rc = d.wait_exit()
+            d.read_until("\0", timeout=1)
+            check(rc == 2, f"config {text!r}: exit {rc}, want 2")
+            check(needle in d.log, f"config {text!r}: log lacks {needle!r}:\n{d.log}")
+            check(not os.path.exists(d.state), "refused config must not create the state dir")
+        finally:
+            d.finish()
+    d = Daemon(user="root")
+    try:
+        check(d.wait_exit() == 2, "--user root must be refused")
+    finally:
+        d.finish()
+
+
+CASES = {
+    "privileges": case_privileges,
+    "kill-bangerd": case_kill_bangerd,
+    "kill-helper": case_kill_helper,
+    "sigterm": case_sigterm,
+    "unprivileged-start": case_unprivileged_start,
+    "config-errors": case_config_errors,
+}
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or sys.argv[1] not in CASES:
+        fail(f"usage: {sys.argv[0]} {{{','.join(CASES)}}}")
+    if not BANGERD or not HELPER:
+        fail("BANGERD and BANGER_HELPER must be set (run through meson test)")
+    CASES[sys.argv[1]]()
