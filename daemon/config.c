@@ -52,6 +52,13 @@ static int set_user(struct banger_config *c, const char *v)
 	return field_set(c->user, sizeof(c->user), v);
 }
 
+static int set_admin_group(struct banger_config *c, const char *v)
+{
+	if (v[0] == '\0' || strchr(v, ':') || strchr(v, '/'))
+		return -EINVAL;
+	return field_set(c->admin_group, sizeof(c->admin_group), v);
+}
+
 static int set_log_level(struct banger_config *c, const char *v)
 {
 	int r = log_level_from_string(v);
@@ -123,6 +130,8 @@ static const struct config_key config_keys[] = {
     {"state_dir", "state-dir", set_state_dir, NULL, "DIR", "state directory"},
     {"listen", "listen", set_listen, NULL, "PATH", "control socket (when not socket-activated)"},
     {"user", "user", set_user, NULL, "NAME", "user to run as after start-up"},
+    {"admin_group", "admin-group", set_admin_group, NULL, "GROUP",
+     "members may call mutating methods"},
     {"helper", "helper", set_helper, NULL, "PATH", "banger-privhelper executable"},
     {"audit_log", "audit-log", set_audit_log, NULL, "FILE", "helper's audit log file"},
     {"log_level", "log-level", set_log_level, NULL, "LEVEL", "error|warning|notice|info|debug"},

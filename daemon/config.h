@@ -20,6 +20,7 @@ struct banger_config {
 	char user[64]; /* empty: stay the user we were started as */
 	char helper[PATH_MAX];
 	char audit_log[PATH_MAX];
+	char admin_group[64]; /* members may call mutating methods; empty: none */
 	int log_level;
 	struct ps_policy policy;
 };

@@ -6,13 +6,26 @@
 
 #include <event2/event.h>
 #include <stdbool.h>
+#include <sys/queue.h>
 #include <sys/types.h>
 #include <time.h>
 
+#include "cache.h"
 #include "config.h"
 #include "helper_client.h"
+#include "store.h"
+#include "varlink.h"
 
-#define HELPER_HELLO_TIMEOUT_MS 10000
+#define HELPER_HELLO_TIMEOUT_MS	  10000
+#define PERSIST_RETRY_FIRST_MS	  250
+#define PERSIST_RETRY_MAX_MS	  5000
+#define SHUTDOWN_DRAIN_TIMEOUT_MS 10000
+#define SHUTDOWN_DRAIN_POLL_MS	  20
+
+struct watcher {
+	struct varlink_call *call;
+	TAILQ_ENTRY(watcher) link;
+};
 
 struct daemon {
 	struct banger_config cfg;
@@ -22,8 +35,40 @@ struct daemon {
 	bool helper_privileged;
 	uid_t uid;
 	gid_t gid;
+	bool has_admin_group;
+	gid_t admin_gid;
+	char boot_id[VM_BOOT_ID_SIZE];
+	struct store store;
+	struct vm_cache cache;
+	struct varlink_server *server;
+	TAILQ_HEAD(, watcher) watchers;
+	struct event *ev_persist_retry;
+	unsigned persist_retry_ms;
+	uint64_t persist_failures;
+	uint64_t events;
 	int exit_status;
 	bool ready;
+	bool stopping;
 	struct timespec started;
-	struct event *ev_sigterm, *ev_sigint, *ev_sigchld, *ev_hello_timeout;
+	struct timespec stop_deadline;
+	struct event *ev_sigterm, *ev_sigint, *ev_sigchld, *ev_hello_timeout, *ev_drain;
 };
+
+/* service.c: the rules of DESIGN §2 */
+int service_load(struct daemon *d);
+uint64_t service_realtime_usec(void);
+void service_emit(struct daemon *d, const char *kind, const char *id, int pid, const char *detail);
+int service_register(struct daemon *d, const struct vm_record *rec, struct vm_entry **out);
+bool service_set_handles(struct daemon *d, struct vm_entry *e, const struct vm_handles *h,
+			 int pidfd);
+void service_clear_handles(struct daemon *d, struct vm_entry *e);
+int service_unregister(struct daemon *d, struct vm_entry *e);
+enum vm_liveness service_liveness(const struct vm_entry *e);
+/* One SCAN for every VM with handles; re-seeds pidfds. done runs when it is answered. */
+int service_adopt(struct daemon *d, void (*done)(struct daemon *d, int err));
+/* Try every pending write once more now (shutdown). */
+void service_flush_pending(struct daemon *d);
+
+/* api.c: io.banger.Handles over Varlink */
+extern const struct varlink_interface banger_handles_interface;
+void api_end_watchers(struct daemon *d);

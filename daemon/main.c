@@ -1,20 +1,29 @@
 /*
  * bangerd start-up, in the order of DESIGN §1 and nothing else while root:
  * configuration, state dir, spawn the helper, drop privileges for good,
- * then the HELLO handshake and the event loop. Any failure before the drop
- * is fatal: no process goes on with more privilege than planned.
+ * then the HELLO handshake, the records, one SCAN that re-adopts the VMs
+ * still running, the control socket and READY=1. Any failure before the
+ * drop is fatal: no process goes on with more privilege than planned.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "build_config.h"
 #include "daemon.h"
 #include "log.h"
+#include "path.h"
 #include "privdrop.h"
 #include "store.h"
 
@@ -62,13 +71,151 @@ static void on_sigchld(evutil_socket_t sig, short what, void *arg)
 	on_helper_dead(d->helper, why, d);
 }
 
+static bool drained(struct daemon *d)
+{
+	struct varlink_stats st;
+	varlink_server_stats(d->server, &st);
+	return st.calls_in_flight == 0 && varlink_server_pending_output(d->server) == 0 &&
+	       helper_client_pending(d->helper) == 0;
+}
+
+/* Shutdown waits for in-flight calls and unsent replies, bounded by a deadline. */
+static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+	struct timespec now;
+	(void)fd;
+	(void)what;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	bool late =
+	    now.tv_sec > d->stop_deadline.tv_sec ||
+	    (now.tv_sec == d->stop_deadline.tv_sec && now.tv_nsec >= d->stop_deadline.tv_nsec);
+	if (!drained(d) && !late) {
+		struct timeval tv = {0, SHUTDOWN_DRAIN_POLL_MS * 1000};
+		evtimer_add(d->ev_drain, &tv);
+		return;
+	}
+	if (late)
+		log_warnx("shutdown: calls still in flight after %d ms; exiting anyway",
+			  SHUTDOWN_DRAIN_TIMEOUT_MS);
+	service_flush_pending(d);
+	daemon_stop(d, 0);
+}
+
 static void on_terminate(evutil_socket_t sig, short what, void *arg)
 {
 	struct daemon *d = arg;
 	(void)what;
-	log_info("received SIG%s, shutting down", sigabbrev_np((int)sig));
+	if (d->stopping)
+		return;
+	d->stopping = true;
+	log_info("received SIG%s: no new connections, finishing calls in flight",
+		 sigabbrev_np((int)sig));
 	sd_notify(0, "STOPPING=1");
-	daemon_stop(d, 0);
+	if (!d->server) {
+		daemon_stop(d, 0);
+		return;
+	}
+	varlink_server_stop_accepting(d->server);
+	api_end_watchers(d);
+	varlink_server_close_idle(d->server);
+	clock_gettime(CLOCK_MONOTONIC, &d->stop_deadline);
+	d->stop_deadline.tv_sec += SHUTDOWN_DRAIN_TIMEOUT_MS / 1000;
+	on_drain_tick(-1, 0, d);
+}
+
+/* The control socket: from systemd (socket activation) or bound here as the daemon user. */
+static int control_socket(struct daemon *d)
+{
+	int n = sd_listen_fds(1);
+	if (n < 0)
+		return n;
+	if (n > 1) {
+		log_errx("systemd passed %d sockets; bangerd takes exactly one", n);
+		return -EINVAL;
+	}
+	if (n == 1) {
+		int fd = SD_LISTEN_FDS_START;
+		if (sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) <= 0) {
+			log_errx(
+			    "the socket systemd passed is not a listening AF_UNIX stream socket");
+			return -EINVAL;
+		}
+		fcntl(fd, F_SETFL, O_NONBLOCK);
+		log_info("control socket from systemd (socket activation)");
+		return fd;
+	}
+
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (field_set(sa.sun_path, sizeof(sa.sun_path), d->cfg.listen) < 0) {
+		log_errx("--listen %s: longer than a socket path may be", d->cfg.listen);
+		return -ENAMETOOLONG;
+	}
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return negative_errno();
+	struct stat st;
+	if (lstat(d->cfg.listen, &st) == 0) {
+		/* A socket left by a dead bangerd is replaced; a live one, or any other file, is
+		 * not. */
+		if (!S_ISSOCK(st.st_mode)) {
+			log_errx("--listen %s exists and is not a socket", d->cfg.listen);
+			close(fd);
+			return -EEXIST;
+		}
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 || errno == EAGAIN) {
+			log_errx("--listen %s: another bangerd answers there", d->cfg.listen);
+			close(fd);
+			return -EADDRINUSE;
+		}
+		close(fd);
+		unlink(d->cfg.listen);
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		if (fd < 0)
+			return negative_errno();
+	}
+	mode_t old = umask(0117);
+	int r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+	umask(old);
+	if (r < 0 || chmod(d->cfg.listen, 0660) < 0 || listen(fd, SOMAXCONN) < 0) {
+		r = negative_errno();
+		log_errno(LOG_LEVEL_ERR, -r, "--listen %s", d->cfg.listen);
+		close(fd);
+		return r;
+	}
+	log_info("control socket %s", d->cfg.listen);
+	return fd;
+}
+
+static void on_adopted(struct daemon *d, int err)
+{
+	if (err < 0) {
+		log_errx("the adopting scan failed: %s", strerror(-err));
+		daemon_stop(d, EXIT_HELPER);
+		return;
+	}
+	static const struct varlink_server_info info = {
+	    .vendor = "banger",
+	    .product = "bangerd",
+	    .version = BANGER_VERSION,
+	    .url = "https://banger.invalid/",
+	};
+	d->server = varlink_server_new(d->base, &info, d);
+	int fd = control_socket(d);
+	if (!d->server || fd < 0 ||
+	    varlink_server_add_interface(d->server, &banger_handles_interface) < 0 ||
+	    varlink_server_listen_fd(d->server, fd) < 0) {
+		log_errx("cannot serve the control socket");
+		daemon_stop(d, 1);
+		return;
+	}
+	d->ready = true;
+	log_info("ready: running as uid %u gid %u, state dir %s, %zu VMs, helper pid %d (%s)",
+		 (unsigned)getuid(), (unsigned)getgid(), d->cfg.state_dir, cache_count(&d->cache),
+		 d->helper_pid,
+		 d->helper_privileged ? "root with four capabilities"
+				      : "unprivileged: privileged requests will fail with EPERM");
+	sd_notifyf(0, "READY=1\nSTATUS=ready, %zu VMs", cache_count(&d->cache));
 }
 
 static void on_hello_timeout(evutil_socket_t fd, short what, void *arg)
@@ -100,12 +247,27 @@ static void on_hello(struct helper_client *hc, struct helper_reply *reply, void 
 		return;
 	}
 	d->helper_privileged = r->flags & PS_HELLO_PRIVILEGED;
-	d->ready = true;
-	log_info("ready: running as uid %u gid %u, state dir %s, helper pid %d (%s)",
-		 (unsigned)getuid(), (unsigned)getgid(), d->cfg.state_dir, r->helper_pid,
-		 d->helper_privileged ? "root with four capabilities"
-				      : "unprivileged: privileged requests will fail with EPERM");
-	sd_notifyf(0, "READY=1\nSTATUS=ready, helper pid %d", r->helper_pid);
+	d->helper_pid = r->helper_pid;
+
+	char why[512];
+	if (store_open(&d->store, d->cfg.state_dir, why, sizeof(why)) < 0) {
+		log_errx("%s", why);
+		daemon_stop(d, 1);
+		return;
+	}
+	if (service_load(d) < 0 || service_adopt(d, on_adopted) < 0) {
+		log_errx("cannot load the VM records");
+		daemon_stop(d, 1);
+	}
+}
+
+static int read_boot_id(char *buf, size_t size)
+{
+	_cleanup_fclose_ FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+	if (!f || !fgets(buf, (int)size, f))
+		return -EIO;
+	buf[strcspn(buf, "\n")] = '\0';
+	return 0;
 }
 
 /* Steps 1-4 of DESIGN §1. Exits on any failure. */
@@ -143,6 +305,22 @@ static void startup_as_root_or_user(struct daemon *d, int argc, char **argv)
 
 	if (store_prepare_dir(d->cfg.state_dir, d->uid, d->gid, why, sizeof(why)) < 0)
 		fatalx(1, "%s", why);
+	if (read_boot_id(d->boot_id, sizeof(d->boot_id)) < 0)
+		fatalx(1, "cannot read /proc/sys/kernel/random/boot_id");
+	if (d->cfg.admin_group[0]) {
+		struct group *gr = getgrnam(d->cfg.admin_group);
+		if (!gr)
+			fatalx(EXIT_CONFIG, "configuration: admin group '%s' not found",
+			       d->cfg.admin_group);
+		d->has_admin_group = true;
+		d->admin_gid = gr->gr_gid;
+	}
+	/* One fd per client: lift the soft limit to the hard one while we may. */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
 
 	pid_t pid;
 	int sock =
@@ -183,9 +361,11 @@ int main(int argc, char **argv)
 	d.ev_sigint = evsignal_new(d.base, SIGINT, on_terminate, &d);
 	d.ev_sigchld = evsignal_new(d.base, SIGCHLD, on_sigchld, &d);
 	d.ev_hello_timeout = evtimer_new(d.base, on_hello_timeout, &d);
+	d.ev_drain = evtimer_new(d.base, on_drain_tick, &d);
+	TAILQ_INIT(&d.watchers);
 	struct timeval hello_tv = {HELPER_HELLO_TIMEOUT_MS / 1000,
 				   (HELPER_HELLO_TIMEOUT_MS % 1000) * 1000};
-	if (!d.ev_sigterm || !d.ev_sigint || !d.ev_sigchld || !d.ev_hello_timeout ||
+	if (!d.ev_sigterm || !d.ev_sigint || !d.ev_sigchld || !d.ev_hello_timeout || !d.ev_drain ||
 	    evsignal_add(d.ev_sigterm, NULL) < 0 || evsignal_add(d.ev_sigint, NULL) < 0 ||
 	    evsignal_add(d.ev_sigchld, NULL) < 0 || evtimer_add(d.ev_hello_timeout, &hello_tv) < 0)
 		fatalx(1, "event setup failed");
@@ -198,6 +378,13 @@ int main(int argc, char **argv)
 
 	event_base_dispatch(d.base);
 
+	api_end_watchers(&d);
+	varlink_server_free(d.server);
+	cache_free_all(&d.cache);
+	store_close(&d.store);
+	if (d.ev_persist_retry)
+		event_free(d.ev_persist_retry);
+	event_free(d.ev_drain);
 	/* Closing our end makes the helper exit on EOF; reap it so it is not left a zombie. */
 	pid_t helper_pid = d.helper_pid;
 	d.helper_pid = 0;

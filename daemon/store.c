@@ -1,14 +1,31 @@
-/* See store.h. */
+/*
+ * See store.h. Every file below vms/ is reached with *at() calls from
+ * vms_fd and a per-VM dir fd opened O_NOFOLLOW, never through a path
+ * string, so a symlink planted anywhere in the tree is refused rather than
+ * followed. Decoding is strict (unknown keys, wrong types, overlong strings
+ * are corruption) and every write is read back through the same decoder
+ * first: bangerd never writes a file it would refuse to read.
+ */
 #include "store.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "atomicfile.h"
+#include "json.h"
 #include "macro.h"
+#include "path.h"
+
+#define RECORD_FILE	 "vm.json"
+#define HANDLES_FILE	 "handles.json"
+#define STATE_FILE_MODE	 0600
+#define CORRUPT_SUFFIXES 100 /* handles.json.corrupt-<secs> and -1 .. -99 */
 
 int store_prepare_dir(const char *dir, uid_t uid, gid_t gid, char *why, size_t why_size)
 {
@@ -44,4 +61,713 @@ int store_prepare_dir(const char *dir, uid_t uid, gid_t gid, char *why, size_t w
 		return r;
 	}
 	return 0;
+}
+
+void store_path(const struct store *s, const char *id, const char *name, char *buf, size_t size)
+{
+	snprintf(buf, size, "%s/vms/%s/%s", s->dir, id, name);
+}
+
+int store_open(struct store *s, const char *state_dir, char *why, size_t why_size)
+{
+	s->vms_fd = -1;
+	if (field_set(s->dir, sizeof(s->dir), state_dir) < 0) {
+		snprintf(why, why_size, "state dir %.64s...: path too long", state_dir);
+		return -ENAMETOOLONG;
+	}
+	_cleanup_close_ int dir_fd =
+	    open(state_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dir_fd < 0) {
+		int r = negative_errno();
+		snprintf(why, why_size, "state dir %s: %s", state_dir,
+			 r == -ELOOP || r == -ENOTDIR ? "not a directory (or a symlink)"
+						      : strerror(-r));
+		return r;
+	}
+	if (mkdirat(dir_fd, "vms", 0700) < 0 && errno != EEXIST) {
+		int r = negative_errno();
+		snprintf(why, why_size, "%s/vms: %s", state_dir, strerror(-r));
+		return r;
+	}
+	int fd = openat(dir_fd, "vms", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		int r = negative_errno();
+		snprintf(why, why_size, "%s/vms: %s", state_dir,
+			 r == -ELOOP || r == -ENOTDIR ? "not a directory (or a symlink)"
+						      : strerror(-r));
+		return r;
+	}
+	s->vms_fd = fd;
+	return 0;
+}
+
+void store_close(struct store *s)
+{
+	s->vms_fd = safe_close(s->vms_fd);
+}
+
+/* Open vms/<id>/, creating it (durably: vms/ is synced) when asked. */
+static int open_vm_dir(struct store *s, const char *id, bool create)
+{
+	if (!vm_id_is_valid(id, NULL))
+		return -EINVAL;
+	if (create) {
+		if (mkdirat(s->vms_fd, id, 0700) == 0) {
+			if (fsync(s->vms_fd) < 0)
+				return negative_errno();
+		} else if (errno != EEXIST) {
+			return negative_errno();
+		}
+	}
+	int fd = openat(s->vms_fd, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	return fd < 0 ? negative_errno() : fd;
+}
+
+/* ---- decoding ---------------------------------------------------------- */
+
+/* Where decode errors go: "<file path>: <what is wrong>". */
+struct decoder {
+	char path[PATH_MAX + 2 * NAME_MAX];
+	char *why;
+	size_t why_size;
+};
+
+static int corrupt(const struct decoder *d, const char *fmt, ...) _printf_(2, 3);
+static int corrupt(const struct decoder *d, const char *fmt, ...)
+{
+	char what[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	snprintf(d->why, d->why_size, "%s: %s", d->path, what);
+	return -EBADMSG;
+}
+
+/* A key from the file, made safe to put in a log line (no control bytes, bounded). */
+static const char *printable(const char *s, char *buf, size_t size)
+{
+	size_t i = 0;
+	for (; s[i] && i + 1 < size; i++)
+		buf[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+	buf[i] = '\0';
+	return buf;
+}
+
+/* Refuse keys we do not know, and keys given twice (yajl keeps both; which wins is a guess). */
+static int check_keys(const struct decoder *d, yajl_val obj, const char *where,
+		      const char *const *allowed)
+{
+	char shown[64];
+	const char *unknown = json_unknown_key(obj, allowed);
+	if (unknown)
+		return corrupt(d, "unknown key \"%s%s\"", where,
+			       printable(unknown, shown, sizeof(shown)));
+	for (size_t i = 0; i < obj->u.object.len; i++)
+		for (size_t j = i + 1; j < obj->u.object.len; j++)
+			if (strcmp(obj->u.object.keys[i], obj->u.object.keys[j]) == 0)
+				return corrupt(
+				    d, "key \"%s%s\" appears twice", where,
+				    printable(obj->u.object.keys[i], shown, sizeof(shown)));
+	return 0;
+}
+
+static int decode_string(const struct decoder *d, yajl_val obj, const char *where, const char *key,
+			 char *field, size_t field_size)
+{
+	const char *value;
+	int r = json_get_string(obj, key, &value);
+	if (r == -ENOENT)
+		return corrupt(d, "missing \"%s%s\"", where, key);
+	if (r < 0)
+		return corrupt(d, "\"%s%s\" is not a string", where, key);
+	if (field_set(field, field_size, value) < 0)
+		return corrupt(d, "\"%s%s\" is longer than %zu bytes", where, key, field_size - 1);
+	return 0;
+}
+
+static int decode_string_array(const struct decoder *d, yajl_val obj, const char *where,
+			       const char *key, char *fields, size_t field_size, size_t max,
+			       uint32_t *count)
+{
+	yajl_val arr;
+	int r = json_get_array(obj, key, &arr);
+	if (r == -ENOENT)
+		return corrupt(d, "missing \"%s%s\"", where, key);
+	if (r < 0)
+		return corrupt(d, "\"%s%s\" is not an array", where, key);
+	r = json_copy_string_array(arr, fields, field_size, max, count);
+	if (r == -E2BIG)
+		return corrupt(d, "\"%s%s\" has more than %zu entries", where, key, max);
+	if (r == -ENAMETOOLONG)
+		return corrupt(d, "an entry of \"%s%s\" is longer than %zu bytes", where, key,
+			       field_size - 1);
+	if (r < 0)
+		return corrupt(d, "\"%s%s\" must hold non-empty strings", where, key);
+	return 0;
+}
+
+static int decode_object(const struct decoder *d, yajl_val obj, const char *key, yajl_val *out)
+{
+	int r = json_get_object(obj, key, out);
+	if (r == -ENOENT)
+		return corrupt(d, "missing \"%s\"", key);
+	if (r < 0)
+		return corrupt(d, "\"%s\" is not an object", key);
+	return 0;
+}
+
+/* Parse text into an object that carries our version; -EPROTONOSUPPORT for another version. */
+static int decode_root(const struct decoder *d, const char *text, yajl_val *out)
+{
+	char parse_why[256];
+	_cleanup_(yajl_tree_freep) yajl_val root = NULL;
+	int64_t version;
+
+	if (json_parse(text, JSON_MAX_DEPTH, &root, parse_why, sizeof(parse_why)) < 0)
+		return corrupt(d, "not valid JSON: %s", parse_why);
+	if (!YAJL_IS_OBJECT(root))
+		return corrupt(d, "not a JSON object");
+	int r = json_get_int(root, "version", &version);
+	if (r == -ENOENT)
+		return corrupt(d, "missing \"version\"");
+	if (r < 0)
+		return corrupt(d, "\"version\" is not an integer");
+	if (version != STORE_FORMAT_VERSION) {
+		snprintf(d->why, d->why_size,
+			 "%s: format version %lld is not supported (this bangerd reads version %d)",
+			 d->path, (long long)version, STORE_FORMAT_VERSION);
+		return -EPROTONOSUPPORT;
+	}
+	*out = TAKE_PTR(root);
+	return 0;
+}
+
+static int decode_planned(const struct decoder *d, yajl_val obj, struct vm_planned *p)
+{
+	static const char *const keys[] = {"tap", "loop_files", "dm", NULL};
+	int r = check_keys(d, obj, "planned.", keys);
+	if (r == 0)
+		r = decode_string(d, obj, "planned.", "tap", p->tap, sizeof(p->tap));
+	if (r == 0)
+		r = decode_string_array(d, obj, "planned.", "loop_files", &p->loop_files[0][0],
+					sizeof(p->loop_files[0]), VM_MAX_LOOPS, &p->n_loop_files);
+	if (r == 0)
+		r = decode_string_array(d, obj, "planned.", "dm", &p->dm[0][0], sizeof(p->dm[0]),
+					VM_MAX_DM, &p->n_dm);
+	return r;
+}
+
+static int decode_mirror(const struct decoder *d, yajl_val obj, struct vm_record *rec)
+{
+	static const char *const keys[] = {"tap", "loops", "dm", NULL};
+	int r = check_keys(d, obj, "mirror.", keys);
+	if (r == 0)
+		r = decode_string(d, obj, "mirror.", "tap", rec->mirror.tap,
+				  sizeof(rec->mirror.tap));
+	if (r == 0)
+		r = decode_string_array(d, obj, "mirror.", "loops", &rec->mirror.loops[0][0],
+					sizeof(rec->mirror.loops[0]), VM_MAX_LOOPS,
+					&rec->mirror.n_loops);
+	if (r == 0)
+		r = decode_string_array(d, obj, "mirror.", "dm", &rec->mirror.dm[0][0],
+					sizeof(rec->mirror.dm[0]), VM_MAX_DM, &rec->mirror.n_dm);
+	return r;
+}
+
+/* The names of state and on_exit, checked against vm.h's tables. */
+static int decode_enums(const struct decoder *d, yajl_val root, struct vm_record *rec)
+{
+	char name[32], shown[32];
+
+	int r = decode_string(d, root, "", "state", name, sizeof(name));
+	if (r < 0)
+		return r;
+	int value = vm_state_from_name(name);
+	if (value < 0)
+		return corrupt(d, "unknown state \"%s\"", printable(name, shown, sizeof(shown)));
+	rec->state = (enum vm_state)value;
+
+	r = decode_string(d, root, "", "on_exit", name, sizeof(name));
+	if (r < 0)
+		return r;
+	value = vm_on_exit_from_name(name);
+	if (value < 0)
+		return corrupt(d, "unknown on_exit \"%s\"", printable(name, shown, sizeof(shown)));
+	rec->on_exit = (enum vm_on_exit)value;
+	return 0;
+}
+
+/* vm.json of the VM whose directory is named dir_id; *out is written only on success. */
+static int decode_record(const struct decoder *d, const char *text, const char *dir_id,
+			 struct vm_record *out)
+{
+	static const char *const keys[] = {"version",  "id",	  "state",  "on_exit",
+					   "api_sock", "planned", "mirror", NULL};
+	_cleanup_(yajl_tree_freep) yajl_val root = NULL;
+	struct vm_record rec;
+	yajl_val planned = NULL, mirror = NULL;
+	const char *why_id;
+	char shown[VM_ID_MAX + 1];
+
+	/* Zeroed with memset, padding included, so equal records compare equal bytewise. */
+	memset(&rec, 0, sizeof(rec));
+	int r = decode_root(d, text, &root);
+	if (r < 0)
+		return r;
+	r = check_keys(d, root, "", keys);
+	if (r == 0)
+		r = decode_string(d, root, "", "id", rec.id, sizeof(rec.id));
+	if (r < 0)
+		return r;
+	if (!vm_id_is_valid(rec.id, &why_id))
+		return corrupt(d, "invalid id \"%s\": %s", printable(rec.id, shown, sizeof(shown)),
+			       why_id);
+	if (strcmp(rec.id, dir_id) != 0)
+		return corrupt(d, "id \"%s\" does not match its directory", rec.id);
+	r = decode_enums(d, root, &rec);
+	if (r == 0)
+		r = decode_string(d, root, "", "api_sock", rec.api_sock, sizeof(rec.api_sock));
+	if (r < 0)
+		return r;
+
+	r = json_get_object(root, "planned", &planned);
+	if (r == -EINVAL)
+		return corrupt(d, "\"planned\" is not an object");
+	rec.has_planned = r == 0;
+	if (rec.has_planned && (r = decode_planned(d, planned, &rec.planned)) < 0)
+		return r;
+
+	r = decode_object(d, root, "mirror", &mirror);
+	if (r == 0)
+		r = decode_mirror(d, mirror, &rec);
+	if (r < 0)
+		return r;
+	memcpy(out, &rec, sizeof(rec));
+	return 0;
+}
+
+/* handles.json; *out is written only on success. */
+static int decode_handles(const struct decoder *d, const char *text, struct vm_handles *out)
+{
+	static const char *const keys[] = {"version", "pid",   "start_time", "boot_id",
+					   "tap",     "loops", "dm",	     NULL};
+	_cleanup_(yajl_tree_freep) yajl_val root = NULL;
+	struct vm_handles h;
+	int64_t pid, start_time;
+
+	memset(&h, 0, sizeof(h));
+	int r = decode_root(d, text, &root);
+	if (r == 0)
+		r = check_keys(d, root, "", keys);
+	if (r < 0)
+		return r;
+
+	r = json_get_int(root, "pid", &pid);
+	if (r == -ENOENT)
+		return corrupt(d, "missing \"pid\"");
+	if (r < 0 || pid <= 0 || pid > INT32_MAX)
+		return corrupt(d, "\"pid\" is not a positive 32-bit integer");
+	h.pid = (int32_t)pid;
+	r = json_get_int(root, "start_time", &start_time);
+	if (r == -ENOENT)
+		return corrupt(d, "missing \"start_time\"");
+	if (r < 0 || start_time < 0)
+		return corrupt(d, "\"start_time\" is not a non-negative integer");
+	h.start_time = (uint64_t)start_time;
+
+	r = decode_string(d, root, "", "boot_id", h.boot_id, sizeof(h.boot_id));
+	if (r == 0)
+		r = decode_string(d, root, "", "tap", h.tap, sizeof(h.tap));
+	if (r == 0)
+		r = decode_string_array(d, root, "", "loops", &h.loops[0][0], sizeof(h.loops[0]),
+					VM_MAX_LOOPS, &h.n_loops);
+	if (r == 0)
+		r = decode_string_array(d, root, "", "dm", &h.dm[0][0], sizeof(h.dm[0]), VM_MAX_DM,
+					&h.n_dm);
+	if (r < 0)
+		return r;
+	memcpy(out, &h, sizeof(h));
+	return 0;
+}
+
+/* ---- encoding ---------------------------------------------------------- */
+
+static bool terminated(const char *field, size_t size)
+{
+	return memchr(field, '\0', size) != NULL;
+}
+
+static void encode_planned(yajl_gen g, const struct vm_planned *p)
+{
+	json_gen_string(g, "planned");
+	yajl_gen_map_open(g);
+	json_gen_kv_string(g, "tap", p->tap);
+	json_gen_kv_string_array(g, "loop_files", &p->loop_files[0][0], sizeof(p->loop_files[0]),
+				 p->n_loop_files);
+	json_gen_kv_string_array(g, "dm", &p->dm[0][0], sizeof(p->dm[0]), p->n_dm);
+	yajl_gen_map_close(g);
+}
+
+/*
+ * Fields read by strlen must be terminated and counts must be within the
+ * arrays, or encoding itself would read out of bounds; everything else a
+ * reader would refuse is caught by decoding the result.
+ */
+static int encode_record(yajl_gen g, const struct vm_record *r)
+{
+	if (!terminated(r->api_sock, sizeof(r->api_sock)) ||
+	    !terminated(r->mirror.tap, sizeof(r->mirror.tap)) || r->mirror.n_loops > VM_MAX_LOOPS ||
+	    r->mirror.n_dm > VM_MAX_DM)
+		return -EINVAL;
+	if (r->has_planned &&
+	    (!terminated(r->planned.tap, sizeof(r->planned.tap)) ||
+	     r->planned.n_loop_files > VM_MAX_LOOPS || r->planned.n_dm > VM_MAX_DM))
+		return -EINVAL;
+
+	yajl_gen_map_open(g);
+	json_gen_kv_int(g, "version", STORE_FORMAT_VERSION);
+	json_gen_kv_string(g, "id", r->id);
+	json_gen_kv_string(g, "state", vm_state_name(r->state));
+	json_gen_kv_string(g, "on_exit", vm_on_exit_name(r->on_exit));
+	json_gen_kv_string(g, "api_sock", r->api_sock);
+	if (r->has_planned)
+		encode_planned(g, &r->planned);
+	json_gen_string(g, "mirror");
+	yajl_gen_map_open(g);
+	json_gen_kv_string(g, "tap", r->mirror.tap);
+	json_gen_kv_string_array(g, "loops", &r->mirror.loops[0][0], sizeof(r->mirror.loops[0]),
+				 r->mirror.n_loops);
+	json_gen_kv_string_array(g, "dm", &r->mirror.dm[0][0], sizeof(r->mirror.dm[0]),
+				 r->mirror.n_dm);
+	yajl_gen_map_close(g);
+	yajl_gen_map_close(g);
+	return 0;
+}
+
+static int encode_handles(yajl_gen g, const struct vm_handles *h)
+{
+	if (!terminated(h->boot_id, sizeof(h->boot_id)) || !terminated(h->tap, sizeof(h->tap)) ||
+	    h->n_loops > VM_MAX_LOOPS || h->n_dm > VM_MAX_DM || h->start_time > INT64_MAX)
+		return -EINVAL;
+
+	yajl_gen_map_open(g);
+	json_gen_kv_int(g, "version", STORE_FORMAT_VERSION);
+	json_gen_kv_int(g, "pid", h->pid);
+	json_gen_kv_int(g, "start_time", (int64_t)h->start_time);
+	json_gen_kv_string(g, "boot_id", h->boot_id);
+	json_gen_kv_string(g, "tap", h->tap);
+	json_gen_kv_string_array(g, "loops", &h->loops[0][0], sizeof(h->loops[0]), h->n_loops);
+	json_gen_kv_string_array(g, "dm", &h->dm[0][0], sizeof(h->dm[0]), h->n_dm);
+	yajl_gen_map_close(g);
+	return 0;
+}
+
+/* The generator's text as a C string; -EINVAL if yajl did not finish a document. */
+static int gen_text(yajl_gen g, char **text, size_t *len)
+{
+	const unsigned char *buf;
+	size_t n;
+
+	if (yajl_gen_get_buf(g, &buf, &n) != yajl_gen_status_ok || n == 0)
+		return -EINVAL;
+	*text = strndup((const char *)buf, n);
+	if (!*text)
+		return -ENOMEM;
+	*len = n;
+	return 0;
+}
+
+/* ---- the API ----------------------------------------------------------- */
+
+int store_write_record(struct store *s, const struct vm_record *r)
+{
+	char why[256];
+	struct decoder d = {.why = why, .why_size = sizeof(why)};
+	_cleanup_(yajl_gen_freep) yajl_gen g = NULL;
+	_cleanup_free_ char *text = NULL;
+	struct vm_record check;
+	size_t len;
+
+	if (!terminated(r->id, sizeof(r->id)) || !vm_id_is_valid(r->id, NULL))
+		return -EINVAL;
+	g = json_gen_new();
+	if (!g)
+		return -ENOMEM;
+	int ret = encode_record(g, r);
+	if (ret == 0)
+		ret = gen_text(g, &text, &len);
+	if (ret < 0)
+		return ret;
+	store_path(s, r->id, RECORD_FILE, d.path, sizeof(d.path));
+	if (decode_record(&d, text, r->id, &check) < 0)
+		return -EINVAL;
+
+	_cleanup_close_ int dir_fd = open_vm_dir(s, r->id, true);
+	if (dir_fd < 0)
+		return dir_fd;
+	return atomic_write_at(dir_fd, RECORD_FILE, text, len, STATE_FILE_MODE);
+}
+
+int store_write_handles(struct store *s, const char *id, const struct vm_handles *h)
+{
+	char why[256];
+	struct decoder d = {.why = why, .why_size = sizeof(why)};
+	_cleanup_(yajl_gen_freep) yajl_gen g = NULL;
+	_cleanup_free_ char *text = NULL;
+	struct vm_handles check;
+	size_t len;
+
+	if (!vm_id_is_valid(id, NULL))
+		return -EINVAL;
+	g = json_gen_new();
+	if (!g)
+		return -ENOMEM;
+	int ret = encode_handles(g, h);
+	if (ret == 0)
+		ret = gen_text(g, &text, &len);
+	if (ret < 0)
+		return ret;
+	store_path(s, id, HANDLES_FILE, d.path, sizeof(d.path));
+	if (decode_handles(&d, text, &check) < 0)
+		return -EINVAL;
+
+	_cleanup_close_ int dir_fd = open_vm_dir(s, id, true);
+	if (dir_fd < 0)
+		return dir_fd;
+	return atomic_write_at(dir_fd, HANDLES_FILE, text, len, STATE_FILE_MODE);
+}
+
+/* Unlink dir_fd/name and make that durable; a missing file is success. */
+static int remove_file(int dir_fd, const char *name)
+{
+	if (unlinkat(dir_fd, name, 0) < 0)
+		return errno == ENOENT ? 0 : negative_errno();
+	return fsync(dir_fd) < 0 ? negative_errno() : 0;
+}
+
+int store_remove_handles(struct store *s, const char *id)
+{
+	_cleanup_close_ int dir_fd = open_vm_dir(s, id, false);
+	if (dir_fd == -ENOENT)
+		return 0;
+	if (dir_fd < 0)
+		return dir_fd;
+	return remove_file(dir_fd, HANDLES_FILE);
+}
+
+/* ".vm.json.tmp.*": what atomic_write_at leaves behind when a crash interrupts it. */
+static bool is_temp_of(const char *entry, const char *file)
+{
+	size_t n = strlen(file);
+	return entry[0] == '.' && strncmp(entry + 1, file, n) == 0 &&
+	       strncmp(entry + 1 + n, ".tmp.", 5) == 0;
+}
+
+static int remove_stale_temps(int dir_fd)
+{
+	int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return negative_errno();
+	_cleanup_closedir_ DIR *dir = fdopendir(fd);
+	if (!dir) {
+		safe_close(fd);
+		return negative_errno();
+	}
+	struct dirent *de;
+	while ((de = readdir(dir))) {
+		if ((is_temp_of(de->d_name, RECORD_FILE) || is_temp_of(de->d_name, HANDLES_FILE)) &&
+		    unlinkat(dir_fd, de->d_name, 0) < 0 && errno != ENOENT)
+			return negative_errno();
+	}
+	return 0;
+}
+
+int store_remove_vm(struct store *s, const char *id)
+{
+	_cleanup_close_ int dir_fd = open_vm_dir(s, id, false);
+	if (dir_fd == -ENOENT)
+		return 0;
+	if (dir_fd < 0)
+		return dir_fd;
+	/* The record goes last: while it exists, reconcile can still tear down from it. */
+	int r = remove_file(dir_fd, HANDLES_FILE);
+	if (r == 0)
+		r = remove_stale_temps(dir_fd);
+	if (r == 0)
+		r = remove_file(dir_fd, RECORD_FILE);
+	if (r < 0)
+		return r;
+	if (unlinkat(s->vms_fd, id, AT_REMOVEDIR) < 0) {
+		/* Kept-aside corrupt copies hold the dir; they are evidence, not ours to delete. */
+		if (errno == ENOENT || errno == ENOTEMPTY)
+			return 0;
+		return negative_errno();
+	}
+	return fsync(s->vms_fd) < 0 ? negative_errno() : 0;
+}
+
+/*
+ * Read name from the VM's dir. Anything that cannot be a file we wrote (too
+ * big, a symlink, not a regular file) is -EBADMSG; other errors pass through.
+ */
+static int read_vm_file(struct store *s, const struct decoder *d, const char *id, int *dir_fd,
+			const char *name, char **text)
+{
+	if (!vm_id_is_valid(id, NULL)) {
+		snprintf(d->why, d->why_size, "%s: invalid VM id", d->path);
+		return -EINVAL;
+	}
+	*dir_fd = open_vm_dir(s, id, false);
+	if (*dir_fd < 0) {
+		snprintf(d->why, d->why_size, "%s: %s", d->path, strerror(-*dir_fd));
+		return *dir_fd;
+	}
+	int r = read_file_at(*dir_fd, name, STORE_MAX_FILE_BYTES, text, NULL);
+	switch (r) {
+	case 0:
+		return 0;
+	case -EFBIG:
+		return corrupt(d, "larger than %d bytes", STORE_MAX_FILE_BYTES);
+	case -ELOOP:
+		return corrupt(d, "is a symlink");
+	case -EISDIR:
+	case -EINVAL:
+		return corrupt(d, "is not a regular file");
+	default:
+		snprintf(d->why, d->why_size, "%s: %s", d->path, strerror(-r));
+		return r;
+	}
+}
+
+int store_read_record(struct store *s, const char *id, struct vm_record *r, char *why,
+		      size_t why_size)
+{
+	struct decoder d = {.why = why, .why_size = why_size};
+	_cleanup_close_ int dir_fd = -1;
+	_cleanup_free_ char *text = NULL;
+
+	store_path(s, id, RECORD_FILE, d.path, sizeof(d.path));
+	int ret = read_vm_file(s, &d, id, &dir_fd, RECORD_FILE, &text);
+	if (ret < 0)
+		return ret;
+	return decode_record(&d, text, id, r);
+}
+
+/*
+ * Move a corrupt handles.json out of the way under a name that says when,
+ * never replacing an earlier copy. The copy is the evidence of what went
+ * wrong; the VM's teardown falls back to the record meanwhile.
+ */
+static int keep_corrupt_handles(struct store *s, const char *id, int dir_fd, char *kept_as,
+				size_t kept_size)
+{
+	char name[NAME_MAX + 1];
+	long long now = (long long)time(NULL);
+
+	for (int n = 0; n < CORRUPT_SUFFIXES; n++) {
+		if (n == 0)
+			snprintf(name, sizeof(name), "%s.corrupt-%lld", HANDLES_FILE, now);
+		else
+			snprintf(name, sizeof(name), "%s.corrupt-%lld-%d", HANDLES_FILE, now, n);
+		if (renameat2(dir_fd, HANDLES_FILE, dir_fd, name, RENAME_NOREPLACE) == 0) {
+			store_path(s, id, name, kept_as, kept_size);
+			/* Best effort: the copy exists either way, only its name may not last. */
+			(void)fsync(dir_fd);
+			return 0;
+		}
+		if (errno != EEXIST)
+			return negative_errno();
+	}
+	return -EEXIST;
+}
+
+int store_read_handles(struct store *s, const char *id, struct vm_handles *h, char *why,
+		       size_t why_size, char *kept_as, size_t kept_size)
+{
+	struct decoder d = {.why = why, .why_size = why_size};
+	_cleanup_close_ int dir_fd = -1;
+	_cleanup_free_ char *text = NULL;
+
+	if (kept_size > 0)
+		kept_as[0] = '\0';
+	store_path(s, id, HANDLES_FILE, d.path, sizeof(d.path));
+	int ret = read_vm_file(s, &d, id, &dir_fd, HANDLES_FILE, &text);
+	if (ret == 0)
+		ret = decode_handles(&d, text, h);
+	if (ret != -EBADMSG && ret != -EPROTONOSUPPORT)
+		return ret;
+
+	int kept = keep_corrupt_handles(s, id, dir_fd, kept_as, kept_size);
+	if (kept < 0) {
+		size_t used = strlen(why);
+		if (used < why_size)
+			snprintf(why + used, why_size - used, "; could not rename it aside: %s",
+				 strerror(-kept));
+	}
+	return -EBADMSG;
+}
+
+static int compare_ids(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void free_ids(char **ids, size_t count)
+{
+	for (size_t i = 0; i < count; i++)
+		free(ids[i]);
+	free(ids);
+}
+
+int store_list_ids(struct store *s, char ***ids, size_t *count)
+{
+	char **list = NULL;
+	size_t n = 0, cap = 0;
+
+	/* A fresh fd: a DIR stream shares its offset with the fd it reads. */
+	int fd = openat(s->vms_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return negative_errno();
+	_cleanup_closedir_ DIR *dir = fdopendir(fd);
+	if (!dir) {
+		safe_close(fd);
+		return negative_errno();
+	}
+	struct dirent *de;
+	while ((errno = 0, de = readdir(dir))) {
+		struct stat st;
+		if (!vm_id_is_valid(de->d_name, NULL))
+			continue;
+		/* Only real directories: not a file, not a symlink to a directory. */
+		if (fstatat(s->vms_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISDIR(st.st_mode))
+			continue;
+		if (n == cap) {
+			size_t grown = cap ? cap * 2 : 16;
+			char **p = realloc(list, grown * sizeof(*list));
+			if (!p)
+				goto oom;
+			list = p;
+			cap = grown;
+		}
+		list[n] = strdup(de->d_name);
+		if (!list[n])
+			goto oom;
+		n++;
+	}
+	if (errno != 0) {
+		int r = negative_errno();
+		free_ids(list, n);
+		return r;
+	}
+	if (n > 1)
+		qsort(list, n, sizeof(*list), compare_ids);
+	*ids = list;
+	*count = n;
+	return 0;
+oom:
+	free_ids(list, n);
+	return -ENOMEM;
 }

@@ -9,135 +9,24 @@ Waits are for events (a log line, a pidfd), each bounded; never a bare sleep.
 """
 import os
 import pwd
-import select
-import shutil
 import signal
-import subprocess
-import sys
-import tempfile
 import time
 
-SKIP = 77
-BANGERD = os.environ.get("BANGERD", "")
-HELPER = os.environ.get("BANGER_HELPER", "")
-TEST_USER = os.environ.get("BANGER_TEST_USER", "nobody")
+sys_path_dir = os.path.dirname(os.path.abspath(__file__))
+import sys  # noqa: E402
+
+sys.path.insert(0, sys_path_dir)
+from bangertest import (Daemon, TEST_USER, check, require_root, run_cases,  # noqa: E402
+                        status_of, wait_pid_gone)
 
 # CAP_DAC_READ_SEARCH (2), CAP_NET_ADMIN (12), CAP_SYS_PTRACE (19), CAP_SYS_ADMIN (21)
 HELPER_CAPS = (1 << 2) | (1 << 12) | (1 << 19) | (1 << 21)
 
 
-def fail(msg):
-    print(f"FAIL: {msg}", file=sys.stderr)
-    sys.exit(1)
-
-
-def check(cond, msg):
-    if not cond:
-        fail(msg)
-
-
-def status_of(pid):
-    fields = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            fields[key] = value.strip()
-    return fields
-
-
-class Daemon:
-    """bangerd with a throw-away state dir, its stderr read line by line."""
-
-    def __init__(self, extra=(), user=TEST_USER, preexec=None, config_text=None):
-        self.dir = tempfile.mkdtemp(prefix="banger-test-startup-")
-        os.chmod(self.dir, 0o755)
-        for d in ("vms", "images"):
-            os.mkdir(os.path.join(self.dir, d))
-        self.state = os.path.join(self.dir, "state")
-        args = [BANGERD, "--state-dir", self.state, "--helper", HELPER,
-                "--listen", os.path.join(self.dir, "bangerd.sock"),
-                "--tap-prefix", "bgt", "--dm-prefix", "bangertest-",
-                "--dm-uuid-prefix", "BANGERT-",
-                "--loop-root", os.path.join(self.dir, "images"),
-                "--api-sock-root", os.path.join(self.dir, "vms")]
-        if config_text is not None:
-            conf = os.path.join(self.dir, "bangerd.conf")
-            with open(conf, "w") as f:
-                f.write(config_text)
-            args += ["--config", conf]
-        if user:
-            args += ["--user", user]
-        args += list(extra)
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, preexec_fn=preexec)
-        self.log = ""
-
-    def read_until(self, needle, timeout=10.0):
-        """Read stderr until needle appears or the bound passes; returns whether it did."""
-        deadline = time.monotonic() + timeout
-        fd = self.proc.stderr.fileno()
-        while needle not in self.log:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            ready, _, _ = select.select([fd], [], [], left)
-            if not ready:
-                continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return needle in self.log
-            self.log += chunk.decode(errors="replace")
-        return True
-
-    def helper_pid(self):
-        children = f"/proc/{self.proc.pid}/task/{self.proc.pid}/children"
-        with open(children) as f:
-            pids = [int(p) for p in f.read().split()]
-        check(len(pids) == 1, f"bangerd has children {pids}, want the helper alone")
-        return pids[0]
-
-    def wait_exit(self, timeout=10.0):
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            fail(f"bangerd did not exit within {timeout} s; log:\n{self.log}")
-
-    def finish(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.read_until("\0", timeout=0.5)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def wait_pid_gone(pid, timeout):
-    """True when pid exits within timeout (seconds), watched through a pidfd."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        ready, _, _ = select.select([fd], [], [], timeout)
-        return bool(ready)
-    finally:
-        os.close(fd)
-
-
-def require_root():
-    if os.geteuid() != 0:
-        print("SKIP: needs root to start bangerd with --user", flush=True)
-        sys.exit(SKIP)
-    try:
-        pwd.getpwnam(TEST_USER)
-    except KeyError:
-        print(f"SKIP: test user {TEST_USER} does not exist", flush=True)
-        sys.exit(SKIP)
-
-
 def case_privileges():
     require_root()
     user = pwd.getpwnam(TEST_USER)
-    d = Daemon(extra=["--audit-log", "/dev/null"])
+    d = Daemon(extra=["--audit-log", "/dev/null"], wait_ready=False)
     try:
         check(d.read_until("ready:"), f"bangerd never became ready:\n{d.log}")
         st = status_of(d.proc.pid)
@@ -173,7 +62,7 @@ def case_privileges():
 
 def case_kill_bangerd():
     require_root()
-    d = Daemon()
+    d = Daemon(wait_ready=False)
     try:
         check(d.read_until("ready:"), f"not ready:\n{d.log}")
         hp = d.helper_pid()
@@ -187,7 +76,7 @@ def case_kill_bangerd():
 
 def case_kill_helper():
     require_root()
-    d = Daemon()
+    d = Daemon(wait_ready=False)
     try:
         check(d.read_until("ready:"), f"not ready:\n{d.log}")
         hp = d.helper_pid()
@@ -204,7 +93,7 @@ def case_kill_helper():
 
 def case_sigterm():
     require_root()
-    d = Daemon()
+    d = Daemon(wait_ready=False)
     try:
         check(d.read_until("ready:"), f"not ready:\n{d.log}")
         hp = d.helper_pid()
@@ -225,7 +114,7 @@ def case_unprivileged_start():
         os.setgid(user.pw_gid)
         os.setuid(user.pw_uid)
 
-    d = Daemon(user=None, preexec=become_user)
+    d = Daemon(user=None, preexec=become_user, wait_ready=False)
     try:
         os.chmod(d.dir, 0o777)
         check(d.read_until("ready:"), f"not ready:\n{d.log}")
@@ -247,7 +136,7 @@ def case_config_errors():
         ("this line has no equals sign\n", ":1: expected 'key = value'"),
     ]
     for text, needle in bad:
-        d = Daemon(config_text=text)
+        d = Daemon(config_text=text, wait_ready=False)
         try:
             rc = d.wait_exit()
             d.read_until("\0", timeout=1)
@@ -256,7 +145,7 @@ def case_config_errors():
             check(not os.path.exists(d.state), "refused config must not create the state dir")
         finally:
             d.finish()
-    d = Daemon(user="root")
+    d = Daemon(user="root", wait_ready=False)
     try:
         check(d.wait_exit() == 2, "--user root must be refused")
     finally:
@@ -273,8 +162,4 @@ CASES = {
 }
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2 or sys.argv[1] not in CASES:
-        fail(f"usage: {sys.argv[0]} {{{','.join(CASES)}}}")
-    if not BANGERD or not HELPER:
-        fail("BANGERD and BANGER_HELPER must be set (run through meson test)")
-    CASES[sys.argv[1]]()
+    run_cases(CASES)

@@ -1,0 +1,691 @@
+/*
+ * io.banger.Handles over Varlink: each handler decodes and validates every
+ * parameter at the top, checks access, calls the service, and ends the
+ * call exactly once. Nothing here touches the disk or the cache directly.
+ * Mutating calls are logged with the caller's uid/pid and the call id that
+ * the helper's audit line carries too (caller="SetHandles#17").
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "build_config.h"
+#include "daemon.h"
+#include "json.h"
+#include "log.h"
+#include "path.h"
+
+#define IFACE "io.banger.Handles."
+
+/* The interface text, compiled in from proto/io.banger.Handles.varlink. */
+extern const char banger_handles_description[];
+
+/* --- replies -------------------------------------------------------------- */
+
+static void error_with(struct varlink_call *c, const char *error, const char *k1, const char *v1,
+		       const char *k2, const char *v2)
+{
+	char name[128];
+	snprintf(name, sizeof(name), IFACE "%s", error);
+	yajl_gen g = varlink_params_begin();
+	if (g && k1)
+		json_gen_kv_string(g, k1, v1);
+	if (g && k2)
+		json_gen_kv_string(g, k2, v2);
+	varlink_error(c, name, varlink_params_end(g));
+}
+
+static void error_no_such_vm(struct varlink_call *c, const char *id)
+{
+	error_with(c, "NoSuchVM", "id", id, NULL, NULL);
+}
+
+static void error_invalid(struct varlink_call *c, const char *parameter, const char *reason)
+{
+	error_with(c, "InvalidParameter", "parameter", parameter, "reason", reason);
+}
+
+static void gen_handles(yajl_gen g, const struct vm_handles *h)
+{
+	yajl_gen_map_open(g);
+	json_gen_kv_int(g, "pid", h->pid);
+	json_gen_kv_int(g, "start_time", (int64_t)h->start_time);
+	json_gen_kv_string(g, "boot_id", h->boot_id);
+	if (h->tap[0])
+		json_gen_kv_string(g, "tap", h->tap);
+	json_gen_kv_string_array(g, "loops", h->loops[0], PS_PATH_MAX, h->n_loops);
+	json_gen_kv_string_array(g, "dm", h->dm[0], PS_DM_NAME_MAX, h->n_dm);
+	yajl_gen_map_close(g);
+}
+
+static void gen_vm(yajl_gen g, const struct vm_entry *e)
+{
+	const struct vm_record *r = &e->rec;
+	yajl_gen_map_open(g);
+	json_gen_kv_string(g, "id", r->id);
+	json_gen_kv_string(g, "state", vm_state_name(r->state));
+	json_gen_kv_string(g, "api_sock", r->api_sock);
+	json_gen_kv_string(g, "on_exit", vm_on_exit_name(r->on_exit));
+	if (r->has_planned) {
+		json_gen_string(g, "planned");
+		yajl_gen_map_open(g);
+		if (r->planned.tap[0])
+			json_gen_kv_string(g, "tap", r->planned.tap);
+		json_gen_kv_string_array(g, "loop_files", r->planned.loop_files[0], PS_PATH_MAX,
+					 r->planned.n_loop_files);
+		json_gen_kv_string_array(g, "dm", r->planned.dm[0], PS_DM_NAME_MAX,
+					 r->planned.n_dm);
+		yajl_gen_map_close(g);
+	}
+	if (e->has_handles) {
+		json_gen_string(g, "handles");
+		gen_handles(g, &e->handles);
+	}
+	json_gen_kv_bool(g, "persisted", e->handles_persisted && e->record_persisted);
+	if (e->problem)
+		json_gen_kv_string(g, "problem", e->problem);
+	yajl_gen_map_close(g);
+}
+
+static void reply_vm(struct varlink_call *c, const struct vm_entry *e, int persisted)
+{
+	yajl_gen g = varlink_params_begin();
+	if (g) {
+		json_gen_string(g, "vm");
+		gen_vm(g, e);
+		if (persisted >= 0)
+			json_gen_kv_bool(g, "persisted", persisted);
+	}
+	varlink_reply(c, varlink_params_end(g), false);
+}
+
+/* --- decoding --------------------------------------------------------------- */
+
+static bool check_keys(struct varlink_call *c, yajl_val params, const char *const *allowed)
+{
+	const char *unknown = json_unknown_key(params, allowed);
+	if (unknown) {
+		varlink_error_invalid_parameter(c, unknown);
+		return false;
+	}
+	return true;
+}
+
+/* The id parameter: present, a string, and a valid id. */
+static bool get_id(struct varlink_call *c, yajl_val params, const char **id)
+{
+	const char *why;
+	if (json_get_string(params, "id", id) < 0) {
+		varlink_error_invalid_parameter(c, "id");
+		return false;
+	}
+	if (!vm_id_is_valid(*id, &why)) {
+		/* Echo no more of a bad id than fits a log line. */
+		char shown[80];
+		snprintf(shown, sizeof(shown), "%s", *id);
+		for (char *s = shown; *s; s++)
+			if (*s < ' ' || *s == 0x7f)
+				*s = '?';
+		error_with(c, "InvalidID", "id", shown, "reason", why);
+		return false;
+	}
+	return true;
+}
+
+static struct vm_entry *find_vm(struct daemon *d, struct varlink_call *c, const char *id)
+{
+	struct vm_entry *e = cache_find(&d->cache, id);
+	if (!e)
+		error_no_such_vm(c, id);
+	return e;
+}
+
+static bool ifname_ok(const char *s)
+{
+	if (s[0] == '\0' || strlen(s) >= PS_IFNAME_MAX)
+		return false;
+	for (; *s; s++)
+		if (*s <= ' ' || *s > '~' || *s == '/' || *s == ':')
+			return false;
+	return true;
+}
+
+static bool dm_name_ok(const char *s)
+{
+	if (s[0] == '\0' || strlen(s) >= PS_DM_NAME_MAX || strcmp(s, ".") == 0 ||
+	    strcmp(s, "..") == 0)
+		return false;
+	for (; *s; s++)
+		if (*s <= ' ' || *s > '~' || *s == '/')
+			return false;
+	return true;
+}
+
+/* Optional tap name into field; false (error sent) when present and bad. */
+static bool get_tap(struct varlink_call *c, yajl_val obj, const char *label, char *field)
+{
+	const char *tap;
+	int r = json_get_string(obj, "tap", &tap);
+	if (r == -ENOENT)
+		return true;
+	if (r < 0 || !ifname_ok(tap)) {
+		error_invalid(c, label, "a network interface name of 1 to 15 printable characters");
+		return false;
+	}
+	field_set(field, PS_IFNAME_MAX, tap);
+	return true;
+}
+
+static bool get_paths(struct varlink_call *c, yajl_val obj, const char *key, const char *label,
+		      char *fields, uint32_t *count)
+{
+	yajl_val arr;
+	int r = json_get_array(obj, key, &arr);
+	if (r == -ENOENT)
+		return true;
+	if (r == 0)
+		r = json_copy_string_array(arr, fields, PS_PATH_MAX, VM_MAX_LOOPS, count);
+	for (uint32_t i = 0; r == 0 && i < *count; i++)
+		if (!path_is_normal_absolute(fields + (size_t)i * PS_PATH_MAX))
+			r = -EINVAL;
+	if (r < 0) {
+		error_invalid(c, label, "up to 8 absolute paths in normal form");
+		return false;
+	}
+	return true;
+}
+
+static bool get_dm(struct varlink_call *c, yajl_val obj, const char *label, char *fields,
+		   uint32_t *count)
+{
+	yajl_val arr;
+	int r = json_get_array(obj, "dm", &arr);
+	if (r == -ENOENT)
+		return true;
+	if (r == 0)
+		r = json_copy_string_array(arr, fields, PS_DM_NAME_MAX, VM_MAX_DM, count);
+	for (uint32_t i = 0; r == 0 && i < *count; i++)
+		if (!dm_name_ok(fields + (size_t)i * PS_DM_NAME_MAX))
+			r = -EINVAL;
+	if (r < 0) {
+		error_invalid(c, label, "up to 8 device-mapper names without '/'");
+		return false;
+	}
+	return true;
+}
+
+/* --- access ------------------------------------------------------------------ */
+
+static bool may_mutate(const struct daemon *d, const struct varlink_peer *p)
+{
+	if (p->uid == 0 || p->uid == d->uid)
+		return true;
+	if (!d->has_admin_group)
+		return false;
+	if (p->gid == d->admin_gid)
+		return true;
+	for (size_t i = 0; i < p->ngroups; i++)
+		if (p->groups[i] == d->admin_gid)
+			return true;
+	return false;
+}
+
+/* Mutating calls: check access and log who asked. Returns false after answering PermissionDenied.
+ */
+static bool admit_mutation(struct daemon *d, struct varlink_call *c, const char *what)
+{
+	const struct varlink_peer *p = varlink_call_peer(c);
+	const char *method = varlink_call_method(c);
+	if (!may_mutate(d, p)) {
+		log_notice("call #%llu %s denied to uid %u pid %d",
+			   (unsigned long long)varlink_call_id(c), method, (unsigned)p->uid,
+			   (int)p->pid);
+		error_with(c, "PermissionDenied", "method", method, NULL, NULL);
+		return false;
+	}
+	log_info("call #%llu from uid %u pid %d: %s %s", (unsigned long long)varlink_call_id(c),
+		 (unsigned)p->uid, (int)p->pid, method, what);
+	return true;
+}
+
+static struct ps_caller caller_of(struct varlink_call *c, const char *method)
+{
+	const struct varlink_peer *p = varlink_call_peer(c);
+	struct ps_caller caller = {.uid = (uint32_t)p->uid, .gid = (uint32_t)p->gid, .pid = p->pid};
+	snprintf(caller.what, sizeof(caller.what), "%s#%llu", method,
+		 (unsigned long long)varlink_call_id(c));
+	return caller;
+}
+
+/* --- methods ------------------------------------------------------------------ */
+
+static void method_register(struct varlink_call *c, yajl_val params, void *userdata)
+{
+	struct daemon *d = userdata;
+	const char *id, *api_sock, *on_exit = NULL;
+	struct vm_record rec;
+	yajl_val planned = NULL;
+
+	if (!check_keys(c, params,
+			(const char *const[]){"id", "api_sock", "planned", "on_exit", NULL}) ||
+	    !get_id(c, params, &id))
+		return;
+	memset(&rec, 0, sizeof(rec));
+	field_set(rec.id, sizeof(rec.id), id);
+	if (json_get_string(params, "api_sock", &api_sock) < 0 ||
+	    !path_is_normal_absolute(api_sock) ||
+	    field_set(rec.api_sock, sizeof(rec.api_sock), api_sock) < 0) {
+		error_invalid(c, "api_sock", "an absolute path in normal form, under 108 bytes");
+		return;
+	}
+	int r = json_get_string(params, "on_exit", &on_exit);
+	int on_exit_value = r == -ENOENT ? VM_ON_EXIT_TEARDOWN
+			    : r == 0	 ? vm_on_exit_from_name(on_exit)
+					 : -EINVAL;
+	if (on_exit_value < 0) {
+		error_invalid(c, "on_exit", "teardown or keep");
+		return;
+	}
+	rec.on_exit = (enum vm_on_exit)on_exit_value;
+	rec.state = VM_STARTING;
+	r = json_get_object(params, "planned", &planned);
+	if (r == -EINVAL) {
+		varlink_error_invalid_parameter(c, "planned");
+		return;
+	}
+	if (r == 0) {
+		rec.has_planned = true;
+		if (!check_keys(c, planned,
+				(const char *const[]){"tap", "loop_files", "dm", NULL}) ||
+		    !get_tap(c, planned, "planned.tap", rec.planned.tap) ||
+		    !get_paths(c, planned, "loop_files", "planned.loop_files",
+			       rec.planned.loop_files[0], &rec.planned.n_loop_files) ||
+		    !get_dm(c, planned, "planned.dm", rec.planned.dm[0], &rec.planned.n_dm))
+			return;
+	}
+	/* Refuse now what the helper would refuse at teardown time. */
+	const char *refused = NULL;
+	if (!policy_api_sock_allowed(&d->cfg.policy, rec.api_sock))
+		refused = "api_sock is outside every api socket root";
+	else if (rec.planned.tap[0] && !policy_tap_name_allowed(&d->cfg.policy, rec.planned.tap))
+		refused = "planned tap lacks the tap prefix";
+	for (uint32_t i = 0; !refused && i < rec.planned.n_loop_files; i++)
+		if (!policy_loop_file_allowed(&d->cfg.policy, rec.planned.loop_files[i]))
+			refused = "a planned loop file is outside every loop root";
+	for (uint32_t i = 0; !refused && i < rec.planned.n_dm; i++)
+		if (!policy_dm_name_allowed(&d->cfg.policy, rec.planned.dm[i]))
+			refused = "a planned DM name lacks the DM prefix";
+	if (refused) {
+		error_with(c, "PolicyRefused", "reason", refused, NULL, NULL);
+		return;
+	}
+	if (!admit_mutation(d, c, id))
+		return;
+
+	struct vm_entry *e;
+	r = service_register(d, &rec, &e);
+	if (r == -EEXIST) {
+		error_with(c, "VMExists", "id", id, NULL, NULL);
+		return;
+	}
+	if (r < 0) {
+		char file[PATH_MAX];
+		store_path(&d->store, id, "vm.json", file, sizeof(file));
+		error_with(c, "StorageFailed", "id", id, "file", file);
+		return;
+	}
+	reply_vm(c, e, -1);
+}
+
+struct set_request {
+	struct daemon *d;
+	struct varlink_call *call;
+	char id[VM_ID_MAX + 1];
+	struct vm_handles handles;
+};
+
+static void on_set_probe(struct helper_client *hc, struct helper_reply *reply, void *userdata)
+{
+	struct set_request *req = userdata;
+	struct daemon *d = req->d;
+	struct varlink_call *c = req->call;
+	(void)hc;
+
+	struct vm_entry *e = cache_find(&d->cache, req->id);
+	if (e)
+		e->busy--;
+	if (reply->err < 0) {
+		error_with(c, "HelperUnavailable", "reason", "the helper is gone", NULL, NULL);
+	} else if (!e) {
+		error_no_such_vm(c, req->id); /* unregistered while the probe ran */
+	} else {
+		const struct ps_probe_reply *r = &reply->msg->payload.probe_reply;
+		char pid_text[16], reason[128];
+		snprintf(pid_text, sizeof(pid_text), "%d", req->handles.pid);
+		switch (r->status) {
+		case PS_PROBE_RUNNING: {
+			struct ps_message *m = (struct ps_message *)reply->msg;
+			req->handles.pid = r->pid;
+			req->handles.start_time = r->start_time;
+			memcpy(req->handles.boot_id, d->boot_id, sizeof(req->handles.boot_id));
+			bool persisted =
+			    service_set_handles(d, e, &req->handles, ps_message_take_fd(m, 0));
+			reply_vm(c, e, persisted);
+			break;
+		}
+		case PS_PROBE_NOT_RUNNING: {
+			char name[128];
+			snprintf(name, sizeof(name), IFACE "NotFirecracker");
+			yajl_gen g = varlink_params_begin();
+			if (g) {
+				json_gen_kv_string(g, "id", req->id);
+				json_gen_kv_int(g, "pid", req->handles.pid);
+				json_gen_kv_string(g, "reason", ps_reason_name(r->reason));
+			}
+			varlink_error(c, name, varlink_params_end(g));
+			break;
+		}
+		case PS_PROBE_REFUSED:
+			error_with(c, "PolicyRefused", "reason", ps_reason_name(r->reason), NULL,
+				   NULL);
+			break;
+		default:
+			snprintf(reason, sizeof(reason),
+				 "the helper could not probe the process: %s", strerror(-r->err));
+			error_with(c, "HelperUnavailable", "reason", reason, NULL, NULL);
+		}
+	}
+	free(req);
+}
+
+static void method_set_handles(struct varlink_call *c, yajl_val params, void *userdata)
+{
+	struct daemon *d = userdata;
+	const char *id;
+	int64_t pid;
+
+	if (!check_keys(c, params,
+			(const char *const[]){"id", "pid", "tap", "loops", "dm", NULL}) ||
+	    !get_id(c, params, &id))
+		return;
+	struct set_request *req = calloc(1, sizeof(*req));
+	if (!req) {
+		error_with(c, "HelperUnavailable", "reason", "out of memory", NULL, NULL);
+		return;
+	}
+	req->d = d;
+	req->call = c;
+	field_set(req->id, sizeof(req->id), id);
+	if (json_get_int(params, "pid", &pid) < 0 || pid <= 0 || pid > INT32_MAX) {
+		free(req);
+		error_invalid(c, "pid", "a process id (a positive integer)");
+		return;
+	}
+	req->handles.pid = (int32_t)pid;
+	if (!get_tap(c, params, "tap", req->handles.tap) ||
+	    !get_paths(c, params, "loops", "loops", req->handles.loops[0], &req->handles.n_loops) ||
+	    !get_dm(c, params, "dm", req->handles.dm[0], &req->handles.n_dm)) {
+		free(req);
+		return;
+	}
+	struct vm_entry *e = find_vm(d, c, id);
+	if (!e || !admit_mutation(d, c, id)) {
+		free(req);
+		return;
+	}
+	/* A client that spawned firecracker may pass its pidfd: then that process is verified. */
+	_cleanup_close_ int pidfd = varlink_call_take_fd(c, 0);
+	struct ps_caller caller = caller_of(c, "SetHandles");
+	int r = helper_probe(d->helper, &caller, (pid_t)pid, pidfd, 0, e->rec.api_sock,
+			     on_set_probe, req);
+	if (r < 0) {
+		free(req);
+		error_with(c, "HelperUnavailable", "reason", strerror(-r), NULL, NULL);
+		return;
+	}
+	e->busy++;
+}
+
+static void method_get_handles(struct varlink_call *c, yajl_val params, void *userdata)
+{
+	struct daemon *d = userdata;
+	const char *id;
+	if (!check_keys(c, params, (const char *const[]){"id", NULL}) || !get_id(c, params, &id))
+		return;
+	struct vm_entry *e = find_vm(d, c, id);
+	if (!e)
+		return;
+	if (!e->has_handles && e->kept_as) {
+		char file[PATH_MAX];
+		store_path(&d->store, id, "handles.json", file, sizeof(file));
+		yajl_gen g = varlink_params_begin();
+		if (g) {
+			json_gen_kv_string(g, "id", id);
+			json_gen_kv_string(g, "file", file);
+			json_gen_kv_string(g, "kept_as", e->kept_as);
+		}
+		varlink_error(c, IFACE "CorruptState", varlink_params_end(g));
+		return;
+	}
+	if (!e->has_handles) {
+		error_with(c, "NoHandles", "id", id, NULL, NULL);
+		return;
+	}
+	yajl_gen g = varlink_params_begin();
+	if (g) {
+		json_gen_string(g, "handles");
+		gen_handles(g, &e->handles);
+	}
+	varlink_reply(c, varlink_params_end(g), false);
+}
+
+static void method_is_alive(struct varlink_call *c, yajl_val params, void *userdata)
+{
+	static const char *const names[] = {
+	    [VM_DEAD] = "dead", [VM_ALIVE] = "alive", [VM_UNKNOWN] = "unknown"};
+	struct daemon *d = userdata;
+	const char *id;
+	if (!check_keys(c, params, (const char *const[]){"id", NULL}) || !get_id(c, params, &id))
+		return;
+	struct vm_entry *e = find_vm(d, c, id);
+	if (!e)
+		return;
+	yajl_gen g = varlink_params_begin();
+	if (g)
+		json_gen_kv_string(g, "alive", names[service_liveness(e)]);
+	varlink_reply(c, varlink_params_end(g), false);
+}
+
+static void method_clear_handles(struct varlink_call *c, yajl_val params, void *userdata)
+{
+	struct daemon *d = userdata;
+	const char *id;
+	if (!check_keys(c, params, (const char *const[]){"id", NULL}) || !get_id(c, params, &id))
+		return;
+	struct vm_entry *e = find_vm(d, c, id);
+	if (!e || !admit_mutation(d, c, id))
+		return;
+	service_clear_handles(d, e);
+	varlink_reply(c, NULL, false);
+}
+
+static void method_unregister(struct varlink_call *c, yajl_val params, void *userdata)
+{
+	struct daemon *d = userdata;
+	const char *id;
+	if (!check_keys(c, params, (const char *const[]){"id", NULL}) || !get_id(c, params, &id))
+		return;
+	struct vm_entry *e = find_vm(d, c, id);
+	if (!e || !admit_mutation(d, c, id))
+		return;
+	if (service_liveness(e) != VM_DEAD) {
+		char name[128];
+		snprintf(name, sizeof(name), IFACE "StillRunning");
+		yajl_gen g = varlink_params_begin();
+		if (g) {
+			json_gen_kv_string(g, "id", id);
+			json_gen_kv_int(g, "pid", e->handles.pid);
+		}
+		varlink_error(c, name, varlink_params_end(g));
+		return;
+	}
+	int r = service_unregister(d, e);
+	if (r < 0) {
+		char file[PATH_MAX];
+		store_path(&d->store, id, "", file, sizeof(file));
+		error_with(c, "StorageFailed", "id", id, "file", file);
+		return;
+	}
+	varlink_reply(c, NULL, false);
+}
+
+static void method_not_yet(struct varlink_call *c, yajl_val params, void *userdata)
+{
+	(void)params;
+	(void)userdata;
+	error_with(c, "NotImplemented", "method", varlink_call_method(c), NULL, NULL);
+}
+
+static int compare_entries(const void *a, const void *b)
+{
+	const struct vm_entry *const *x = a, *const *y = b;
+	return strcmp((*x)->rec.id, (*y)->rec.id);
+}
+
+static void method_list(struct varlink_call *c, yajl_val params, void *userdata)
+{
+	struct daemon *d = userdata;
+	struct vm_entry *e, *tmp;
+	size_t n = 0;
+	if (!check_keys(c, params, (const char *const[]){NULL}))
+		return;
+	_cleanup_free_ struct vm_entry **all = calloc(cache_count(&d->cache) + 1, sizeof(*all));
+	yajl_gen g = varlink_params_begin();
+	if (!all || !g) {
+		if (g)
+			yajl_gen_free(g);
+		varlink_error(c, IFACE "HelperUnavailable", NULL);
+		return;
+	}
+	CACHE_FOREACH(&d->cache, e, tmp)
+	all[n++] = e;
+	qsort(all, n, sizeof(*all), compare_entries);
+	json_gen_string(g, "vms");
+	yajl_gen_array_open(g);
+	for (size_t i = 0; i < n; i++)
+		gen_vm(g, all[i]);
+	yajl_gen_array_close(g);
+	varlink_reply(c, varlink_params_end(g), false);
+}
+
+static void on_watch_cancel(struct varlink_call *c, void *ud)
+{
+	struct daemon *d = ud;
+	struct watcher *w;
+	TAILQ_FOREACH(w, &d->watchers, link)
+	if (w->call == c)
+		break;
+	if (w) {
+		TAILQ_REMOVE(&d->watchers, w, link);
+		free(w);
+	}
+	varlink_reply(c, NULL, false); /* ends the call; the client is gone */
+}
+
+static void method_watch(struct varlink_call *c, yajl_val params, void *userdata)
+{
+	struct daemon *d = userdata;
+	if (!check_keys(c, params, (const char *const[]){NULL}))
+		return;
+	if (!varlink_call_more(c)) {
+		varlink_error(c, "org.varlink.service.ExpectedMore", NULL);
+		return;
+	}
+	struct watcher *w = calloc(1, sizeof(*w));
+	if (!w) {
+		varlink_error(c, IFACE "HelperUnavailable", NULL);
+		return;
+	}
+	w->call = c;
+	TAILQ_INSERT_TAIL(&d->watchers, w, link);
+	varlink_call_on_cancel(c, on_watch_cancel, d);
+	/* Confirm at once, so a client knows no event after this point can pass it by. */
+	yajl_gen g = varlink_params_begin();
+	if (g) {
+		json_gen_string(g, "event");
+		yajl_gen_map_open(g);
+		json_gen_kv_string(g, "kind", "subscribed");
+		json_gen_kv_int(g, "time_usec", (int64_t)service_realtime_usec());
+		yajl_gen_map_close(g);
+	}
+	varlink_reply(c, varlink_params_end(g), true);
+}
+
+void api_end_watchers(struct daemon *d)
+{
+	for (struct watcher *w; (w = TAILQ_FIRST(&d->watchers));) {
+		TAILQ_REMOVE(&d->watchers, w, link);
+		varlink_call_on_cancel(w->call, NULL, NULL);
+		varlink_reply(w->call, NULL, false);
+		free(w);
+	}
+}
+
+static void method_get_status(struct varlink_call *c, yajl_val params, void *userdata)
+{
+	struct daemon *d = userdata;
+	struct vm_entry *e, *tmp;
+	int64_t counts[3] = {0};
+	struct varlink_stats st;
+	struct timespec now;
+
+	if (!check_keys(c, params, (const char *const[]){NULL}))
+		return;
+	CACHE_FOREACH(&d->cache, e, tmp)
+	counts[e->rec.state]++;
+	varlink_server_stats(d->server, &st);
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	int64_t uptime = (int64_t)(now.tv_sec - d->started.tv_sec) * 1000000 +
+			 (now.tv_nsec - d->started.tv_nsec) / 1000;
+	yajl_gen g = varlink_params_begin();
+	if (g) {
+		json_gen_kv_string(g, "version", BANGER_VERSION);
+		json_gen_kv_int(g, "uptime_usec", uptime);
+		json_gen_string(g, "counts");
+		yajl_gen_map_open(g);
+		json_gen_kv_int(g, "vms", (int64_t)cache_count(&d->cache));
+		json_gen_kv_int(g, "starting", counts[VM_STARTING]);
+		json_gen_kv_int(g, "running", counts[VM_RUNNING]);
+		json_gen_kv_int(g, "stopped", counts[VM_STOPPED]);
+		yajl_gen_map_close(g);
+		json_gen_kv_int(g, "helper_pid", d->helper_pid);
+		json_gen_kv_bool(g, "helper_privileged", d->helper_privileged);
+		json_gen_string(g, "counters");
+		yajl_gen_map_open(g);
+		json_gen_kv_int(g, "calls", (int64_t)st.calls);
+		json_gen_kv_int(g, "errors", (int64_t)st.errors);
+		json_gen_kv_int(g, "connections", (int64_t)st.connections);
+		json_gen_kv_int(g, "persist_failures", (int64_t)d->persist_failures);
+		json_gen_kv_int(g, "events", (int64_t)d->events);
+		yajl_gen_map_close(g);
+	}
+	varlink_reply(c, varlink_params_end(g), false);
+}
+
+static const struct varlink_method handles_methods[] = {
+    {"Register", method_register},	    {"SetHandles", method_set_handles},
+    {"GetHandles", method_get_handles},	    {"IsAlive", method_is_alive},
+    {"ClearHandles", method_clear_handles}, {"Teardown", method_not_yet},
+    {"Unregister", method_unregister},	    {"List", method_list},
+    {"Reconcile", method_not_yet},	    {"Watch", method_watch},
+    {"GetStatus", method_get_status},
+};
+
+const struct varlink_interface banger_handles_interface = {
+    .name = "io.banger.Handles",
+    .description = banger_handles_description,
+    .methods = handles_methods,
+    .n_methods = ELEMENTSOF(handles_methods),
+};

@@ -1,0 +1,389 @@
+/*
+ * The handle rules of DESIGN §2, carried over from the Go daemon's
+ * handles.go and hardened. This file decides what is written, in which
+ * order, and what the cache says; api.c only translates calls into these.
+ *
+ * The order of a set is the point: the record's mirror and handles.json
+ * are written FIRST, the cache updated SECOND. A crash between the two
+ * leaves the file ahead of the cache, and the next start rebuilds the
+ * cache from the file. The other order would let a crash lose handles the
+ * daemon had already treated as live, and with them the teardown of the
+ * resources they name.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "daemon.h"
+#include "json.h"
+#include "log.h"
+
+uint64_t service_realtime_usec(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+void service_emit(struct daemon *d, const char *kind, const char *id, int pid, const char *detail)
+{
+	struct watcher *w;
+	d->events++;
+	log_info("event %s vm %s%s%s", kind, id, detail ? ": " : "", detail ? detail : "");
+	TAILQ_FOREACH(w, &d->watchers, link)
+	{
+		yajl_gen g = varlink_params_begin();
+		if (!g)
+			continue;
+		json_gen_string(g, "event");
+		yajl_gen_map_open(g);
+		json_gen_kv_string(g, "kind", kind);
+		json_gen_kv_string(g, "id", id);
+		json_gen_kv_int(g, "time_usec", (int64_t)service_realtime_usec());
+		if (pid > 0)
+			json_gen_kv_int(g, "pid", pid);
+		if (detail)
+			json_gen_kv_string(g, "detail", detail);
+		yajl_gen_map_close(g);
+		varlink_reply(w->call, varlink_params_end(g), true);
+	}
+}
+
+/* --- persisting, with retries ------------------------------------------- */
+
+static void persist_retry_arm(struct daemon *d)
+{
+	if (evtimer_pending(d->ev_persist_retry, NULL))
+		return;
+	if (d->persist_retry_ms == 0)
+		d->persist_retry_ms = PERSIST_RETRY_FIRST_MS;
+	struct timeval tv = {d->persist_retry_ms / 1000, (d->persist_retry_ms % 1000) * 1000};
+	evtimer_add(d->ev_persist_retry, &tv);
+}
+
+/* Write what the entry says but the disk does not yet. Returns true when all is on disk. */
+static bool persist_entry(struct daemon *d, struct vm_entry *e)
+{
+	int r;
+	if (!e->record_persisted) {
+		r = store_write_record(&d->store, &e->rec);
+		if (r < 0)
+			return false;
+		e->record_persisted = true;
+	}
+	if (!e->handles_persisted) {
+		r = e->has_handles ? store_write_handles(&d->store, e->rec.id, &e->handles)
+				   : store_remove_handles(&d->store, e->rec.id);
+		if (r < 0)
+			return false;
+		e->handles_persisted = true;
+	}
+	return true;
+}
+
+void service_flush_pending(struct daemon *d)
+{
+	struct vm_entry *e, *tmp;
+	bool failing = false;
+	CACHE_FOREACH(&d->cache, e, tmp)
+	{
+		if (e->record_persisted && e->handles_persisted)
+			continue;
+		if (persist_entry(d, e))
+			service_emit(d, "persist_recovered", e->rec.id,
+				     e->has_handles ? e->handles.pid : 0, NULL);
+		else
+			failing = true;
+	}
+	if (failing) {
+		d->persist_retry_ms = d->persist_retry_ms * 2 > PERSIST_RETRY_MAX_MS
+					  ? PERSIST_RETRY_MAX_MS
+					  : d->persist_retry_ms * 2;
+		persist_retry_arm(d);
+	} else {
+		d->persist_retry_ms = 0;
+	}
+}
+
+static void on_persist_retry(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	service_flush_pending(arg);
+}
+
+static void persist_failed(struct daemon *d, struct vm_entry *e, int err, const char *file)
+{
+	char detail[300];
+	d->persist_failures++;
+	snprintf(detail, sizeof(detail), "%s not written: %s; retrying", file, strerror(-err));
+	log_warnx("vm %s: %s", e->rec.id, detail);
+	service_emit(d, "persist_failed", e->rec.id, e->has_handles ? e->handles.pid : 0, detail);
+	if (!d->ev_persist_retry)
+		d->ev_persist_retry = evtimer_new(d->base, on_persist_retry, d);
+	persist_retry_arm(d);
+}
+
+/* --- exit watching ------------------------------------------------------ */
+
+/* The firecracker behind a pidfd exited: known at once, without polling. */
+static void on_firecracker_exit(evutil_socket_t fd, short what, void *arg)
+{
+	struct vm_entry *e = arg;
+	struct daemon *d = e->owner;
+	(void)fd;
+	(void)what;
+
+	int pid = e->handles.pid;
+	event_free(e->ev_exit);
+	e->ev_exit = NULL;
+	e->pidfd = safe_close(e->pidfd);
+	e->liveness = VM_DEAD;
+	service_emit(d, "exited", e->rec.id, pid, NULL);
+}
+
+static void watch_pidfd(struct daemon *d, struct vm_entry *e, int pidfd)
+{
+	if (e->ev_exit) {
+		event_free(e->ev_exit);
+		e->ev_exit = NULL;
+	}
+	safe_close(e->pidfd);
+	e->pidfd = pidfd;
+	e->owner = d;
+	e->liveness = VM_ALIVE;
+	e->ev_exit = event_new(d->base, pidfd, EV_READ, on_firecracker_exit, e);
+	if (!e->ev_exit || event_add(e->ev_exit, NULL) < 0) {
+		/* Without the watch we cannot claim to know: say so rather than guess. */
+		log_warnx("vm %s: cannot watch pid %d", e->rec.id, e->handles.pid);
+		e->liveness = VM_UNKNOWN;
+	}
+}
+
+enum vm_liveness service_liveness(const struct vm_entry *e)
+{
+	if (e->rec.state != VM_RUNNING || !e->has_handles || e->handles.pid <= 0)
+		return VM_DEAD;
+	return e->liveness;
+}
+
+/* --- the rules ---------------------------------------------------------- */
+
+int service_register(struct daemon *d, const struct vm_record *rec, struct vm_entry **out)
+{
+	if (cache_find(&d->cache, rec->id))
+		return -EEXIST;
+	/* Intent first: the record is durable before the manager creates anything. */
+	int r = store_write_record(&d->store, rec);
+	if (r < 0)
+		return r;
+	struct vm_entry *e = cache_add(&d->cache, rec);
+	if (!e)
+		return -ENOMEM;
+	e->owner = d;
+	service_emit(d, "registered", rec->id, 0, NULL);
+	*out = e;
+	return 0;
+}
+
+bool service_set_handles(struct daemon *d, struct vm_entry *e, const struct vm_handles *h,
+			 int pidfd)
+{
+	char file[PATH_MAX];
+	int r;
+
+	e->rec.state = VM_RUNNING;
+	vm_record_mirror_handles(&e->rec, h);
+	/* 1. the record's mirror and handles.json: the disk first... */
+	r = store_write_record(&d->store, &e->rec);
+	e->record_persisted = r == 0;
+	if (r < 0) {
+		store_path(&d->store, e->rec.id, "vm.json", file, sizeof(file));
+		persist_failed(d, e, r, file);
+	}
+	r = store_write_handles(&d->store, e->rec.id, h);
+	e->handles_persisted = r == 0;
+	/*
+	 * 2. ...the cache second. A failed write does not undo the set: the
+	 * kernel resources exist whether or not they are written down.
+	 */
+	e->has_handles = true;
+	e->handles = *h;
+	watch_pidfd(d, e, pidfd);
+	if (r < 0) {
+		store_path(&d->store, e->rec.id, "handles.json", file, sizeof(file));
+		persist_failed(d, e, r, file);
+	}
+	service_emit(d, "handles_set", e->rec.id, h->pid, NULL);
+	return e->record_persisted && e->handles_persisted;
+}
+
+void service_clear_handles(struct daemon *d, struct vm_entry *e)
+{
+	int pid = e->has_handles ? e->handles.pid : 0;
+	cache_drop_handles(e);
+	e->rec.state = VM_STOPPED;
+	int r = store_remove_handles(&d->store, e->rec.id);
+	e->handles_persisted = r == 0;
+	if (r < 0)
+		persist_failed(d, e, r, "handles.json (removal)");
+	r = store_write_record(&d->store, &e->rec);
+	e->record_persisted = r == 0;
+	if (r < 0)
+		persist_failed(d, e, r, "vm.json");
+	service_emit(d, "cleared", e->rec.id, pid, NULL);
+}
+
+int service_unregister(struct daemon *d, struct vm_entry *e)
+{
+	/* Files go first and the record last of all: a crash in between leaves a record to act on.
+	 */
+	int r = store_remove_vm(&d->store, e->rec.id);
+	if (r < 0)
+		return r;
+	char id[VM_ID_MAX + 1];
+	memcpy(id, e->rec.id, sizeof(id));
+	cache_remove(&d->cache, e);
+	cache_entry_free(e);
+	service_emit(d, "unregistered", id, 0, NULL);
+	return 0;
+}
+
+/* --- rebuilding the cache after a start --------------------------------- */
+
+static void load_one(struct daemon *d, const char *id)
+{
+	struct vm_record rec;
+	char why[512], kept[PATH_MAX];
+	int r = store_read_record(&d->store, id, &rec, why, sizeof(why));
+	if (r < 0) {
+		/* Never guessed, never deleted: the operator sees the file named in the log. */
+		log_errx("vm %s not loaded: %s", id, why);
+		return;
+	}
+	struct vm_entry *e = cache_add(&d->cache, &rec);
+	if (!e) {
+		log_errx("vm %s not loaded: out of memory", id);
+		return;
+	}
+	e->owner = d;
+	r = store_read_handles(&d->store, id, &e->handles, why, sizeof(why), kept, sizeof(kept));
+	if (r == 0) {
+		e->has_handles = true;
+		/* Not verified yet: the adopting SCAN decides. */
+		e->liveness = VM_UNKNOWN;
+	} else if (r == -ENOENT) {
+		memset(&e->handles, 0, sizeof(e->handles));
+	} else {
+		/* Corrupt: kept aside by the store; teardown falls back to the record's mirror. */
+		memset(&e->handles, 0, sizeof(e->handles));
+		e->problem = strdup(why);
+		e->kept_as = strdup(kept);
+		log_errx("vm %s: %s; the file is kept as %s", id, why, kept);
+	}
+}
+
+int service_load(struct daemon *d)
+{
+	char **ids = NULL;
+	size_t n = 0;
+	int r = store_list_ids(&d->store, &ids, &n);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n; i++) {
+		load_one(d, ids[i]);
+		free(ids[i]);
+	}
+	free(ids);
+	log_info("loaded %zu VM records", cache_count(&d->cache));
+	return 0;
+}
+
+struct adopt_ctx {
+	struct daemon *d;
+	void (*done)(struct daemon *d, int err);
+	size_t n;
+	char (*ids)[VM_ID_MAX + 1];
+};
+
+static void on_adopt_scan(struct helper_client *hc, struct helper_scan_result *res, void *userdata)
+{
+	struct adopt_ctx *ctx = userdata;
+	struct daemon *d = ctx->d;
+	(void)hc;
+
+	if (res->err == 0) {
+		bool *found = calloc(ctx->n ? ctx->n : 1, sizeof(bool));
+		for (size_t i = 0; found && i < res->count; i++) {
+			const struct ps_scan_entry *m = &res->entries[i];
+			if (m->kind != PS_SCAN_MATCH || m->index >= ctx->n || res->pidfds[i] < 0)
+				continue;
+			struct vm_entry *e = cache_find(&d->cache, ctx->ids[m->index]);
+			if (!e)
+				continue;
+			found[m->index] = true;
+			bool moved =
+			    e->handles.pid != m->pid || e->handles.start_time != m->start_time;
+			e->handles.pid = m->pid;
+			e->handles.start_time = m->start_time;
+			watch_pidfd(d, e, res->pidfds[i]);
+			res->pidfds[i] = -1;
+			if (moved || strcmp(e->handles.boot_id, d->boot_id) != 0) {
+				/* Found under its socket with another pid: adopt it and rewrite the
+				 * scratch. */
+				memcpy(e->handles.boot_id, d->boot_id, sizeof(e->handles.boot_id));
+				e->handles_persisted = false;
+				service_flush_pending(d);
+			}
+		}
+		for (size_t i = 0; found && i < ctx->n; i++) {
+			struct vm_entry *e = cache_find(&d->cache, ctx->ids[i]);
+			if (e && !found[i])
+				/* Not found is "dead" only if the helper could look at every
+				 * process. */
+				e->liveness = res->uninspected ? VM_UNKNOWN : VM_DEAD;
+		}
+		free(found);
+	}
+	void (*done)(struct daemon *, int) = ctx->done;
+	free(ctx->ids);
+	free(ctx);
+	done(d, res->err);
+}
+
+int service_adopt(struct daemon *d, void (*done)(struct daemon *d, int err))
+{
+	struct vm_entry *e, *tmp;
+	struct adopt_ctx *ctx = calloc(1, sizeof(*ctx));
+	size_t cap = cache_count(&d->cache);
+	if (!ctx)
+		return -ENOMEM;
+	ctx->d = d;
+	ctx->done = done;
+	ctx->ids = calloc(cap ? cap : 1, sizeof(*ctx->ids));
+	const char **socks = calloc(cap ? cap : 1, sizeof(char *));
+	if (!ctx->ids || !socks) {
+		free(ctx->ids);
+		free(ctx);
+		free(socks);
+		return -ENOMEM;
+	}
+	CACHE_FOREACH(&d->cache, e, tmp)
+	{
+		if (e->rec.state != VM_RUNNING || !e->has_handles)
+			continue;
+		memcpy(ctx->ids[ctx->n], e->rec.id, sizeof(ctx->ids[0]));
+		socks[ctx->n++] = e->rec.api_sock;
+	}
+	struct ps_caller caller = {
+	    .uid = (uint32_t)d->uid, .gid = (uint32_t)d->gid, .what = "adopt"};
+	int r = helper_scan(d->helper, &caller, socks, ctx->n, on_adopt_scan, ctx);
+	free(socks);
+	if (r < 0) {
+		free(ctx->ids);
+		free(ctx);
+	}
+	return r;
+}

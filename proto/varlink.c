@@ -1,0 +1,784 @@
+/*
+ * See varlink.h. Byte handling: input is read with recvmsg (so fds can come
+ * along) into an evbuffer and cut at NUL; output goes through an evbuffer
+ * written when the socket takes it. A connection is freed only from the
+ * event loop (never under a handler's feet): closing marks it and defers.
+ */
+#include "varlink.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "fdpass.h"
+#include "json.h"
+#include "log.h"
+#include "macro.h"
+
+#define VARLINK_READ_CHUNK	65536
+#define VARLINK_READS_PER_EVENT 16
+#define VARLINK_MAX_QUEUED_FDS	16
+#define VARLINK_MAX_INTERFACES	8
+
+static const char varlink_service_description[] =
+    "# The Varlink Service Interface is provided by every varlink service. It\n"
+    "# describes the service and the interfaces it implements.\n"
+    "interface org.varlink.service\n"
+    "\n"
+    "# Get a list of all the interfaces a service provides and information\n"
+    "# about the implementation.\n"
+    "method GetInfo() -> (\n"
+    "  vendor: string,\n"
+    "  product: string,\n"
+    "  version: string,\n"
+    "  url: string,\n"
+    "  interfaces: []string\n"
+    ")\n"
+    "\n"
+    "# Get the description of an interface that is implemented by this service.\n"
+    "method GetInterfaceDescription(interface: string) -> (description: string)\n"
+    "\n"
+    "# The requested interface was not found.\n"
+    "error InterfaceNotFound (interface: string)\n"
+    "\n"
+    "# The requested method was not found\n"
+    "error MethodNotFound (method: string)\n"
+    "\n"
+    "# The interface defines the requested method, but the service does not\n"
+    "# implement it.\n"
+    "error MethodNotImplemented (method: string)\n"
+    "\n"
+    "# One of the passed parameters is invalid.\n"
+    "error InvalidParameter (parameter: string)\n"
+    "\n"
+    "# Client is denied access\n"
+    "error PermissionDenied ()\n"
+    "\n"
+    "# Method is expected to be called with 'more' set to true, but wasn't\n"
+    "error ExpectedMore ()\n";
+
+struct varlink_conn;
+
+struct varlink_call {
+	struct varlink_conn *conn; /* NULL once the client is gone */
+	struct varlink_server *server;
+	uint64_t id;
+	char *method;
+	bool more;
+	bool oneway;
+	int fds[VARLINK_MAX_FDS_PER_MSG];
+	size_t nfds;
+	void (*cancel)(struct varlink_call *c, void *ud);
+	void *cancel_ud;
+};
+
+struct varlink_conn {
+	struct varlink_server *server;
+	int fd;
+	struct varlink_peer peer;
+	struct evbuffer *in;
+	struct evbuffer *out;
+	struct event *ev_read;
+	struct event *ev_write;
+	struct event *ev_partial;
+	int fdq[VARLINK_MAX_QUEUED_FDS];
+	size_t nfdq;
+	struct varlink_call *current;
+	bool dispatching; /* inside process_input: replies must not recurse into it */
+	bool read_eof;
+	bool dead;
+	TAILQ_ENTRY(varlink_conn) link;
+};
+
+struct varlink_server {
+	struct event_base *base;
+	struct varlink_server_info info;
+	void *userdata;
+	int listen_fd;
+	struct event *ev_accept;
+	struct event *ev_reap; /* frees dead connections from the loop */
+	const struct varlink_interface *ifaces[VARLINK_MAX_INTERFACES];
+	size_t n_ifaces;
+	TAILQ_HEAD(, varlink_conn) conns;
+	TAILQ_HEAD(, varlink_conn) dead;
+	struct varlink_stats stats;
+	uint64_t next_call_id;
+};
+
+static void conn_process_input(struct varlink_conn *conn);
+static void conn_kill(struct varlink_conn *conn, const char *why);
+
+/* --- generators --------------------------------------------------------- */
+
+yajl_gen varlink_params_begin(void)
+{
+	yajl_gen g = json_gen_new();
+	if (g)
+		yajl_gen_map_open(g);
+	return g;
+}
+
+yajl_gen varlink_params_end(yajl_gen g)
+{
+	if (g)
+		yajl_gen_map_close(g);
+	return g;
+}
+
+/* --- output ------------------------------------------------------------- */
+
+static void conn_flush(struct varlink_conn *conn)
+{
+	while (!conn->dead && evbuffer_get_length(conn->out) > 0) {
+		int n = evbuffer_write(conn->out, conn->fd);
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR) {
+				event_add(conn->ev_write, NULL);
+				return;
+			}
+			conn_kill(conn, "write failed");
+			return;
+		}
+	}
+	if (!conn->dead && conn->read_eof && !conn->current && evbuffer_get_length(conn->in) == 0)
+		conn_kill(conn, NULL); /* the client said all it had to say, and got its answers */
+}
+
+static void conn_send(struct varlink_conn *conn, const char *prefix, yajl_gen params,
+		      const char *suffix)
+{
+	const unsigned char *buf = (const unsigned char *)"{}";
+	size_t len = 2;
+	if (params && yajl_gen_get_buf(params, &buf, &len) != yajl_gen_status_ok) {
+		buf = (const unsigned char *)"{}";
+		len = 2;
+	}
+	evbuffer_add(conn->out, prefix, strlen(prefix));
+	evbuffer_add(conn->out, buf, len);
+	evbuffer_add(conn->out, suffix, strlen(suffix) + 1); /* with the terminating NUL */
+	if (evbuffer_get_length(conn->out) > VARLINK_MAX_OUTPUT_BYTES) {
+		conn_kill(conn, "client does not read its replies");
+		return;
+	}
+	conn_flush(conn);
+}
+
+static void call_free(struct varlink_call *c)
+{
+	for (size_t i = 0; i < c->nfds; i++)
+		safe_close(c->fds[i]);
+	free(c->method);
+	free(c);
+}
+
+/* The call ends: free it and let the connection go on with its next message. */
+static void call_finish(struct varlink_call *c)
+{
+	struct varlink_conn *conn = c->conn;
+	c->server->stats.calls_in_flight--;
+	call_free(c);
+	if (!conn)
+		return;
+	conn->current = NULL;
+	if (!conn->dispatching)
+		conn_process_input(conn);
+	if (!conn->dead)
+		conn_flush(conn);
+}
+
+void varlink_reply(struct varlink_call *c, yajl_gen params, bool continues)
+{
+	if (c->conn && !c->conn->dead && !c->oneway)
+		conn_send(c->conn, "{\"parameters\":", params,
+			  continues && c->more ? ",\"continues\":true}" : "}");
+	if (params)
+		yajl_gen_free(params);
+	if (!continues || !c->more)
+		call_finish(c);
+}
+
+void varlink_error(struct varlink_call *c, const char *error, yajl_gen params)
+{
+	c->server->stats.errors++;
+	if (c->conn && !c->conn->dead && !c->oneway) {
+		char prefix[256];
+		snprintf(prefix, sizeof(prefix), "{\"error\":\"%s\",\"parameters\":", error);
+		conn_send(c->conn, prefix, params, "}");
+	}
+	if (params)
+		yajl_gen_free(params);
+	call_finish(c);
+}
+
+static yajl_gen params_one_string(const char *key, const char *value)
+{
+	yajl_gen g = varlink_params_begin();
+	if (g)
+		json_gen_kv_string(g, key, value);
+	return varlink_params_end(g);
+}
+
+void varlink_error_invalid_parameter(struct varlink_call *c, const char *parameter)
+{
+	varlink_error(c, "org.varlink.service.InvalidParameter",
+		      params_one_string("parameter", parameter));
+}
+
+/* --- call accessors ----------------------------------------------------- */
+
+const struct varlink_peer *varlink_call_peer(const struct varlink_call *c)
+{
+	static const struct varlink_peer nobody = {.uid = (uid_t)-1, .gid = (gid_t)-1};
+	return c->conn ? &c->conn->peer : &nobody;
+}
+
+const char *varlink_call_method(const struct varlink_call *c)
+{
+	return c->method;
+}
+
+uint64_t varlink_call_id(const struct varlink_call *c)
+{
+	return c->id;
+}
+
+bool varlink_call_more(const struct varlink_call *c)
+{
+	return c->more;
+}
+
+bool varlink_call_oneway(const struct varlink_call *c)
+{
+	return c->oneway;
+}
+
+bool varlink_call_connected(const struct varlink_call *c)
+{
+	return c->conn && !c->conn->dead;
+}
+
+int varlink_call_take_fd(struct varlink_call *c, size_t index)
+{
+	if (index >= c->nfds)
+		return -1;
+	return TAKE_FD(c->fds[index]);
+}
+
+size_t varlink_call_nfds(const struct varlink_call *c)
+{
+	return c->nfds;
+}
+
+void varlink_call_on_cancel(struct varlink_call *c, void (*fn)(struct varlink_call *c, void *ud),
+			    void *ud)
+{
+	c->cancel = fn;
+	c->cancel_ud = ud;
+}
+
+/* --- org.varlink.service ------------------------------------------------ */
+
+static void service_get_info(struct varlink_call *c, yajl_val params)
+{
+	struct varlink_server *s = c->server;
+	if (json_unknown_key(params, (const char *const[]){NULL})) {
+		varlink_error_invalid_parameter(
+		    c, json_unknown_key(params, (const char *const[]){NULL}));
+		return;
+	}
+	yajl_gen g = varlink_params_begin();
+	if (!g) {
+		varlink_error(c, "org.varlink.service.MethodNotImplemented", NULL);
+		return;
+	}
+	json_gen_kv_string(g, "vendor", s->info.vendor);
+	json_gen_kv_string(g, "product", s->info.product);
+	json_gen_kv_string(g, "version", s->info.version);
+	json_gen_kv_string(g, "url", s->info.url);
+	json_gen_string(g, "interfaces");
+	yajl_gen_array_open(g);
+	json_gen_string(g, "org.varlink.service");
+	for (size_t i = 0; i < s->n_ifaces; i++)
+		json_gen_string(g, s->ifaces[i]->name);
+	yajl_gen_array_close(g);
+	varlink_reply(c, varlink_params_end(g), false);
+}
+
+static const struct varlink_interface *server_find_interface(struct varlink_server *s,
+							     const char *name, size_t len)
+{
+	for (size_t i = 0; i < s->n_ifaces; i++)
+		if (strlen(s->ifaces[i]->name) == len &&
+		    strncmp(s->ifaces[i]->name, name, len) == 0)
+			return s->ifaces[i];
+	return NULL;
+}
+
+static void service_get_interface_description(struct varlink_call *c, yajl_val params)
+{
+	const char *name;
+	const char *unknown = json_unknown_key(params, (const char *const[]){"interface", NULL});
+	if (unknown) {
+		varlink_error_invalid_parameter(c, unknown);
+		return;
+	}
+	if (json_get_string(params, "interface", &name) < 0) {
+		varlink_error_invalid_parameter(c, "interface");
+		return;
+	}
+	const char *description = NULL;
+	if (strcmp(name, "org.varlink.service") == 0) {
+		description = varlink_service_description;
+	} else {
+		const struct varlink_interface *iface =
+		    server_find_interface(c->server, name, strlen(name));
+		if (iface)
+			description = iface->description;
+	}
+	if (!description) {
+		varlink_error(c, "org.varlink.service.InterfaceNotFound",
+			      params_one_string("interface", name));
+		return;
+	}
+	varlink_reply(c, params_one_string("description", description), false);
+}
+
+/* --- input -------------------------------------------------------------- */
+
+static void conn_reply_protocol_error(struct varlink_conn *conn, const char *parameter)
+{
+	/* A call object for the error alone, so the reply takes the normal path. */
+	struct varlink_call *c = calloc(1, sizeof(*c));
+	if (!c) {
+		conn_kill(conn, "out of memory");
+		return;
+	}
+	c->conn = conn;
+	c->server = conn->server;
+	c->id = ++conn->server->next_call_id;
+	conn->current = c;
+	conn->server->stats.calls_in_flight++;
+	varlink_error_invalid_parameter(c, parameter);
+}
+
+static int get_optional_bool(yajl_val obj, const char *key, bool *out)
+{
+	int r = json_get_bool(obj, key, out);
+	if (r == -ENOENT) {
+		*out = false;
+		return 0;
+	}
+	return r;
+}
+
+static void conn_dispatch(struct varlink_conn *conn, const char *text)
+{
+	struct varlink_server *s = conn->server;
+	char why[256];
+	_cleanup_(yajl_tree_freep) yajl_val msg = NULL;
+	const char *method;
+	yajl_val params = NULL;
+	bool more, oneway, upgrade;
+
+	if (json_parse(text, JSON_MAX_DEPTH, &msg, why, sizeof(why)) < 0) {
+		char what[300];
+		snprintf(what, sizeof(what), "message: %s", why);
+		conn_reply_protocol_error(conn, what);
+		return;
+	}
+	if (!YAJL_IS_OBJECT(msg)) {
+		conn_reply_protocol_error(conn, "message: not a JSON object");
+		return;
+	}
+	if (json_get_string(msg, "method", &method) < 0) {
+		conn_reply_protocol_error(conn, "method");
+		return;
+	}
+	if (get_optional_bool(msg, "more", &more) < 0 ||
+	    get_optional_bool(msg, "oneway", &oneway) < 0 ||
+	    get_optional_bool(msg, "upgrade", &upgrade) < 0) {
+		conn_reply_protocol_error(conn, "more/oneway/upgrade must be booleans");
+		return;
+	}
+	int r = json_get_object(msg, "parameters", &params);
+	if (r == -EINVAL) {
+		conn_reply_protocol_error(conn, "parameters");
+		return;
+	}
+	static const char empty_object[] = "{}";
+	_cleanup_(yajl_tree_freep) yajl_val empty = NULL;
+	if (r == -ENOENT) {
+		empty = yajl_tree_parse(empty_object, NULL, 0);
+		params = empty;
+	}
+
+	struct varlink_call *c = calloc(1, sizeof(*c));
+	if (!c || !params || !(c->method = strdup(method))) {
+		free(c);
+		conn_kill(conn, "out of memory");
+		return;
+	}
+	c->conn = conn;
+	c->server = s;
+	c->id = ++s->next_call_id;
+	c->more = more;
+	c->oneway = oneway;
+	/* Every fd that arrived up to this message's end belongs to it. */
+	for (size_t i = 0; i < conn->nfdq; i++) {
+		if (c->nfds < VARLINK_MAX_FDS_PER_MSG)
+			c->fds[c->nfds++] = conn->fdq[i];
+		else
+			safe_close(conn->fdq[i]);
+	}
+	conn->nfdq = 0;
+	conn->current = c;
+	s->stats.calls++;
+	s->stats.calls_in_flight++;
+
+	if (upgrade) {
+		varlink_error_invalid_parameter(c, "upgrade");
+		return;
+	}
+	if (strcmp(method, "org.varlink.service.GetInfo") == 0) {
+		service_get_info(c, params);
+		return;
+	}
+	if (strcmp(method, "org.varlink.service.GetInterfaceDescription") == 0) {
+		service_get_interface_description(c, params);
+		return;
+	}
+	const char *dot = strrchr(method, '.');
+	const struct varlink_interface *iface =
+	    dot ? server_find_interface(s, method, (size_t)(dot - method)) : NULL;
+	if (!iface) {
+		char name[256];
+		snprintf(name, sizeof(name), "%.*s",
+			 dot ? (int)(dot - method) : (int)strlen(method), method);
+		varlink_error(c, "org.varlink.service.InterfaceNotFound",
+			      params_one_string("interface", name));
+		return;
+	}
+	for (size_t i = 0; i < iface->n_methods; i++)
+		if (strcmp(iface->methods[i].name, dot + 1) == 0) {
+			iface->methods[i].fn(c, params, s->userdata);
+			return;
+		}
+	varlink_error(c, "org.varlink.service.MethodNotFound", params_one_string("method", method));
+}
+
+static void conn_arm_partial_timer(struct varlink_conn *conn)
+{
+	if (evbuffer_get_length(conn->in) > 0 && !conn->current) {
+		struct timeval tv = {VARLINK_PARTIAL_TIMEOUT_MS / 1000,
+				     (VARLINK_PARTIAL_TIMEOUT_MS % 1000) * 1000};
+		event_add(conn->ev_partial, &tv);
+	} else {
+		event_del(conn->ev_partial);
+	}
+}
+
+/* Dispatch complete messages, one call at a time. */
+static void conn_process_input(struct varlink_conn *conn)
+{
+	conn->dispatching = true;
+	while (!conn->dead && !conn->current) {
+		struct evbuffer_ptr nul = evbuffer_search(conn->in, "", 1, NULL);
+		if (nul.pos < 0) {
+			if (evbuffer_get_length(conn->in) > VARLINK_MAX_MESSAGE_BYTES)
+				conn_kill(conn, "message larger than the limit");
+			break;
+		}
+		size_t len = (size_t)nul.pos;
+		if (len > VARLINK_MAX_MESSAGE_BYTES) {
+			conn_kill(conn, "message larger than the limit");
+			break;
+		}
+		_cleanup_free_ char *text = malloc(len + 1);
+		if (!text) {
+			conn_kill(conn, "out of memory");
+			break;
+		}
+		evbuffer_remove(conn->in, text, len + 1);
+		conn_dispatch(conn, text);
+	}
+	conn->dispatching = false;
+	if (!conn->dead) {
+		conn_arm_partial_timer(conn);
+		/* Pipelined input waits while a call is open; read again once it is answered. */
+		if (!conn->read_eof && evbuffer_get_length(conn->in) <= VARLINK_MAX_MESSAGE_BYTES)
+			event_add(conn->ev_read, NULL);
+		conn_flush(conn);
+	}
+}
+
+static void on_conn_readable(evutil_socket_t fd, short what, void *arg)
+{
+	struct varlink_conn *conn = arg;
+	static unsigned char buf[VARLINK_READ_CHUNK];
+	(void)fd;
+	(void)what;
+
+	for (int i = 0; i < VARLINK_READS_PER_EVENT && !conn->dead; i++) {
+		struct fdpass_recv in;
+		int r = fdpass_recv(conn->fd, buf, sizeof(buf), VARLINK_MAX_FDS_PER_MSG, true, &in);
+		if (r == -EAGAIN)
+			break;
+		if (r < 0) {
+			conn_kill(conn, "read failed");
+			return;
+		}
+		for (size_t k = 0; k < in.nfds; k++) {
+			if (conn->nfdq < VARLINK_MAX_QUEUED_FDS)
+				conn->fdq[conn->nfdq++] = in.fds[k];
+			else
+				safe_close(in.fds[k]);
+		}
+		if (in.ctruncated || in.foreign_cmsg) {
+			conn_kill(conn, "too many file descriptors with one message");
+			return;
+		}
+		if (r == 0) {
+			conn->read_eof = true;
+			event_del(conn->ev_read);
+			break;
+		}
+		evbuffer_add(conn->in, buf, in.len);
+		/* With a call open, stop reading once a whole message's worth waits. */
+		if (evbuffer_get_length(conn->in) > VARLINK_MAX_MESSAGE_BYTES) {
+			event_del(conn->ev_read);
+			break;
+		}
+	}
+	if (!conn->dead && !conn->current)
+		conn_process_input(conn);
+	else if (!conn->dead && conn->read_eof)
+		conn_flush(conn);
+}
+
+static void on_conn_writable(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	conn_flush(arg);
+}
+
+static void on_partial_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	conn_kill(arg, "partial message idle too long");
+}
+
+/* Mark dead now, free from the loop later: handlers up the stack may still hold the conn. */
+static void conn_kill(struct varlink_conn *conn, const char *why)
+{
+	struct varlink_server *s = conn->server;
+	if (conn->dead)
+		return;
+	conn->dead = true;
+	if (why)
+		log_debug("varlink: closing connection of uid %u pid %d: %s",
+			  (unsigned)conn->peer.uid, (int)conn->peer.pid, why);
+	event_del(conn->ev_read);
+	event_del(conn->ev_write);
+	event_del(conn->ev_partial);
+	TAILQ_REMOVE(&s->conns, conn, link);
+	TAILQ_INSERT_TAIL(&s->dead, conn, link);
+	s->stats.connections--;
+	struct varlink_call *c = conn->current;
+	if (c) {
+		conn->current = NULL;
+		c->conn = NULL;
+		if (c->cancel)
+			c->cancel(c, c->cancel_ud);
+	}
+	event_active(s->ev_reap, EV_TIMEOUT, 0);
+}
+
+static void conn_free(struct varlink_conn *conn)
+{
+	for (size_t i = 0; i < conn->nfdq; i++)
+		safe_close(conn->fdq[i]);
+	event_free(conn->ev_read);
+	event_free(conn->ev_write);
+	event_free(conn->ev_partial);
+	evbuffer_free(conn->in);
+	evbuffer_free(conn->out);
+	safe_close(conn->fd);
+	free(conn);
+}
+
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+	struct varlink_server *s = arg;
+	(void)fd;
+	(void)what;
+	for (struct varlink_conn *c; (c = TAILQ_FIRST(&s->dead));) {
+		TAILQ_REMOVE(&s->dead, c, link);
+		conn_free(c);
+	}
+}
+
+static void peer_credentials(int fd, struct varlink_peer *peer)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	memset(peer, 0, sizeof(*peer));
+	peer->uid = (uid_t)-1;
+	peer->gid = (gid_t)-1;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+		peer->uid = cred.uid;
+		peer->gid = cred.gid;
+		peer->pid = cred.pid;
+	}
+	len = sizeof(peer->groups);
+	/* ERANGE: more groups than we keep; the first VARLINK_MAX_GROUPS are still useful. */
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, peer->groups, &len) == 0 || errno == ERANGE)
+		peer->ngroups = len / sizeof(gid_t) > VARLINK_MAX_GROUPS ? VARLINK_MAX_GROUPS
+									 : len / sizeof(gid_t);
+}
+
+static void on_accept(evutil_socket_t fd, short what, void *arg)
+{
+	struct varlink_server *s = arg;
+	(void)what;
+
+	for (int i = 0; i < 64; i++) {
+		int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (cfd < 0) {
+			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+				log_warn("varlink: accept");
+			return;
+		}
+		if (s->stats.connections >= VARLINK_MAX_CONNECTIONS) {
+			log_warnx("varlink: %d connections open, refusing another",
+				  VARLINK_MAX_CONNECTIONS);
+			close(cfd);
+			continue;
+		}
+		struct varlink_conn *conn = calloc(1, sizeof(*conn));
+		if (!conn) {
+			close(cfd);
+			continue;
+		}
+		conn->server = s;
+		conn->fd = cfd;
+		peer_credentials(cfd, &conn->peer);
+		conn->in = evbuffer_new();
+		conn->out = evbuffer_new();
+		conn->ev_read =
+		    event_new(s->base, cfd, EV_READ | EV_PERSIST, on_conn_readable, conn);
+		conn->ev_write = event_new(s->base, cfd, EV_WRITE, on_conn_writable, conn);
+		conn->ev_partial = evtimer_new(s->base, on_partial_timeout, conn);
+		if (!conn->in || !conn->out || !conn->ev_read || !conn->ev_write ||
+		    !conn->ev_partial) {
+			if (conn->in)
+				evbuffer_free(conn->in);
+			if (conn->out)
+				evbuffer_free(conn->out);
+			if (conn->ev_read)
+				event_free(conn->ev_read);
+			if (conn->ev_write)
+				event_free(conn->ev_write);
+			if (conn->ev_partial)
+				event_free(conn->ev_partial);
+			close(cfd);
+			free(conn);
+			continue;
+		}
+		TAILQ_INSERT_TAIL(&s->conns, conn, link);
+		s->stats.connections++;
+		s->stats.connections_total++;
+		event_add(conn->ev_read, NULL);
+	}
+}
+
+/* --- server ------------------------------------------------------------- */
+
+struct varlink_server *varlink_server_new(struct event_base *base,
+					  const struct varlink_server_info *info, void *userdata)
+{
+	struct varlink_server *s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	s->base = base;
+	s->info = *info;
+	s->userdata = userdata;
+	s->listen_fd = -1;
+	TAILQ_INIT(&s->conns);
+	TAILQ_INIT(&s->dead);
+	s->ev_reap = event_new(base, -1, 0, on_reap, s);
+	if (!s->ev_reap) {
+		free(s);
+		return NULL;
+	}
+	return s;
+}
+
+int varlink_server_add_interface(struct varlink_server *s, const struct varlink_interface *iface)
+{
+	if (s->n_ifaces >= VARLINK_MAX_INTERFACES)
+		return -E2BIG;
+	s->ifaces[s->n_ifaces++] = iface;
+	return 0;
+}
+
+int varlink_server_listen_fd(struct varlink_server *s, int fd)
+{
+	s->listen_fd = fd;
+	s->ev_accept = event_new(s->base, fd, EV_READ | EV_PERSIST, on_accept, s);
+	if (!s->ev_accept || event_add(s->ev_accept, NULL) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+void varlink_server_stop_accepting(struct varlink_server *s)
+{
+	if (s->ev_accept) {
+		event_free(s->ev_accept);
+		s->ev_accept = NULL;
+	}
+	s->listen_fd = safe_close(s->listen_fd);
+}
+
+void varlink_server_close_idle(struct varlink_server *s)
+{
+	struct varlink_conn *conn, *next;
+	for (conn = TAILQ_FIRST(&s->conns); conn; conn = next) {
+		next = TAILQ_NEXT(conn, link);
+		bool streaming = conn->current && conn->current->more;
+		if ((!conn->current || streaming) && evbuffer_get_length(conn->out) == 0)
+			conn_kill(conn, NULL);
+	}
+}
+
+void varlink_server_stats(const struct varlink_server *s, struct varlink_stats *out)
+{
+	*out = s->stats;
+}
+
+size_t varlink_server_pending_output(const struct varlink_server *s)
+{
+	size_t n = 0;
+	struct varlink_conn *conn;
+	TAILQ_FOREACH(conn, &s->conns, link)
+	n += evbuffer_get_length(conn->out);
+	return n;
+}
+
+void varlink_server_free(struct varlink_server *s)
+{
+	if (!s)
+		return;
+	varlink_server_stop_accepting(s);
+	for (struct varlink_conn *c; (c = TAILQ_FIRST(&s->conns));)
+		conn_kill(c, NULL);
+	on_reap(-1, 0, s);
+	event_free(s->ev_reap);
+	free(s);
+}

@@ -1,0 +1,123 @@
+/*
+ * A Varlink server on libevent (https://varlink.org): NUL-terminated JSON
+ * calls over a Unix stream socket, org.varlink.service built in, file
+ * descriptors accepted alongside a call (SCM_RIGHTS, as sd-varlink sends
+ * them). Generic: bangerd's io.banger.Handles and the test server for
+ * org.varlink.certification both sit on it.
+ *
+ * Calls on one connection are answered in order, one at a time: a method
+ * may answer later (after an asynchronous helper round trip), and the next
+ * call on that connection waits for it, while other connections go on.
+ * Every limit is enforced before a byte is trusted: message size, fds per
+ * message, connections, time a partial message may sit, unread output.
+ */
+#pragma once
+
+#include <event2/event.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <yajl/yajl_gen.h>
+#include <yajl/yajl_tree.h>
+
+#define VARLINK_MAX_MESSAGE_BYTES  (1024 * 1024)
+#define VARLINK_MAX_FDS_PER_MSG	   4
+#define VARLINK_MAX_CONNECTIONS	   4096
+#define VARLINK_PARTIAL_TIMEOUT_MS 5000
+#define VARLINK_MAX_OUTPUT_BYTES   (8 * 1024 * 1024)
+#define VARLINK_MAX_GROUPS	   64
+
+struct varlink_server;
+struct varlink_call;
+
+/* Who is calling, from SO_PEERCRED and SO_PEERGROUPS at accept time. */
+struct varlink_peer {
+	uid_t uid;
+	gid_t gid;
+	pid_t pid;
+	size_t ngroups;
+	gid_t groups[VARLINK_MAX_GROUPS];
+};
+
+/*
+ * A method handler. parameters is the call's "parameters" object (an empty
+ * object for absent or null), valid only until the handler returns: an
+ * asynchronous handler copies what it needs. It must end the call with exactly one
+ * varlink_reply(..., false) or varlink_error(), now or later; a "more" call
+ * may first send any number of varlink_reply(..., true).
+ */
+typedef void (*varlink_method_fn)(struct varlink_call *call, yajl_val parameters, void *userdata);
+
+struct varlink_method {
+	const char *name; /* without the interface: "Register" */
+	varlink_method_fn fn;
+};
+
+struct varlink_interface {
+	const char *name;	 /* "io.banger.Handles" */
+	const char *description; /* the interface definition text */
+	const struct varlink_method *methods;
+	size_t n_methods;
+};
+
+struct varlink_server_info {
+	const char *vendor;
+	const char *product;
+	const char *version;
+	const char *url;
+};
+
+struct varlink_stats {
+	uint64_t calls;
+	uint64_t errors;
+	uint64_t connections_total;
+	size_t connections;
+	size_t calls_in_flight;
+};
+
+struct varlink_server *varlink_server_new(struct event_base *base,
+					  const struct varlink_server_info *info, void *userdata);
+void varlink_server_free(struct varlink_server *s);
+/* The interface (and its methods and description) must outlive the server. */
+int varlink_server_add_interface(struct varlink_server *s, const struct varlink_interface *iface);
+/* Serve a listening socket (bound and listening already; the server owns it now). */
+int varlink_server_listen_fd(struct varlink_server *s, int fd);
+/* Close the listening socket: no new connections, existing ones go on. */
+void varlink_server_stop_accepting(struct varlink_server *s);
+/* End every "more" call (its cancel callback runs) and close idle connections. */
+void varlink_server_close_idle(struct varlink_server *s);
+void varlink_server_stats(const struct varlink_server *s, struct varlink_stats *out);
+/* Bytes of replies not yet taken by their clients (a clean shutdown waits for 0). */
+size_t varlink_server_pending_output(const struct varlink_server *s);
+
+const struct varlink_peer *varlink_call_peer(const struct varlink_call *c);
+const char *varlink_call_method(const struct varlink_call *c); /* "io.banger.Handles.Register" */
+uint64_t varlink_call_id(const struct varlink_call *c); /* unique in this process, for logs */
+bool varlink_call_more(const struct varlink_call *c);
+bool varlink_call_oneway(const struct varlink_call *c);
+/* Take an fd that arrived with the call; -1 if there is none at index. Caller owns it. */
+int varlink_call_take_fd(struct varlink_call *c, size_t index);
+size_t varlink_call_nfds(const struct varlink_call *c);
+/* False once the client is gone; replies are then dropped. */
+bool varlink_call_connected(const struct varlink_call *c);
+/*
+ * Called once if the connection closes while the call is still open (a
+ * Watch ends); the callback must still end the call (its reply is dropped).
+ */
+void varlink_call_on_cancel(struct varlink_call *c, void (*fn)(struct varlink_call *c, void *ud),
+			    void *ud);
+
+/*
+ * Answer a call. params is a generator holding one complete JSON object (or
+ * NULL for {}); it is consumed (freed) either way. continues=true keeps a
+ * "more" call open. After a final reply or an error the call is gone.
+ */
+void varlink_reply(struct varlink_call *c, yajl_gen params, bool continues);
+void varlink_error(struct varlink_call *c, const char *error, yajl_gen params);
+/* Shorthand errors of org.varlink.service. */
+void varlink_error_invalid_parameter(struct varlink_call *c, const char *parameter);
+
+/* A fresh generator with its top-level map open; close it with varlink_params_end(). */
+yajl_gen varlink_params_begin(void);
+yajl_gen varlink_params_end(yajl_gen g);

@@ -1,0 +1,281 @@
+"""Shared support for banger's Python integration tests.
+
+Daemon starts the real bangerd (as root, dropping to the test user) on a
+throw-away state dir and control socket; Varlink is a minimal client that
+speaks the wire protocol directly (NUL-terminated JSON, optional fds).
+Every wait is for an event and has a bound; nothing sleeps and hopes.
+"""
+import array
+import json
+import os
+import pwd
+import select
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+SKIP = 77
+BANGERD = os.environ.get("BANGERD", "")
+HELPER = os.environ.get("BANGER_HELPER", "")
+STUB = os.environ.get("BANGER_STUB_FIRECRACKER", "")
+STUB_OTHER = os.environ.get("BANGER_STUB_OTHER", "")
+TEST_USER = os.environ.get("BANGER_TEST_USER", "nobody")
+
+
+def fail(msg):
+    print(f"FAIL: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def check(cond, msg):
+    if not cond:
+        fail(msg)
+
+
+def skip(msg):
+    print(f"SKIP: {msg}", flush=True)
+    sys.exit(SKIP)
+
+
+def require_root():
+    if os.geteuid() != 0:
+        skip("needs root to start bangerd with --user")
+    try:
+        pwd.getpwnam(TEST_USER)
+    except KeyError:
+        skip(f"test user {TEST_USER} does not exist")
+    if not BANGERD or not HELPER:
+        fail("BANGERD and BANGER_HELPER must be set (run through meson test)")
+
+
+def status_of(pid):
+    fields = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+    return fields
+
+
+def wait_pid_gone(pid, timeout):
+    """True when pid exits within timeout (seconds), watched through a pidfd."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        return bool(ready)
+    finally:
+        os.close(fd)
+
+
+def wait_until(predicate, timeout, what):
+    """Poll a condition that has no event to wait on (a file appearing), bounded."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+class Stub:
+    """A stub firecracker (or impostor) that has exec'd by the time the constructor returns."""
+
+    def __init__(self, api_sock, exe=None, extra=()):
+        exe = exe or STUB
+        self.proc = subprocess.Popen([exe, "--api-sock", api_sock, *extra],
+                                     executable=exe, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.pid = self.proc.pid
+        real = os.path.realpath(exe)
+        wait_until(lambda: self._exe() == real, 5, f"stub {self.pid} to exec")
+
+    def _exe(self):
+        try:
+            return os.readlink(f"/proc/{self.pid}/exe")
+        except OSError:
+            return None
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+class Daemon:
+    """bangerd with a throw-away state dir and socket, its stderr read line by line."""
+
+    def __init__(self, extra=(), user=TEST_USER, preexec=None, config_text=None, root=None,
+                 wait_ready=True):
+        self.dir = root or tempfile.mkdtemp(prefix="banger-test-")
+        self.own_dir = root is None
+        os.chmod(self.dir, 0o755)
+        self.api_root = os.path.join(self.dir, "vms")
+        self.loop_root = os.path.join(self.dir, "images")
+        self.run_dir = os.path.join(self.dir, "run")
+        for d in (self.api_root, self.loop_root, self.run_dir):
+            os.makedirs(d, exist_ok=True)
+        # The daemon binds its socket after dropping to the test user.
+        pw = pwd.getpwnam(user or TEST_USER)
+        os.chown(self.run_dir, pw.pw_uid, pw.pw_gid)
+        self.state = os.path.join(self.dir, "state")
+        self.socket = os.path.join(self.run_dir, "bangerd.sock")
+        args = [BANGERD, "--state-dir", self.state, "--helper", HELPER,
+                "--listen", self.socket,
+                "--tap-prefix", "bgt", "--dm-prefix", "bangertest-",
+                "--dm-uuid-prefix", "BANGERT-",
+                "--loop-root", self.loop_root, "--api-sock-root", self.api_root]
+        if config_text is not None:
+            conf = os.path.join(self.dir, "bangerd.conf")
+            with open(conf, "w") as f:
+                f.write(config_text)
+            args += ["--config", conf]
+        if user:
+            args += ["--user", user]
+        args += list(extra)
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, preexec_fn=preexec)
+        self.log = ""
+        if wait_ready:
+            check(self.read_until("ready:"), f"bangerd never became ready:\n{self.log}")
+
+    def read_until(self, needle, timeout=10.0):
+        """Read stderr until needle appears or the bound passes; returns whether it did."""
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stderr.fileno()
+        while needle not in self.log:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return needle in self.log
+            self.log += chunk.decode(errors="replace")
+        return True
+
+    def helper_pid(self):
+        children = f"/proc/{self.proc.pid}/task/{self.proc.pid}/children"
+        with open(children) as f:
+            pids = [int(p) for p in f.read().split()]
+        check(len(pids) == 1, f"bangerd has children {pids}, want the helper alone")
+        return pids[0]
+
+    def wait_exit(self, timeout=10.0):
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            fail(f"bangerd did not exit within {timeout} s; log:\n{self.log}")
+
+    def stop(self):
+        """SIGTERM and wait: the orderly shutdown."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        rc = self.wait_exit()
+        self.read_until("\0", timeout=0.5)
+        return rc
+
+    def client(self):
+        return Varlink(self.socket)
+
+    def vm_dir(self, vm_id):
+        return os.path.join(self.state, "vms", vm_id)
+
+    def finish(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class VarlinkError(Exception):
+    def __init__(self, error, parameters):
+        super().__init__(f"{error} {parameters}")
+        self.error = error
+        self.parameters = parameters
+
+
+class Varlink:
+    """A minimal Varlink client: one call at a time, or raw bytes for protocol tests."""
+
+    def __init__(self, path, timeout=10.0):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.buf = b""
+
+    def send(self, method, parameters=None, fds=(), **flags):
+        msg = {"method": method}
+        if parameters is not None:
+            msg["parameters"] = parameters
+        msg.update(flags)
+        data = json.dumps(msg).encode() + b"\0"
+        if fds:
+            self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                        array.array("i", fds))])
+        else:
+            self.sock.sendall(data)
+
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def receive(self):
+        """The next reply object, or None when the server closed the connection."""
+        while b"\0" not in self.buf:
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except ConnectionResetError:
+                return None
+            if not chunk:
+                return None
+            self.buf += chunk
+        msg, _, self.buf = self.buf.partition(b"\0")
+        return json.loads(msg)
+
+    def call(self, method, parameters=None, fds=()):
+        self.send(method, parameters, fds)
+        reply = self.receive()
+        check(reply is not None, f"{method}: connection closed without a reply")
+        if "error" in reply:
+            raise VarlinkError(reply["error"], reply.get("parameters", {}))
+        return reply.get("parameters", {})
+
+    def expect_error(self, method, parameters, error):
+        try:
+            reply = self.call(method, parameters)
+        except VarlinkError as e:
+            check(e.error == error, f"{method}({parameters}): {e.error}, want {error}")
+            return e.parameters
+        fail(f"{method}({parameters}) answered {reply}, want {error}")
+
+    def watch(self):
+        """Start a Watch stream; returns once the daemon confirms the subscription."""
+        self.send(IFACE + "Watch", {}, more=True)
+        first = self.receive()
+        check(first and first["parameters"]["event"]["kind"] == "subscribed",
+              f"Watch did not confirm: {first}")
+        return self
+
+    def next_event(self):
+        reply = self.receive()
+        check(reply is not None and reply.get("continues") is True, f"Watch stream: {reply}")
+        return reply["parameters"]["event"]
+
+    def close(self):
+        self.sock.close()
+
+
+IFACE = "io.banger.Handles."
+
+
+def run_cases(cases):
+    if len(sys.argv) < 2 or sys.argv[1] not in cases:
+        fail(f"usage: {sys.argv[0]} {{{','.join(cases)}}}")
+    cases[sys.argv[1]]()

@@ -1,0 +1,482 @@
+#!/usr/bin/env python3
+"""io.banger.Handles and the Varlink protocol rules, over a raw socket, against real bangerd.
+
+Each case is one meson test (argv[1]). The daemon runs as root dropping to
+the test user; stub firecrackers stand in for VMs. Bad-input cases check
+afterwards that a second client is still served and that no state file
+changed.
+"""
+import hashlib
+import json
+import os
+import resource
+import signal
+import socket
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bangertest import (IFACE, STUB_OTHER, Daemon, Stub, Varlink, VarlinkError,  # noqa: E402
+                        check, fail, require_root, run_cases, wait_until)
+
+
+def snapshot(root):
+    """Every file under root with a digest of its content: 'no state file changed' is equality."""
+    result = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            if os.path.isfile(path):
+                with open(path, "rb") as f:
+                    result[path] = hashlib.sha256(f.read()).hexdigest()
+            else:
+                result[path] = "dir"
+    return result
+
+
+class Fixture:
+    def __init__(self, **kw):
+        require_root()
+        self.d = Daemon(**kw)
+        self.c = self.d.client()
+        self.stubs = []
+
+    def sock(self, vm_id):
+        return os.path.join(self.d.api_root, vm_id, "api.sock")
+
+    def register(self, vm_id, **params):
+        return self.c.call(IFACE + "Register", {"id": vm_id, "api_sock": self.sock(vm_id), **params})
+
+    def stub(self, vm_id, exe=None):
+        s = Stub(self.sock(vm_id), exe=exe)
+        self.stubs.append(s)
+        return s
+
+    def running_vm(self, vm_id, **handles):
+        self.register(vm_id)
+        s = self.stub(vm_id)
+        reply = self.c.call(IFACE + "SetHandles", {"id": vm_id, "pid": s.pid, **handles})
+        return s, reply
+
+    def still_served(self):
+        other = self.d.client()
+        status = other.call(IFACE + "GetStatus")
+        check("counts" in status, f"GetStatus from a second client: {status}")
+        other.close()
+
+    def close(self):
+        for s in self.stubs:
+            s.kill()
+        self.c.close()
+        self.d.finish()
+
+
+def with_fixture(fn, **kw):
+    f = Fixture(**kw)
+    try:
+        fn(f)
+    finally:
+        f.close()
+
+
+# --- org.varlink.service and protocol rules -----------------------------------
+
+def case_get_info(f):
+    info = f.c.call("org.varlink.service.GetInfo")
+    for key in ("vendor", "product", "version", "url", "interfaces"):
+        check(key in info, f"GetInfo lacks {key}: {info}")
+    check(set(info["interfaces"]) == {"org.varlink.service", "io.banger.Handles"}, str(info))
+    desc = f.c.call("org.varlink.service.GetInterfaceDescription",
+                    {"interface": "io.banger.Handles"})["description"]
+    check(desc.startswith("# banger") and "interface io.banger.Handles" in desc
+          and "method SetHandles(" in desc, "description of io.banger.Handles")
+    desc = f.c.call("org.varlink.service.GetInterfaceDescription",
+                    {"interface": "org.varlink.service"})["description"]
+    check("interface org.varlink.service" in desc, "description of org.varlink.service")
+    e = f.c.expect_error("org.varlink.service.GetInterfaceDescription", {"interface": "no.such"},
+                         "org.varlink.service.InterfaceNotFound")
+    check(e == {"interface": "no.such"}, str(e))
+
+
+def case_reply_shape(f):
+    """Replies carry only parameters, continues and error; parameters null is accepted."""
+    f.c.send(IFACE + "GetStatus", None)
+    f.c.send_raw(b'{"method":"io.banger.Handles.List","parameters":null}\0')
+    f.c.send(IFACE + "Nope", {})
+    for _ in range(3):
+        reply = f.c.receive()
+        check(set(reply) <= {"parameters", "continues", "error"}, f"reply keys {set(reply)}")
+    e = f.c.expect_error(IFACE + "Nope", {}, "org.varlink.service.MethodNotFound")
+    check(e == {"method": IFACE + "Nope"}, str(e))
+    f.c.expect_error("no.such.Interface.Method", {}, "org.varlink.service.InterfaceNotFound")
+
+
+def case_pipelined(f):
+    """Several calls in one write are answered in order."""
+    batch = b"".join(json.dumps({"method": IFACE + m, "parameters": p}).encode() + b"\0"
+                     for m, p in [("Register", {"id": "p1", "api_sock": f.sock("p1")}),
+                                  ("IsAlive", {"id": "p1"}),
+                                  ("GetHandles", {"id": "p1"}),
+                                  ("List", {})])
+    f.c.send_raw(batch)
+    r1, r2, r3, r4 = (f.c.receive() for _ in range(4))
+    check(r1["parameters"]["vm"]["id"] == "p1", f"first reply {r1}")
+    check(r2["parameters"]["alive"] == "dead", f"second reply {r2}")
+    check(r3["error"] == IFACE + "NoHandles", f"third reply {r3}")
+    check([v["id"] for v in r4["parameters"]["vms"]] == ["p1"], f"fourth reply {r4}")
+
+
+def case_oneway(f):
+    f.c.send(IFACE + "Register", {"id": "ow", "api_sock": f.sock("ow")}, oneway=True)
+    f.c.send(IFACE + "IsAlive", {"id": "ow"})
+    reply = f.c.receive()
+    check(reply == {"parameters": {"alive": "dead"}}, f"the oneway call got a reply: {reply}")
+
+
+def case_more(f):
+    watcher = f.d.client().watch()
+    f.register("m1")
+    event = watcher.next_event()
+    check(event["kind"] == "registered" and event["id"] == "m1", str(event))
+    f.c.expect_error(IFACE + "Watch", {}, "org.varlink.service.ExpectedMore")
+    watcher.close()
+
+
+def case_unknown_parameter(f):
+    e = f.c.expect_error(IFACE + "IsAlive", {"id": "x", "extra": 1},
+                         "org.varlink.service.InvalidParameter")
+    check(e == {"parameter": "extra"}, str(e))
+    for params, name in [({"id": 5}, "id"), ({}, "id"), ({"id": ["a"]}, "id")]:
+        e = f.c.expect_error(IFACE + "IsAlive", params, "org.varlink.service.InvalidParameter")
+        check(e["parameter"] == name, str(e))
+    f.c.expect_error(IFACE + "Register", {"id": "x", "api_sock": 7}, IFACE + "InvalidParameter")
+    f.c.expect_error(IFACE + "Register", {"id": "x", "api_sock": "relative"},
+                     IFACE + "InvalidParameter")
+    f.c.expect_error(IFACE + "Register", {"id": "x", "api_sock": "/elsewhere/a.sock"},
+                     IFACE + "PolicyRefused")
+    f.c.expect_error(IFACE + "SetHandles", {"id": "x", "pid": "12"}, IFACE + "InvalidParameter")
+    f.c.expect_error(IFACE + "SetHandles", {"id": "x", "pid": 1.5}, IFACE + "InvalidParameter")
+    f.c.expect_error(IFACE + "SetHandles", {"id": "x", "pid": -3}, IFACE + "InvalidParameter")
+    f.c.expect_error(IFACE + "GetHandles", {"id": "x"}, IFACE + "NoSuchVM")
+
+
+# --- bad input: each leaves the daemon serving and the state untouched --------
+
+def bad_input(action):
+    def run(f):
+        f.running_vm("keep")
+        before = snapshot(f.d.state)
+        action(f)
+        f.still_served()
+        check(snapshot(f.d.state) == before, "a state file changed")
+        vms = f.c.call(IFACE + "List")["vms"]
+        check([v["id"] for v in vms] == ["keep"], f"VMs after bad input: {vms}")
+    return run
+
+
+def bad_ids(f):
+    for bad in ["..", ".", "a/b", "", "x" * 65, "a\nb", "a\x01b", "-lead", "a b", "é"]:
+        for method in ("Register", "IsAlive", "Unregister"):
+            params = {"id": bad, "api_sock": f.sock("ok")} if method == "Register" else {"id": bad}
+            f.c.expect_error(IFACE + method, params, IFACE + "InvalidID")
+
+
+def bad_methods_and_types(f):
+    f.c.expect_error(IFACE + "Frobnicate", {}, "org.varlink.service.MethodNotFound")
+    f.c.expect_error(IFACE + "Register", {"id": "n", "api_sock": f.sock("n"), "color": "red"},
+                     "org.varlink.service.InvalidParameter")
+    f.c.expect_error(IFACE + "Register", {"id": "n", "api_sock": f.sock("n"), "planned": []},
+                     "org.varlink.service.InvalidParameter")
+    f.c.expect_error(IFACE + "Register",
+                     {"id": "n", "api_sock": f.sock("n"), "planned": {"dm": ["a/b"]}},
+                     IFACE + "InvalidParameter")
+    f.c.expect_error(IFACE + "Register",
+                     {"id": "n", "api_sock": f.sock("n"), "on_exit": "explode"},
+                     IFACE + "InvalidParameter")
+    f.c.expect_error(IFACE + "SetHandles", {"id": "keep", "pid": 1, "loops": "x"},
+                     IFACE + "InvalidParameter")
+
+
+def bad_not_object(f):
+    for raw in [b"[1,2]\0", b"42\0", b"\"str\"\0", b"{nope\0", b"{\"method\": 5}\0",
+                b"{\"method\":\"io.banger.Handles.List\",\"parameters\":[]}\0",
+                b"{\"method\":\"io.banger.Handles.List\",\"more\":\"yes\"}\0"]:
+        f.c.send_raw(raw)
+        reply = f.c.receive()
+        check(reply is None or reply.get("error") == "org.varlink.service.InvalidParameter",
+              f"{raw!r}: {reply}")
+
+
+def bad_deep_nesting(f):
+    f.c.send_raw(b'{"method":"io.banger.Handles.List","parameters":{"a":' + b"[" * 10000
+                 + b"]" * 10000 + b"}}\0")
+    reply = f.c.receive()
+    check(reply and reply["error"] == "org.varlink.service.InvalidParameter"
+          and "nesting" in reply["parameters"]["parameter"], f"deep nesting: {reply}")
+
+
+def bad_huge_message(f):
+    chunk = b"x" * (1 << 20)
+    f.c.send_raw(b'{"method":"io.banger.Handles.List","parameters":{"pad":"')
+    sent = 0
+    try:
+        while sent < 100 * (1 << 20):
+            f.c.sock.sendall(chunk)
+            sent += len(chunk)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    check(sent < 100 * (1 << 20), "the daemon read 100 MB of one message")
+    check(f.c.receive() is None, "the oversized connection was not closed")
+    f.c = f.d.client()
+
+
+def bad_nul_in_string(f):
+    f.c.send_raw(b'{"method":"io.banger.Handles.IsAlive","parameters":{"id":"ke\\u0000ep"}}\0')
+    reply = f.c.receive()
+    check(reply["error"] == "org.varlink.service.InvalidParameter"
+          and "NUL" in reply["parameters"]["parameter"], f"NUL in a string: {reply}")
+
+
+def bad_many_connections(f):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), max(hard, 4096)))
+    conns = [f.d.client() for _ in range(1000)]
+    for c in conns:
+        c.send(IFACE + "GetStatus")
+    for c in conns:
+        reply = c.receive()
+        check(reply and "counts" in reply["parameters"], f"one of 1,000 clients: {reply}")
+    status = f.c.call(IFACE + "GetStatus")
+    check(status["counters"]["connections"] >= 1001, str(status["counters"]))
+    for c in conns:
+        c.close()
+
+
+def bad_half_message(f):
+    f.c.send_raw(b'{"method":"io.banger.Handles.GetSta')
+    f.still_served()  # others are served while this one dangles
+    f.c.sock.settimeout(15)
+    start = time.monotonic()
+    check(f.c.receive() is None, "a half message got a reply")
+    took = time.monotonic() - start
+    check(took < 15, f"the half message was held {took:.1f} s")
+    f.c = f.d.client()
+
+
+# --- the handle rules of DESIGN section 2 ------------------------------------
+
+def case_intent_first(f):
+    vm = f.register("i1", planned={"tap": "bgt-i1", "loop_files": [f.d.loop_root + "/i1.img"],
+                                   "dm": ["bangertest-i1"]})["vm"]
+    check(vm["state"] == "starting", str(vm))
+    with open(os.path.join(f.d.vm_dir("i1"), "vm.json")) as fh:
+        rec = json.load(fh)
+    check(rec["version"] == 1 and rec["state"] == "starting"
+          and rec["planned"]["tap"] == "bgt-i1", f"vm.json written before the reply: {rec}")
+    check(not os.path.exists(os.path.join(f.d.vm_dir("i1"), "handles.json")), "no scratch yet")
+    f.c.expect_error(IFACE + "Register", {"id": "i1", "api_sock": f.sock("i1")}, IFACE + "VMExists")
+    f.c.expect_error(IFACE + "Register",
+                     {"id": "i2", "api_sock": f.sock("i2"), "planned": {"tap": "eth0"}},
+                     IFACE + "PolicyRefused")
+
+
+def case_set_order(f):
+    s, reply = f.running_vm("s1", tap="bgt-s1", loops=["/dev/loop7"], dm=["bangertest-s1"])
+    check(reply["persisted"] is True and reply["vm"]["handles"]["pid"] == s.pid, str(reply))
+    with open(os.path.join(f.d.vm_dir("s1"), "handles.json")) as fh:
+        h = json.load(fh)
+    check(h["pid"] == s.pid and h["tap"] == "bgt-s1" and h["loops"] == ["/dev/loop7"], str(h))
+    with open(os.path.join(f.d.vm_dir("s1"), "vm.json")) as fh:
+        rec = json.load(fh)
+    check(rec["state"] == "running" and rec["mirror"]["tap"] == "bgt-s1"
+          and rec["mirror"]["dm"] == ["bangertest-s1"], f"teardown fields mirrored: {rec}")
+    handles = f.c.call(IFACE + "GetHandles", {"id": "s1"})["handles"]
+    check(handles["pid"] == s.pid and handles["start_time"] > 0 and handles["boot_id"], str(handles))
+    check(f.c.call(IFACE + "IsAlive", {"id": "s1"})["alive"] == "alive", "alive")
+
+
+def case_not_firecracker(f):
+    f.register("nf")
+    impostor = Stub(f.sock("nf"), exe=STUB_OTHER)
+    f.stubs.append(impostor)
+    e = f.c.expect_error(IFACE + "SetHandles", {"id": "nf", "pid": impostor.pid},
+                         IFACE + "NotFirecracker")
+    check(e["reason"] == "not-firecracker", str(e))
+    other = f.stub("elsewhere")  # a real stub, but serving another socket
+    e = f.c.expect_error(IFACE + "SetHandles", {"id": "nf", "pid": other.pid},
+                         IFACE + "NotFirecracker")
+    check(e["reason"] == "api-sock-mismatch", str(e))
+    check(not os.path.exists(os.path.join(f.d.vm_dir("nf"), "handles.json")), "nothing written")
+
+
+def case_pidfd_forwarded(f):
+    f.register("pf")
+    s = f.stub("pf")
+    pidfd = os.pidfd_open(s.pid)
+    f.c.send(IFACE + "SetHandles", {"id": "pf", "pid": 1}, fds=[pidfd])
+    os.close(pidfd)
+    reply = f.c.receive()
+    check("error" not in reply and reply["parameters"]["vm"]["handles"]["pid"] == s.pid,
+          f"the pidfd, not the pid, named the process: {reply}")
+
+
+def case_persist_retry(f):
+    watcher = f.d.client().watch()
+    f.register("pr")
+    check(watcher.next_event()["kind"] == "registered", "registered event")
+    vm_dir = f.d.vm_dir("pr")
+    os.chmod(vm_dir, 0o500)  # the daemon runs unprivileged: it cannot write here now
+    try:
+        s = f.stub("pr")
+        reply = f.c.call(IFACE + "SetHandles", {"id": "pr", "pid": s.pid, "tap": "bgt-pr"})
+        check(reply["persisted"] is False, f"persisted with an unwritable dir: {reply}")
+        check(not os.path.exists(os.path.join(vm_dir, "handles.json")), "no file yet")
+        check(f.c.call(IFACE + "GetHandles", {"id": "pr"})["handles"]["pid"] == s.pid,
+              "the cache serves the handles")
+        kinds = []
+        while "handles_set" not in kinds:
+            kinds.append(watcher.next_event()["kind"])
+        check("persist_failed" in kinds, f"events {kinds}")
+    finally:
+        os.chmod(vm_dir, 0o700)
+    while True:
+        event = watcher.next_event()
+        if event["kind"] == "persist_recovered":
+            break
+    with open(os.path.join(vm_dir, "handles.json")) as fh:
+        check(json.load(fh)["pid"] == s.pid, "handles.json written once the dir was writable")
+    check(f.c.call(IFACE + "List")["vms"][0]["persisted"] is True, "persisted in List")
+    watcher.close()
+
+
+def case_clear(f):
+    f.running_vm("c1")
+    f.c.call(IFACE + "ClearHandles", {"id": "c1"})
+    check(not os.path.exists(os.path.join(f.d.vm_dir("c1"), "handles.json")), "scratch removed")
+    f.c.expect_error(IFACE + "GetHandles", {"id": "c1"}, IFACE + "NoHandles")
+    vm = f.c.call(IFACE + "List")["vms"][0]
+    check(vm["state"] == "stopped" and "handles" not in vm, str(vm))
+
+
+def case_missing_scratch(f):
+    """A missing handles.json after a restart is a stopped VM, not an error."""
+    f.running_vm("ms")
+    f.c.call(IFACE + "ClearHandles", {"id": "ms"})
+    check(f.d.stop() == 0, "clean stop")
+    f.d = Daemon(root=f.d.dir)
+    f.c = f.d.client()
+    f.c.expect_error(IFACE + "GetHandles", {"id": "ms"}, IFACE + "NoHandles")
+    vm = f.c.call(IFACE + "List")["vms"][0]
+    check("problem" not in vm and vm["state"] == "stopped", str(vm))
+    check("error" not in f.d.log.lower() or "ms" not in f.d.log, f.d.log)
+
+
+def case_corrupt_scratch(f):
+    s, _ = f.running_vm("cs", tap="bgt-cs")
+    check(f.d.stop() == 0, "clean stop")
+    path = os.path.join(f.d.vm_dir("cs"), "handles.json")
+    with open(path, "w") as fh:
+        fh.write('{"version": 1, "pid": "not a number"')
+    f.d = Daemon(root=f.d.dir)
+    f.c = f.d.client()
+    e = f.c.expect_error(IFACE + "GetHandles", {"id": "cs"}, IFACE + "CorruptState")
+    check(e["file"] == path and e["kept_as"].startswith(path + ".corrupt-"), str(e))
+    check(not os.path.exists(path), "the corrupt file is moved aside")
+    with open(e["kept_as"]) as fh:
+        check(fh.read() == '{"version": 1, "pid": "not a number"', "kept as it was")
+    check(path in f.d.log, "the log names the file")
+    vm = f.c.call(IFACE + "List")["vms"][0]
+    check(path in vm["problem"], f"List shows the problem: {vm}")
+    # The record's mirror still knows what to tear down.
+    with open(os.path.join(f.d.vm_dir("cs"), "vm.json")) as fh:
+        check(json.load(fh)["mirror"]["tap"] == "bgt-cs", "mirror kept")
+
+
+def case_unregister(f):
+    s, _ = f.running_vm("u1")
+    e = f.c.expect_error(IFACE + "Unregister", {"id": "u1"}, IFACE + "StillRunning")
+    check(e["pid"] == s.pid, str(e))
+    watcher = f.d.client().watch()
+    s.kill()
+    event = watcher.next_event()
+    check(event["kind"] == "exited" and event["pid"] == s.pid, str(event))
+    check(f.c.call(IFACE + "IsAlive", {"id": "u1"})["alive"] == "dead", "dead after exit")
+    f.c.call(IFACE + "Unregister", {"id": "u1"})
+    check(not os.path.exists(f.d.vm_dir("u1")), "vm dir removed")
+    f.c.expect_error(IFACE + "IsAlive", {"id": "u1"}, IFACE + "NoSuchVM")
+    watcher.close()
+
+
+def case_permission(f):
+    """Mutations need uid 0, the daemon's uid or the admin group; reads need only the socket."""
+    os.chmod(f.d.socket, 0o666)
+    f.register("pm")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        os.setgroups([])
+        os.setgid(1)
+        os.setuid(1)  # "daemon": neither root, nor the daemon user, nor in an admin group
+        c = Varlink(f.d.socket)
+        out = {}
+        for method, params in [("Register", {"id": "x", "api_sock": f.sock("x")}),
+                               ("ClearHandles", {"id": "pm"}), ("Unregister", {"id": "pm"})]:
+            try:
+                c.call(IFACE + method, params)
+                out[method] = "allowed"
+            except VarlinkError as e:
+                out[method] = e.error
+        out["List"] = len(c.call(IFACE + "List")["vms"])
+        os.write(w, json.dumps(out).encode())
+        os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    out = json.loads(os.read(r, 65536))
+    for method in ("Register", "ClearHandles", "Unregister"):
+        check(out[method] == IFACE + "PermissionDenied", f"{method} by uid 1: {out}")
+    check(out["List"] == 1, f"reads are open: {out}")
+    check("denied to uid 1" in f.d.log or f.d.read_until("denied to uid 1", 2), f.d.log)
+
+
+def case_restart_100(f):
+    """100 VMs with handles on live stubs survive a SIGTERM and a new start unchanged."""
+    for i in range(100):
+        f.running_vm(f"r{i:03d}", tap=f"bgt{i}", loops=[f"/dev/loop{i}"])
+    before = f.c.call(IFACE + "List")["vms"]
+    check(len(before) == 100, f"{len(before)} VMs")
+    check(f.d.stop() == 0, "SIGTERM exit status")
+    f.d = Daemon(root=f.d.dir)
+    f.c = f.d.client()
+    after = f.c.call(IFACE + "List")["vms"]
+    check(after == before, "List after the restart differs")
+    alive = [f.c.call(IFACE + "IsAlive", {"id": v["id"]})["alive"] for v in after]
+    check(alive == ["alive"] * 100, f"re-adopted: {alive.count('alive')} of 100 alive")
+
+
+def case_sigterm_drain(f):
+    """SIGTERM: calls already sent are answered, then the daemon exits 0."""
+    f.register("dr")
+    batch = b"".join(json.dumps({"method": IFACE + "IsAlive", "parameters": {"id": "dr"}}).encode()
+                     + b"\0" for _ in range(200))
+    f.c.send_raw(batch)
+    f.d.proc.send_signal(signal.SIGTERM)
+    replies = 0
+    while replies < 200:
+        reply = f.c.receive()
+        if reply is None:
+            break
+        check(reply == {"parameters": {"alive": "dead"}}, str(reply))
+        replies += 1
+    check(f.d.wait_exit() == 0, "exit status")
+    check(replies == 200, f"{replies} of 200 pipelined calls answered before exit")
+
+
+CASES = {name[5:].replace("_", "-"): (lambda fn: lambda: with_fixture(fn))(fn)
+         for name, fn in list(globals().items()) if name.startswith("case_")}
+for name, action in list(globals().items()):
+    if name.startswith("bad_") and callable(action) and name != "bad_input":
+        CASES[name.replace("_", "-")] = (lambda a: lambda: with_fixture(bad_input(a)))(action)
+
+if __name__ == "__main__":
+    run_cases(CASES)
