@@ -62,7 +62,10 @@ static void gen_handles(yajl_gen g, const struct vm_handles *h)
 
 static void gen_vm(yajl_gen g, const struct vm_entry *e)
 {
-	const struct vm_record *r = &e->rec;
+	struct vm_record rec;
+	struct vm_handles h;
+	const struct vm_record *r = &rec;
+	cache_entry_get(e, &rec, &h);
 	yajl_gen_map_open(g);
 	json_gen_kv_string(g, "id", r->id);
 	json_gen_kv_string(g, "state", vm_state_name(r->state));
@@ -81,7 +84,7 @@ static void gen_vm(yajl_gen g, const struct vm_entry *e)
 	}
 	if (e->has_handles) {
 		json_gen_string(g, "handles");
-		gen_handles(g, &e->handles);
+		gen_handles(g, &h);
 	}
 	json_gen_kv_bool(g, "persisted", e->handles_persisted && e->record_persisted);
 	if (e->problem)
@@ -353,9 +356,8 @@ static void on_set_probe(struct helper_client *hc, struct helper_reply *reply, v
 	struct varlink_call *c = req->call;
 	(void)hc;
 
+	/* Looked up again: the VM may have been unregistered while the probe ran. */
 	struct vm_entry *e = cache_find(&d->cache, req->id);
-	if (e)
-		e->busy--;
 	if (reply->err < 0) {
 		error_with(c, "HelperUnavailable", "reason", "the helper is gone", NULL, NULL);
 	} else if (!e) {
@@ -438,14 +440,15 @@ static void method_set_handles(struct varlink_call *c, yajl_val params, void *us
 	/* A client that spawned firecracker may pass its pidfd: then that process is verified. */
 	_cleanup_close_ int pidfd = varlink_call_take_fd(c, 0);
 	struct ps_caller caller = caller_of(c, "SetHandles");
-	int r = helper_probe(d->helper, &caller, (pid_t)pid, pidfd, 0, e->rec.api_sock,
-			     on_set_probe, req);
+	struct vm_record rec;
+	cache_entry_get(e, &rec, NULL);
+	int r =
+	    helper_probe(d->helper, &caller, (pid_t)pid, pidfd, 0, rec.api_sock, on_set_probe, req);
 	if (r < 0) {
 		free(req);
 		error_with(c, "HelperUnavailable", "reason", strerror(-r), NULL, NULL);
 		return;
 	}
-	e->busy++;
 }
 
 static void method_get_handles(struct varlink_call *c, yajl_val params, void *userdata)
@@ -473,10 +476,12 @@ static void method_get_handles(struct varlink_call *c, yajl_val params, void *us
 		error_with(c, "NoHandles", "id", id, NULL, NULL);
 		return;
 	}
+	struct vm_handles h;
+	cache_entry_get(e, NULL, &h);
 	yajl_gen g = varlink_params_begin();
 	if (g) {
 		json_gen_string(g, "handles");
-		gen_handles(g, &e->handles);
+		gen_handles(g, &h);
 	}
 	varlink_reply(c, varlink_params_end(g), false);
 }
@@ -526,7 +531,7 @@ static void method_unregister(struct varlink_call *c, yajl_val params, void *use
 		yajl_gen g = varlink_params_begin();
 		if (g) {
 			json_gen_kv_string(g, "id", id);
-			json_gen_kv_int(g, "pid", e->handles.pid);
+			json_gen_kv_int(g, "pid", e->pid);
 		}
 		varlink_error(c, name, varlink_params_end(g));
 		return;
@@ -551,7 +556,7 @@ static void method_not_yet(struct varlink_call *c, yajl_val params, void *userda
 static int compare_entries(const void *a, const void *b)
 {
 	const struct vm_entry *const *x = a, *const *y = b;
-	return strcmp((*x)->rec.id, (*y)->rec.id);
+	return strcmp((*x)->id, (*y)->id);
 }
 
 static void method_list(struct varlink_call *c, yajl_val params, void *userdata)
@@ -644,7 +649,7 @@ static void method_get_status(struct varlink_call *c, yajl_val params, void *use
 	if (!check_keys(c, params, (const char *const[]){NULL}))
 		return;
 	CACHE_FOREACH(&d->cache, e, tmp)
-	counts[e->rec.state]++;
+	counts[e->state]++;
 	varlink_server_stats(d->server, &st);
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	int64_t uptime = (int64_t)(now.tv_sec - d->started.tv_sec) * 1000000 +

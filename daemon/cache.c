@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "macro.h"
 
 struct vm_entry *cache_find(struct vm_cache *c, const char *id)
@@ -18,12 +19,16 @@ struct vm_entry *cache_add(struct vm_cache *c, const struct vm_record *rec)
 	struct vm_entry *e = calloc(1, sizeof(*e));
 	if (!e)
 		return NULL;
-	e->rec = *rec;
+	memcpy(e->id, rec->id, sizeof(e->id));
 	e->pidfd = -1;
 	e->record_persisted = true;
 	e->handles_persisted = true;
 	e->liveness = VM_DEAD;
-	HASH_ADD_STR(c->by_id, rec.id, e);
+	if (cache_entry_put(e, rec, NULL) < 0) {
+		free(e);
+		return NULL;
+	}
+	HASH_ADD_STR(c->by_id, id, e);
 	return e;
 }
 
@@ -32,24 +37,44 @@ void cache_remove(struct vm_cache *c, struct vm_entry *e)
 	HASH_DEL(c->by_id, e);
 }
 
-void cache_drop_handles(struct vm_entry *e)
+void cache_entry_get(const struct vm_entry *e, struct vm_record *r, struct vm_handles *h)
+{
+	/* The blob was written by vm_pack in this process: failing to read it is a bug. */
+	if (vm_unpack(e->packed, e->packed_len, r, h, NULL) < 0)
+		fatalx(1, "vm %s: corrupt in-memory entry", e->id);
+}
+
+int cache_entry_put(struct vm_entry *e, const struct vm_record *r, const struct vm_handles *h)
+{
+	uint8_t *packed;
+	size_t len;
+	int ret = vm_pack(r, h, &packed, &len);
+	if (ret < 0)
+		return ret;
+	free(e->packed);
+	e->packed = packed;
+	e->packed_len = (uint32_t)len;
+	e->state = r->state;
+	e->has_handles = h != NULL;
+	e->pid = h ? h->pid : 0;
+	return 0;
+}
+
+void cache_entry_unwatch(struct vm_entry *e)
 {
 	if (e->ev_exit) {
 		event_free(e->ev_exit);
 		e->ev_exit = NULL;
 	}
 	e->pidfd = safe_close(e->pidfd);
-	e->has_handles = false;
-	memset(&e->handles, 0, sizeof(e->handles));
-	e->handles_persisted = true;
-	e->liveness = VM_DEAD;
 }
 
 void cache_entry_free(struct vm_entry *e)
 {
 	if (!e)
 		return;
-	cache_drop_handles(e);
+	cache_entry_unwatch(e);
+	free(e->packed);
 	free(e->problem);
 	free(e->kept_as);
 	free(e);

@@ -4,6 +4,10 @@
  * firecracker still lives. While bangerd runs this is the authority for
  * live handles; vm.json and handles.json exist so a restart can rebuild it.
  * No I/O here: service.c decides what to write and when.
+ *
+ * An entry keeps what the hot paths (IsAlive, GetStatus) read as plain
+ * fields, and the full record and handles packed (vm_pack): a few hundred
+ * bytes per VM, not the ~10 KiB of the fixed-size structs.
  */
 #pragma once
 
@@ -20,19 +24,20 @@ enum vm_liveness {
 };
 
 struct vm_entry {
-	struct vm_record rec;
+	char id[VM_ID_MAX + 1];
+	enum vm_state state; /* mirrors the packed record's state */
 	bool has_handles;
-	struct vm_handles handles;
-	bool handles_persisted; /* handles.json says what handles says */
-	bool record_persisted;	/* vm.json says what rec says */
+	int32_t pid;		/* mirrors the packed handles' pid, or 0 */
+	bool handles_persisted; /* handles.json says what the handles say */
+	bool record_persisted;	/* vm.json says what the record says */
 	enum vm_liveness liveness;
 	int pidfd; /* the verified firecracker, or -1 */
 	struct event *ev_exit;
-	char
-	    *problem; /* a file on disk that could not be read (for List and GetHandles), or NULL */
+	char *problem; /* a file on disk that could not be read (for List), or NULL */
 	char *kept_as; /* where a corrupt handles.json was kept, or NULL */
-	unsigned busy; /* helper requests in flight for this VM */
 	void *owner;   /* the daemon, for event callbacks */
+	uint8_t *packed;
+	uint32_t packed_len;
 	UT_hash_handle hh;
 };
 
@@ -41,13 +46,19 @@ struct vm_cache {
 };
 
 struct vm_entry *cache_find(struct vm_cache *c, const char *id);
-/* Returns a new entry (zeroed, pidfd -1) added under rec->id, or NULL on allocation failure. */
+/* A new entry for rec (no handles, pidfd -1), or NULL on allocation failure. */
 struct vm_entry *cache_add(struct vm_cache *c, const struct vm_record *rec);
 /* Take the entry out of the map; the caller frees it with cache_entry_free(). */
 void cache_remove(struct vm_cache *c, struct vm_entry *e);
 void cache_entry_free(struct vm_entry *e);
-/* Forget the live handles (the entry stays): closes and unwatches the pidfd. */
-void cache_drop_handles(struct vm_entry *e);
+
+/* Unpack the record and (if any) handles; either pointer may be NULL. */
+void cache_entry_get(const struct vm_entry *e, struct vm_record *r, struct vm_handles *h);
+/* Replace record and handles (h NULL: none). Returns 0 or -ENOMEM (the entry is unchanged). */
+int cache_entry_put(struct vm_entry *e, const struct vm_record *r, const struct vm_handles *h);
+
+/* Stop watching the firecracker: closes and unwatches the pidfd. */
+void cache_entry_unwatch(struct vm_entry *e);
 size_t cache_count(const struct vm_cache *c);
 void cache_free_all(struct vm_cache *c);
 

@@ -66,16 +66,19 @@ static void persist_retry_arm(struct daemon *d)
 /* Write what the entry says but the disk does not yet. Returns true when all is on disk. */
 static bool persist_entry(struct daemon *d, struct vm_entry *e)
 {
+	struct vm_record rec;
+	struct vm_handles h;
 	int r;
+	cache_entry_get(e, &rec, &h);
 	if (!e->record_persisted) {
-		r = store_write_record(&d->store, &e->rec);
+		r = store_write_record(&d->store, &rec);
 		if (r < 0)
 			return false;
 		e->record_persisted = true;
 	}
 	if (!e->handles_persisted) {
-		r = e->has_handles ? store_write_handles(&d->store, e->rec.id, &e->handles)
-				   : store_remove_handles(&d->store, e->rec.id);
+		r = e->has_handles ? store_write_handles(&d->store, e->id, &h)
+				   : store_remove_handles(&d->store, e->id);
 		if (r < 0)
 			return false;
 		e->handles_persisted = true;
@@ -92,8 +95,7 @@ void service_flush_pending(struct daemon *d)
 		if (e->record_persisted && e->handles_persisted)
 			continue;
 		if (persist_entry(d, e))
-			service_emit(d, "persist_recovered", e->rec.id,
-				     e->has_handles ? e->handles.pid : 0, NULL);
+			service_emit(d, "persist_recovered", e->id, e->pid, NULL);
 		else
 			failing = true;
 	}
@@ -119,8 +121,8 @@ static void persist_failed(struct daemon *d, struct vm_entry *e, int err, const 
 	char detail[300];
 	d->persist_failures++;
 	snprintf(detail, sizeof(detail), "%s not written: %s; retrying", file, strerror(-err));
-	log_warnx("vm %s: %s", e->rec.id, detail);
-	service_emit(d, "persist_failed", e->rec.id, e->has_handles ? e->handles.pid : 0, detail);
+	log_warnx("vm %s: %s", e->id, detail);
+	service_emit(d, "persist_failed", e->id, e->pid, detail);
 	if (!d->ev_persist_retry)
 		d->ev_persist_retry = evtimer_new(d->base, on_persist_retry, d);
 	persist_retry_arm(d);
@@ -136,35 +138,28 @@ static void on_firecracker_exit(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 
-	int pid = e->handles.pid;
-	event_free(e->ev_exit);
-	e->ev_exit = NULL;
-	e->pidfd = safe_close(e->pidfd);
+	cache_entry_unwatch(e);
 	e->liveness = VM_DEAD;
-	service_emit(d, "exited", e->rec.id, pid, NULL);
+	service_emit(d, "exited", e->id, e->pid, NULL);
 }
 
 static void watch_pidfd(struct daemon *d, struct vm_entry *e, int pidfd)
 {
-	if (e->ev_exit) {
-		event_free(e->ev_exit);
-		e->ev_exit = NULL;
-	}
-	safe_close(e->pidfd);
+	cache_entry_unwatch(e);
 	e->pidfd = pidfd;
 	e->owner = d;
 	e->liveness = VM_ALIVE;
 	e->ev_exit = event_new(d->base, pidfd, EV_READ, on_firecracker_exit, e);
 	if (!e->ev_exit || event_add(e->ev_exit, NULL) < 0) {
 		/* Without the watch we cannot claim to know: say so rather than guess. */
-		log_warnx("vm %s: cannot watch pid %d", e->rec.id, e->handles.pid);
+		log_warnx("vm %s: cannot watch pid %d", e->id, e->pid);
 		e->liveness = VM_UNKNOWN;
 	}
 }
 
 enum vm_liveness service_liveness(const struct vm_entry *e)
 {
-	if (e->rec.state != VM_RUNNING || !e->has_handles || e->handles.pid <= 0)
+	if (e->state != VM_RUNNING || !e->has_handles || e->pid <= 0)
 		return VM_DEAD;
 	return e->liveness;
 }
@@ -192,59 +187,76 @@ bool service_set_handles(struct daemon *d, struct vm_entry *e, const struct vm_h
 			 int pidfd)
 {
 	char file[PATH_MAX];
+	struct vm_record rec;
 	int r;
 
-	e->rec.state = VM_RUNNING;
-	vm_record_mirror_handles(&e->rec, h);
-	/* 1. the record's mirror and handles.json: the disk first... */
-	r = store_write_record(&d->store, &e->rec);
-	e->record_persisted = r == 0;
+	cache_entry_get(e, &rec, NULL);
+	bool record_same = rec.state == VM_RUNNING && e->record_persisted;
+	__typeof__(rec.mirror) old_mirror = rec.mirror;
+	rec.state = VM_RUNNING;
+	vm_record_mirror_handles(&rec, h);
+	record_same = record_same && memcmp(&old_mirror, &rec.mirror, sizeof(rec.mirror)) == 0;
+	/* 1. the record's mirror and handles.json: the disk first (vm.json only if it changed)...
+	 */
+	r = record_same ? 0 : store_write_record(&d->store, &rec);
+	bool record_ok = r == 0;
 	if (r < 0) {
-		store_path(&d->store, e->rec.id, "vm.json", file, sizeof(file));
+		store_path(&d->store, e->id, "vm.json", file, sizeof(file));
 		persist_failed(d, e, r, file);
 	}
-	r = store_write_handles(&d->store, e->rec.id, h);
-	e->handles_persisted = r == 0;
+	r = store_write_handles(&d->store, e->id, h);
+	bool handles_ok = r == 0;
 	/*
 	 * 2. ...the cache second. A failed write does not undo the set: the
 	 * kernel resources exist whether or not they are written down.
 	 */
-	e->has_handles = true;
-	e->handles = *h;
+	if (cache_entry_put(e, &rec, h) < 0) {
+		/* Out of memory: the files (if written) still let a restart recover. */
+		log_errx("vm %s: out of memory caching handles", e->id);
+		safe_close(pidfd);
+		return false;
+	}
+	e->record_persisted = record_ok;
+	e->handles_persisted = handles_ok;
 	watch_pidfd(d, e, pidfd);
-	if (r < 0) {
-		store_path(&d->store, e->rec.id, "handles.json", file, sizeof(file));
+	if (!handles_ok) {
+		store_path(&d->store, e->id, "handles.json", file, sizeof(file));
 		persist_failed(d, e, r, file);
 	}
-	service_emit(d, "handles_set", e->rec.id, h->pid, NULL);
-	return e->record_persisted && e->handles_persisted;
+	service_emit(d, "handles_set", e->id, h->pid, NULL);
+	return record_ok && handles_ok;
 }
 
 void service_clear_handles(struct daemon *d, struct vm_entry *e)
 {
-	int pid = e->has_handles ? e->handles.pid : 0;
-	cache_drop_handles(e);
-	e->rec.state = VM_STOPPED;
-	int r = store_remove_handles(&d->store, e->rec.id);
+	struct vm_record rec;
+	int pid = e->pid;
+	cache_entry_get(e, &rec, NULL);
+	rec.state = VM_STOPPED;
+	cache_entry_unwatch(e);
+	e->liveness = VM_DEAD;
+	if (cache_entry_put(e, &rec, NULL) < 0)
+		log_errx("vm %s: out of memory clearing handles", e->id);
+	int r = store_remove_handles(&d->store, e->id);
 	e->handles_persisted = r == 0;
 	if (r < 0)
 		persist_failed(d, e, r, "handles.json (removal)");
-	r = store_write_record(&d->store, &e->rec);
+	r = store_write_record(&d->store, &rec);
 	e->record_persisted = r == 0;
 	if (r < 0)
 		persist_failed(d, e, r, "vm.json");
-	service_emit(d, "cleared", e->rec.id, pid, NULL);
+	service_emit(d, "cleared", e->id, pid, NULL);
 }
 
 int service_unregister(struct daemon *d, struct vm_entry *e)
 {
 	/* Files go first and the record last of all: a crash in between leaves a record to act on.
 	 */
-	int r = store_remove_vm(&d->store, e->rec.id);
+	int r = store_remove_vm(&d->store, e->id);
 	if (r < 0)
 		return r;
 	char id[VM_ID_MAX + 1];
-	memcpy(id, e->rec.id, sizeof(id));
+	memcpy(id, e->id, sizeof(id));
 	cache_remove(&d->cache, e);
 	cache_entry_free(e);
 	service_emit(d, "unregistered", id, 0, NULL);
@@ -256,6 +268,7 @@ int service_unregister(struct daemon *d, struct vm_entry *e)
 static void load_one(struct daemon *d, const char *id)
 {
 	struct vm_record rec;
+	struct vm_handles h;
 	char why[512], kept[PATH_MAX];
 	int r = store_read_record(&d->store, id, &rec, why, sizeof(why));
 	if (r < 0) {
@@ -269,16 +282,14 @@ static void load_one(struct daemon *d, const char *id)
 		return;
 	}
 	e->owner = d;
-	r = store_read_handles(&d->store, id, &e->handles, why, sizeof(why), kept, sizeof(kept));
+	r = store_read_handles(&d->store, id, &h, why, sizeof(why), kept, sizeof(kept));
 	if (r == 0) {
-		e->has_handles = true;
+		if (cache_entry_put(e, &rec, &h) < 0)
+			log_errx("vm %s: out of memory loading handles", id);
 		/* Not verified yet: the adopting SCAN decides. */
 		e->liveness = VM_UNKNOWN;
-	} else if (r == -ENOENT) {
-		memset(&e->handles, 0, sizeof(e->handles));
-	} else {
+	} else if (r != -ENOENT) {
 		/* Corrupt: kept aside by the store; teardown falls back to the record's mirror. */
-		memset(&e->handles, 0, sizeof(e->handles));
 		e->problem = strdup(why);
 		e->kept_as = strdup(kept);
 		log_errx("vm %s: %s; the file is kept as %s", id, why, kept);
@@ -299,6 +310,28 @@ int service_load(struct daemon *d)
 	free(ids);
 	log_info("loaded %zu VM records", cache_count(&d->cache));
 	return 0;
+}
+
+/* A VM found alive under its api socket: watch it, and take a new pid if it moved. */
+static void adopt_one(struct daemon *d, struct vm_entry *e, const struct ps_scan_entry *m,
+		      int pidfd)
+{
+	struct vm_record rec;
+	struct vm_handles h;
+	cache_entry_get(e, &rec, &h);
+	bool moved =
+	    h.pid != m->pid || h.start_time != m->start_time || strcmp(h.boot_id, d->boot_id) != 0;
+	if (moved) {
+		/* Found under its socket with another pid: adopt it and rewrite the scratch. */
+		h.pid = m->pid;
+		h.start_time = m->start_time;
+		memcpy(h.boot_id, d->boot_id, sizeof(h.boot_id));
+		if (cache_entry_put(e, &rec, &h) == 0)
+			e->handles_persisted = false;
+	}
+	watch_pidfd(d, e, pidfd);
+	if (moved)
+		service_flush_pending(d);
 }
 
 struct adopt_ctx {
@@ -324,19 +357,8 @@ static void on_adopt_scan(struct helper_client *hc, struct helper_scan_result *r
 			if (!e)
 				continue;
 			found[m->index] = true;
-			bool moved =
-			    e->handles.pid != m->pid || e->handles.start_time != m->start_time;
-			e->handles.pid = m->pid;
-			e->handles.start_time = m->start_time;
-			watch_pidfd(d, e, res->pidfds[i]);
+			adopt_one(d, e, m, res->pidfds[i]);
 			res->pidfds[i] = -1;
-			if (moved || strcmp(e->handles.boot_id, d->boot_id) != 0) {
-				/* Found under its socket with another pid: adopt it and rewrite the
-				 * scratch. */
-				memcpy(e->handles.boot_id, d->boot_id, sizeof(e->handles.boot_id));
-				e->handles_persisted = false;
-				service_flush_pending(d);
-			}
 		}
 		for (size_t i = 0; found && i < ctx->n; i++) {
 			struct vm_entry *e = cache_find(&d->cache, ctx->ids[i]);
@@ -351,6 +373,13 @@ static void on_adopt_scan(struct helper_client *hc, struct helper_scan_result *r
 	free(ctx->ids);
 	free(ctx);
 	done(d, res->err);
+}
+
+static char *strdup_api_sock(const struct vm_entry *e)
+{
+	struct vm_record rec;
+	cache_entry_get(e, &rec, NULL);
+	return strdup(rec.api_sock);
 }
 
 int service_adopt(struct daemon *d, void (*done)(struct daemon *d, int err))
@@ -372,14 +401,18 @@ int service_adopt(struct daemon *d, void (*done)(struct daemon *d, int err))
 	}
 	CACHE_FOREACH(&d->cache, e, tmp)
 	{
-		if (e->rec.state != VM_RUNNING || !e->has_handles)
+		if (e->state != VM_RUNNING || !e->has_handles)
 			continue;
-		memcpy(ctx->ids[ctx->n], e->rec.id, sizeof(ctx->ids[0]));
-		socks[ctx->n++] = e->rec.api_sock;
+		memcpy(ctx->ids[ctx->n], e->id, sizeof(ctx->ids[0]));
+		socks[ctx->n] = strdup_api_sock(e);
+		if (socks[ctx->n])
+			ctx->n++;
 	}
 	struct ps_caller caller = {
 	    .uid = (uint32_t)d->uid, .gid = (uint32_t)d->gid, .what = "adopt"};
 	int r = helper_scan(d->helper, &caller, socks, ctx->n, on_adopt_scan, ctx);
+	for (size_t i = 0; i < ctx->n; i++)
+		free((char *)socks[i]);
 	free(socks);
 	if (r < 0) {
 		free(ctx->ids);

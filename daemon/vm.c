@@ -2,6 +2,7 @@
 #include "vm.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "macro.h"
@@ -78,4 +79,173 @@ void vm_record_mirror_handles(struct vm_record *r, const struct vm_handles *h)
 	memcpy(r->mirror.loops, h->loops, sizeof(r->mirror.loops));
 	r->mirror.n_dm = h->n_dm;
 	memcpy(r->mirror.dm, h->dm, sizeof(r->mirror.dm));
+}
+
+/* --- packing ------------------------------------------------------------ */
+
+struct packer {
+	uint8_t *buf;
+	size_t len, cap;
+	bool failed;
+};
+
+static void put(struct packer *p, const void *data, size_t n)
+{
+	if (p->failed)
+		return;
+	if (p->len + n > p->cap) {
+		size_t cap = p->cap ? p->cap * 2 : 256;
+		while (cap < p->len + n)
+			cap *= 2;
+		uint8_t *b = realloc(p->buf, cap);
+		if (!b) {
+			p->failed = true;
+			return;
+		}
+		p->buf = b;
+		p->cap = cap;
+	}
+	memcpy(p->buf + p->len, data, n);
+	p->len += n;
+}
+
+static void put_u32(struct packer *p, uint32_t v)
+{
+	put(p, &v, sizeof(v));
+}
+
+/* A fixed-size string field: its length (< 65536: every field is smaller) and bytes. */
+static void put_str(struct packer *p, const char *field, size_t size)
+{
+	uint16_t n = (uint16_t)strnlen(field, size - 1);
+	put(p, &n, sizeof(n));
+	put(p, field, n);
+}
+
+static void put_strs(struct packer *p, const char *fields, size_t size, uint32_t count)
+{
+	put_u32(p, count);
+	for (uint32_t i = 0; i < count; i++)
+		put_str(p, fields + (size_t)i * size, size);
+}
+
+struct unpacker {
+	const uint8_t *buf;
+	size_t len, off;
+	bool failed;
+};
+
+static void get(struct unpacker *u, void *data, size_t n)
+{
+	if (u->failed || u->off + n > u->len) {
+		u->failed = true;
+		return;
+	}
+	memcpy(data, u->buf + u->off, n);
+	u->off += n;
+}
+
+static uint32_t get_u32(struct unpacker *u)
+{
+	uint32_t v = 0;
+	get(u, &v, sizeof(v));
+	return v;
+}
+
+static void get_str(struct unpacker *u, char *field, size_t size)
+{
+	uint16_t n = 0;
+	get(u, &n, sizeof(n));
+	if (n >= size) {
+		u->failed = true;
+		return;
+	}
+	get(u, field, n);
+	field[n] = '\0';
+}
+
+static uint32_t get_strs(struct unpacker *u, char *fields, size_t size, uint32_t max)
+{
+	uint32_t count = get_u32(u);
+	if (count > max) {
+		u->failed = true;
+		return 0;
+	}
+	for (uint32_t i = 0; i < count; i++)
+		get_str(u, fields + (size_t)i * size, size);
+	return count;
+}
+
+int vm_pack(const struct vm_record *r, const struct vm_handles *h, uint8_t **out, size_t *len)
+{
+	struct packer p = {0};
+	put_str(&p, r->id, sizeof(r->id));
+	put_u32(&p, (uint32_t)r->state);
+	put_u32(&p, (uint32_t)r->on_exit);
+	put_str(&p, r->api_sock, sizeof(r->api_sock));
+	put_u32(&p, r->has_planned);
+	put_str(&p, r->planned.tap, sizeof(r->planned.tap));
+	put_strs(&p, r->planned.loop_files[0], PS_PATH_MAX, r->planned.n_loop_files);
+	put_strs(&p, r->planned.dm[0], PS_DM_NAME_MAX, r->planned.n_dm);
+	put_str(&p, r->mirror.tap, sizeof(r->mirror.tap));
+	put_strs(&p, r->mirror.loops[0], PS_PATH_MAX, r->mirror.n_loops);
+	put_strs(&p, r->mirror.dm[0], PS_DM_NAME_MAX, r->mirror.n_dm);
+	put_u32(&p, h != NULL);
+	if (h) {
+		put(&p, &h->pid, sizeof(h->pid));
+		put(&p, &h->start_time, sizeof(h->start_time));
+		put_str(&p, h->boot_id, sizeof(h->boot_id));
+		put_str(&p, h->tap, sizeof(h->tap));
+		put_strs(&p, h->loops[0], PS_PATH_MAX, h->n_loops);
+		put_strs(&p, h->dm[0], PS_DM_NAME_MAX, h->n_dm);
+	}
+	if (p.failed) {
+		free(p.buf);
+		return -ENOMEM;
+	}
+	/* Give back the growth slack: the point of packing is the memory. */
+	uint8_t *tight = realloc(p.buf, p.len);
+	*out = tight ? tight : p.buf;
+	*len = p.len;
+	return 0;
+}
+
+int vm_unpack(const uint8_t *buf, size_t len, struct vm_record *r, struct vm_handles *h,
+	      bool *has_handles)
+{
+	struct unpacker u = {.buf = buf, .len = len};
+	struct vm_record rec;
+	struct vm_handles hs;
+	memset(&rec, 0, sizeof(rec));
+	memset(&hs, 0, sizeof(hs));
+	get_str(&u, rec.id, sizeof(rec.id));
+	rec.state = (enum vm_state)get_u32(&u);
+	rec.on_exit = (enum vm_on_exit)get_u32(&u);
+	get_str(&u, rec.api_sock, sizeof(rec.api_sock));
+	rec.has_planned = get_u32(&u) != 0;
+	get_str(&u, rec.planned.tap, sizeof(rec.planned.tap));
+	rec.planned.n_loop_files =
+	    get_strs(&u, rec.planned.loop_files[0], PS_PATH_MAX, VM_MAX_LOOPS);
+	rec.planned.n_dm = get_strs(&u, rec.planned.dm[0], PS_DM_NAME_MAX, VM_MAX_DM);
+	get_str(&u, rec.mirror.tap, sizeof(rec.mirror.tap));
+	rec.mirror.n_loops = get_strs(&u, rec.mirror.loops[0], PS_PATH_MAX, VM_MAX_LOOPS);
+	rec.mirror.n_dm = get_strs(&u, rec.mirror.dm[0], PS_DM_NAME_MAX, VM_MAX_DM);
+	bool with_handles = get_u32(&u) != 0;
+	if (with_handles) {
+		get(&u, &hs.pid, sizeof(hs.pid));
+		get(&u, &hs.start_time, sizeof(hs.start_time));
+		get_str(&u, hs.boot_id, sizeof(hs.boot_id));
+		get_str(&u, hs.tap, sizeof(hs.tap));
+		hs.n_loops = get_strs(&u, hs.loops[0], PS_PATH_MAX, VM_MAX_LOOPS);
+		hs.n_dm = get_strs(&u, hs.dm[0], PS_DM_NAME_MAX, VM_MAX_DM);
+	}
+	if (u.failed || u.off != u.len)
+		return -EBADMSG;
+	if (r)
+		*r = rec;
+	if (h)
+		*h = hs;
+	if (has_handles)
+		*has_handles = with_handles;
+	return 0;
 }

@@ -79,3 +79,14 @@ bool vm_id_is_valid(const char *id, const char **why);
 
 /* Copy the teardown-critical fields of h onto the record's mirror. */
 void vm_record_mirror_handles(struct vm_record *r, const struct vm_handles *h);
+
+/*
+ * The compact form the cache keeps (DESIGN §2's in-memory cache at 10,000
+ * VMs): the used bytes of every string, length-prefixed, and the scalars.
+ * A record with its handles packs to a few hundred bytes instead of the
+ * ~10 KiB of the fixed-size structs. h may be NULL (no handles).
+ */
+int vm_pack(const struct vm_record *r, const struct vm_handles *h, uint8_t **out, size_t *len);
+/* Unpack into r and h (either may be NULL). -EBADMSG if buf is not what vm_pack wrote. */
+int vm_unpack(const uint8_t *buf, size_t len, struct vm_record *r, struct vm_handles *h,
+	      bool *has_handles);

@@ -91,12 +91,22 @@ class Stub:
                                      executable=exe, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.pid = self.proc.pid
+        # exec switches the executable before it lays out the new argv: wait for both.
+        want = ("\0".join([exe, "--api-sock", api_sock, *extra]) + "\0").encode()
         real = os.path.realpath(exe)
-        wait_until(lambda: self._exe() == real, 5, f"stub {self.pid} to exec")
+        wait_until(lambda: self._exe() == real and self._cmdline() == want, 5,
+                   f"stub {self.pid} to exec")
 
     def _exe(self):
         try:
             return os.readlink(f"/proc/{self.pid}/exe")
+        except OSError:
+            return None
+
+    def _cmdline(self):
+        try:
+            with open(f"/proc/{self.pid}/cmdline", "rb") as f:
+                return f.read()
         except OSError:
             return None
 
@@ -110,7 +120,7 @@ class Daemon:
     """bangerd with a throw-away state dir and socket, its stderr read line by line."""
 
     def __init__(self, extra=(), user=TEST_USER, preexec=None, config_text=None, root=None,
-                 wait_ready=True):
+                 wait_ready=True, launcher=()):
         self.dir = root or tempfile.mkdtemp(prefix="banger-test-")
         self.own_dir = root is None
         os.chmod(self.dir, 0o755)
@@ -137,7 +147,9 @@ class Daemon:
         if user:
             args += ["--user", user]
         args += list(extra)
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        # A launcher (systemd-socket-activate) passes the control socket; --listen is then unused.
+        self.proc = subprocess.Popen([*launcher, *args], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, preexec_fn=preexec)
         self.log = ""
         if wait_ready:

@@ -9,15 +9,18 @@ Waits are for events (a log line, a pidfd), each bounded; never a bare sleep.
 """
 import os
 import pwd
+import shutil
 import signal
+import socket
+import tempfile
 import time
 
 sys_path_dir = os.path.dirname(os.path.abspath(__file__))
 import sys  # noqa: E402
 
 sys.path.insert(0, sys_path_dir)
-from bangertest import (Daemon, TEST_USER, check, require_root, run_cases,  # noqa: E402
-                        status_of, wait_pid_gone)
+from bangertest import (IFACE, Daemon, TEST_USER, Varlink, check, require_root,  # noqa: E402
+                        run_cases, skip, status_of, wait_pid_gone, wait_until)
 
 # CAP_DAC_READ_SEARCH (2), CAP_NET_ADMIN (12), CAP_SYS_PTRACE (19), CAP_SYS_ADMIN (21)
 HELPER_CAPS = (1 << 2) | (1 << 12) | (1 << 19) | (1 << 21)
@@ -152,7 +155,46 @@ def case_config_errors():
         d.finish()
 
 
+def case_socket_activation():
+    """Started as systemd does: the control socket passed in (LISTEN_FDS), READY=1 on NOTIFY_SOCKET."""
+    require_root()
+    activate = shutil.which("systemd-socket-activate")
+    if not activate:
+        skip("systemd-socket-activate (Debian's systemd package) is not installed")
+    tmp = tempfile.mkdtemp(prefix="banger-test-activation-")
+    os.chmod(tmp, 0o755)
+    notify_path = os.path.join(tmp, "notify.sock")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(notify_path)
+    os.chmod(notify_path, 0o666)  # bangerd notifies after dropping to the test user
+    control = os.path.join(tmp, "control.sock")
+    d = Daemon(wait_ready=False, launcher=[activate, "-l", control,
+                                           "-E", f"NOTIFY_SOCKET={notify_path}"])
+    try:
+        wait_until(lambda: os.path.exists(control), 5, "systemd-socket-activate to listen")
+        # The first connection starts bangerd, which then serves it on the inherited socket.
+        client = Varlink(control, timeout=15)
+        status = client.call(IFACE + "GetStatus")
+        check(status["helper_pid"] > 0, f"GetStatus over the activated socket: {status}")
+        check(d.read_until("control socket from systemd"), f"not socket-activated:\n{d.log}")
+        notify.settimeout(10)
+        messages = []
+        while not any("READY=1" in m for m in messages):
+            messages.append(notify.recv(4096).decode())
+        check(any("STATUS=" in m for m in messages), f"notifications {messages}")
+        d.proc.terminate()
+        while not any("STOPPING=1" in m for m in messages):
+            messages.append(notify.recv(4096).decode())
+        client.close()
+        print(f"notifications: {messages}")
+    finally:
+        d.finish()
+        notify.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 CASES = {
+    "socket-activation": case_socket_activation,
     "privileges": case_privileges,
     "kill-bangerd": case_kill_bangerd,
     "kill-helper": case_kill_helper,

@@ -284,6 +284,30 @@ pid_t t_spawn(const char *exe, const char *const *argv, const char *root_dir)
 	int status;
 	CHECK(waitpid(pid, &status, WNOHANG) == 0, "stub %s did not start (status 0x%x)", exe,
 	      status);
+	/*
+	 * The CLOEXEC pipe closes before exec has laid out the new argv, so a
+	 * reader of /proc/PID/cmdline could still see an empty one: wait for it.
+	 */
+	char want[4096], path[64], got[4096];
+	size_t want_len = 0;
+	for (size_t i = 0; argv[i]; i++) {
+		size_t n = strlen(argv[i]) + 1;
+		CHECK(want_len + n <= sizeof(want), "argv too long");
+		memcpy(want + want_len, argv[i], n);
+		want_len += n;
+	}
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+	for (int waited_ms = 0;; waited_ms++) {
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		ssize_t n = fd >= 0 ? read(fd, got, sizeof(got)) : -1;
+		if (fd >= 0)
+			close(fd);
+		if (n == (ssize_t)want_len && memcmp(got, want, want_len) == 0)
+			break;
+		CHECK(waited_ms < 5000, "stub %d never showed its argv", (int)pid);
+		struct timespec ms = {0, 1000 * 1000};
+		nanosleep(&ms, NULL);
+	}
 	return pid;
 }
 
