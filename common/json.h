@@ -54,5 +54,8 @@ void json_gen_string(yajl_gen g, const char *s);
 void json_gen_kv_string(yajl_gen g, const char *key, const char *value);
 void json_gen_kv_int(yajl_gen g, const char *key, int64_t v);
 void json_gen_kv_bool(yajl_gen g, const char *key, bool v);
+/* Write a parsed value back out (depth is bounded by json_parse's limit). */
+void json_gen_value(yajl_gen g, yajl_val v);
+
 void json_gen_kv_string_array(yajl_gen g, const char *key, const char *fields, size_t field_size,
 			      uint32_t count);

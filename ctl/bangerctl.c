@@ -238,7 +238,7 @@ static void print_json(yajl_val value)
 	size_t len;
 	if (!g)
 		return;
-	varlink_client_gen_value(g, value);
+	json_gen_value(g, value);
 	if (yajl_gen_get_buf(g, &buf, &len) == yajl_gen_status_ok) {
 		fwrite(buf, 1, len, stdout);
 		putchar('\n');
@@ -368,7 +368,7 @@ static void print_error_reply(const struct varlink_client_reply *reply)
 		const unsigned char *buf;
 		size_t len;
 		if (g)
-			varlink_client_gen_value(g, reply->parameters);
+			json_gen_value(g, reply->parameters);
 		if (g && yajl_gen_get_buf(g, &buf, &len) == yajl_gen_status_ok)
 			fwrite(buf, 1, len, stderr);
 	}

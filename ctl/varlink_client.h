@@ -60,6 +60,3 @@ void varlink_client_reply_clear(struct varlink_client_reply *reply);
 /* send + read_reply for a call that expects exactly one reply. */
 int varlink_client_call(struct varlink_client *c, yajl_gen call, const int *fds, size_t nfds,
 			struct varlink_client_reply *reply);
-
-/* Write value as compact JSON into g (parameters are echoed with --json and in errors). */
-void varlink_client_gen_value(yajl_gen g, yajl_val value);

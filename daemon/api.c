@@ -181,42 +181,42 @@ static bool get_tap(struct varlink_call *c, yajl_val obj, const char *label, cha
 	return true;
 }
 
-static bool get_paths(struct varlink_call *c, yajl_val obj, const char *key, const char *label,
-		      char *fields, uint32_t *count)
+/*
+ * An optional array of strings into fixed fields, each checked by item_ok;
+ * false (error sent) when present and bad.
+ */
+static bool get_strings(struct varlink_call *c, yajl_val obj, const char *key, const char *label,
+			char *fields, size_t field_size, size_t max, bool (*item_ok)(const char *),
+			const char *expected, uint32_t *count)
 {
 	yajl_val arr;
 	int r = json_get_array(obj, key, &arr);
 	if (r == -ENOENT)
 		return true;
 	if (r == 0)
-		r = json_copy_string_array(arr, fields, PS_PATH_MAX, VM_MAX_LOOPS, count);
+		r = json_copy_string_array(arr, fields, field_size, max, count);
 	for (uint32_t i = 0; r == 0 && i < *count; i++)
-		if (!path_is_normal_absolute(fields + (size_t)i * PS_PATH_MAX))
+		if (!item_ok(fields + (size_t)i * field_size))
 			r = -EINVAL;
 	if (r < 0) {
-		error_invalid(c, label, "up to 8 absolute paths in normal form");
+		error_invalid(c, label, expected);
 		return false;
 	}
 	return true;
 }
 
+static bool get_paths(struct varlink_call *c, yajl_val obj, const char *key, const char *label,
+		      char *fields, uint32_t *count)
+{
+	return get_strings(c, obj, key, label, fields, PS_PATH_MAX, VM_MAX_LOOPS,
+			   path_is_normal_absolute, "up to 8 absolute paths in normal form", count);
+}
+
 static bool get_dm(struct varlink_call *c, yajl_val obj, const char *label, char *fields,
 		   uint32_t *count)
 {
-	yajl_val arr;
-	int r = json_get_array(obj, "dm", &arr);
-	if (r == -ENOENT)
-		return true;
-	if (r == 0)
-		r = json_copy_string_array(arr, fields, PS_DM_NAME_MAX, VM_MAX_DM, count);
-	for (uint32_t i = 0; r == 0 && i < *count; i++)
-		if (!dm_name_ok(fields + (size_t)i * PS_DM_NAME_MAX))
-			r = -EINVAL;
-	if (r < 0) {
-		error_invalid(c, label, "up to 8 device-mapper names without '/'");
-		return false;
-	}
-	return true;
+	return get_strings(c, obj, "dm", label, fields, PS_DM_NAME_MAX, VM_MAX_DM, dm_name_ok,
+			   "up to 8 device-mapper names without '/'", count);
 }
 
 /* --- access ------------------------------------------------------------------ */

@@ -182,31 +182,6 @@ struct cert_step {
 
 /* --- replies -------------------------------------------------------------------- */
 
-static void gen_value(yajl_gen g, yajl_val v)
-{
-	if (!v || YAJL_IS_NULL(v)) {
-		yajl_gen_null(g);
-	} else if (YAJL_IS_STRING(v)) {
-		json_gen_string(g, v->u.string);
-	} else if (YAJL_IS_NUMBER(v)) {
-		yajl_gen_number(g, v->u.number.r, strlen(v->u.number.r));
-	} else if (YAJL_IS_TRUE(v) || YAJL_IS_FALSE(v)) {
-		yajl_gen_bool(g, YAJL_IS_TRUE(v));
-	} else if (YAJL_IS_OBJECT(v)) {
-		yajl_gen_map_open(g);
-		for (size_t i = 0; i < v->u.object.len; i++) {
-			json_gen_string(g, v->u.object.keys[i]);
-			gen_value(g, v->u.object.values[i]);
-		}
-		yajl_gen_map_close(g);
-	} else if (YAJL_IS_ARRAY(v)) {
-		yajl_gen_array_open(g);
-		for (size_t i = 0; i < v->u.array.len; i++)
-			gen_value(g, v->u.array.values[i]);
-		yajl_gen_array_close(g);
-	}
-}
-
 /* Parse one of our own JSON constants; they are known good, so failure is a bug here. */
 static yajl_val parse_constant(const char *text)
 {
@@ -303,7 +278,7 @@ static void reply_test09(struct varlink_call *call)
 	_cleanup_(yajl_tree_freep) yajl_val mytype = parse_constant(MYTYPE_JSON);
 	yajl_gen g = varlink_params_begin();
 	json_gen_string(g, "mytype");
-	gen_value(g, mytype);
+	json_gen_value(g, mytype);
 	varlink_reply(call, varlink_params_end(g), false);
 }
 
@@ -427,7 +402,7 @@ static void gen_message(yajl_gen g, const char *method, yajl_val parameters, boo
 	json_gen_kv_string(g, "method", method);
 	if (parameters && parameters->u.object.len > 0) {
 		json_gen_string(g, "parameters");
-		gen_value(g, parameters);
+		json_gen_value(g, parameters);
 	}
 	if (more)
 		json_gen_kv_bool(g, "more", true);
