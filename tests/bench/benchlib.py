@@ -1,0 +1,199 @@
+"""Shared set-up and teardown for banger's Python-orchestrated benchmarks.
+
+The benchmarks start real processes (bangerd and its helper, stub
+firecrackers, redis) and must leave none behind on any way out: a
+failed check, an exception, ^C, or meson's SIGTERM at a timeout. Bench
+is a context manager that owns every process and directory it starts and
+releases them in __exit__; signals are turned into SystemExit so that
+__exit__ runs for them too. Stubs also get PR_SET_PDEATHSIG, so even a
+SIGKILLed benchmark takes them along.
+
+bangerd logs every mutation (and its helper one audit line per probe) to
+the stderr pipe that bangertest.Daemon reads; a benchmark makes thousands,
+so a thread drains the pipe for the whole run or bangerd would block on a
+full pipe and the benchmark would measure that.
+"""
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+from bangertest import (IFACE, SKIP, STUB, Daemon, check, fail, require_root,  # noqa: E402,F401
+                        skip, status_of, wait_until)
+
+PR_SET_PDEATHSIG = 1
+LOG_KEEP_BYTES = 256 * 1024
+
+
+def _die_with_parent():
+    """preexec_fn: the child gets SIGKILL when the benchmark (its parent) dies."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _stop_on_signal(signum, _frame):
+    raise SystemExit(f"stopped by signal {signum}")
+
+
+def rss_kib(pid):
+    """VmRSS of a process in KiB, as /proc/PID/status reports it."""
+    value, unit = status_of(pid)["VmRSS"].split()
+    check(unit == "kB", f"VmRSS unit {unit}")
+    return int(value)
+
+
+def fd_count(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+class StubProcess:
+    """A stub firecracker serving api_sock, exec'd (argv visible in /proc) on return."""
+
+    def __init__(self, api_sock):
+        argv = [STUB, "--api-sock", api_sock]
+        self.proc = subprocess.Popen(argv, executable=STUB, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     preexec_fn=_die_with_parent)
+        self.pid = self.proc.pid
+        self.want = ("\0".join(argv) + "\0").encode()
+
+    def wait_exec(self):
+        # exec switches the executable before it lays out the new argv: wait for the argv.
+        wait_until(lambda: self._cmdline() == self.want, 5, f"stub {self.pid} to exec")
+
+    def _cmdline(self):
+        try:
+            with open(f"/proc/{self.pid}/cmdline", "rb") as f:
+                return f.read()
+        except OSError:
+            return None
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+class Bench:
+    """Owns bangerd, stubs, extra processes and temp dirs of one benchmark run."""
+
+    def __init__(self):
+        self.daemon = None
+        self.stubs = []
+        self.procs = []
+        self.dirs = []
+        self.drain = None
+
+    def __enter__(self):
+        require_root()  # before anything is installed or started
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, _stop_on_signal)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # every step below is bounded: let it finish
+        failed = exc_type is not None and not (exc_type is SystemExit and exc.code in (0, SKIP))
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        # bangerd first: stubs that died under it would start exit handling and teardowns.
+        if self.daemon:
+            self._stop_daemon(show_log=failed)
+        for s in self.stubs:
+            s.kill()
+        for d in self.dirs:
+            shutil.rmtree(d, ignore_errors=True)
+        return False
+
+    def start_daemon(self):
+        """bangerd as the integration tests run it: root, --user nobody, throw-away dirs."""
+        self.daemon = Daemon(wait_ready=False)
+        check(self.daemon.read_until("ready:"), f"bangerd never became ready:\n{self.daemon.log}")
+        self.drain = threading.Thread(target=self._drain_log, daemon=True)
+        self.drain.start()
+        return self.daemon
+
+    def _drain_log(self):
+        fd = self.daemon.proc.stderr.fileno()
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self.daemon.log = (self.daemon.log + chunk.decode(errors="replace"))[-LOG_KEEP_BYTES:]
+
+    def _stop_daemon(self, show_log):
+        d = self.daemon
+        if d.proc.poll() is None:
+            d.proc.terminate()
+            try:
+                d.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                print("bangerd did not exit within 15 s of SIGTERM; killing it", file=sys.stderr)
+        if self.drain:
+            self.drain.join(timeout=2)
+        d.finish()
+        if show_log:
+            print(f"--- bangerd log (last {LOG_KEEP_BYTES // 1024} KiB) ---\n{d.log[-20000:]}",
+                  file=sys.stderr)
+
+    def stub(self, api_sock):
+        s = StubProcess(api_sock)
+        self.stubs.append(s)
+        s.wait_exec()
+        return s
+
+    def stubs_for(self, api_socks):
+        """Start many stubs at once, then wait for each: exec overlaps instead of queueing."""
+        started = []
+        for sock in api_socks:
+            s = StubProcess(sock)
+            self.stubs.append(s)
+            started.append(s)
+        for s in started:
+            s.wait_exec()
+        return started
+
+    def spawn(self, argv, **kw):
+        p = subprocess.Popen(argv, preexec_fn=_die_with_parent, **kw)
+        self.procs.append(p)
+        return p
+
+    def temp_dir(self, tag):
+        d = tempfile.mkdtemp(prefix=f"banger-bench-{tag}-")
+        self.dirs.append(d)
+        return d
+
+
+def run_checked(argv, what, timeout):
+    """Run a measuring program; its stderr passes through; fail unless it exits 0."""
+    try:
+        out = subprocess.run(argv, stdout=subprocess.PIPE, timeout=timeout, text=True,
+                             preexec_fn=_die_with_parent)
+    except subprocess.TimeoutExpired:
+        fail(f"{what} did not finish within {timeout} s")
+    check(out.returncode == 0, f"{what} exited {out.returncode}; output:\n{out.stdout}")
+    return out.stdout
+
+
+def key_values(line):
+    """'a=1 b=2.5' -> {'a': 1.0, 'b': 2.5}."""
+    return {k: float(v) for k, v in (tok.split("=", 1) for tok in line.split())}
+
+
+def wait_fds_back(pid, baseline, what, timeout=5.0):
+    """bangerd closes a finished client's connection asynchronously: wait (bounded) for it."""
+    deadline = time.monotonic() + timeout
+    while fd_count(pid) > baseline:
+        if time.monotonic() > deadline:
+            fail(f"bangerd holds {fd_count(pid)} fds after {what}, {baseline} before: a leak")
+        time.sleep(0.05)
