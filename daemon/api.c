@@ -516,6 +516,16 @@ static void method_clear_handles(struct varlink_call *c, yajl_val params, void *
 	varlink_reply(c, NULL, false);
 }
 
+static void error_still_running(struct varlink_call *c, const struct vm_entry *e)
+{
+	yajl_gen g = varlink_params_begin();
+	if (g) {
+		json_gen_kv_string(g, "id", e->id);
+		json_gen_kv_int(g, "pid", e->pid);
+	}
+	varlink_error(c, IFACE "StillRunning", varlink_params_end(g));
+}
+
 static void method_unregister(struct varlink_call *c, yajl_val params, void *userdata)
 {
 	struct daemon *d = userdata;
@@ -526,14 +536,7 @@ static void method_unregister(struct varlink_call *c, yajl_val params, void *use
 	if (!e || !admit_mutation(d, c, id))
 		return;
 	if (service_liveness(e) != VM_DEAD) {
-		char name[128];
-		snprintf(name, sizeof(name), IFACE "StillRunning");
-		yajl_gen g = varlink_params_begin();
-		if (g) {
-			json_gen_kv_string(g, "id", id);
-			json_gen_kv_int(g, "pid", e->pid);
-		}
-		varlink_error(c, name, varlink_params_end(g));
+		error_still_running(c, e);
 		return;
 	}
 	int r = service_unregister(d, e);
@@ -546,11 +549,67 @@ static void method_unregister(struct varlink_call *c, yajl_val params, void *use
 	varlink_reply(c, NULL, false);
 }
 
-static void method_not_yet(struct varlink_call *c, yajl_val params, void *userdata)
+static void on_teardown_done(struct daemon *d, const char *id, const struct teardown_outcome *out,
+			     void *userdata)
 {
-	(void)params;
-	(void)userdata;
-	error_with(c, "NotImplemented", "method", varlink_call_method(c), NULL, NULL);
+	struct varlink_call *c = userdata;
+	(void)d;
+	(void)id;
+	if (out->err < 0) {
+		error_with(c, "HelperUnavailable", "reason", "the helper is gone", NULL, NULL);
+		return;
+	}
+	yajl_gen g = varlink_params_begin();
+	if (g) {
+		json_gen_string(g, "results");
+		gen_teardown_results(g, out->reply);
+	}
+	varlink_reply(c, varlink_params_end(g), false);
+}
+
+static void method_teardown(struct varlink_call *c, yajl_val params, void *userdata)
+{
+	struct daemon *d = userdata;
+	const char *id;
+	if (!check_keys(c, params, (const char *const[]){"id", NULL}) || !get_id(c, params, &id))
+		return;
+	struct vm_entry *e = find_vm(d, c, id);
+	if (!e || !admit_mutation(d, c, id))
+		return;
+	/* Never on unknown: only a VM known to be dead loses its resources. */
+	if (service_liveness(e) != VM_DEAD) {
+		error_still_running(c, e);
+		return;
+	}
+	struct ps_caller caller = caller_of(c, "Teardown");
+	int r = service_teardown(d, e, &caller, on_teardown_done, c);
+	if (r < 0)
+		error_with(c, "HelperUnavailable", "reason", strerror(-r), NULL, NULL);
+}
+
+static void on_reconcile_done(struct daemon *d, int err, yajl_gen report, void *userdata)
+{
+	struct varlink_call *c = userdata;
+	(void)d;
+	if (err < 0 || !report) {
+		if (report)
+			yajl_gen_free(report);
+		error_with(c, "HelperUnavailable", "reason", "reconcile could not finish", NULL,
+			   NULL);
+		return;
+	}
+	varlink_reply(c, report, false);
+}
+
+static void method_reconcile(struct varlink_call *c, yajl_val params, void *userdata)
+{
+	struct daemon *d = userdata;
+	if (!check_keys(c, params, (const char *const[]){NULL}) || !admit_mutation(d, c, ""))
+		return;
+	struct ps_caller caller = caller_of(c, "Reconcile");
+	int r = reconcile_start(d, &caller, on_reconcile_done, c);
+	if (r < 0)
+		error_with(c, "HelperUnavailable", "reason", strerror(-r), NULL, NULL);
 }
 
 static int compare_entries(const void *a, const void *b)
@@ -682,9 +741,9 @@ static void method_get_status(struct varlink_call *c, yajl_val params, void *use
 static const struct varlink_method handles_methods[] = {
     {"Register", method_register},	    {"SetHandles", method_set_handles},
     {"GetHandles", method_get_handles},	    {"IsAlive", method_is_alive},
-    {"ClearHandles", method_clear_handles}, {"Teardown", method_not_yet},
+    {"ClearHandles", method_clear_handles}, {"Teardown", method_teardown},
     {"Unregister", method_unregister},	    {"List", method_list},
-    {"Reconcile", method_not_yet},	    {"Watch", method_watch},
+    {"Reconcile", method_reconcile},	    {"Watch", method_watch},
     {"GetStatus", method_get_status},
 };
 

@@ -52,6 +52,8 @@ struct daemon {
 	struct timespec started;
 	struct timespec stop_deadline;
 	struct event *ev_sigterm, *ev_sigint, *ev_sigchld, *ev_hello_timeout, *ev_drain;
+	unsigned teardowns_in_flight;
+	struct reconcile *reconcile; /* the one under way, or NULL */
 };
 
 /* service.c: the rules of DESIGN §2 */
@@ -64,8 +66,32 @@ bool service_set_handles(struct daemon *d, struct vm_entry *e, const struct vm_h
 void service_clear_handles(struct daemon *d, struct vm_entry *e);
 int service_unregister(struct daemon *d, struct vm_entry *e);
 enum vm_liveness service_liveness(const struct vm_entry *e);
-/* One SCAN for every VM with handles; re-seeds pidfds. done runs when it is answered. */
-int service_adopt(struct daemon *d, void (*done)(struct daemon *d, int err));
+
+/* What a teardown came to: err < 0 when the helper could not answer at all. */
+struct teardown_outcome {
+	int err;
+	bool complete; /* every resource removed or absent */
+	const struct ps_teardown_reply *reply;
+};
+typedef void (*teardown_done_fn)(struct daemon *d, const char *id,
+				 const struct teardown_outcome *outcome, void *userdata);
+/*
+ * Tear down what the VM holds or held (handles, the record's mirror, its
+ * plan), DM -> loops -> tap, through the helper. Once every resource is
+ * removed or absent the handles are cleared and the record marked stopped.
+ * done may be NULL.
+ */
+int service_teardown(struct daemon *d, struct vm_entry *e, const struct ps_caller *caller,
+		     teardown_done_fn done, void *userdata);
+void gen_teardown_results(yajl_gen g, const struct ps_teardown_reply *reply);
+
+/* reconcile.c: DESIGN §3. done runs once every VM is decided; report is its JSON. */
+typedef void (*reconcile_done_fn)(struct daemon *d, int err, yajl_gen report, void *userdata);
+int reconcile_start(struct daemon *d, const struct ps_caller *caller, reconcile_done_fn done,
+		    void *userdata);
+/* Watch the verified firecracker of e (adopting a new pid if it moved). */
+void service_adopt_process(struct daemon *d, struct vm_entry *e, int32_t pid, uint64_t start_time,
+			   int pidfd);
 /* Try every pending write once more now (shutdown). */
 void service_flush_pending(struct daemon *d);
 

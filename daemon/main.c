@@ -187,10 +187,14 @@ static int control_socket(struct daemon *d)
 	return fd;
 }
 
-static void on_adopted(struct daemon *d, int err)
+static void on_startup_reconciled(struct daemon *d, int err, yajl_gen report, void *userdata)
 {
+	(void)userdata;
+	if (report)
+		yajl_gen_free(report);
 	if (err < 0) {
-		log_errx("the adopting scan failed: %s", strerror(-err));
+		/* Nothing was torn down on unknown; the next start finishes the job. */
+		log_errx("reconcile could not finish: %s", strerror(-err));
 		daemon_stop(d, EXIT_HELPER);
 		return;
 	}
@@ -255,7 +259,9 @@ static void on_hello(struct helper_client *hc, struct helper_reply *reply, void 
 		daemon_stop(d, 1);
 		return;
 	}
-	if (service_load(d) < 0 || service_adopt(d, on_adopted) < 0) {
+	struct ps_caller caller = {
+	    .uid = (uint32_t)d->uid, .gid = (uint32_t)d->gid, .what = "startup-reconcile"};
+	if (service_load(d) < 0 || reconcile_start(d, &caller, on_startup_reconciled, NULL) < 0) {
 		log_errx("cannot load the VM records");
 		daemon_stop(d, 1);
 	}

@@ -19,6 +19,7 @@
 #include "daemon.h"
 #include "json.h"
 #include "log.h"
+#include "path.h"
 
 uint64_t service_realtime_usec(void)
 {
@@ -141,6 +142,24 @@ static void on_firecracker_exit(evutil_socket_t fd, short what, void *arg)
 	cache_entry_unwatch(e);
 	e->liveness = VM_DEAD;
 	service_emit(d, "exited", e->id, e->pid, NULL);
+	struct vm_record rec;
+	cache_entry_get(e, &rec, NULL);
+	if (rec.on_exit == VM_ON_EXIT_KEEP) {
+		/* Only mark and report: the manager decides when to tear down (Teardown). */
+		struct vm_handles h;
+		cache_entry_get(e, NULL, &h);
+		rec.state = VM_STOPPED;
+		if (cache_entry_put(e, &rec, &h) == 0)
+			e->record_persisted = store_write_record(&d->store, &rec) == 0;
+		if (!e->record_persisted)
+			persist_failed(d, e, -EIO, "vm.json");
+		return;
+	}
+	struct ps_caller caller = {
+	    .uid = (uint32_t)d->uid, .gid = (uint32_t)d->gid, .what = "exit"};
+	int r = service_teardown(d, e, &caller, NULL, NULL);
+	if (r < 0)
+		log_errx("vm %s: teardown after exit not sent: %s", e->id, strerror(-r));
 }
 
 static void watch_pidfd(struct daemon *d, struct vm_entry *e, int pidfd)
@@ -313,18 +332,24 @@ int service_load(struct daemon *d)
 }
 
 /* A VM found alive under its api socket: watch it, and take a new pid if it moved. */
-static void adopt_one(struct daemon *d, struct vm_entry *e, const struct ps_scan_entry *m,
-		      int pidfd)
+void service_adopt_process(struct daemon *d, struct vm_entry *e, int32_t pid, uint64_t start_time,
+			   int pidfd)
 {
 	struct vm_record rec;
 	struct vm_handles h;
 	cache_entry_get(e, &rec, &h);
+	if (!e->has_handles) {
+		/* A starting VM whose manager died before SetHandles: its firecracker lives. */
+		safe_close(pidfd);
+		e->liveness = VM_ALIVE;
+		return;
+	}
 	bool moved =
-	    h.pid != m->pid || h.start_time != m->start_time || strcmp(h.boot_id, d->boot_id) != 0;
+	    h.pid != pid || h.start_time != start_time || strcmp(h.boot_id, d->boot_id) != 0;
 	if (moved) {
 		/* Found under its socket with another pid: adopt it and rewrite the scratch. */
-		h.pid = m->pid;
-		h.start_time = m->start_time;
+		h.pid = pid;
+		h.start_time = start_time;
 		memcpy(h.boot_id, d->boot_id, sizeof(h.boot_id));
 		if (cache_entry_put(e, &rec, &h) == 0)
 			e->handles_persisted = false;
@@ -334,89 +359,166 @@ static void adopt_one(struct daemon *d, struct vm_entry *e, const struct ps_scan
 		service_flush_pending(d);
 }
 
-struct adopt_ctx {
-	struct daemon *d;
-	void (*done)(struct daemon *d, int err);
-	size_t n;
-	char (*ids)[VM_ID_MAX + 1];
-};
+/* --- teardown ------------------------------------------------------------ */
 
-static void on_adopt_scan(struct helper_client *hc, struct helper_scan_result *res, void *userdata)
+static void add_unique(char *fields, size_t field_size, uint32_t *n, uint32_t max, const char *s)
 {
-	struct adopt_ctx *ctx = userdata;
-	struct daemon *d = ctx->d;
-	(void)hc;
-
-	if (res->err == 0) {
-		bool *found = calloc(ctx->n ? ctx->n : 1, sizeof(bool));
-		for (size_t i = 0; found && i < res->count; i++) {
-			const struct ps_scan_entry *m = &res->entries[i];
-			if (m->kind != PS_SCAN_MATCH || m->index >= ctx->n || res->pidfds[i] < 0)
-				continue;
-			struct vm_entry *e = cache_find(&d->cache, ctx->ids[m->index]);
-			if (!e)
-				continue;
-			found[m->index] = true;
-			adopt_one(d, e, m, res->pidfds[i]);
-			res->pidfds[i] = -1;
-		}
-		for (size_t i = 0; found && i < ctx->n; i++) {
-			struct vm_entry *e = cache_find(&d->cache, ctx->ids[i]);
-			if (e && !found[i])
-				/* Not found is "dead" only if the helper could look at every
-				 * process. */
-				e->liveness = res->uninspected ? VM_UNKNOWN : VM_DEAD;
-		}
-		free(found);
-	}
-	void (*done)(struct daemon *, int) = ctx->done;
-	free(ctx->ids);
-	free(ctx);
-	done(d, res->err);
+	if (s[0] == '\0')
+		return;
+	for (uint32_t i = 0; i < *n; i++)
+		if (strcmp(fields + (size_t)i * field_size, s) == 0)
+			return;
+	if (*n < max)
+		field_set(fields + (size_t)(*n)++ * field_size, field_size, s);
 }
 
-static char *strdup_api_sock(const struct vm_entry *e)
+/*
+ * Everything the VM may hold: its live handles, the record's mirror of them
+ * (handles.json may be lost), and its plan (a manager that crashed before
+ * SetHandles never reported what it made; loops are then found by file).
+ */
+static void build_teardown(const struct vm_record *r, const struct vm_handles *h, bool has_h,
+			   struct ps_teardown *q)
+{
+	if (has_h)
+		for (uint32_t i = 0; i < h->n_dm; i++)
+			add_unique(q->dm[0], PS_DM_NAME_MAX, &q->n_dm, PS_TEARDOWN_MAX_DM,
+				   h->dm[i]);
+	for (uint32_t i = 0; i < r->mirror.n_dm; i++)
+		add_unique(q->dm[0], PS_DM_NAME_MAX, &q->n_dm, PS_TEARDOWN_MAX_DM, r->mirror.dm[i]);
+	for (uint32_t i = 0; r->has_planned && i < r->planned.n_dm; i++)
+		add_unique(q->dm[0], PS_DM_NAME_MAX, &q->n_dm, PS_TEARDOWN_MAX_DM,
+			   r->planned.dm[i]);
+	if (has_h)
+		for (uint32_t i = 0; i < h->n_loops; i++)
+			add_unique(q->loops[0], PS_PATH_MAX, &q->n_loops, PS_TEARDOWN_MAX_LOOPS,
+				   h->loops[i]);
+	for (uint32_t i = 0; i < r->mirror.n_loops; i++)
+		add_unique(q->loops[0], PS_PATH_MAX, &q->n_loops, PS_TEARDOWN_MAX_LOOPS,
+			   r->mirror.loops[i]);
+	for (uint32_t i = 0; r->has_planned && i < r->planned.n_loop_files; i++)
+		add_unique(q->loops[0], PS_PATH_MAX, &q->n_loops, PS_TEARDOWN_MAX_LOOPS,
+			   r->planned.loop_files[i]);
+	const char *tap = has_h && h->tap[0] ? h->tap
+			  : r->mirror.tap[0] ? r->mirror.tap
+			  : r->has_planned   ? r->planned.tap
+					     : "";
+	field_set(q->tap, sizeof(q->tap), tap);
+}
+
+struct teardown_request {
+	struct daemon *d;
+	char id[VM_ID_MAX + 1];
+	teardown_done_fn done;
+	void *userdata;
+};
+
+static bool teardown_complete(const struct ps_teardown_reply *r)
+{
+	if (r->err < 0)
+		return false;
+	for (uint32_t i = 0; i < r->count; i++)
+		if (r->results[i].status != PS_TEARDOWN_REMOVED &&
+		    r->results[i].status != PS_TEARDOWN_ABSENT)
+			return false;
+	return true;
+}
+
+static void teardown_summary(const struct ps_teardown_reply *r, char *buf, size_t size)
+{
+	size_t off = 0;
+	buf[0] = '\0';
+	for (uint32_t i = 0; i < r->count && off < size; i++) {
+		const struct ps_teardown_result *t = &r->results[i];
+		int n = snprintf(buf + off, size - off, "%s%s %s: %s", i ? ", " : "",
+				 ps_resource_kind_name((int)t->kind), t->name,
+				 ps_teardown_status_name((int)t->status));
+		if (n > 0)
+			off += (size_t)n;
+	}
+}
+
+/* Everything is gone: forget the handles, mark the record stopped. */
+static void teardown_finish(struct daemon *d, struct vm_entry *e)
 {
 	struct vm_record rec;
 	cache_entry_get(e, &rec, NULL);
-	return strdup(rec.api_sock);
+	rec.state = VM_STOPPED;
+	memset(&rec.mirror, 0, sizeof(rec.mirror));
+	cache_entry_unwatch(e);
+	e->liveness = VM_DEAD;
+	if (cache_entry_put(e, &rec, NULL) < 0)
+		log_errx("vm %s: out of memory", e->id);
+	e->handles_persisted = store_remove_handles(&d->store, e->id) == 0;
+	e->record_persisted = store_write_record(&d->store, &rec) == 0;
+	if (!e->handles_persisted || !e->record_persisted)
+		persist_failed(d, e, -EIO, "vm.json/handles.json after teardown");
 }
 
-int service_adopt(struct daemon *d, void (*done)(struct daemon *d, int err))
+static void on_teardown_reply(struct helper_client *hc, struct helper_reply *reply, void *userdata)
 {
-	struct vm_entry *e, *tmp;
-	struct adopt_ctx *ctx = calloc(1, sizeof(*ctx));
-	size_t cap = cache_count(&d->cache);
-	if (!ctx)
-		return -ENOMEM;
-	ctx->d = d;
-	ctx->done = done;
-	ctx->ids = calloc(cap ? cap : 1, sizeof(*ctx->ids));
-	const char **socks = calloc(cap ? cap : 1, sizeof(char *));
-	if (!ctx->ids || !socks) {
-		free(ctx->ids);
-		free(ctx);
-		free(socks);
-		return -ENOMEM;
+	struct teardown_request *req = userdata;
+	struct daemon *d = req->d;
+	struct teardown_outcome out = {.err = reply->err};
+	char summary[2048];
+	(void)hc;
+
+	d->teardowns_in_flight--;
+	if (reply->err == 0) {
+		out.reply = &reply->msg->payload.teardown_reply;
+		out.complete = teardown_complete(out.reply);
+		teardown_summary(out.reply, summary, sizeof(summary));
+		struct vm_entry *e = cache_find(&d->cache, req->id);
+		if (e && out.complete)
+			teardown_finish(d, e);
+		service_emit(d, out.complete ? "torn_down" : "teardown_failed", req->id, 0,
+			     summary);
 	}
-	CACHE_FOREACH(&d->cache, e, tmp)
-	{
-		if (e->state != VM_RUNNING || !e->has_handles)
-			continue;
-		memcpy(ctx->ids[ctx->n], e->id, sizeof(ctx->ids[0]));
-		socks[ctx->n] = strdup_api_sock(e);
-		if (socks[ctx->n])
-			ctx->n++;
-	}
-	struct ps_caller caller = {
-	    .uid = (uint32_t)d->uid, .gid = (uint32_t)d->gid, .what = "adopt"};
-	int r = helper_scan(d->helper, &caller, socks, ctx->n, on_adopt_scan, ctx);
-	for (size_t i = 0; i < ctx->n; i++)
-		free((char *)socks[i]);
-	free(socks);
+	if (req->done)
+		req->done(d, req->id, &out, req->userdata);
+	free(req);
+}
+
+int service_teardown(struct daemon *d, struct vm_entry *e, const struct ps_caller *caller,
+		     teardown_done_fn done, void *userdata)
+{
+	struct vm_record rec;
+	struct vm_handles h;
+	struct ps_teardown q;
+	cache_entry_get(e, &rec, &h);
+	memset(&q, 0, sizeof(q));
+	q.caller = *caller;
+	build_teardown(&rec, &h, e->has_handles, &q);
+	struct teardown_request *req = calloc(1, sizeof(*req));
+	if (!req)
+		return -ENOMEM;
+	req->d = d;
+	memcpy(req->id, e->id, sizeof(req->id));
+	req->done = done;
+	req->userdata = userdata;
+	int r = helper_teardown(d->helper, &q, on_teardown_reply, req);
 	if (r < 0) {
-		free(ctx->ids);
-		free(ctx);
+		free(req);
+		return r;
 	}
-	return r;
+	d->teardowns_in_flight++;
+	return 0;
+}
+
+void gen_teardown_results(yajl_gen g, const struct ps_teardown_reply *reply)
+{
+	yajl_gen_array_open(g);
+	for (uint32_t i = 0; reply && i < reply->count; i++) {
+		const struct ps_teardown_result *t = &reply->results[i];
+		yajl_gen_map_open(g);
+		json_gen_kv_string(g, "kind", ps_resource_kind_name((int)t->kind));
+		json_gen_kv_string(g, "name", t->name);
+		json_gen_kv_string(g, "status", ps_teardown_status_name((int)t->status));
+		if (t->reason)
+			json_gen_kv_string(g, "reason", ps_reason_name(t->reason));
+		if (t->err)
+			json_gen_kv_int(g, "errno", -t->err);
+		yajl_gen_map_close(g);
+	}
+	yajl_gen_array_close(g);
 }

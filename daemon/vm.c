@@ -135,13 +135,15 @@ struct unpacker {
 	bool failed;
 };
 
+/* Each getter skips what it is not asked to keep (data or field NULL). */
 static void get(struct unpacker *u, void *data, size_t n)
 {
 	if (u->failed || u->off + n > u->len) {
 		u->failed = true;
 		return;
 	}
-	memcpy(data, u->buf + u->off, n);
+	if (data)
+		memcpy(data, u->buf + u->off, n);
 	u->off += n;
 }
 
@@ -161,7 +163,8 @@ static void get_str(struct unpacker *u, char *field, size_t size)
 		return;
 	}
 	get(u, field, n);
-	field[n] = '\0';
+	if (field)
+		memset(field + n, 0, size - n);
 }
 
 static uint32_t get_strs(struct unpacker *u, char *fields, size_t size, uint32_t max)
@@ -172,7 +175,9 @@ static uint32_t get_strs(struct unpacker *u, char *fields, size_t size, uint32_t
 		return 0;
 	}
 	for (uint32_t i = 0; i < count; i++)
-		get_str(u, fields + (size_t)i * size, size);
+		get_str(u, fields ? fields + (size_t)i * size : NULL, size);
+	if (fields)
+		memset(fields + (size_t)count * size, 0, (size_t)(max - count) * size);
 	return count;
 }
 
@@ -210,41 +215,51 @@ int vm_pack(const struct vm_record *r, const struct vm_handles *h, uint8_t **out
 	return 0;
 }
 
+/* Unpack the record into r, or skip over it when r is NULL (GetHandles wants only handles). */
+static void unpack_record(struct unpacker *u, struct vm_record *r)
+{
+	struct vm_record skip_scalars;
+	struct vm_record *x = r ? r : &skip_scalars;
+#define FIELD(f) (r ? r->f : NULL)
+	get_str(u, FIELD(id), sizeof(x->id));
+	x->state = (enum vm_state)get_u32(u);
+	x->on_exit = (enum vm_on_exit)get_u32(u);
+	get_str(u, FIELD(api_sock), sizeof(x->api_sock));
+	x->has_planned = get_u32(u) != 0;
+	get_str(u, FIELD(planned.tap), sizeof(x->planned.tap));
+	x->planned.n_loop_files =
+	    get_strs(u, r ? r->planned.loop_files[0] : NULL, PS_PATH_MAX, VM_MAX_LOOPS);
+	x->planned.n_dm = get_strs(u, r ? r->planned.dm[0] : NULL, PS_DM_NAME_MAX, VM_MAX_DM);
+	get_str(u, FIELD(mirror.tap), sizeof(x->mirror.tap));
+	x->mirror.n_loops = get_strs(u, r ? r->mirror.loops[0] : NULL, PS_PATH_MAX, VM_MAX_LOOPS);
+	x->mirror.n_dm = get_strs(u, r ? r->mirror.dm[0] : NULL, PS_DM_NAME_MAX, VM_MAX_DM);
+#undef FIELD
+}
+
+static void unpack_handles(struct unpacker *u, struct vm_handles *h)
+{
+	get(u, &h->pid, sizeof(h->pid));
+	get(u, &h->start_time, sizeof(h->start_time));
+	get_str(u, h->boot_id, sizeof(h->boot_id));
+	get_str(u, h->tap, sizeof(h->tap));
+	h->n_loops = get_strs(u, h->loops[0], PS_PATH_MAX, VM_MAX_LOOPS);
+	h->n_dm = get_strs(u, h->dm[0], PS_DM_NAME_MAX, VM_MAX_DM);
+}
+
 int vm_unpack(const uint8_t *buf, size_t len, struct vm_record *r, struct vm_handles *h,
 	      bool *has_handles)
 {
 	struct unpacker u = {.buf = buf, .len = len};
-	struct vm_record rec;
-	struct vm_handles hs;
-	memset(&rec, 0, sizeof(rec));
-	memset(&hs, 0, sizeof(hs));
-	get_str(&u, rec.id, sizeof(rec.id));
-	rec.state = (enum vm_state)get_u32(&u);
-	rec.on_exit = (enum vm_on_exit)get_u32(&u);
-	get_str(&u, rec.api_sock, sizeof(rec.api_sock));
-	rec.has_planned = get_u32(&u) != 0;
-	get_str(&u, rec.planned.tap, sizeof(rec.planned.tap));
-	rec.planned.n_loop_files =
-	    get_strs(&u, rec.planned.loop_files[0], PS_PATH_MAX, VM_MAX_LOOPS);
-	rec.planned.n_dm = get_strs(&u, rec.planned.dm[0], PS_DM_NAME_MAX, VM_MAX_DM);
-	get_str(&u, rec.mirror.tap, sizeof(rec.mirror.tap));
-	rec.mirror.n_loops = get_strs(&u, rec.mirror.loops[0], PS_PATH_MAX, VM_MAX_LOOPS);
-	rec.mirror.n_dm = get_strs(&u, rec.mirror.dm[0], PS_DM_NAME_MAX, VM_MAX_DM);
+	unpack_record(&u, r);
 	bool with_handles = get_u32(&u) != 0;
-	if (with_handles) {
-		get(&u, &hs.pid, sizeof(hs.pid));
-		get(&u, &hs.start_time, sizeof(hs.start_time));
-		get_str(&u, hs.boot_id, sizeof(hs.boot_id));
-		get_str(&u, hs.tap, sizeof(hs.tap));
-		hs.n_loops = get_strs(&u, hs.loops[0], PS_PATH_MAX, VM_MAX_LOOPS);
-		hs.n_dm = get_strs(&u, hs.dm[0], PS_DM_NAME_MAX, VM_MAX_DM);
-	}
+	if (h)
+		memset(h, 0, sizeof(*h));
+	if (with_handles && h)
+		unpack_handles(&u, h);
+	else if (with_handles)
+		u.off = u.len; /* the handles are last: nothing after them to check */
 	if (u.failed || u.off != u.len)
 		return -EBADMSG;
-	if (r)
-		*r = rec;
-	if (h)
-		*h = hs;
 	if (has_handles)
 		*has_handles = with_handles;
 	return 0;

@@ -59,24 +59,6 @@ int asroot_hello(struct helper *h, struct ps_message *m, char *why, size_t why_s
 	return ps_send(h->sock, PS_HELLO_REPLY, m->header.request_id, &rep, sizeof(rep), NULL, 0);
 }
 
-int asroot_teardown(struct helper *h, struct ps_message *m, char *why, size_t why_size)
-{
-	const struct ps_teardown *q = &m->payload.teardown;
-	struct ps_teardown_reply rep;
-	struct audit_record a;
-	(void)why;
-	(void)why_size;
-
-	audit_start(&a, m->header.request_id, &q->caller, "teardown");
-	strbuf_appendf(&a.args, "dm=%u loops=%u", q->n_dm, q->n_loops);
-	strbuf_append_kv_quoted(&a.args, "tap", q->tap);
-	memset(&rep, 0, sizeof(rep));
-	rep.err = -ENOSYS;
-	audit_finish(h, &a, "failed", ps_reason_name(PS_REASON_NOT_IMPLEMENTED), rep.err);
-	return ps_send(h->sock, PS_TEARDOWN_REPLY, m->header.request_id, &rep, sizeof(rep), NULL,
-		       0);
-}
-
 int helper_dispatch(struct helper *h, struct ps_message *m, char *why, size_t why_size)
 {
 	const struct asroot_entry *e = NULL;

@@ -171,7 +171,9 @@ static int scan_one(const struct ps_policy *policy, int proc_fd, pid_t pid,
 		return 0; /* exited since readdir */
 	int r = proc_exe_is_firecracker(policy, dirfd, &is_fc);
 	if (r == -EACCES || r == -EPERM) {
-		res->uninspected++;
+		/* Only a process that may be a firecracker makes the scan incomplete. */
+		if (proc_comm_may_be_firecracker(policy, dirfd))
+			res->uninspected++;
 		return 0;
 	}
 	if (r < 0 || !is_fc)

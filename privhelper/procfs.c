@@ -113,6 +113,23 @@ int proc_exe_is_firecracker(const struct ps_policy *policy, int proc_dirfd, bool
 	return 0;
 }
 
+#define COMM_MAX_BYTES 15 /* TASK_COMM_LEN - 1 */
+
+bool proc_comm_may_be_firecracker(const struct ps_policy *policy, int proc_dirfd)
+{
+	char comm[64];
+	size_t len;
+	bool truncated;
+	if (read_at(proc_dirfd, "comm", comm, sizeof(comm) - 1, &len, &truncated) < 0)
+		return true; /* cannot tell: assume it may be */
+	comm[len] = '\0';
+	comm[strcspn(comm, "\n")] = '\0';
+	for (uint32_t i = 0; i < policy->n_firecracker_names; i++)
+		if (strncmp(comm, policy->firecracker_names[i], COMM_MAX_BYTES) == 0)
+			return true;
+	return false;
+}
+
 static int read_start_time(int dirfd, uint64_t *start_time)
 {
 	char buf[1024];
@@ -215,12 +232,20 @@ int proc_inspect(const struct ps_policy *policy, pid_t pid, struct proc_facts *f
 	if (r < 0)
 		return r;
 
-	_cleanup_free_ char *argv = malloc(PROC_CMDLINE_MAX_BYTES);
+	/* A firecracker's argv fits a page; only a longer one costs an allocation. */
+	char small[4096];
+	_cleanup_free_ char *large = NULL;
+	char *argv = small;
 	size_t len;
 	bool truncated;
-	if (!argv)
-		return -ENOMEM;
-	r = read_at(dirfd, "cmdline", argv, PROC_CMDLINE_MAX_BYTES, &len, &truncated);
+	r = read_at(dirfd, "cmdline", small, sizeof(small), &len, &truncated);
+	if (r == 0 && truncated) {
+		large = malloc(PROC_CMDLINE_MAX_BYTES);
+		if (!large)
+			return -ENOMEM;
+		argv = large;
+		r = read_at(dirfd, "cmdline", large, PROC_CMDLINE_MAX_BYTES, &len, &truncated);
+	}
 	if (r < 0)
 		return gone_as_esrch(r);
 	const char *argv_path;

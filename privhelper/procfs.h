@@ -43,6 +43,15 @@ int proc_inspect(const struct ps_policy *policy, pid_t pid, struct proc_facts *f
 int proc_exe_is_firecracker(const struct ps_policy *policy, int proc_dirfd, bool *is_fc);
 
 /*
+ * For a process whose exe we may not read (it lives in a user namespace
+ * above ours): could it be a firecracker? Its comm (readable by anyone)
+ * starts as the executable's name cut to 15 bytes; a comm that matches no
+ * policy name rules it out. A firecracker that renamed its main thread
+ * AND sits beyond CAP_SYS_PTRACE's reach would be missed: both are needed.
+ */
+bool proc_comm_may_be_firecracker(const struct ps_policy *policy, int proc_dirfd);
+
+/*
  * The api socket path argv names: exactly one "--api-sock PATH" or
  * "--api-sock=PATH" element, or firecracker's default when there is none.
  * Exposed for tests. Returns 0 with *path pointing into argv, or -ENOENT.

@@ -344,6 +344,7 @@ const char *ps_reason_name(int reason)
 	    [PS_REASON_WRONG_LINK_KIND] = "wrong-link-kind",
 	    [PS_REASON_BAD_NAME] = "bad-name",
 	    [PS_REASON_DEPENDENCY_BUSY] = "dependency-busy",
+	    [PS_REASON_BACKING_CHANGED] = "backing-changed",
 	};
 	if (reason < 0 || reason >= PS_REASON_MAX_ || !names[reason])
 		return "unknown";

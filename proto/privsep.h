@@ -150,6 +150,7 @@ enum ps_reason {
 	PS_REASON_WRONG_LINK_KIND,
 	PS_REASON_BAD_NAME,
 	PS_REASON_DEPENDENCY_BUSY,
+	PS_REASON_BACKING_CHANGED, /* a loop's backing file is not the file its status names */
 	PS_REASON_MAX_,
 };
 

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 SKIP = 77
@@ -152,25 +153,36 @@ class Daemon:
                                      stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, preexec_fn=preexec)
         self.log = ""
+        # Drain stderr all the time: a full pipe would block bangerd's next log line.
+        self._log_cond = threading.Condition()
+        self._log_eof = False
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
         if wait_ready:
             check(self.read_until("ready:"), f"bangerd never became ready:\n{self.log}")
 
-    def read_until(self, needle, timeout=10.0):
-        """Read stderr until needle appears or the bound passes; returns whether it did."""
-        deadline = time.monotonic() + timeout
+    def _drain(self):
         fd = self.proc.stderr.fileno()
-        while needle not in self.log:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            ready, _, _ = select.select([fd], [], [], left)
-            if not ready:
-                continue
+        while True:
             chunk = os.read(fd, 65536)
-            if not chunk:
-                return needle in self.log
-            self.log += chunk.decode(errors="replace")
-        return True
+            with self._log_cond:
+                if not chunk:
+                    self._log_eof = True
+                    self._log_cond.notify_all()
+                    return
+                self.log += chunk.decode(errors="replace")
+                self._log_cond.notify_all()
+
+    def read_until(self, needle, timeout=10.0):
+        """Wait until the log holds needle or the bound passes; returns whether it does."""
+        deadline = time.monotonic() + timeout
+        with self._log_cond:
+            while needle not in self.log and not self._log_eof:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._log_cond.wait(left)
+            return needle in self.log
 
     def helper_pid(self):
         children = f"/proc/{self.proc.pid}/task/{self.proc.pid}/children"

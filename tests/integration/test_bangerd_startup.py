@@ -117,9 +117,12 @@ def case_unprivileged_start():
         os.setgid(user.pw_gid)
         os.setuid(user.pw_uid)
 
-    d = Daemon(user=None, preexec=become_user, wait_ready=False)
+    # The user must be able to create its state dir before it starts.
+    root = tempfile.mkdtemp(prefix="banger-test-unpriv-")
+    os.makedirs(os.path.join(root, "state"))
+    os.chown(os.path.join(root, "state"), user.pw_uid, user.pw_gid)
+    d = Daemon(user=None, preexec=become_user, wait_ready=False, root=root)
     try:
-        os.chmod(d.dir, 0o777)
         check(d.read_until("ready:"), f"not ready:\n{d.log}")
         check("not started as root" in d.log, f"helper did not warn:\n{d.log}")
         check("unprivileged" in d.log, f"bangerd did not say the helper is unprivileged:\n{d.log}")
@@ -128,6 +131,7 @@ def case_unprivileged_start():
         check(int(hs["CapEff"], 16) == 0 and hs["NoNewPrivs"] == "1", "helper has nothing")
     finally:
         d.finish()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def case_config_errors():

@@ -436,24 +436,6 @@ static void exits_on_eof(void)
 	fixture_teardown(&f);
 }
 
-static void teardown_not_implemented(void)
-{
-	struct fixture f;
-	struct ps_teardown q;
-	struct ps_message m;
-	char why[256];
-	fixture_setup(&f, "teardown", true);
-	memset(&q, 0, sizeof(q));
-	strcpy(q.caller.what, "test");
-	strcpy(q.tap, "bgt0");
-	CHECK(ps_send(f.helper.sock, PS_TEARDOWN, 99, &q, sizeof(q), NULL, 0) == 0, "send");
-	CHECK(ps_recv(f.helper.sock, PS_TO_DAEMON, false, &m, why, sizeof(why)) == 1, "recv");
-	CHECK(m.header.type == PS_TEARDOWN_REPLY && m.payload.teardown_reply.err == -ENOSYS &&
-		  m.payload.teardown_reply.count == 0,
-	      "teardown answered ENOSYS");
-	fixture_teardown(&f);
-}
-
 /* --- hostile input -------------------------------------------------------- */
 
 static unsigned char hostile_buf[PS_MAX_MESSAGE_BYTES + 4096];
@@ -699,7 +681,6 @@ static const struct test_case cases[] = {
     {"probe-audit-line", probe_audit_line},
     {"scan-1000-sockets", scan_batch},
     {"exits-on-eof", exits_on_eof},
-    {"teardown-not-implemented", teardown_not_implemented},
 };
 
 int main(int argc, char **argv)

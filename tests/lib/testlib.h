@@ -92,7 +92,8 @@ void t_scan_result_free(struct t_scan_result *r);
 pid_t t_spawn(const char *exe, const char *const *argv, const char *root_dir);
 void t_kill_and_reap(pid_t pid);
 uint64_t t_start_time(pid_t pid);
-/* Processes whose exe even root cannot read here (e.g. a PID 1 with capabilities we lack). */
+/* Processes the helper counts as uninspected: exe unreadable even to root, comm like firecracker.
+ */
 int t_count_unreadable_processes(void);
 /* Number of open fds of this process. */
 int t_count_fds(void);

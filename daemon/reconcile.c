@@ -1,0 +1,304 @@
+/*
+ * Reconcile (DESIGN §3): after every start, and on demand, decide for every
+ * record whether its VM lives, and tear down what dead ones left behind.
+ *
+ * One SCAN of /proc answers for all records at once (the Go daemon ran one
+ * pgrep per VM). Liveness has three answers and only "dead" tears down:
+ * when the helper is gone, or could not inspect every process, a VM it did
+ * not find is "unknown" and nothing of it is touched. A VM found under its
+ * api socket is alive whatever pid it has now (it is adopted). One VM's
+ * failure never stops the others'. Orphans (firecrackers under the roots
+ * that no record owns) are reported, never killed.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon.h"
+#include "json.h"
+#include "log.h"
+
+enum rc_action {
+	RC_KEPT,
+	RC_TORN_DOWN,
+	RC_FAILED,
+	RC_UNKNOWN,
+	RC_CLEAN,
+	RC_RETAINED,
+};
+
+static const char *const rc_action_names[] = {
+    [RC_KEPT] = "kept",	      [RC_TORN_DOWN] = "torn_down", [RC_FAILED] = "failed",
+    [RC_UNKNOWN] = "unknown", [RC_CLEAN] = "clean",	    [RC_RETAINED] = "retained",
+};
+
+struct rc_vm {
+	char id[VM_ID_MAX + 1];
+	enum rc_action action;
+	int32_t pid;
+	const char *reason;
+	struct ps_teardown_reply *results; /* after a teardown, or NULL */
+};
+
+struct rc_waiter {
+	reconcile_done_fn done;
+	void *userdata;
+};
+
+struct reconcile {
+	struct daemon *d;
+	struct ps_caller caller;
+	struct rc_vm *vms;
+	size_t n;
+	struct ps_scan_entry *orphans;
+	size_t n_orphans;
+	size_t pending; /* teardowns still out */
+	int err;
+	struct rc_waiter *waiters;
+	size_t n_waiters;
+};
+
+static int compare_ids(const void *a, const void *b)
+{
+	return strcmp(((const struct rc_vm *)a)->id, ((const struct rc_vm *)b)->id);
+}
+
+static yajl_gen reconcile_report(const struct reconcile *rc)
+{
+	yajl_gen g = varlink_params_begin();
+	if (!g)
+		return NULL;
+	json_gen_string(g, "vms");
+	yajl_gen_array_open(g);
+	for (size_t i = 0; i < rc->n; i++) {
+		const struct rc_vm *v = &rc->vms[i];
+		yajl_gen_map_open(g);
+		json_gen_kv_string(g, "id", v->id);
+		json_gen_kv_string(g, "action", rc_action_names[v->action]);
+		if (v->pid > 0)
+			json_gen_kv_int(g, "pid", v->pid);
+		if (v->reason)
+			json_gen_kv_string(g, "reason", v->reason);
+		if (v->results) {
+			json_gen_string(g, "results");
+			gen_teardown_results(g, v->results);
+		}
+		yajl_gen_map_close(g);
+	}
+	yajl_gen_array_close(g);
+	json_gen_string(g, "orphans");
+	yajl_gen_array_open(g);
+	for (size_t i = 0; i < rc->n_orphans; i++) {
+		yajl_gen_map_open(g);
+		json_gen_kv_int(g, "pid", rc->orphans[i].pid);
+		json_gen_kv_string(g, "api_sock", rc->orphans[i].api_sock);
+		yajl_gen_map_close(g);
+	}
+	yajl_gen_array_close(g);
+	return varlink_params_end(g);
+}
+
+static void reconcile_log(const struct reconcile *rc)
+{
+	size_t counts[ELEMENTSOF(rc_action_names)] = {0};
+	for (size_t i = 0; i < rc->n; i++) {
+		const struct rc_vm *v = &rc->vms[i];
+		counts[v->action]++;
+		if (v->action != RC_KEPT && v->action != RC_CLEAN)
+			log_info("reconcile: vm %s %s%s%s", v->id, rc_action_names[v->action],
+				 v->reason ? ": " : "", v->reason ? v->reason : "");
+	}
+	for (size_t i = 0; i < rc->n_orphans; i++)
+		log_warnx(
+		    "reconcile: orphan firecracker pid %d on %s (no record owns it; not killed)",
+		    rc->orphans[i].pid, rc->orphans[i].api_sock);
+	log_info("reconcile: %zu VMs: %zu kept, %zu torn down, %zu failed, %zu unknown, %zu clean, "
+		 "%zu retained; %zu orphans",
+		 rc->n, counts[RC_KEPT], counts[RC_TORN_DOWN], counts[RC_FAILED],
+		 counts[RC_UNKNOWN], counts[RC_CLEAN], counts[RC_RETAINED], rc->n_orphans);
+}
+
+static void reconcile_finish(struct reconcile *rc)
+{
+	struct daemon *d = rc->d;
+	reconcile_log(rc);
+	d->reconcile = NULL;
+	for (size_t i = 0; i < rc->n_waiters; i++)
+		rc->waiters[i].done(d, rc->err, reconcile_report(rc), rc->waiters[i].userdata);
+	for (size_t i = 0; i < rc->n; i++)
+		free(rc->vms[i].results);
+	free(rc->vms);
+	free(rc->orphans);
+	free(rc->waiters);
+	free(rc);
+}
+
+static void on_vm_teardown(struct daemon *d, const char *id, const struct teardown_outcome *out,
+			   void *userdata)
+{
+	struct reconcile *rc = userdata;
+	struct rc_vm key, *v;
+	(void)d;
+	memcpy(key.id, id, sizeof(key.id));
+	v = bsearch(&key, rc->vms, rc->n, sizeof(*rc->vms), compare_ids);
+	if (v) {
+		if (out->err < 0) {
+			v->action = RC_UNKNOWN;
+			v->reason = "the helper is gone";
+		} else {
+			v->action = out->complete ? RC_TORN_DOWN : RC_FAILED;
+			v->results = malloc(sizeof(*v->results));
+			if (v->results)
+				*v->results = *out->reply;
+		}
+	}
+	if (--rc->pending == 0)
+		reconcile_finish(rc);
+}
+
+/* Does a dead VM hold (or may it hold) anything? */
+static bool holds_resources(const struct vm_entry *e)
+{
+	struct vm_record rec;
+	if (e->has_handles || e->state == VM_STARTING || e->kept_as)
+		return true;
+	cache_entry_get(e, &rec, NULL);
+	return rec.mirror.tap[0] || rec.mirror.n_loops || rec.mirror.n_dm;
+}
+
+/* One VM the scan did not find. */
+static void decide_unfound(struct reconcile *rc, struct rc_vm *v, struct vm_entry *e,
+			   bool scan_complete)
+{
+	struct vm_record rec;
+	if (e->liveness == VM_ALIVE && e->pidfd >= 0) {
+		/* Our pidfd says it lives; a scan that missed it cannot overrule that. */
+		v->action = RC_KEPT;
+		v->pid = e->pid;
+		return;
+	}
+	if (!scan_complete) {
+		e->liveness = VM_UNKNOWN;
+		v->action = RC_UNKNOWN;
+		v->reason = "the helper could not inspect every process";
+		return;
+	}
+	e->liveness = VM_DEAD;
+	if (!holds_resources(e)) {
+		v->action = RC_CLEAN;
+		return;
+	}
+	cache_entry_get(e, &rec, NULL);
+	if (rec.on_exit == VM_ON_EXIT_KEEP) {
+		v->action = RC_RETAINED;
+		v->reason = "dead, but on_exit is keep";
+		return;
+	}
+	if (service_teardown(rc->d, e, &rc->caller, on_vm_teardown, rc) < 0) {
+		v->action = RC_UNKNOWN;
+		v->reason = "the helper is gone";
+		return;
+	}
+	rc->pending++;
+}
+
+static void on_scan(struct helper_client *hc, struct helper_scan_result *res, void *userdata)
+{
+	struct reconcile *rc = userdata;
+	struct daemon *d = rc->d;
+	(void)hc;
+
+	rc->pending = 1; /* held until every VM is decided */
+	if (res->err < 0) {
+		rc->err = res->err;
+		for (size_t i = 0; i < rc->n; i++) {
+			rc->vms[i].action = RC_UNKNOWN;
+			rc->vms[i].reason = "the helper could not scan";
+		}
+	} else {
+		bool *found = calloc(rc->n ? rc->n : 1, sizeof(bool));
+		rc->orphans = calloc(res->count ? res->count : 1, sizeof(*rc->orphans));
+		for (size_t i = 0; i < res->count; i++) {
+			const struct ps_scan_entry *m = &res->entries[i];
+			if (m->kind == PS_SCAN_ORPHAN && rc->orphans) {
+				rc->orphans[rc->n_orphans++] = *m;
+				continue;
+			}
+			struct vm_entry *e =
+			    m->index < rc->n ? cache_find(&d->cache, rc->vms[m->index].id) : NULL;
+			if (!e || !found || res->pidfds[i] < 0)
+				continue;
+			found[m->index] = true;
+			rc->vms[m->index].action = RC_KEPT;
+			rc->vms[m->index].pid = m->pid;
+			service_adopt_process(d, e, m->pid, m->start_time, res->pidfds[i]);
+			res->pidfds[i] = -1;
+		}
+		for (size_t i = 0; found && i < rc->n; i++) {
+			struct vm_entry *e = cache_find(&d->cache, rc->vms[i].id);
+			if (!e) {
+				rc->vms[i].action = RC_CLEAN;
+				rc->vms[i].reason = "unregistered meanwhile";
+			} else if (!found[i]) {
+				decide_unfound(rc, &rc->vms[i], e, res->uninspected == 0);
+			}
+		}
+		if (!found)
+			rc->err = -ENOMEM;
+		free(found);
+	}
+	if (--rc->pending == 0)
+		reconcile_finish(rc);
+}
+
+static int reconcile_add_waiter(struct reconcile *rc, reconcile_done_fn done, void *userdata)
+{
+	struct rc_waiter *w = realloc(rc->waiters, (rc->n_waiters + 1) * sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	rc->waiters = w;
+	rc->waiters[rc->n_waiters++] = (struct rc_waiter){done, userdata};
+	return 0;
+}
+
+int reconcile_start(struct daemon *d, const struct ps_caller *caller, reconcile_done_fn done,
+		    void *userdata)
+{
+	/* One at a time: a second caller gets the report of the one under way. */
+	if (d->reconcile)
+		return reconcile_add_waiter(d->reconcile, done, userdata);
+
+	struct reconcile *rc = calloc(1, sizeof(*rc));
+	size_t cap = cache_count(&d->cache);
+	if (!rc)
+		return -ENOMEM;
+	rc->d = d;
+	rc->caller = *caller;
+	rc->vms = calloc(cap ? cap : 1, sizeof(*rc->vms));
+	char(*socks)[PS_SOCK_PATH_MAX] = calloc(cap ? cap : 1, PS_SOCK_PATH_MAX);
+	const char **sock_ptrs = calloc(cap ? cap : 1, sizeof(char *));
+	int r = rc->vms && socks && sock_ptrs ? reconcile_add_waiter(rc, done, userdata) : -ENOMEM;
+	if (r == 0) {
+		struct vm_entry *e, *tmp;
+		CACHE_FOREACH(&d->cache, e, tmp)
+		memcpy(rc->vms[rc->n++].id, e->id, sizeof(e->id));
+		qsort(rc->vms, rc->n, sizeof(*rc->vms), compare_ids);
+		for (size_t i = 0; i < rc->n; i++) {
+			struct vm_record rec;
+			cache_entry_get(cache_find(&d->cache, rc->vms[i].id), &rec, NULL);
+			memcpy(socks[i], rec.api_sock, PS_SOCK_PATH_MAX);
+			sock_ptrs[i] = socks[i];
+		}
+		r = helper_scan(d->helper, caller, sock_ptrs, rc->n, on_scan, rc);
+	}
+	free(socks);
+	free(sock_ptrs);
+	if (r < 0) {
+		free(rc->vms);
+		free(rc->waiters);
+		free(rc);
+		return r;
+	}
+	d->reconcile = rc;
+	return 0;
+}

@@ -1,0 +1,170 @@
+/*
+ * TEARDOWN: remove what a dead VM left behind, in the order DM -> loops ->
+ * tap (a DM device sits on loops; nothing sits on the tap), one result per
+ * requested resource. Every name of the request is checked against the
+ * policy before anything is touched, so a bad name anywhere is a refusal
+ * of that item only. Something still busy stops the chain: what lies
+ * below it (and the tap) is left standing and reported busy, never torn
+ * out from under a user. Idempotent: a resource already gone is "absent",
+ * which counts as done. Never trusts a name for more than where to look.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include "atomicfile.h"
+#include "helper.h"
+#include "log.h"
+#include "path.h"
+#include "teardown.h"
+
+#define SYSFS_ATTR_MAX_BYTES 4096
+
+static_assert(PS_DM_NAME_MAX <= PS_PATH_MAX && PS_IFNAME_MAX <= PS_PATH_MAX,
+	      "every requested name fits a result's name");
+
+/* What each kind of resource does, indexed by enum ps_resource_kind. */
+struct teardown_kind {
+	bool (*check)(const struct ps_policy *p, struct ps_teardown_result *r);
+	void (*act)(const struct ps_policy *p, struct ps_teardown_result *r);
+};
+
+static const struct teardown_kind teardown_kinds[] = {
+    [PS_RESOURCE_DM] = {dm_name_check, dm_teardown},
+    [PS_RESOURCE_LOOP] = {loop_name_check, loop_teardown},
+    [PS_RESOURCE_TAP] = {tap_name_check, tap_teardown},
+};
+
+int sysfs_read_line(int dirfd, const char *name, char *buf, size_t size)
+{
+	_cleanup_free_ char *data = NULL;
+	size_t len;
+
+	/* A sysfs attribute is at most a page. */
+	int r = read_file_at(dirfd, name, SYSFS_ATTR_MAX_BYTES, &data, &len);
+	if (r < 0)
+		return r;
+	if (len > 0 && data[len - 1] == '\n')
+		data[--len] = '\0';
+	if (len >= size || strlen(data) != len)
+		return len >= size ? -ENAMETOOLONG : -EINVAL;
+	memcpy(buf, data, len + 1);
+	return 0;
+}
+
+void sleep_ms(long ms)
+{
+	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+static void plan_add(const struct ps_policy *p, struct ps_teardown_reply *rep,
+		     enum ps_resource_kind kind, const char *name)
+{
+	struct ps_teardown_result *r = &rep->results[rep->count++];
+	r->kind = kind;
+	/* Cannot fail: no request field is wider than name (PS_PATH_MAX). */
+	field_set(r->name, sizeof(r->name), name);
+	teardown_kinds[kind].check(p, r);
+}
+
+/* One result per requested item, in chain order; refused ones are final already. */
+static void teardown_plan(const struct ps_policy *p, const struct ps_teardown *q,
+			  struct ps_teardown_reply *rep)
+{
+	for (uint32_t i = 0; i < q->n_dm; i++)
+		plan_add(p, rep, PS_RESOURCE_DM, q->dm[i]);
+	for (uint32_t i = 0; i < q->n_loops; i++)
+		plan_add(p, rep, PS_RESOURCE_LOOP, q->loops[i]);
+	if (q->tap[0] != '\0')
+		plan_add(p, rep, PS_RESOURCE_TAP, q->tap);
+}
+
+static bool blocks_chain(const struct ps_teardown_result *r)
+{
+	return r->status == PS_TEARDOWN_BUSY || r->status == PS_TEARDOWN_FAILED;
+}
+
+/*
+ * Act on every item the plan left open. Items of one kind do not block
+ * each other; an item that ends busy or failed blocks every later kind.
+ */
+static void teardown_run(const struct ps_policy *p, struct ps_teardown_reply *rep)
+{
+	bool blocked = false, kind_blocks = false;
+	uint32_t kind = 0;
+
+	for (uint32_t i = 0; i < rep->count; i++) {
+		struct ps_teardown_result *r = &rep->results[i];
+		if (r->kind != kind) {
+			blocked = blocked || kind_blocks;
+			kind = r->kind;
+		}
+		if (r->status != 0)
+			continue;
+		if (blocked)
+			teardown_set(r, PS_TEARDOWN_BUSY, PS_REASON_DEPENDENCY_BUSY, 0);
+		else
+			teardown_kinds[r->kind].act(p, r);
+		kind_blocks = kind_blocks || blocks_chain(r);
+	}
+}
+
+static void audit_results(struct audit_record *a, const struct ps_teardown_reply *rep,
+			  enum ps_resource_kind kind, const char *key)
+{
+	struct strbuf list;
+	strbuf_init(&list);
+	for (uint32_t i = 0; i < rep->count; i++) {
+		const struct ps_teardown_result *r = &rep->results[i];
+		if (r->kind != kind)
+			continue;
+		strbuf_appendf(&list, "%s%s:%s", list.len ? "," : "", r->name,
+			       ps_teardown_status_name((int)r->status));
+		if (r->reason)
+			strbuf_appendf(&list, "(%s)", ps_reason_name(r->reason));
+		else if (r->err && strerrorname_np(-r->err))
+			strbuf_appendf(&list, "(%s)", strerrorname_np(-r->err));
+	}
+	strbuf_append_kv_quoted(&a->args, key, strbuf_str(&list));
+}
+
+/* True when every item is removed or absent; *err gets the first errno of any other. */
+static bool teardown_complete(const struct ps_teardown_reply *rep, int *err)
+{
+	bool complete = true;
+	*err = 0;
+	for (uint32_t i = 0; i < rep->count; i++) {
+		uint32_t s = rep->results[i].status;
+		if (s == PS_TEARDOWN_REMOVED || s == PS_TEARDOWN_ABSENT)
+			continue;
+		complete = false;
+		if (*err == 0)
+			*err = rep->results[i].err;
+	}
+	return complete;
+}
+
+int asroot_teardown(struct helper *h, struct ps_message *m, char *why, size_t why_size)
+{
+	(void)why;
+	(void)why_size;
+	const struct ps_teardown *q = &m->payload.teardown;
+	struct ps_teardown_reply rep;
+	struct audit_record a;
+	int err;
+
+	audit_start(&a, m->header.request_id, &q->caller, "teardown");
+	memset(&rep, 0, sizeof(rep));
+	teardown_plan(&h->policy, q, &rep);
+	teardown_run(&h->policy, &rep);
+
+	audit_results(&a, &rep, PS_RESOURCE_DM, "dm");
+	audit_results(&a, &rep, PS_RESOURCE_LOOP, "loops");
+	audit_results(&a, &rep, PS_RESOURCE_TAP, "tap");
+	bool complete = teardown_complete(&rep, &err);
+	audit_finish(h, &a, complete ? "ok" : "partial", NULL, err);
+	return ps_send(h->sock, PS_TEARDOWN_REPLY, m->header.request_id, &rep, sizeof(rep), NULL,
+		       0);
+}

@@ -1,0 +1,725 @@
+/*
+ * TEARDOWN against real kernel objects: taps, veths, bridges and loop
+ * devices made for the test, then removed or refused by the real helper
+ * with its default test policy (tap prefix "bgt", DM prefix "bangertest-",
+ * loops under the fixture's images dir). One case per run, named by
+ * argv[1]. Needs root. Every object a case creates is tracked and removed
+ * by an atexit handler, so a failed CHECK leaves nothing behind; names
+ * carry the pid, so parallel runs do not collide.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <net/if.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "macro.h"
+#include "path.h"
+#include "testlib.h"
+
+#define MAX_TRACKED 16
+
+/* What this process created, for the atexit cleanup. */
+static struct {
+	char links[MAX_TRACKED][IF_NAMESIZE];
+	size_t n_links;
+	char dm[MAX_TRACKED][PS_DM_NAME_MAX];
+	size_t n_dm;
+	struct {
+		char dev[32];
+		char file[PATH_MAX];
+	} loops[MAX_TRACKED];
+	size_t n_loops;
+	pid_t holders[MAX_TRACKED];
+	size_t n_holders;
+	char mount[PATH_MAX]; /* a bind mount to undo, or "" */
+	char *dir;
+} tracked;
+
+struct fixture {
+	char api_root[512];
+	char loop_root[512];
+	char outside[512]; /* a dir outside every root */
+	struct t_helper helper;
+};
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...)
+{
+	char cmd[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	CHECK(n > 0 && (size_t)n < sizeof(cmd), "command too long");
+	int status = system(cmd);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* The backing file the kernel names for dev ("" when it is not bound). */
+static void loop_backing(const char *dev, char *buf, size_t size)
+{
+	char path[128];
+	buf[0] = '\0';
+	t_pathf(path, sizeof(path), "/sys/block/%s/loop/backing_file", path_basename(dev));
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return;
+	if (!fgets(buf, (int)size, f))
+		buf[0] = '\0';
+	fclose(f);
+	buf[strcspn(buf, "\n")] = '\0';
+}
+
+static bool loop_bound_to(const char *dev, const char *file)
+{
+	char backing[PATH_MAX];
+	loop_backing(dev, backing, sizeof(backing));
+	return strcmp(backing, file) == 0;
+}
+
+static void cleanup_all(void)
+{
+	for (size_t i = 0; i < tracked.n_holders; i++)
+		t_kill_and_reap(tracked.holders[i]);
+	if (tracked.mount[0])
+		umount2(tracked.mount, MNT_DETACH);
+	for (size_t i = 0; i < tracked.n_dm; i++)
+		sh("dmsetup remove --retry '%s' >/dev/null 2>&1", tracked.dm[i]);
+	/* Only a loop still bound to our file: its number may serve another test by now. */
+	for (size_t i = 0; i < tracked.n_loops; i++)
+		if (loop_bound_to(tracked.loops[i].dev, tracked.loops[i].file))
+			sh("losetup -d '%s'", tracked.loops[i].dev);
+	for (size_t i = 0; i < tracked.n_links; i++)
+		if (if_nametoindex(tracked.links[i]) != 0)
+			sh("ip link del '%s'", tracked.links[i]);
+	if (tracked.dir)
+		t_cleanup_dir(tracked.dir);
+}
+
+static void fixture_setup(struct fixture *f, const char *tag)
+{
+	t_require_root();
+	tracked.dir = t_make_temp_dir(tag);
+	atexit(cleanup_all);
+	t_pathf(f->api_root, sizeof(f->api_root), "%s/vms", tracked.dir);
+	t_pathf(f->loop_root, sizeof(f->loop_root), "%s/images", tracked.dir);
+	t_pathf(f->outside, sizeof(f->outside), "%s/outside", tracked.dir);
+	CHECK(mkdir(f->api_root, 0755) == 0, "mkdir");
+	CHECK(mkdir(f->loop_root, 0755) == 0, "mkdir");
+	CHECK(mkdir(f->outside, 0755) == 0, "mkdir");
+	t_helper_start_default(&f->helper, f->api_root, f->loop_root);
+	t_helper_hello(&f->helper);
+}
+
+/* Stop the helper and return all it wrote (its audit lines). Caller frees. */
+static char *fixture_stop(struct fixture *f)
+{
+	t_helper_stop(&f->helper);
+	char *out = t_helper_output(&f->helper);
+	close(f->helper.stderr_fd);
+	fputs(out, stdout); /* meson keeps it in the test log */
+	return out;
+}
+
+static void track_link(const char *name)
+{
+	CHECK(tracked.n_links < MAX_TRACKED, "too many links");
+	snprintf(tracked.links[tracked.n_links++], IF_NAMESIZE, "%s", name);
+}
+
+/* Create a link with `ip`, name first tracked so that cleanup runs whatever happens. */
+static void make_link(const char *name, const char *peer, const char *how)
+{
+	track_link(name);
+	if (peer)
+		track_link(peer);
+	int r = peer ? sh("ip link add %s type veth peer name %s", name, peer) : sh("ip %s", how);
+	CHECK(r == 0, "creating link %s failed", name);
+	CHECK(if_nametoindex(name) != 0, "link %s does not exist", name);
+}
+
+static void make_tap(const char *name, const char *mode)
+{
+	char how[128];
+	t_pathf(how, sizeof(how), "tuntap add dev %s mode %s", name, mode);
+	make_link(name, NULL, how);
+}
+
+/* A 1 MiB file dir/name attached to a fresh loop device; dev gets /dev/loopN. */
+static void make_loop(const char *dir, const char *name, char *file, size_t file_size, char *dev,
+		      size_t dev_size)
+{
+	t_pathf(file, file_size, "%s/%s", dir, name);
+	int fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	CHECK(fd >= 0 && ftruncate(fd, 1 << 20) == 0, "creating %s: %s", file, strerror(errno));
+	close(fd);
+	char cmd[PATH_MAX + 64];
+	t_pathf(cmd, sizeof(cmd), "losetup -f --show '%s'", file);
+	FILE *p = popen(cmd, "r");
+	CHECK(p && fgets(dev, (int)dev_size, p), "losetup -f --show %s", file);
+	dev[strcspn(dev, "\n")] = '\0';
+	CHECK(pclose(p) == 0 && strncmp(dev, "/dev/loop", 9) == 0, "losetup gave '%s'", dev);
+	CHECK(tracked.n_loops < MAX_TRACKED, "too many loops");
+	t_pathf(tracked.loops[tracked.n_loops].dev, sizeof(tracked.loops[0].dev), "%s", dev);
+	t_pathf(tracked.loops[tracked.n_loops].file, sizeof(tracked.loops[0].file), "%s", file);
+	tracked.n_loops++;
+	CHECK(loop_bound_to(dev, file), "%s is not bound to %s", dev, file);
+}
+
+/* A child that holds dev open until it is killed; returns once the device is open. */
+static pid_t hold_open(const char *dev)
+{
+	int ready[2];
+	char c;
+	CHECK(pipe2(ready, O_CLOEXEC) == 0, "pipe");
+	pid_t pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+		/* Not a copy of the helper's socket: the helper must see EOF when we close ours. */
+		close_range(3, (unsigned)ready[1] - 1, 0);
+		close_range((unsigned)ready[1] + 1, ~0U, 0);
+		int fd = open(dev, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 || write(ready[1], "x", 1) != 1)
+			_exit(1);
+		for (;;)
+			pause();
+	}
+	close(ready[1]);
+	CHECK(read(ready[0], &c, 1) == 1, "holder of %s did not open it", dev);
+	close(ready[0]);
+	CHECK(tracked.n_holders < MAX_TRACKED, "too many holders");
+	tracked.holders[tracked.n_holders++] = pid;
+	return pid;
+}
+
+static void release(pid_t pid)
+{
+	t_kill_and_reap(pid);
+	for (size_t i = 0; i < tracked.n_holders; i++)
+		if (tracked.holders[i] == pid)
+			tracked.holders[i] = tracked.holders[--tracked.n_holders];
+}
+
+struct request {
+	const char *dm[PS_TEARDOWN_MAX_DM];
+	const char *loops[PS_TEARDOWN_MAX_LOOPS];
+	const char *tap;
+};
+
+static void teardown(struct fixture *f, const struct request *rq, struct ps_teardown_reply *out)
+{
+	static struct ps_teardown q;
+	struct ps_message m;
+	char why[512];
+	uint64_t id = f->helper.next_id++;
+
+	memset(&q, 0, sizeof(q));
+	strcpy(q.caller.what, "test");
+	for (; q.n_dm < PS_TEARDOWN_MAX_DM && rq->dm[q.n_dm]; q.n_dm++)
+		CHECK(field_set(q.dm[q.n_dm], PS_DM_NAME_MAX, rq->dm[q.n_dm]) == 0, "dm name");
+	for (; q.n_loops < PS_TEARDOWN_MAX_LOOPS && rq->loops[q.n_loops]; q.n_loops++)
+		CHECK(field_set(q.loops[q.n_loops], PS_PATH_MAX, rq->loops[q.n_loops]) == 0,
+		      "loop name");
+	CHECK(field_set(q.tap, sizeof(q.tap), rq->tap ? rq->tap : "") == 0, "tap name");
+	CHECK(ps_send(f->helper.sock, PS_TEARDOWN, id, &q, sizeof(q), NULL, 0) == 0, "send");
+	struct pollfd p = {.fd = f->helper.sock, .events = POLLIN};
+	CHECK(poll(&p, 1, 60000) == 1, "no teardown reply within 60 s");
+	int r = ps_recv(f->helper.sock, PS_TO_DAEMON, false, &m, why, sizeof(why));
+	CHECK(r == 1, "receiving the reply: %d %s", r, r == -EBADMSG ? why : strerror(-r));
+	CHECK(m.header.type == PS_TEARDOWN_REPLY && m.header.request_id == id, "reply type/id");
+	*out = m.payload.teardown_reply;
+	CHECK(out->err == 0, "whole request failed: %s", strerror(-out->err));
+	size_t want = q.n_dm + q.n_loops + (rq->tap ? 1 : 0);
+	CHECK(out->count == want, "%u results for %zu items", out->count, want);
+}
+
+static void expect(const struct ps_teardown_reply *rep, size_t i, int kind, const char *name,
+		   int status, int reason)
+{
+	const struct ps_teardown_result *r = &rep->results[i];
+	CHECK(r->kind == (uint32_t)kind && strcmp(r->name, name) == 0,
+	      "result %zu is %s %s, want %s %s", i, ps_resource_kind_name((int)r->kind), r->name,
+	      ps_resource_kind_name(kind), name);
+	CHECK(r->status == (uint32_t)status && r->reason == reason,
+	      "%s %s: got %s/%s (err %d), want %s/%s", ps_resource_kind_name(kind), name,
+	      ps_teardown_status_name((int)r->status), ps_reason_name(r->reason), r->err,
+	      ps_teardown_status_name(status), ps_reason_name(reason));
+	bool done_or_refused = status == PS_TEARDOWN_REMOVED || status == PS_TEARDOWN_ABSENT ||
+			       status == PS_TEARDOWN_REFUSED || reason == PS_REASON_DEPENDENCY_BUSY;
+	CHECK(done_or_refused ? r->err == 0 : r->err < 0, "%s: err %d with status %s", name, r->err,
+	      ps_teardown_status_name(status));
+}
+
+/*
+ * A second teardown of a device that was removed finds it absent, or, when
+ * a test running in parallel got the free number meanwhile, bound to a file
+ * outside our roots, which the helper must then refuse.
+ */
+static void expect_gone(const struct ps_teardown_reply *rep, size_t i, const char *dev,
+			const char *file)
+{
+	const struct ps_teardown_result *r = &rep->results[i];
+	if (r->status == PS_TEARDOWN_REFUSED && r->reason == PS_REASON_OUTSIDE_ROOTS &&
+	    !loop_bound_to(dev, file))
+		return;
+	if (r->status == PS_TEARDOWN_REMOVED && strcmp(r->name, dev) == 0)
+		return; /* the kernel's autoclear had not finished yet; now it is detached */
+	expect(rep, i, PS_RESOURCE_LOOP, dev, PS_TEARDOWN_ABSENT, PS_REASON_NONE);
+}
+
+static void expect_in_audit(const char *out, const char *needle)
+{
+	CHECK(strstr(out, needle), "audit does not contain '%s':\n%s", needle, out);
+}
+
+/* Exactly n audit lines for teardown requests. */
+static void expect_teardown_lines(const char *out, int n)
+{
+	int count = 0;
+	for (const char *s = out; (s = strstr(s, " op=teardown ")); s++)
+		count++;
+	CHECK(count == n, "%d teardown audit lines, want %d:\n%s", count, n, out);
+}
+
+/* --- taps ------------------------------------------------------------------ */
+
+static void tap_removed(void)
+{
+	struct fixture f;
+	struct ps_teardown_reply rep;
+	char tap[IF_NAMESIZE], needle[64];
+	fixture_setup(&f, "td-tap");
+	t_pathf(tap, sizeof(tap), "bgta%d", (int)getpid());
+	make_tap(tap, "tap");
+	struct request rq = {.tap = tap};
+	teardown(&f, &rq, &rep);
+	expect(&rep, 0, PS_RESOURCE_TAP, tap, PS_TEARDOWN_REMOVED, PS_REASON_NONE);
+	CHECK(if_nametoindex(tap) == 0, "%s still exists", tap);
+	teardown(&f, &rq, &rep);
+	expect(&rep, 0, PS_RESOURCE_TAP, tap, PS_TEARDOWN_ABSENT, PS_REASON_NONE);
+	char *out = fixture_stop(&f);
+	t_pathf(needle, sizeof(needle), "tap=\"%s:removed\" result=ok", tap);
+	expect_in_audit(out, needle);
+	t_pathf(needle, sizeof(needle), "tap=\"%s:absent\" result=ok", tap);
+	expect_in_audit(out, needle);
+	expect_teardown_lines(out, 2);
+	free(out);
+}
+
+/* A link that must be refused: still there afterwards, and the audit line says why. */
+static void expect_tap_refused(struct fixture *f, const char *name, int reason)
+{
+	struct ps_teardown_reply rep;
+	char needle[128];
+	struct request rq = {.tap = name};
+	teardown(f, &rq, &rep);
+	expect(&rep, 0, PS_RESOURCE_TAP, name, PS_TEARDOWN_REFUSED, reason);
+	CHECK(if_nametoindex(name) != 0, "refused link %s was deleted", name);
+	char *out = fixture_stop(f);
+	t_pathf(needle, sizeof(needle), "tap=\"%s:refused(%s)\" result=partial", name,
+		ps_reason_name(reason));
+	expect_in_audit(out, needle);
+	expect_teardown_lines(out, 1);
+	free(out);
+}
+
+static void tap_refused_no_prefix(void)
+{
+	struct fixture f;
+	char tap[IF_NAMESIZE];
+	fixture_setup(&f, "td-noprefix");
+	t_pathf(tap, sizeof(tap), "xb%d", (int)getpid());
+	make_tap(tap, "tap");
+	expect_tap_refused(&f, tap, PS_REASON_MISSING_PREFIX);
+}
+
+static void tap_refused_veth(void)
+{
+	struct fixture f;
+	char veth[IF_NAMESIZE], peer[IF_NAMESIZE];
+	fixture_setup(&f, "td-veth");
+	t_pathf(veth, sizeof(veth), "bgtv%d", (int)getpid());
+	t_pathf(peer, sizeof(peer), "xp%d", (int)getpid());
+	make_link(veth, peer, NULL);
+	expect_tap_refused(&f, veth, PS_REASON_WRONG_LINK_KIND);
+	CHECK(if_nametoindex(peer) != 0, "the veth peer went away");
+}
+
+static void tap_refused_bridge(void)
+{
+	struct fixture f;
+	char br[IF_NAMESIZE], how[64];
+	fixture_setup(&f, "td-bridge");
+	t_pathf(br, sizeof(br), "bgtb%d", (int)getpid());
+	t_pathf(how, sizeof(how), "link add %s type bridge", br);
+	make_link(br, NULL, how);
+	expect_tap_refused(&f, br, PS_REASON_WRONG_LINK_KIND);
+}
+
+static void tap_refused_tun_mode(void)
+{
+	struct fixture f;
+	char tun[IF_NAMESIZE];
+	fixture_setup(&f, "td-tun");
+	t_pathf(tun, sizeof(tun), "bgtn%d", (int)getpid());
+	make_tap(tun, "tun");
+	expect_tap_refused(&f, tun, PS_REASON_WRONG_LINK_KIND);
+}
+
+/* --- loops ----------------------------------------------------------------- */
+
+static void loop_removed(void)
+{
+	struct fixture f;
+	struct ps_teardown_reply rep;
+	char file1[PATH_MAX], dev1[32], file2[PATH_MAX], dev2[32], needle[PATH_MAX + 128];
+	fixture_setup(&f, "td-loop");
+	make_loop(f.loop_root, "a.img", file1, sizeof(file1), dev1, sizeof(dev1));
+	make_loop(f.loop_root, "b.img", file2, sizeof(file2), dev2, sizeof(dev2));
+	struct request rq = {.loops = {dev1, file2}};
+	teardown(&f, &rq, &rep);
+	expect(&rep, 0, PS_RESOURCE_LOOP, dev1, PS_TEARDOWN_REMOVED, PS_REASON_NONE);
+	expect(&rep, 1, PS_RESOURCE_LOOP, file2, PS_TEARDOWN_REMOVED, PS_REASON_NONE);
+	CHECK(!loop_bound_to(dev1, file1), "%s still bound to %s", dev1, file1);
+	CHECK(!loop_bound_to(dev2, file2), "%s still bound to %s", dev2, file2);
+	CHECK(sh("losetup -j '%s' | grep -q .", file1) != 0, "losetup -j still lists %s", file1);
+	CHECK(sh("losetup -j '%s' | grep -q .", file2) != 0, "losetup -j still lists %s", file2);
+	teardown(&f, &rq, &rep);
+	expect_gone(&rep, 0, dev1, file1);
+	expect(&rep, 1, PS_RESOURCE_LOOP, file2, PS_TEARDOWN_ABSENT, PS_REASON_NONE);
+	char *out = fixture_stop(&f);
+	t_pathf(needle, sizeof(needle), "loops=\"%s:removed,%s:removed\"", dev1, file2);
+	expect_in_audit(out, needle);
+	t_pathf(needle, sizeof(needle), ",%s:absent\"", file2);
+	expect_in_audit(out, needle);
+	free(out);
+}
+
+static void loop_refused_outside_roots(void)
+{
+	struct fixture f;
+	struct ps_teardown_reply rep;
+	char file[PATH_MAX], dev[32];
+	fixture_setup(&f, "td-outside");
+	make_loop(f.outside, "x.img", file, sizeof(file), dev, sizeof(dev));
+	struct request rq = {.loops = {dev, file}};
+	teardown(&f, &rq, &rep);
+	/* By device: the kernel's backing file decides; by file: the name alone does. */
+	expect(&rep, 0, PS_RESOURCE_LOOP, dev, PS_TEARDOWN_REFUSED, PS_REASON_OUTSIDE_ROOTS);
+	expect(&rep, 1, PS_RESOURCE_LOOP, file, PS_TEARDOWN_REFUSED, PS_REASON_OUTSIDE_ROOTS);
+	CHECK(loop_bound_to(dev, file), "refused %s was detached", dev);
+	char *out = fixture_stop(&f);
+	expect_in_audit(out, ":refused(outside-roots)\" tap=\"\" result=partial");
+	free(out);
+}
+
+static void loop_refused_bad_name(void)
+{
+	struct fixture f;
+	struct ps_teardown_reply rep;
+	char file[PATH_MAX], dev[32], slash[48], doubled[48], dotdot[PATH_MAX], twice[PATH_MAX];
+	fixture_setup(&f, "td-badname");
+	make_loop(f.loop_root, "x.img", file, sizeof(file), dev, sizeof(dev));
+	/* Spellings that lead to the real loop or its file, and ones that lead elsewhere. */
+	t_pathf(slash, sizeof(slash), "%s/", dev);
+	t_pathf(doubled, sizeof(doubled), "/dev//%s", path_basename(dev));
+	t_pathf(dotdot, sizeof(dotdot), "%s/../images/x.img", f.loop_root);
+	t_pathf(twice, sizeof(twice), "%s//x.img", f.loop_root);
+	struct request rq = {.loops = {"/dev/loop1/../sda", "/dev/loopX", "/dev/sda",
+				       "relative.img", slash, doubled, dotdot, twice}};
+	teardown(&f, &rq, &rep);
+	for (size_t i = 0; i < PS_TEARDOWN_MAX_LOOPS; i++)
+		expect(&rep, i, PS_RESOURCE_LOOP, rq.loops[i], PS_TEARDOWN_REFUSED,
+		       PS_REASON_BAD_NAME);
+	CHECK(loop_bound_to(dev, file), "%s was detached", dev);
+	char *out = fixture_stop(&f);
+	expect_in_audit(out, "loops=\"/dev/loop1/../sda:refused(bad-name),/dev/loopX:refused");
+	expect_in_audit(out, "result=partial");
+	free(out);
+}
+
+static void loop_deleted_backing(void)
+{
+	struct fixture f;
+	struct ps_teardown_reply rep;
+	char file1[PATH_MAX], dev1[32], file2[PATH_MAX], dev2[32];
+	fixture_setup(&f, "td-deleted");
+	make_loop(f.loop_root, "a.img", file1, sizeof(file1), dev1, sizeof(dev1));
+	make_loop(f.loop_root, "b.img", file2, sizeof(file2), dev2, sizeof(dev2));
+	/* An image deleted while its loop lives: the kernel names it "PATH (deleted)". */
+	CHECK(unlink(file1) == 0 && unlink(file2) == 0, "unlink");
+	struct request rq = {.loops = {dev1, file2}};
+	teardown(&f, &rq, &rep);
+	expect(&rep, 0, PS_RESOURCE_LOOP, dev1, PS_TEARDOWN_REMOVED, PS_REASON_NONE);
+	expect(&rep, 1, PS_RESOURCE_LOOP, file2, PS_TEARDOWN_REMOVED, PS_REASON_NONE);
+	char backing[PATH_MAX];
+	loop_backing(dev1, backing, sizeof(backing));
+	CHECK(!strstr(backing, file1), "%s still bound to %s", dev1, backing);
+	loop_backing(dev2, backing, sizeof(backing));
+	CHECK(!strstr(backing, file2), "%s still bound to %s", dev2, backing);
+	free(fixture_stop(&f));
+}
+
+/*
+ * The kernel's path for a backing file can lead somewhere else by the time
+ * it is read: here a bind mount covers the images dir with a decoy of the
+ * same name. The file there is not the loop's file, so nothing is detached.
+ */
+static void loop_backing_changed(void)
+{
+	struct fixture f;
+	struct ps_teardown_reply rep;
+	char file[PATH_MAX], dev[32], decoy_dir[600], decoy[PATH_MAX];
+	fixture_setup(&f, "td-changed");
+	make_loop(f.loop_root, "a.img", file, sizeof(file), dev, sizeof(dev));
+	t_pathf(decoy_dir, sizeof(decoy_dir), "%s/decoy", f.outside);
+	t_pathf(decoy, sizeof(decoy), "%s/a.img", decoy_dir);
+	CHECK(mkdir(decoy_dir, 0755) == 0, "mkdir");
+	int fd = open(decoy, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	CHECK(fd >= 0, "creating %s", decoy);
+	close(fd);
+	if (mount(decoy_dir, f.loop_root, NULL, MS_BIND, NULL) < 0)
+		SKIP("bind mount not permitted here: %s", strerror(errno));
+	t_pathf(tracked.mount, sizeof(tracked.mount), "%s", f.loop_root);
+	struct request rq = {.loops = {dev}};
+	teardown(&f, &rq, &rep);
+	expect(&rep, 0, PS_RESOURCE_LOOP, dev, PS_TEARDOWN_REFUSED, PS_REASON_BACKING_CHANGED);
+	CHECK(loop_bound_to(dev, file), "%s was detached", dev);
+	CHECK(umount2(f.loop_root, MNT_DETACH) == 0, "umount %s", f.loop_root);
+	tracked.mount[0] = '\0';
+	teardown(&f, &rq, &rep);
+	expect(&rep, 0, PS_RESOURCE_LOOP, dev, PS_TEARDOWN_REMOVED, PS_REASON_NONE);
+	char *out = fixture_stop(&f);
+	expect_in_audit(out, ":refused(backing-changed)\"");
+	free(out);
+}
+
+static void loop_busy(void)
+{
+	struct fixture f;
+	struct ps_teardown_reply rep;
+	char file[PATH_MAX], dev[32];
+	fixture_setup(&f, "td-busy");
+	make_loop(f.loop_root, "x.img", file, sizeof(file), dev, sizeof(dev));
+	pid_t holder = hold_open(dev);
+	struct request rq = {.loops = {dev}};
+	teardown(&f, &rq, &rep);
+	expect(&rep, 0, PS_RESOURCE_LOOP, dev, PS_TEARDOWN_BUSY, PS_REASON_NONE);
+	CHECK(rep.results[0].err == -EBUSY, "err %d, want -EBUSY", rep.results[0].err);
+	CHECK(loop_bound_to(dev, file), "busy %s was detached under its holder", dev);
+	release(holder);
+	teardown(&f, &rq, &rep);
+	/* The deferred detach (autoclear) has most likely finished it when the holder closed. */
+	expect_gone(&rep, 0, dev, file);
+	CHECK(!loop_bound_to(dev, file), "%s still bound", dev);
+	char *out = fixture_stop(&f);
+	char needle[128];
+	t_pathf(needle, sizeof(needle), "loops=\"%s:busy(EBUSY)\"", dev);
+	expect_in_audit(out, needle);
+	free(out);
+}
+
+/* --- device mapper --------------------------------------------------------- */
+
+static void dm_policy(void)
+{
+	struct fixture f;
+	struct ps_teardown_reply rep;
+	char longest[PS_DM_NAME_MAX];
+	fixture_setup(&f, "td-dm");
+	/* 127 bytes, the longest name DM allows: valid, and nowhere to be found. */
+	memset(longest, 'x', sizeof(longest) - 1);
+	longest[sizeof(longest) - 1] = '\0';
+	memcpy(longest, "bangertest-", strlen("bangertest-"));
+	struct request rq = {.dm = {"other-vm1", "bangertest-a/b", "BANGERTEST-vm1", longest,
+				    "bangertest-never-created"}};
+	teardown(&f, &rq, &rep);
+	expect(&rep, 0, PS_RESOURCE_DM, "other-vm1", PS_TEARDOWN_REFUSED, PS_REASON_MISSING_PREFIX);
+	expect(&rep, 1, PS_RESOURCE_DM, "bangertest-a/b", PS_TEARDOWN_REFUSED, PS_REASON_BAD_NAME);
+	expect(&rep, 2, PS_RESOURCE_DM, "BANGERTEST-vm1", PS_TEARDOWN_REFUSED,
+	       PS_REASON_MISSING_PREFIX);
+	expect(&rep, 3, PS_RESOURCE_DM, longest, PS_TEARDOWN_ABSENT, PS_REASON_NONE);
+	expect(&rep, 4, PS_RESOURCE_DM, "bangertest-never-created", PS_TEARDOWN_ABSENT,
+	       PS_REASON_NONE);
+
+	/*
+	 * Over-long (128 bytes and more) cannot even be spelled on the wire:
+	 * the field has no room for its terminator, and the helper treats
+	 * that as the protocol violation it is: it exits, having done nothing.
+	 */
+	static unsigned char buf[sizeof(struct ps_header) + sizeof(struct ps_teardown)];
+	struct ps_header h = {PS_MAGIC, PS_PROTOCOL_VERSION,	    PS_TEARDOWN,
+			      77,	sizeof(struct ps_teardown), 0};
+	struct ps_teardown *q = (struct ps_teardown *)(buf + sizeof(h));
+	memcpy(buf, &h, sizeof(h));
+	strcpy(q->caller.what, "test");
+	q->n_dm = 1;
+	memset(q->dm[0], 'x', PS_DM_NAME_MAX);
+	memcpy(q->dm[0], "bangertest-", strlen("bangertest-"));
+	CHECK(t_send_raw(f.helper.sock, buf, sizeof(buf), NULL, 0) == 0, "send");
+	int status = t_helper_wait(&f.helper, 5000);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 1, "helper exit status 0x%x", status);
+	char *out = fixture_stop(&f);
+	expect_in_audit(out, "dm=\"other-vm1:refused(missing-prefix),bangertest-a/b:refused(bad-");
+	expect_in_audit(out, "violation=\"teardown.dm[0]: unterminated string");
+	expect_teardown_lines(out, 1);
+	free(out);
+}
+
+static bool dm_exists(const char *name)
+{
+	return sh("dmsetup info '%s' >/dev/null 2>&1", name) == 0;
+}
+
+static void dm_create(const char *name, const char *uuid, const char *dev)
+{
+	CHECK(tracked.n_dm < MAX_TRACKED, "too many dm devices");
+	t_pathf(tracked.dm[tracked.n_dm++], PS_DM_NAME_MAX, "%s", name);
+	CHECK(sh("dmsetup create '%s' --uuid '%s' --table '0 2048 linear %s 0'", name, uuid, dev) ==
+		  0,
+	      "dmsetup create %s", name);
+}
+
+static void dm_real(void)
+{
+	struct fixture f;
+	struct ps_teardown_reply rep;
+	char file[PATH_MAX], dev[32], good[64], bad[64], uuid[64], bad_uuid[64];
+	int control = open("/dev/mapper/control", O_RDWR | O_CLOEXEC);
+	if (control < 0)
+		SKIP("cannot open /dev/mapper/control (%s): this kernel has no device-mapper; "
+		     "real DM removal is proven in the VM tier",
+		     strerror(errno));
+	close(control);
+	fixture_setup(&f, "td-dmreal");
+	make_loop(f.loop_root, "dm.img", file, sizeof(file), dev, sizeof(dev));
+	t_pathf(good, sizeof(good), "bangertest-%d", (int)getpid());
+	t_pathf(uuid, sizeof(uuid), "BANGERT-%d", (int)getpid());
+	t_pathf(bad, sizeof(bad), "bangertest-%d-b", (int)getpid());
+	t_pathf(bad_uuid, sizeof(bad_uuid), "OTHER-%d", (int)getpid());
+	dm_create(good, uuid, dev);
+	dm_create(bad, bad_uuid, dev);
+	struct request rq = {.dm = {good, bad}};
+	teardown(&f, &rq, &rep);
+	expect(&rep, 0, PS_RESOURCE_DM, good, PS_TEARDOWN_REMOVED, PS_REASON_NONE);
+	expect(&rep, 1, PS_RESOURCE_DM, bad, PS_TEARDOWN_REFUSED, PS_REASON_MISSING_UUID_PREFIX);
+	CHECK(!dm_exists(good), "%s still exists", good);
+	CHECK(dm_exists(bad), "%s (foreign uuid) was removed", bad);
+	teardown(&f, &rq, &rep);
+	expect(&rep, 0, PS_RESOURCE_DM, good, PS_TEARDOWN_ABSENT, PS_REASON_NONE);
+	free(fixture_stop(&f));
+}
+
+/* --- the chain and whole requests ------------------------------------------ */
+
+static void chain(void)
+{
+	struct fixture f;
+	struct ps_teardown_reply rep;
+	char file[PATH_MAX], dev[32], tap[IF_NAMESIZE], needle[128];
+	fixture_setup(&f, "td-chain");
+	make_loop(f.loop_root, "x.img", file, sizeof(file), dev, sizeof(dev));
+	t_pathf(tap, sizeof(tap), "bgtc%d", (int)getpid());
+	make_tap(tap, "tap");
+	pid_t holder = hold_open(dev);
+	struct request rq = {.loops = {dev}, .tap = tap};
+	teardown(&f, &rq, &rep);
+	expect(&rep, 0, PS_RESOURCE_LOOP, dev, PS_TEARDOWN_BUSY, PS_REASON_NONE);
+	expect(&rep, 1, PS_RESOURCE_TAP, tap, PS_TEARDOWN_BUSY, PS_REASON_DEPENDENCY_BUSY);
+	CHECK(if_nametoindex(tap) != 0, "tap %s removed although its loop was busy", tap);
+	release(holder);
+	teardown(&f, &rq, &rep);
+	expect_gone(&rep, 0, dev, file);
+	expect(&rep, 1, PS_RESOURCE_TAP, tap, PS_TEARDOWN_REMOVED, PS_REASON_NONE);
+	CHECK(if_nametoindex(tap) == 0, "%s still exists", tap);
+	char *out = fixture_stop(&f);
+	t_pathf(needle, sizeof(needle), "tap=\"%s:busy(dependency-busy)\" result=partial", tap);
+	expect_in_audit(out, needle);
+	free(out);
+}
+
+static void mixed(void)
+{
+	struct fixture f;
+	struct ps_teardown_reply rep;
+	char file1[PATH_MAX], dev1[32], file2[PATH_MAX], dev2[32], out_file[PATH_MAX], out_dev[32];
+	char tap[IF_NAMESIZE], dm[64];
+	fixture_setup(&f, "td-mixed");
+	make_loop(f.loop_root, "a.img", file1, sizeof(file1), dev1, sizeof(dev1));
+	make_loop(f.loop_root, "b.img", file2, sizeof(file2), dev2, sizeof(dev2));
+	make_loop(f.outside, "c.img", out_file, sizeof(out_file), out_dev, sizeof(out_dev));
+	t_pathf(tap, sizeof(tap), "bgtm%d", (int)getpid());
+	make_tap(tap, "tap");
+	t_pathf(dm, sizeof(dm), "bangertest-%d", (int)getpid());
+	struct request rq = {.dm = {dm, "foreign-vm"}, .loops = {dev1, out_dev, file2}, .tap = tap};
+	teardown(&f, &rq, &rep);
+	expect(&rep, 0, PS_RESOURCE_DM, dm, PS_TEARDOWN_ABSENT, PS_REASON_NONE);
+	expect(&rep, 1, PS_RESOURCE_DM, "foreign-vm", PS_TEARDOWN_REFUSED,
+	       PS_REASON_MISSING_PREFIX);
+	expect(&rep, 2, PS_RESOURCE_LOOP, dev1, PS_TEARDOWN_REMOVED, PS_REASON_NONE);
+	expect(&rep, 3, PS_RESOURCE_LOOP, out_dev, PS_TEARDOWN_REFUSED, PS_REASON_OUTSIDE_ROOTS);
+	expect(&rep, 4, PS_RESOURCE_LOOP, file2, PS_TEARDOWN_REMOVED, PS_REASON_NONE);
+	expect(&rep, 5, PS_RESOURCE_TAP, tap, PS_TEARDOWN_REMOVED, PS_REASON_NONE);
+	CHECK(loop_bound_to(out_dev, out_file), "refused %s was detached", out_dev);
+	CHECK(!loop_bound_to(dev1, file1) && !loop_bound_to(dev2, file2), "loops still bound");
+	CHECK(if_nametoindex(tap) == 0, "%s still exists", tap);
+
+	teardown(&f, &rq, &rep);
+	expect(&rep, 0, PS_RESOURCE_DM, dm, PS_TEARDOWN_ABSENT, PS_REASON_NONE);
+	expect(&rep, 1, PS_RESOURCE_DM, "foreign-vm", PS_TEARDOWN_REFUSED,
+	       PS_REASON_MISSING_PREFIX);
+	expect_gone(&rep, 2, dev1, file1);
+	expect(&rep, 3, PS_RESOURCE_LOOP, out_dev, PS_TEARDOWN_REFUSED, PS_REASON_OUTSIDE_ROOTS);
+	expect(&rep, 4, PS_RESOURCE_LOOP, file2, PS_TEARDOWN_ABSENT, PS_REASON_NONE);
+	expect(&rep, 5, PS_RESOURCE_TAP, tap, PS_TEARDOWN_ABSENT, PS_REASON_NONE);
+	CHECK(loop_bound_to(out_dev, out_file), "refused %s was detached", out_dev);
+	char *out = fixture_stop(&f);
+	expect_teardown_lines(out, 2);
+	free(out);
+}
+
+struct test_case {
+	const char *name;
+	void (*run)(void);
+};
+
+static const struct test_case cases[] = {
+    {"tap-removed", tap_removed},
+    {"tap-refused-no-prefix", tap_refused_no_prefix},
+    {"tap-refused-veth", tap_refused_veth},
+    {"tap-refused-bridge", tap_refused_bridge},
+    {"tap-refused-tun-mode", tap_refused_tun_mode},
+    {"loop-removed", loop_removed},
+    {"loop-refused-outside-roots", loop_refused_outside_roots},
+    {"loop-refused-bad-name", loop_refused_bad_name},
+    {"loop-deleted-backing", loop_deleted_backing},
+    {"loop-backing-changed", loop_backing_changed},
+    {"loop-busy", loop_busy},
+    {"dm-policy", dm_policy},
+    {"dm-real", dm_real},
+    {"chain", chain},
+    {"mixed", mixed},
+};
+
+int main(int argc, char **argv)
+{
+	signal(SIGPIPE, SIG_IGN);
+	CHECK(argc == 2, "usage: %s CASE", argv[0]);
+	for (size_t i = 0; i < ELEMENTSOF(cases); i++)
+		if (strcmp(cases[i].name, argv[1]) == 0) {
+			cases[i].run();
+			return 0;
+		}
+	CHECK(false, "unknown case %s", argv[1]);
+}
