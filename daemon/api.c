@@ -724,7 +724,7 @@ static void method_get_status(struct varlink_call *c, yajl_val params, void *use
 		json_gen_kv_int(g, "running", counts[VM_RUNNING]);
 		json_gen_kv_int(g, "stopped", counts[VM_STOPPED]);
 		yajl_gen_map_close(g);
-		json_gen_kv_int(g, "helper_pid", d->helper_pid);
+		json_gen_kv_int(g, "helper_pid", d->helper_said_pid);
 		json_gen_kv_bool(g, "helper_privileged", d->helper_privileged);
 		json_gen_string(g, "counters");
 		yajl_gen_map_open(g);

@@ -40,6 +40,11 @@ static int set_helper(struct banger_config *c, const char *v)
 	return set_path(c->helper, sizeof(c->helper), v);
 }
 
+static int set_helper_socket(struct banger_config *c, const char *v)
+{
+	return set_path(c->helper_socket, sizeof(c->helper_socket), v);
+}
+
 static int set_audit_log(struct banger_config *c, const char *v)
 {
 	return set_path(c->audit_log, sizeof(c->audit_log), v);
@@ -133,6 +138,8 @@ static const struct config_key config_keys[] = {
     {"admin_group", "admin-group", set_admin_group, NULL, "GROUP",
      "members may call mutating methods"},
     {"helper", "helper", set_helper, NULL, "PATH", "banger-privhelper executable"},
+    {"helper_socket", "helper-socket", set_helper_socket, NULL, "PATH",
+     "split mode: the helper\'s socket (no spawn)"},
     {"audit_log", "audit-log", set_audit_log, NULL, "FILE", "helper's audit log file"},
     {"log_level", "log-level", set_log_level, NULL, "LEVEL", "error|warning|notice|info|debug"},
     {"tap_prefix", "tap-prefix", set_tap_prefix, NULL, "PREFIX", "tap devices banger may delete"},

@@ -19,6 +19,7 @@ struct banger_config {
 	char listen[PATH_MAX];
 	char user[64]; /* empty: stay the user we were started as */
 	char helper[PATH_MAX];
+	char helper_socket[PATH_MAX]; /* split mode: connect here instead of spawning */
 	char audit_log[PATH_MAX];
 	char admin_group[64]; /* members may call mutating methods; empty: none */
 	int log_level;

@@ -31,7 +31,8 @@ struct daemon {
 	struct banger_config cfg;
 	struct event_base *base;
 	struct helper_client *helper;
-	pid_t helper_pid;
+	pid_t helper_pid;      /* our child in spawn mode (to reap), 0 in split mode */
+	pid_t helper_said_pid; /* what the helper reported in HELLO: the process doing the work */
 	bool helper_privileged;
 	uid_t uid;
 	gid_t gid;

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -163,6 +164,23 @@ int helper_spawn(const char *helper_path, const struct ps_policy *policy, const 
 	}
 	*pid_out = pid;
 	return sv[0];
+}
+
+int helper_connect(const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (field_set(sa.sun_path, sizeof(sa.sun_path), path) < 0)
+		return -ENAMETOOLONG;
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return negative_errno();
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    fcntl(fd, F_SETFL, O_NONBLOCK) < 0) {
+		int r = negative_errno();
+		close(fd);
+		return r;
+	}
+	return fd;
 }
 
 static void scan_result_release(struct helper_scan_result *res)

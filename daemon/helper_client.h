@@ -47,6 +47,9 @@ typedef void (*helper_dead_cb)(struct helper_client *hc, const char *why, void *
 int helper_spawn(const char *helper_path, const struct ps_policy *policy, const char *audit_log,
 		 int log_level, pid_t *pid_out);
 
+/* Split mode: connect to the helper's socket (systemd starts a helper per connection). */
+int helper_connect(const char *path);
+
 struct helper_client *helper_client_new(struct event_base *base, int sock, pid_t pid,
 					helper_dead_cb on_dead, void *userdata);
 /* Closes the socket (the helper exits on EOF) and fails pending requests with -ECANCELED. */

@@ -216,7 +216,7 @@ static void on_startup_reconciled(struct daemon *d, int err, yajl_gen report, vo
 	d->ready = true;
 	log_info("ready: running as uid %u gid %u, state dir %s, %zu VMs, helper pid %d (%s)",
 		 (unsigned)getuid(), (unsigned)getgid(), d->cfg.state_dir, cache_count(&d->cache),
-		 d->helper_pid,
+		 d->helper_said_pid,
 		 d->helper_privileged ? "root with four capabilities"
 				      : "unprivileged: privileged requests will fail with EPERM");
 	sd_notifyf(0, "READY=1\nSTATUS=ready, %zu VMs", cache_count(&d->cache));
@@ -251,7 +251,7 @@ static void on_hello(struct helper_client *hc, struct helper_reply *reply, void 
 		return;
 	}
 	d->helper_privileged = r->flags & PS_HELLO_PRIVILEGED;
-	d->helper_pid = r->helper_pid;
+	d->helper_said_pid = r->helper_pid;
 
 	char why[512];
 	if (store_open(&d->store, d->cfg.state_dir, why, sizeof(why)) < 0) {
@@ -261,9 +261,16 @@ static void on_hello(struct helper_client *hc, struct helper_reply *reply, void 
 	}
 	struct ps_caller caller = {
 	    .uid = (uint32_t)d->uid, .gid = (uint32_t)d->gid, .what = "startup-reconcile"};
-	if (service_load(d) < 0 || reconcile_start(d, &caller, on_startup_reconciled, NULL) < 0) {
-		log_errx("cannot load the VM records");
+	int err = service_load(d);
+	if (err < 0) {
+		log_errx("cannot load the VM records: %s", strerror(-err));
 		daemon_stop(d, 1);
+		return;
+	}
+	err = reconcile_start(d, &caller, on_startup_reconciled, NULL);
+	if (err < 0) {
+		log_errx("cannot start reconcile: %s", strerror(-err));
+		daemon_stop(d, EXIT_HELPER);
 	}
 }
 
@@ -328,20 +335,33 @@ static void startup_as_root_or_user(struct daemon *d, int argc, char **argv)
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
 
-	pid_t pid;
-	int sock =
-	    helper_spawn(d->cfg.helper, &d->cfg.policy, d->cfg.audit_log, d->cfg.log_level, &pid);
-	if (sock < 0)
-		fatalx(EXIT_HELPER, "cannot start %s: %s", d->cfg.helper, strerror(-sock));
-	d->helper_pid = pid;
+	/* Spawn mode forks the helper while still root; split mode has nothing to spawn. */
+	pid_t pid = 0;
+	int sock = -1;
+	bool split = d->cfg.helper_socket[0] != '\0';
+	if (!split) {
+		sock = helper_spawn(d->cfg.helper, &d->cfg.policy, d->cfg.audit_log,
+				    d->cfg.log_level, &pid);
+		if (sock < 0)
+			fatalx(EXIT_HELPER, "cannot start %s: %s", d->cfg.helper, strerror(-sock));
+		d->helper_pid = pid;
+	}
 
 	if (root)
 		r = privdrop_to(d->uid, d->gid, why, sizeof(why));
 	else
 		r = privdrop_unprivileged(why, sizeof(why));
 	if (r < 0) {
-		kill(pid, SIGKILL);
+		if (pid > 0)
+			kill(pid, SIGKILL);
 		fatalx(1, "dropping privileges failed: %s", why);
+	}
+	if (split) {
+		/* As the daemon user: the helper checks that it is us at the other end. */
+		sock = helper_connect(d->cfg.helper_socket);
+		if (sock < 0)
+			fatalx(EXIT_HELPER, "cannot connect to the helper at %s: %s",
+			       d->cfg.helper_socket, strerror(-sock));
 	}
 
 	d->base = event_base_new();

@@ -32,7 +32,12 @@ void service_emit(struct daemon *d, const char *kind, const char *id, int pid, c
 {
 	struct watcher *w;
 	d->events++;
-	log_info("event %s vm %s%s%s", kind, id, detail ? ": " : "", detail ? detail : "");
+	/* The mutating calls behind registered/handles_set/... are logged already; the rest is
+	 * news. */
+	bool news = strcmp(kind, "registered") != 0 && strcmp(kind, "handles_set") != 0 &&
+		    strcmp(kind, "cleared") != 0 && strcmp(kind, "unregistered") != 0;
+	log_emit(news ? LOG_LEVEL_INFO : LOG_LEVEL_DEBUG, 0, "event %s vm %s%s%s", kind, id,
+		 detail ? ": " : "", detail ? detail : "");
 	TAILQ_FOREACH(w, &d->watchers, link)
 	{
 		yajl_gen g = varlink_params_begin();

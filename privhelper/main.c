@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,13 +42,16 @@ static void usage(FILE *out)
 		"Usage: banger-privhelper --tap-prefix P --dm-prefix P --dm-uuid-prefix P\n"
 		"                         --loop-root DIR... --api-sock-root DIR...\n"
 		"                         [--firecracker-name NAME...] [--audit-log FILE]\n"
-		"                         [--log-level LEVEL]\n"
+		"                         [--log-level LEVEL] [--daemon-user NAME]\n"
 		"\n"
 		"Privileged helper of bangerd. Not for interactive use: bangerd starts it with\n"
-		"a connected SOCK_SEQPACKET socket on fd 3. See banger-privhelper(8).\n");
+		"a connected SOCK_SEQPACKET socket on fd 3, or systemd hands it one accepted\n"
+		"connection (LISTEN_FDS=1) from bangerd, which must run as --daemon-user.\n"
+		"See banger-privhelper(8).\n");
 }
 
-static void parse_args(int argc, char **argv, struct ps_policy *policy, const char **audit_log)
+static void parse_args(int argc, char **argv, struct ps_policy *policy, const char **audit_log,
+		       const char **daemon_user)
 {
 	enum {
 		OPT_TAP = 256,
@@ -57,7 +61,8 @@ static void parse_args(int argc, char **argv, struct ps_policy *policy, const ch
 		OPT_API,
 		OPT_NAME,
 		OPT_AUDIT,
-		OPT_LOG
+		OPT_LOG,
+		OPT_DAEMON_USER
 	};
 	static const struct option options[] = {
 	    {"tap-prefix", required_argument, NULL, OPT_TAP},
@@ -68,6 +73,7 @@ static void parse_args(int argc, char **argv, struct ps_policy *policy, const ch
 	    {"firecracker-name", required_argument, NULL, OPT_NAME},
 	    {"audit-log", required_argument, NULL, OPT_AUDIT},
 	    {"log-level", required_argument, NULL, OPT_LOG},
+	    {"daemon-user", required_argument, NULL, OPT_DAEMON_USER},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
@@ -98,6 +104,9 @@ static void parse_args(int argc, char **argv, struct ps_policy *policy, const ch
 			break;
 		case OPT_AUDIT:
 			*audit_log = optarg;
+			break;
+		case OPT_DAEMON_USER:
+			*daemon_user = optarg;
 			break;
 		case OPT_LOG:
 			r = log_level_from_string(optarg);
@@ -207,20 +216,59 @@ static int open_audit_log(const char *path)
 	return fd;
 }
 
+/* Started by systemd (split mode): fd 3 is one accepted connection, handed over with LISTEN_FDS. */
+static bool socket_activated(void)
+{
+	const char *fds = getenv("LISTEN_FDS"), *pid = getenv("LISTEN_PID");
+	bool activated = fds && pid && strcmp(fds, "1") == 0 && atol(pid) == (long)getpid();
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDNAMES");
+	return activated;
+}
+
+/*
+ * In split mode anyone in the socket's group could connect: only the
+ * daemon user may speak to us. Refused peers get an audit line and we exit.
+ */
+static void check_peer(struct helper *h, const char *daemon_user)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	if (!daemon_user)
+		fatalx(EXIT_USAGE,
+		       "socket-activated without --daemon-user: refusing to serve anyone");
+	struct passwd *pw = getpwnam(daemon_user);
+	if (!pw)
+		fatalx(EXIT_USAGE, "--daemon-user %s: no such user", daemon_user);
+	if (getsockopt(HELPER_SOCKET_FD, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		fatal(1, "SO_PEERCRED");
+	if (cred.uid != pw->pw_uid) {
+		char why[160];
+		snprintf(why, sizeof(why), "peer uid %u pid %d is not the daemon user %s (uid %u)",
+			 (unsigned)cred.uid, (int)cred.pid, daemon_user, (unsigned)pw->pw_uid);
+		audit_violation(h, why);
+		exit(1);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	struct helper h = {.sock = HELPER_SOCKET_FD, .audit_fd = -1};
-	const char *audit_log = NULL;
+	const char *audit_log = NULL, *daemon_user = NULL;
 	char why[512];
 
 	log_init("banger-privhelper", LOG_LEVEL_INFO);
-	parse_args(argc, argv, &h.policy, &audit_log);
+	parse_args(argc, argv, &h.policy, &audit_log, &daemon_user);
+	bool split = socket_activated();
 	setup_fds();
-	/* If bangerd dies we must not outlive it, even mid-request. EOF covers the rest. */
-	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+	/* Spawned by bangerd: we must not outlive it, even mid-request. EOF covers the rest. */
+	if (!split && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
 		fatal(1, "PR_SET_PDEATHSIG");
 	if (audit_log)
 		h.audit_fd = open_audit_log(audit_log);
+	if (split)
+		check_peer(&h, daemon_user);
 	drop_privileges(&h);
 	log_info("ready (pid %d, uid %d, %s)", getpid(), geteuid(),
 		 h.privileged ? "four capabilities" : "unprivileged");

@@ -12,6 +12,7 @@ import pwd
 import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 import time
 
@@ -19,8 +20,8 @@ sys_path_dir = os.path.dirname(os.path.abspath(__file__))
 import sys  # noqa: E402
 
 sys.path.insert(0, sys_path_dir)
-from bangertest import (IFACE, Daemon, TEST_USER, Varlink, check, require_root,  # noqa: E402
-                        run_cases, skip, status_of, wait_pid_gone, wait_until)
+from bangertest import (HELPER, IFACE, Daemon, TEST_USER, Varlink, check,  # noqa: E402
+                        require_root, run_cases, skip, status_of, wait_pid_gone, wait_until)
 
 # CAP_DAC_READ_SEARCH (2), CAP_NET_ADMIN (12), CAP_SYS_PTRACE (19), CAP_SYS_ADMIN (21)
 HELPER_CAPS = (1 << 2) | (1 << 12) | (1 << 19) | (1 << 21)
@@ -197,7 +198,69 @@ def case_socket_activation():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def case_split_mode():
+    """Both halves started the way systemd starts them: each from its own socket unit."""
+    require_root()
+    activate = shutil.which("systemd-socket-activate")
+    if not activate:
+        skip("systemd-socket-activate (Debian's systemd package) is not installed")
+    tmp = tempfile.mkdtemp(prefix="banger-test-split-")
+    os.chmod(tmp, 0o755)
+    helper_sock = os.path.join(tmp, "privhelper.sock")
+    notify_path = os.path.join(tmp, "notify.sock")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(notify_path)
+    os.chmod(notify_path, 0o666)
+    control = os.path.join(tmp, "control.sock")
+    d = None
+    # banger-privhelper.socket: Accept=yes, one helper per connection, fd 3 = the connection.
+    helper_unit = subprocess.Popen(
+        [activate, "--seqpacket", "--accept", "-l", helper_sock, HELPER,
+         "--tap-prefix", "bgt", "--dm-prefix", "bangertest-", "--dm-uuid-prefix", "BANGERT-",
+         "--loop-root", os.path.join(tmp, "images"), "--api-sock-root", os.path.join(tmp, "vms"),
+         "--daemon-user", TEST_USER],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: os.path.exists(helper_sock), 5, "the helper socket")
+        os.chmod(helper_sock, 0o666)  # the unit's SocketGroup=banger, here: anyone may try
+        # A connection from the wrong uid (root, not the daemon user) is refused and audited.
+        intruder = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        intruder.connect(helper_sock)
+        intruder.settimeout(10)
+        check(intruder.recv(4096) == b"", "the helper talked to a wrong uid")
+        intruder.close()
+        # The same roots as the helper's policy: bangerd checks the echo in HELLO.
+        d = Daemon(wait_ready=False, root=tmp, extra=["--helper-socket", helper_sock],
+                   launcher=[activate, "-l", control, "-E", f"NOTIFY_SOCKET={notify_path}"])
+        wait_until(lambda: os.path.exists(control), 5, "the control socket")
+        client = Varlink(control, timeout=15)
+        status = client.call(IFACE + "GetStatus")
+        check(status["helper_privileged"] is True, f"the split helper is privileged: {status}")
+        notify.settimeout(10)
+        messages = []
+        while not any("READY=1" in m for m in messages):
+            messages.append(notify.recv(4096).decode())
+        client.close()
+        d.proc.terminate()
+        check(d.wait_exit() == 0, "clean exit")
+        helper_unit.terminate()
+        helper_log = helper_unit.communicate(timeout=10)[1].decode(errors="replace")
+        check("op=violation" in helper_log and "is not the daemon user" in helper_log,
+              f"no audit line for the refused peer:\n{helper_log}")
+        check("op=hello" in helper_log and 'caller="startup"' in helper_log,
+              f"bangerd's own connection was served:\n{helper_log}")
+        print(f"split mode: READY via {messages}; wrong uid refused")
+    finally:
+        if d:
+            d.finish()
+        if helper_unit.poll() is None:
+            helper_unit.kill()
+        notify.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 CASES = {
+    "split-mode": case_split_mode,
     "socket-activation": case_socket_activation,
     "privileges": case_privileges,
     "kill-bangerd": case_kill_bangerd,

@@ -257,6 +257,80 @@ def case_restart_recovery(f):
     print("100 adopted (10 with new pids), 105 torn down, nothing leaked")
 
 
+@with_fixture("hg")
+def case_helper_gone_during_reconcile(f):
+    """The helper dies while the startup SCAN is in flight: every VM is unknown, nothing is
+    torn down, bangerd exits for a restart, and the next start finishes the job."""
+    import select
+    from bangertest import wait_pid_gone
+    proxy = os.environ.get("BANGER_HELPER_PROXY", "")
+    check(proxy and os.access(proxy, os.X_OK), "BANGER_HELPER_PROXY must name the proxy")
+    vms = {}
+    for i in range(3):
+        vm_id = f"vm-hg{i}"
+        s, tap, _ = f.vm_with_resources(vm_id)
+        vms[vm_id] = (s, tap, [f.image(f"{vm_id}-{j}.img") for j in range(2)])
+    f.d.proc.kill()  # kill -9 bangerd (its helper follows)
+    f.d.wait_exit()
+    for s, _, _ in vms.values():
+        s.kill()  # all three are dead now, their resources still held
+
+    def everything_still_there(when):
+        for vm_id, (_, tap, files) in vms.items():
+            check(link_exists(tap), f"{when}: tap {tap} of {vm_id} was torn down")
+            for img in files:
+                check(len(loops_on(img)) == 1, f"{when}: loop on {img}: {loops_on(img)}")
+            check(os.path.exists(os.path.join(f.d.vm_dir(vm_id), "handles.json")),
+                  f"{when}: handles.json of {vm_id} is gone")
+
+    # Start bangerd through the proxy, which holds the first SCAN (type 5) and says so.
+    fifo = os.path.join(f.d.dir, "proxy.fifo")
+    os.mkfifo(fifo)
+    held = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader exists before the proxy writes
+    os.environ.update(BANGER_PROXY_HOLD_TYPE="5", BANGER_PROXY_FIFO=fifo)
+    try:
+        f.d = Daemon(root=f.d.dir, extra=["--helper", proxy], wait_ready=False)
+    finally:
+        del os.environ["BANGER_PROXY_HOLD_TYPE"], os.environ["BANGER_PROXY_FIFO"]
+    try:
+        ready, _, _ = select.select([held], [], [], 10)
+        check(ready, f"the proxy never held a SCAN within 10 s; log:\n{f.d.log}")
+        check(os.read(held, 64) == b"held\n", "the proxy's announcement")
+    finally:
+        os.close(held)
+    proxy_pid = f.d.helper_pid()
+    with open(f"/proc/{proxy_pid}/task/{proxy_pid}/children") as fh:
+        real = [int(p) for p in fh.read().split()]
+    check(len(real) == 1, f"the proxy has children {real}, want the real helper alone")
+    everything_still_there("with the SCAN in flight")
+
+    os.kill(proxy_pid, signal.SIGKILL)  # the helper is gone at exactly this moment
+    check(wait_pid_gone(real[0], 5), "the real helper outlived its proxy")
+    rc = f.d.wait_exit(timeout=10)
+    check(rc != 0, f"bangerd exited {rc} after losing its helper; log:\n{f.d.log}")
+    check("banger-privhelper is gone" in f.d.log, f"no clear log line:\n{f.d.log}")
+    check("ready:" not in f.d.log, f"bangerd became ready without a helper:\n{f.d.log}")
+    for vm_id in vms:
+        check(f"vm {vm_id} unknown" in f.d.log, f"{vm_id} not reported unknown:\n{f.d.log}")
+    check("3 unknown" in f.d.log and "0 torn down" in f.d.log, f"reconcile summary:\n{f.d.log}")
+    everything_still_there("after bangerd exited")
+    print(f"SCAN held, proxy {proxy_pid} and helper {real[0]} killed: bangerd exited {rc}, "
+          "nothing torn down")
+
+    # The next start, with the real helper, finishes the job.
+    f.d = Daemon(root=f.d.dir)
+    f.d.own_dir = True  # the last daemon on this root removes it
+    f.c = f.d.client()
+    listed = {v["id"]: v for v in f.c.call(IFACE + "List")["vms"]}
+    for vm_id, (_, tap, files) in vms.items():
+        v = listed[vm_id]
+        check(v["state"] == "stopped" and "handles" not in v, f"{vm_id}: {v}")
+        f.nothing_left(tap, files)
+        check(not os.path.exists(os.path.join(f.d.vm_dir(vm_id), "handles.json")),
+              f"{vm_id}: scratch left")
+    check("3 torn down" in f.d.log, f"second reconcile summary:\n{f.d.log}")
+
+
 CASES = {name[5:].replace("_", "-"): fn for name, fn in list(globals().items())
          if name.startswith("case_")}
 
