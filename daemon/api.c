@@ -253,6 +253,22 @@ static bool admit_mutation(struct daemon *d, struct varlink_call *c, const char 
 	return true;
 }
 
+/*
+ * The common head of the methods that take only an id: decode, validate,
+ * find the VM, and (mutating) admit the caller. NULL after an error reply.
+ */
+static struct vm_entry *vm_of_call(struct daemon *d, struct varlink_call *c, yajl_val params,
+				   bool mutating)
+{
+	const char *id;
+	if (!check_keys(c, params, (const char *const[]){"id", NULL}) || !get_id(c, params, &id))
+		return NULL;
+	struct vm_entry *e = find_vm(d, c, id);
+	if (e && mutating && !admit_mutation(d, c, id))
+		return NULL;
+	return e;
+}
+
 static struct ps_caller caller_of(struct varlink_call *c, const char *method)
 {
 	const struct varlink_peer *p = varlink_call_peer(c);
@@ -454,18 +470,15 @@ static void method_set_handles(struct varlink_call *c, yajl_val params, void *us
 static void method_get_handles(struct varlink_call *c, yajl_val params, void *userdata)
 {
 	struct daemon *d = userdata;
-	const char *id;
-	if (!check_keys(c, params, (const char *const[]){"id", NULL}) || !get_id(c, params, &id))
-		return;
-	struct vm_entry *e = find_vm(d, c, id);
+	struct vm_entry *e = vm_of_call(d, c, params, false);
 	if (!e)
 		return;
 	if (!e->has_handles && e->kept_as) {
 		char file[PATH_MAX];
-		store_path(&d->store, id, "handles.json", file, sizeof(file));
+		store_path(&d->store, e->id, "handles.json", file, sizeof(file));
 		yajl_gen g = varlink_params_begin();
 		if (g) {
-			json_gen_kv_string(g, "id", id);
+			json_gen_kv_string(g, "id", e->id);
 			json_gen_kv_string(g, "file", file);
 			json_gen_kv_string(g, "kept_as", e->kept_as);
 		}
@@ -473,7 +486,7 @@ static void method_get_handles(struct varlink_call *c, yajl_val params, void *us
 		return;
 	}
 	if (!e->has_handles) {
-		error_with(c, "NoHandles", "id", id, NULL, NULL);
+		error_with(c, "NoHandles", "id", e->id, NULL, NULL);
 		return;
 	}
 	struct vm_handles h;
@@ -491,10 +504,7 @@ static void method_is_alive(struct varlink_call *c, yajl_val params, void *userd
 	static const char *const names[] = {
 	    [VM_DEAD] = "dead", [VM_ALIVE] = "alive", [VM_UNKNOWN] = "unknown"};
 	struct daemon *d = userdata;
-	const char *id;
-	if (!check_keys(c, params, (const char *const[]){"id", NULL}) || !get_id(c, params, &id))
-		return;
-	struct vm_entry *e = find_vm(d, c, id);
+	struct vm_entry *e = vm_of_call(d, c, params, false);
 	if (!e)
 		return;
 	yajl_gen g = varlink_params_begin();
@@ -506,11 +516,8 @@ static void method_is_alive(struct varlink_call *c, yajl_val params, void *userd
 static void method_clear_handles(struct varlink_call *c, yajl_val params, void *userdata)
 {
 	struct daemon *d = userdata;
-	const char *id;
-	if (!check_keys(c, params, (const char *const[]){"id", NULL}) || !get_id(c, params, &id))
-		return;
-	struct vm_entry *e = find_vm(d, c, id);
-	if (!e || !admit_mutation(d, c, id))
+	struct vm_entry *e = vm_of_call(d, c, params, true);
+	if (!e)
 		return;
 	service_clear_handles(d, e);
 	varlink_reply(c, NULL, false);
@@ -529,11 +536,8 @@ static void error_still_running(struct varlink_call *c, const struct vm_entry *e
 static void method_unregister(struct varlink_call *c, yajl_val params, void *userdata)
 {
 	struct daemon *d = userdata;
-	const char *id;
-	if (!check_keys(c, params, (const char *const[]){"id", NULL}) || !get_id(c, params, &id))
-		return;
-	struct vm_entry *e = find_vm(d, c, id);
-	if (!e || !admit_mutation(d, c, id))
+	struct vm_entry *e = vm_of_call(d, c, params, true);
+	if (!e)
 		return;
 	if (service_liveness(e) != VM_DEAD) {
 		error_still_running(c, e);
@@ -542,8 +546,8 @@ static void method_unregister(struct varlink_call *c, yajl_val params, void *use
 	int r = service_unregister(d, e);
 	if (r < 0) {
 		char file[PATH_MAX];
-		store_path(&d->store, id, "", file, sizeof(file));
-		error_with(c, "StorageFailed", "id", id, "file", file);
+		store_path(&d->store, e->id, "", file, sizeof(file));
+		error_with(c, "StorageFailed", "id", e->id, "file", file);
 		return;
 	}
 	varlink_reply(c, NULL, false);
@@ -570,11 +574,8 @@ static void on_teardown_done(struct daemon *d, const char *id, const struct tear
 static void method_teardown(struct varlink_call *c, yajl_val params, void *userdata)
 {
 	struct daemon *d = userdata;
-	const char *id;
-	if (!check_keys(c, params, (const char *const[]){"id", NULL}) || !get_id(c, params, &id))
-		return;
-	struct vm_entry *e = find_vm(d, c, id);
-	if (!e || !admit_mutation(d, c, id))
+	struct vm_entry *e = vm_of_call(d, c, params, true);
+	if (!e)
 		return;
 	/* Never on unknown: only a VM known to be dead loses its resources. */
 	if (service_liveness(e) != VM_DEAD) {
