@@ -343,6 +343,13 @@ static void method_register(struct varlink_call *c, yajl_val params, void *userd
 	if (!admit_mutation(d, c, id))
 		return;
 
+	if (cache_count(&d->cache) >= BANGER_MAX_VMS) {
+		yajl_gen g = varlink_params_begin();
+		if (g)
+			json_gen_kv_int(g, "limit", BANGER_MAX_VMS);
+		varlink_error(c, IFACE "TooManyVMs", varlink_params_end(g));
+		return;
+	}
 	struct vm_entry *e;
 	r = service_register(d, &rec, &e);
 	if (r == -EEXIST) {

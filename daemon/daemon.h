@@ -16,6 +16,8 @@
 #include "store.h"
 #include "varlink.h"
 
+/* Every record's socket must fit one reconcile SCAN: more records could never be reconciled. */
+#define BANGER_MAX_VMS		  PS_SCAN_MAX_SOCKETS
 #define HELPER_HELLO_TIMEOUT_MS	  10000
 #define PERSIST_RETRY_FIRST_MS	  250
 #define PERSIST_RETRY_MAX_MS	  5000

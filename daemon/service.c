@@ -411,6 +411,51 @@ static void build_teardown(const struct vm_record *r, const struct vm_handles *h
 	field_set(q->tap, sizeof(q->tap), tap);
 }
 
+static bool in_list(const char *fields, size_t field_size, uint32_t n, const char *name)
+{
+	for (uint32_t i = 0; i < n; i++)
+		if (strcmp(fields + (size_t)i * field_size, name) == 0)
+			return true;
+	return false;
+}
+
+static void drop_item(char *fields, size_t field_size, uint32_t *n, uint32_t i)
+{
+	memmove(fields + (size_t)i * field_size, fields + (size_t)(i + 1) * field_size,
+		(size_t)(*n - i - 1) * field_size);
+	memset(fields + (size_t)(*n - 1) * field_size, 0, field_size);
+	(*n)--;
+}
+
+/*
+ * A stale record may name a /dev/loopN, tap or DM name that another VM
+ * holds now (the kernel reuses loop numbers). The cache knows what every
+ * live VM holds: never send those to the helper for this one.
+ */
+static void spare_live_neighbours(struct daemon *d, const struct vm_entry *self,
+				  struct ps_teardown *q)
+{
+	struct vm_entry *e, *tmp;
+	CACHE_FOREACH(&d->cache, e, tmp)
+	{
+		if (e == self || !e->has_handles || e->liveness == VM_DEAD)
+			continue;
+		struct vm_handles h;
+		cache_entry_get(e, NULL, &h);
+		for (uint32_t i = q->n_loops; i-- > 0;)
+			if (in_list(h.loops[0], PS_PATH_MAX, h.n_loops, q->loops[i]))
+				drop_item(q->loops[0], PS_PATH_MAX, &q->n_loops, i);
+		for (uint32_t i = q->n_dm; i-- > 0;)
+			if (in_list(h.dm[0], PS_DM_NAME_MAX, h.n_dm, q->dm[i]))
+				drop_item(q->dm[0], PS_DM_NAME_MAX, &q->n_dm, i);
+		if (q->tap[0] && strcmp(q->tap, h.tap) == 0) {
+			log_warnx("vm %s: tap %s now belongs to vm %s; not torn down", self->id,
+				  q->tap, e->id);
+			memset(q->tap, 0, sizeof(q->tap));
+		}
+	}
+}
+
 struct teardown_request {
 	struct daemon *d;
 	char id[VM_ID_MAX + 1];
@@ -494,6 +539,7 @@ int service_teardown(struct daemon *d, struct vm_entry *e, const struct ps_calle
 	memset(&q, 0, sizeof(q));
 	q.caller = *caller;
 	build_teardown(&rec, &h, e->has_handles, &q);
+	spare_live_neighbours(d, e, &q);
 	struct teardown_request *req = calloc(1, sizeof(*req));
 	if (!req)
 		return -ENOMEM;

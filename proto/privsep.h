@@ -36,7 +36,7 @@
 #define PS_POLICY_MAX_NAMES 4
 
 #define PS_SCAN_PART_MAX	128 /* sockets per SCAN request part */
-#define PS_SCAN_MAX_PARTS	64  /* so at most 8,192 sockets per scan */
+#define PS_SCAN_MAX_PARTS	512 /* so at most 65,536 sockets per scan */
 #define PS_SCAN_MAX_SOCKETS	(PS_SCAN_PART_MAX * PS_SCAN_MAX_PARTS)
 #define PS_SCAN_REPLY_MAX	64 /* entries (and pidfds) per SCAN reply part */
 #define PS_TEARDOWN_MAX_DM	8

@@ -185,6 +185,8 @@ static void call_finish(struct varlink_call *c)
 	if (!conn)
 		return;
 	conn->current = NULL;
+	if (conn->dead)
+		return; /* the reaper frees it; nothing more to read or write */
 	if (!conn->dispatching)
 		conn_process_input(conn);
 	if (!conn->dead)
@@ -545,6 +547,11 @@ static void on_conn_readable(evutil_socket_t fd, short what, void *arg)
 		if (r == 0) {
 			conn->read_eof = true;
 			event_del(conn->ev_read);
+			/* Nobody is left to read a stream: end it now, not at the next event. */
+			if (conn->current && conn->current->more) {
+				conn_kill(conn, "client closed with a stream open");
+				return;
+			}
 			break;
 		}
 		evbuffer_add(conn->in, buf, in.len);
@@ -590,13 +597,11 @@ static void conn_kill(struct varlink_conn *conn, const char *why)
 	TAILQ_REMOVE(&s->conns, conn, link);
 	TAILQ_INSERT_TAIL(&s->dead, conn, link);
 	s->stats.connections--;
-	struct varlink_call *c = conn->current;
-	if (c) {
-		conn->current = NULL;
-		c->conn = NULL;
-		if (c->cancel)
-			c->cancel(c, c->cancel_ud);
-	}
+	/*
+	 * An open call keeps pointing at the dead connection (its replies are
+	 * dropped) until the reaper detaches it and runs its cancel callback,
+	 * from the event loop: never under the feet of whoever is replying now.
+	 */
 	event_active(s->ev_reap, EV_TIMEOUT, 0);
 }
 
@@ -618,9 +623,16 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
 	struct varlink_server *s = arg;
 	(void)fd;
 	(void)what;
-	for (struct varlink_conn *c; (c = TAILQ_FIRST(&s->dead));) {
-		TAILQ_REMOVE(&s->dead, c, link);
-		conn_free(c);
+	for (struct varlink_conn *conn; (conn = TAILQ_FIRST(&s->dead));) {
+		TAILQ_REMOVE(&s->dead, conn, link);
+		struct varlink_call *c = conn->current;
+		if (c) {
+			conn->current = NULL;
+			c->conn = NULL;
+			if (c->cancel)
+				c->cancel(c, c->cancel_ud);
+		}
+		conn_free(conn);
 	}
 }
 

@@ -160,6 +160,22 @@ def case_unknown_parameter(f):
     f.c.expect_error(IFACE + "GetHandles", {"id": "x"}, IFACE + "NoSuchVM")
 
 
+def case_watcher_leaves(f):
+    """A Watch client that goes away, before and during events, costs the daemon nothing."""
+    gone = f.d.client().watch()
+    gone.close()
+    f.register("w1")
+    busy = f.d.client().watch()
+    busy.sock.shutdown(socket.SHUT_RDWR)
+    busy.close()
+    for i in range(20):
+        f.register(f"w{i + 2}")
+    check(f.d.proc.poll() is None, f"bangerd died:\n{f.d.log}")
+    status = f.c.call(IFACE + "GetStatus")
+    check(status["counts"]["vms"] == 21, str(status))
+    check(f.c.call(IFACE + "List")["vms"][0]["id"] == "w1", "still serving")
+
+
 # --- bad input: each leaves the daemon serving and the state untouched --------
 
 def bad_input(action):

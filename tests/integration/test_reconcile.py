@@ -331,6 +331,32 @@ def case_helper_gone_during_reconcile(f):
     check("3 torn down" in f.d.log, f"second reconcile summary:\n{f.d.log}")
 
 
+@with_fixture("sl")
+def case_stale_loop_spared(f):
+    """A dead VM's record names /dev/loopN; the kernel gave that number to a live VM since."""
+    img_a = f.image("sl-a.img")
+    loop = f.k.loop(img_a)
+    f.c.call(IFACE + "Register", {"id": "vm-sla", "api_sock": f.sock("vm-sla"), "on_exit": "keep"})
+    a = f.stub("vm-sla")
+    f.c.call(IFACE + "SetHandles", {"id": "vm-sla", "pid": a.pid, "loops": [loop]})
+    watcher = f.d.client().watch()
+    a.kill()
+    check(watcher.next_event()["kind"] == "exited", "A exited")
+    sh("losetup", "-d", loop)  # the manager tidied up by hand...
+    wait_until(lambda: loops_on(img_a) == [], 5, "the loop to detach")
+    img_b = f.image("sl-b.img")
+    with open(img_b, "wb") as fh:
+        fh.truncate(1 << 20)
+    f.k.files.append(img_b)
+    sh("losetup", loop, img_b)  # ...and the same number now serves VM B
+    f.c.call(IFACE + "Register", {"id": "vm-slb", "api_sock": f.sock("vm-slb")})
+    b = f.stub("vm-slb")
+    f.c.call(IFACE + "SetHandles", {"id": "vm-slb", "pid": b.pid, "loops": [loop]})
+    results = f.c.call(IFACE + "Teardown", {"id": "vm-sla"})["results"]
+    check(all(r["name"] != loop for r in results), f"A's teardown named B's loop: {results}")
+    check(loops_on(img_b) == [loop], f"B's loop survived: {loops_on(img_b)}")
+
+
 CASES = {name[5:].replace("_", "-"): fn for name, fn in list(globals().items())
          if name.startswith("case_")}
 
