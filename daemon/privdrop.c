@@ -81,10 +81,15 @@ int privdrop_to(uid_t uid, gid_t gid, char *why, size_t why_size)
 
 int privdrop_unprivileged(char *why, size_t why_size)
 {
-	capng_clear(CAPNG_SELECT_CAPS);
-	if (capng_apply(CAPNG_SELECT_CAPS) < 0) {
-		snprintf(why, why_size, "dropping capabilities failed");
-		return -EPERM;
+	/* Under bangerd.service there is nothing to drop: no capset(2) then (the unit forbids it).
+	 */
+	capng_get_caps_process();
+	if (capng_have_capabilities(CAPNG_SELECT_CAPS) != CAPNG_NONE) {
+		capng_clear(CAPNG_SELECT_CAPS);
+		if (capng_apply(CAPNG_SELECT_CAPS) < 0) {
+			snprintf(why, why_size, "dropping capabilities failed");
+			return -EPERM;
+		}
 	}
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
 		snprintf(why, why_size, "PR_SET_NO_NEW_PRIVS: %s", strerror(errno));

@@ -180,15 +180,23 @@ static void drop_privileges(struct helper *h)
 		return;
 	}
 
-	/* Securebits need CAP_SETPCAP, so lock them while we still hold it. */
-	if (capng_lock() < 0)
+	/*
+	 * Securebits and the bounding set need CAP_SETPCAP. Spawned by bangerd we
+	 * hold it, so we lock them now; under banger-privhelper@.service the unit
+	 * has already set both (CapabilityBoundingSet=, SecureBits=) and left us
+	 * without it. Either way the read-back below checks the outcome.
+	 */
+	capng_get_caps_process();
+	bool setpcap = capng_have_capability(CAPNG_EFFECTIVE, CAP_SETPCAP);
+	if (setpcap && capng_lock() < 0)
 		fatalx(1, "capng_lock (securebits) failed");
 	capng_clear(CAPNG_SELECT_ALL);
 	for (size_t i = 0; i < ELEMENTSOF(HELPER_CAPS); i++)
 		if (capng_update(CAPNG_ADD, CAPNG_EFFECTIVE | CAPNG_PERMITTED | CAPNG_BOUNDING_SET,
 				 (unsigned)HELPER_CAPS[i]) < 0)
 			fatalx(1, "capng_update failed");
-	if (capng_apply(CAPNG_SELECT_ALL) < 0)
+	if (capng_apply(setpcap ? CAPNG_SELECT_ALL : (CAPNG_SELECT_CAPS | CAPNG_SELECT_AMBIENT)) <
+	    0)
 		fatalx(1, "applying the capability sets failed");
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		fatal(1, "PR_SET_NO_NEW_PRIVS");

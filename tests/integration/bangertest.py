@@ -193,16 +193,19 @@ class Daemon:
 
     def wait_exit(self, timeout=10.0):
         try:
-            return self.proc.wait(timeout=timeout)
+            rc = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             fail(f"bangerd did not exit within {timeout} s; log:\n{self.log}")
+        # Its last lines may still be in the pipe: let the reader take them (the helper,
+        # which shares the pipe, exits on bangerd's EOF).
+        self._reader.join(timeout=5)
+        return rc
 
     def stop(self):
         """SIGTERM and wait: the orderly shutdown."""
         if self.proc.poll() is None:
             self.proc.terminate()
         rc = self.wait_exit()
-        self.read_until("\0", timeout=0.5)
         return rc
 
     def client(self):
