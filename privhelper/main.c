@@ -183,8 +183,9 @@ static void drop_privileges(struct helper *h)
 	/*
 	 * Securebits and the bounding set need CAP_SETPCAP. Spawned by bangerd we
 	 * hold it, so we lock them now; under banger-privhelper@.service the unit
-	 * has already set both (CapabilityBoundingSet=, SecureBits=) and left us
-	 * without it. Either way the read-back below checks the outcome.
+	 * has set the bounding set (CapabilityBoundingSet=) and left us without
+	 * it, and NoNewPrivileges= keeps an exec from gaining anything. Either
+	 * way the read-back below checks the outcome.
 	 */
 	capng_get_caps_process();
 	bool setpcap = capng_have_capability(CAPNG_EFFECTIVE, CAP_SETPCAP);

@@ -1,0 +1,257 @@
+#!/bin/bash
+# The systemd VM test's scenario, run by banger-vmtest.service (as root, not
+# confined) in a Debian guest whose PID 1 is systemd. It proves the hardened
+# split-mode units as installed by `meson install`, with the policy of their
+# shipped ExecStart= line and the example bangerd.conf that tmpfiles copied:
+#   - systemd starts bangerd.socket and banger-privhelper.socket at boot;
+#     sysusers and tmpfiles made the user and the directories;
+#   - a Varlink call activates bangerd, whose connection to privhelper.sock
+#     activates one banger-privhelper@.service instance;
+#   - bangerd runs as banger with no capability, the helper as root with
+#     exactly the four, both with no_new_privs and a seccomp filter;
+#   - a VM's tap, two loops and a dm-snapshot on them are torn down by that
+#     pair when its (stub) firecracker dies: the probe, the tap, loop and DM
+#     teardown all work under the hardening;
+#   - stopping bangerd ends its helper; the next call starts both again.
+# It prints BANGER-SYSTEMD STEP lines as it goes and one verdict last:
+#   BANGER-SYSTEMD PASS MS
+#   BANGER-SYSTEMD FAIL REASON
+# and always the journal of the banger units in between.
+# Functions called only through wait_until look unreachable to shellcheck.
+# shellcheck disable=SC2317
+set -u
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+
+# From /etc/banger-vmtest/env (written by run.py from the build's layout).
+: "${BANGERCTL:?}" "${STUB:?}"
+
+CTL_SOCKET=/run/banger/bangerd.sock
+HELPER_SOCKET=/run/banger/privhelper.sock
+# The policy of the shipped units and example config.
+TAP_PREFIX=fc-
+DM_PREFIX=banger-
+DM_UUID_PREFIX=BANGER-
+IMAGES=/var/lib/firecracker/images
+API_ROOT=/run/firecracker
+# CAP_DAC_READ_SEARCH (2), CAP_NET_ADMIN (12), CAP_SYS_PTRACE (19), CAP_SYS_ADMIN (21).
+HELPER_CAPS=0000000000281004
+NO_CAPS=0000000000000000
+ID=sd1
+
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+T0=$(now_ms)
+log() { echo "  [$(($(now_ms) - T0)) ms] $*"; }
+step() { echo "BANGER-SYSTEMD STEP $*"; }
+# Every call is bounded: a hung activation must end in a verdict, not in the unit's timeout.
+ctl() { timeout 30 "$BANGERCTL" --socket "$CTL_SOCKET" --json "$@"; }
+
+WATCH_PID=
+STUB_PID=
+dump() {
+	echo "----- systemctl status -----"
+	systemctl status --no-pager --lines=0 bangerd.socket banger-privhelper.socket \
+		bangerd.service 'banger-privhelper@*' 2>&1 | head -n 80
+	echo "----- journal of the banger units -----"
+	journalctl --no-pager -o short-monotonic -u bangerd.socket -u banger-privhelper.socket \
+		-u bangerd.service -u 'banger-privhelper@*' 2>&1 | tail -n 200
+	echo "----- end of journal -----"
+}
+finish() {
+	[ -n "$WATCH_PID" ] && kill "$WATCH_PID" 2>/dev/null
+	[ -n "$STUB_PID" ] && kill -9 "$STUB_PID" 2>/dev/null
+	dump
+}
+fail() {
+	log "FAIL: $*"
+	finish
+	echo "BANGER-SYSTEMD FAIL $*"
+	exit 1
+}
+
+# wait_until SECONDS COMMAND...: poll a condition that has no event (100 ms steps).
+wait_until() {
+	local limit=$(($1 * 10)) i=0
+	shift
+	while ! "$@"; do
+		i=$((i + 1))
+		[ "$i" -le "$limit" ] || return 1
+		sleep 0.1
+	done
+}
+
+field() { sed -n "s/^$2:[[:space:]]*//p" "/proc/$1/status"; }
+main_pid() { systemctl show -p MainPID --value "$1"; }
+helper_units() { systemctl list-units --plain --no-legend --state=active 'banger-privhelper@*.service' | awk '{ print $1 }'; }
+no_helper_unit() { [ -z "$(systemctl list-units --all --plain --no-legend 'banger-privhelper@*.service')" ]; }
+vm_state() { ctl list | grep -o "\"id\":\"$1\",\"state\":\"[a-z]*\"" | sed 's/.*"state":"//; s/"//'; }
+vm_is() { [ "$(vm_state "$2")" = "$1" ]; }
+exe_is_stub() { [ "$(readlink "/proc/$1/exe")" = "$STUB" ]; }
+teardown_event() { grep -E "\"kind\":\"(torn_down|teardown_failed)\",\"id\":\"$1\"" /tmp/events; }
+# The first line a unit's program logged that is not a routine one: why it died.
+first_error() {
+	journalctl --no-pager -o cat -u "$1" _TRANSPORT=stdout 2>/dev/null |
+		grep -vE ': (ready|audit|loaded|reconcile|control socket|call #|event|received SIGTERM)' |
+		head -n 1
+}
+subscribed() { grep -q '"kind":"subscribed"' /tmp/events; }
+
+if [ "${1:-}" = --post-mortem ]; then
+	# ExecStopPost: only when the scenario itself could not end with a verdict.
+	[ "${SERVICE_RESULT:-success}" = success ] || [ "${EXIT_STATUS:-}" = 1 ] && exit 0
+	dump
+	echo "BANGER-SYSTEMD FAIL the scenario did not end by itself: $SERVICE_RESULT ${EXIT_CODE:-} ${EXIT_STATUS:-}"
+	exit 0
+fi
+
+echo "BANGER-SYSTEMD START uptime=$(cut -d' ' -f1 /proc/uptime) $(systemctl --version | head -n 1)"
+
+# --- 1. what the boot made: the two sockets, the user, the directories ---
+for s in bangerd.socket banger-privhelper.socket; do
+	[ "$(systemctl is-active "$s")" = active ] || fail "$s is $(systemctl is-active "$s") after boot"
+done
+[ "$(systemctl is-active bangerd.service)" = inactive ] ||
+	fail "bangerd.service is $(systemctl is-active bangerd.service) before any call (want inactive: socket-activated)"
+no_helper_unit || fail "a helper instance runs before any connection: $(helper_units)"
+getent passwd banger >/dev/null || fail "sysusers made no user banger"
+BANGER_UID=$(id -u banger)
+for s in "$CTL_SOCKET" "$HELPER_SOCKET"; do
+	[ -S "$s" ] || fail "$s is not a socket"
+	[ "$(stat -c '%U:%G %a' "$s")" = "root:banger 660" ] || fail "$s is $(stat -c '%U:%G %a' "$s")"
+done
+[ "$(stat -c '%U:%G %a' /var/lib/banger)" = "banger:banger 700" ] ||
+	fail "/var/lib/banger is $(stat -c '%U:%G %a' /var/lib/banger 2>&1)"
+[ -f /etc/banger/bangerd.conf ] || fail "tmpfiles did not copy /etc/banger/bangerd.conf"
+step "boot: both sockets active (root:banger 660), bangerd inactive, no helper; user banger uid $BANGER_UID; /var/lib/banger 0700 and /etc/banger/bangerd.conf from sysusers/tmpfiles"
+
+# --- 2. a Varlink call activates bangerd, bangerd's connection the helper ---
+t=$(now_ms)
+ctl status >/tmp/status 2>&1
+rc=$?
+if [ "$rc" -ne 0 ]; then
+	fail "bangerctl status (activation) exited $rc: $(cat /tmp/status);" \
+		"first helper error: $(first_error 'banger-privhelper@*');" \
+		"first bangerd error: $(first_error bangerd.service)"
+fi
+log "bangerctl status answered in $(($(now_ms) - t)) ms: $(cat /tmp/status)"
+[ "$(systemctl is-active bangerd.service)" = active ] ||
+	fail "bangerd.service is $(systemctl is-active bangerd.service) after the call"
+wait_until 10 test -n "$(helper_units)" || fail "no banger-privhelper@ instance after bangerd started"
+HUNIT=$(helper_units)
+[ "$(echo "$HUNIT" | wc -l)" -eq 1 ] || fail "more than one helper instance: $HUNIT"
+BPID=$(main_pid bangerd.service)
+HPID=$(main_pid "$HUNIT")
+grep -q "\"helper_pid\":${HPID}[,}]" /tmp/status ||
+	fail "bangerd reports another helper than $HUNIT (pid $HPID): $(cat /tmp/status)"
+step "activation: the call started bangerd.service (pid $BPID), its connection $HUNIT (pid $HPID)"
+
+# --- 3. who runs with what ---
+[ "$(field "$BPID" Uid | tr -s '\t ' ' ')" = "$BANGER_UID $BANGER_UID $BANGER_UID $BANGER_UID" ] ||
+	fail "bangerd uids: $(field "$BPID" Uid), want banger ($BANGER_UID)"
+for c in CapInh CapPrm CapEff CapBnd CapAmb; do
+	[ "$(field "$BPID" $c)" = "$NO_CAPS" ] || fail "bangerd $c is $(field "$BPID" $c), want none"
+done
+[ "$(field "$HPID" Uid | tr -s '\t ' ' ')" = "0 0 0 0" ] || fail "helper uids: $(field "$HPID" Uid), want root"
+[ "$(field "$HPID" PPid)" = 1 ] || fail "helper's parent is $(field "$HPID" PPid), want systemd (split mode, not spawned)"
+for c in CapPrm CapEff CapBnd; do
+	[ "$(field "$HPID" $c)" = "$HELPER_CAPS" ] ||
+		fail "helper $c is $(field "$HPID" $c), want $HELPER_CAPS (net_admin sys_admin sys_ptrace dac_read_search)"
+done
+for c in CapInh CapAmb; do
+	[ "$(field "$HPID" $c)" = "$NO_CAPS" ] || fail "helper $c is $(field "$HPID" $c), want none"
+done
+for p in "$BPID" "$HPID"; do
+	[ "$(field "$p" NoNewPrivs)" = 1 ] || fail "pid $p: NoNewPrivs $(field "$p" NoNewPrivs)"
+	[ "$(field "$p" Seccomp)" = 2 ] || fail "pid $p: Seccomp $(field "$p" Seccomp), want 2 (filter)"
+done
+step "credentials: bangerd uid $BANGER_UID with no capability; helper uid 0 with CapEff=CapPrm=CapBnd=$HELPER_CAPS, parent systemd; both no_new_privs and seccomp"
+
+# --- 4. a VM: its tap, two loops and a dm-snapshot, its firecracker ---
+BASE=$IMAGES/$ID-base.img
+COW=$IMAGES/$ID-cow.img
+DM=$DM_PREFIX$ID
+TAP=$TAP_PREFIX$ID
+API_SOCK=$API_ROOT/$ID/api.sock
+mkdir -p "$IMAGES" "$API_ROOT/$ID"
+ctl register "$ID" --api-sock "$API_SOCK" --tap "$TAP" --loop-file "$BASE" --loop-file "$COW" \
+	--dm "$DM" >/tmp/out 2>&1 || fail "register $ID: $(cat /tmp/out)"
+dd if=/dev/zero of="$BASE" bs=1M count=16 status=none || fail "cannot write $BASE"
+echo "base image of $ID" | dd of="$BASE" conv=notrunc status=none
+truncate -s 8M "$COW" || fail "cannot make $COW"
+LOOP_BASE=$(losetup -f --show "$BASE") || fail "losetup $BASE"
+LOOP_COW=$(losetup -f --show "$COW") || fail "losetup $COW"
+sectors=$(blockdev --getsz "$LOOP_BASE")
+dmsetup create "$DM" --uuid "$DM_UUID_PREFIX$ID" --table "0 $sectors snapshot $LOOP_BASE $LOOP_COW P 8" ||
+	fail "dmsetup create $DM"
+echo "written through $DM" | dd of="/dev/mapper/$DM" conv=notrunc,fsync status=none ||
+	fail "cannot write through /dev/mapper/$DM"
+head -c 15 "/dev/mapper/$DM" | grep -q "written through" || fail "$DM does not read back"
+ip tuntap add dev "$TAP" mode tap || fail "ip tuntap add $TAP"
+# Like under a jailer, the firecracker runs as another user than anyone here.
+setpriv --reuid=nobody --regid=nogroup --clear-groups "$STUB" --api-sock "$API_SOCK" \
+	</dev/null >/dev/null 2>&1 &
+STUB_PID=$!
+wait_until 5 exe_is_stub "$STUB_PID" || fail "stub $STUB_PID never exec'd"
+ctl set "$ID" "$STUB_PID" --tap "$TAP" --loop "$LOOP_BASE" --loop "$LOOP_COW" --dm "$DM" \
+	>/tmp/out 2>&1 || fail "set $ID (the helper's probe of pid $STUB_PID): $(cat /tmp/out)"
+grep -q '"state":"running"' /tmp/out || fail "set $ID did not make it running: $(cat /tmp/out)"
+ctl alive "$ID" >/tmp/out 2>&1 || fail "alive $ID: $(cat /tmp/out)"
+step "vm $ID running: firecracker pid $STUB_PID (uid nobody), tap $TAP, $DM = snapshot($LOOP_BASE <- $BASE, cow $LOOP_COW <- $COW)"
+
+# --- 5. the firecracker dies: the hardened pair tears it all down ---
+: >/tmp/events
+"$BANGERCTL" --socket "$CTL_SOCKET" --json watch >>/tmp/events 2>&1 &
+WATCH_PID=$!
+wait_until 10 subscribed || fail "watch never subscribed: $(cat /tmp/events)"
+t=$(now_ms)
+kill -9 "$STUB_PID"
+wait "$STUB_PID" 2>/dev/null
+STUB_PID=
+wait_until 30 teardown_event "$ID" >/dev/null ||
+	fail "no teardown event for $ID within 30 s: $(cat /tmp/events); list: $(ctl list)"
+EVENT=$(teardown_event "$ID" | head -n 1)
+log "kill -9 -> teardown in $(($(now_ms) - t)) ms: $EVENT"
+echo "$EVENT" | grep -q '"kind":"torn_down"' || fail "teardown did not succeed: $EVENT"
+wait_until 10 vm_is stopped "$ID" || fail "$ID is $(vm_state "$ID"), want stopped"
+dmsetup info "$DM" >/dev/null 2>&1 && fail "$DM still exists: $(dmsetup ls)"
+dmsetup ls | grep -q "^$DM_PREFIX" && fail "dmsetup ls shows a banger device: $(dmsetup ls)"
+[ -z "$(losetup -j "$BASE")" ] || fail "loop on $BASE left: $(losetup -a)"
+[ -z "$(losetup -j "$COW")" ] || fail "loop on $COW left: $(losetup -a)"
+[ -z "$(losetup -a)" ] || fail "losetup -a shows loops left: $(losetup -a)"
+ip link show "$TAP" >/dev/null 2>&1 && fail "tap $TAP left: $(ip link)"
+journalctl --no-pager -o cat -u "$HUNIT" | grep "op=teardown" |
+	grep -q "dm=\"$DM:removed\" loops=\"$LOOP_BASE:removed,$LOOP_COW:removed" ||
+	fail "no audit line of the teardown in the helper's journal: $(journalctl --no-pager -o cat -u "$HUNIT" | grep op=)"
+step "teardown: $DM, $LOOP_BASE, $LOOP_COW and $TAP removed by $HUNIT; dmsetup ls, losetup -a and ip link show none of them"
+kill "$WATCH_PID" 2>/dev/null
+wait "$WATCH_PID" 2>/dev/null
+WATCH_PID=
+
+# --- 6. stopping bangerd ends its helper; the next call starts both again ---
+timeout 60 systemctl stop bangerd.service || fail "systemctl stop bangerd.service"
+wait_until 15 no_helper_unit || fail "the helper outlived bangerd: $(helper_units)"
+for s in bangerd.socket banger-privhelper.socket; do
+	[ "$(systemctl is-active "$s")" = active ] || fail "$s is $(systemctl is-active "$s") after bangerd stopped"
+done
+ctl status >/tmp/status 2>&1 || fail "bangerctl status (second activation): $(cat /tmp/status)"
+wait_until 10 test -n "$(helper_units)" || fail "no helper instance after the second activation"
+HUNIT2=$(helper_units)
+HPID2=$(main_pid "$HUNIT2")
+BPID2=$(main_pid bangerd.service)
+if [ "$HUNIT2" = "$HUNIT" ] || [ "$BPID2" = "$BPID" ]; then
+	fail "no fresh pair: bangerd $BPID -> $BPID2, helper $HUNIT -> $HUNIT2"
+fi
+grep -q "\"helper_pid\":${HPID2}[,}]" /tmp/status || fail "bangerd reports another helper: $(cat /tmp/status)"
+vm_is stopped "$ID" || fail "after the restart $ID is $(vm_state "$ID"), want stopped"
+step "restart: stop ended $HUNIT; the next call started bangerd $BPID2 and $HUNIT2; $ID still stopped"
+
+# --- 7. informational: the exposure scores systemd gives the two units ---
+for u in bangerd.service "$HUNIT2"; do
+	echo "  security: $(systemd-analyze security --no-pager "$u" 2>&1 | grep -i 'overall exposure' | tr -s ' ')"
+done
+failed=$(systemctl list-units --failed --plain --no-legend | awk '{ print $1 }' | tr '\n' ' ')
+log "failed units: ${failed:-none}"
+echo "$failed" | grep -q banger && fail "failed banger units: $failed"
+
+finish
+echo "BANGER-SYSTEMD PASS $(($(now_ms) - T0))"
+exit 0
