@@ -481,62 +481,82 @@ static int gen_text(yajl_gen g, char **text, size_t *len)
 
 /* ---- the API ----------------------------------------------------------- */
 
-int store_write_record(struct store *s, const struct vm_record *r)
+/*
+ * One state file's format: how to write a value, and the strict reader that
+ * must accept the result before it may replace the file on disk (yajl
+ * reports a refused string only by leaving it out).
+ */
+struct state_file {
+	const char *name;
+	int (*encode)(yajl_gen g, const void *value);
+	int (*read_back)(const struct decoder *d, const char *text, const char *id);
+};
+
+static int encode_record_value(yajl_gen g, const void *value)
 {
-	char why[256];
-	struct decoder d = {.why = why, .why_size = sizeof(why)};
-	_cleanup_(yajl_gen_freep) yajl_gen g = NULL;
-	_cleanup_free_ char *text = NULL;
-	struct vm_record check;
-	size_t len;
-
-	if (!terminated(r->id, sizeof(r->id)) || !vm_id_is_valid(r->id, NULL))
-		return -EINVAL;
-	g = json_gen_new();
-	if (!g)
-		return -ENOMEM;
-	int ret = encode_record(g, r);
-	if (ret == 0)
-		ret = gen_text(g, &text, &len);
-	if (ret < 0)
-		return ret;
-	store_path(s, r->id, RECORD_FILE, d.path, sizeof(d.path));
-	if (decode_record(&d, text, r->id, &check) < 0)
-		return -EINVAL;
-
-	_cleanup_close_ int dir_fd = open_vm_dir(s, r->id, true);
-	if (dir_fd < 0)
-		return dir_fd;
-	return atomic_write_at(dir_fd, RECORD_FILE, text, len, STATE_FILE_MODE);
+	return encode_record(g, value);
 }
 
-int store_write_handles(struct store *s, const char *id, const struct vm_handles *h)
+static int read_back_record(const struct decoder *d, const char *text, const char *id)
+{
+	struct vm_record check;
+	return decode_record(d, text, id, &check);
+}
+
+static int encode_handles_value(yajl_gen g, const void *value)
+{
+	return encode_handles(g, value);
+}
+
+static int read_back_handles(const struct decoder *d, const char *text, const char *id)
+{
+	struct vm_handles check;
+	(void)id;
+	return decode_handles(d, text, &check);
+}
+
+static const struct state_file record_file = {RECORD_FILE, encode_record_value, read_back_record};
+static const struct state_file handles_file = {HANDLES_FILE, encode_handles_value,
+					       read_back_handles};
+
+static int write_state_file(struct store *s, const char *id, const struct state_file *f,
+			    const void *value)
 {
 	char why[256];
 	struct decoder d = {.why = why, .why_size = sizeof(why)};
-	_cleanup_(yajl_gen_freep) yajl_gen g = NULL;
+	_cleanup_(yajl_gen_freep) yajl_gen g = json_gen_new();
 	_cleanup_free_ char *text = NULL;
-	struct vm_handles check;
-	size_t len;
+	size_t len = 0;
 
-	if (!vm_id_is_valid(id, NULL))
-		return -EINVAL;
-	g = json_gen_new();
 	if (!g)
 		return -ENOMEM;
-	int ret = encode_handles(g, h);
+	int ret = f->encode(g, value);
 	if (ret == 0)
 		ret = gen_text(g, &text, &len);
 	if (ret < 0)
 		return ret;
-	store_path(s, id, HANDLES_FILE, d.path, sizeof(d.path));
-	if (decode_handles(&d, text, &check) < 0)
+	store_path(s, id, f->name, d.path, sizeof(d.path));
+	if (f->read_back(&d, text, id) < 0)
 		return -EINVAL;
 
 	_cleanup_close_ int dir_fd = open_vm_dir(s, id, true);
 	if (dir_fd < 0)
 		return dir_fd;
-	return atomic_write_at(dir_fd, HANDLES_FILE, text, len, STATE_FILE_MODE);
+	return atomic_write_at(dir_fd, f->name, text, len, STATE_FILE_MODE);
+}
+
+int store_write_record(struct store *s, const struct vm_record *r)
+{
+	if (!terminated(r->id, sizeof(r->id)) || !vm_id_is_valid(r->id, NULL))
+		return -EINVAL;
+	return write_state_file(s, r->id, &record_file, r);
+}
+
+int store_write_handles(struct store *s, const char *id, const struct vm_handles *h)
+{
+	if (!vm_id_is_valid(id, NULL))
+		return -EINVAL;
+	return write_state_file(s, id, &handles_file, h);
 }
 
 /* Unlink dir_fd/name and make that durable; a missing file is success. */
