@@ -13,7 +13,6 @@ the stderr pipe that bangertest.Daemon reads; a benchmark makes thousands,
 so a thread drains the pipe for the whole run or bangerd would block on a
 full pipe and the benchmark would measure that.
 """
-import ctypes
 import os
 import shutil
 import signal
@@ -24,16 +23,10 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from bangertest import (IFACE, SKIP, STUB, Daemon, check, fail, require_root,  # noqa: E402,F401
-                        skip, status_of, wait_until)
+from bangertest import (IFACE, SKIP, STUB, Daemon, Stub, check, die_with_parent,  # noqa: E402,F401
+                        fail, require_root, skip, status_of, wait_until)
 
-PR_SET_PDEATHSIG = 1
 LOG_KEEP_BYTES = 256 * 1024
-
-
-def _die_with_parent():
-    """preexec_fn: the child gets SIGKILL when the benchmark (its parent) dies."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _stop_on_signal(signum, _frame):
@@ -51,32 +44,9 @@ def fd_count(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-class StubProcess:
-    """A stub firecracker serving api_sock, exec'd (argv visible in /proc) on return."""
-
-    def __init__(self, api_sock):
-        argv = [STUB, "--api-sock", api_sock]
-        self.proc = subprocess.Popen(argv, executable=STUB, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     preexec_fn=_die_with_parent)
-        self.pid = self.proc.pid
-        self.want = ("\0".join(argv) + "\0").encode()
-
-    def wait_exec(self):
-        # exec switches the executable before it lays out the new argv: wait for the argv.
-        wait_until(lambda: self._cmdline() == self.want, 5, f"stub {self.pid} to exec")
-
-    def _cmdline(self):
-        try:
-            with open(f"/proc/{self.pid}/cmdline", "rb") as f:
-                return f.read()
-        except OSError:
-            return None
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
+def StubProcess(api_sock):
+    """A stub firecracker started now; call wait_exec() once a batch has been started."""
+    return Stub(api_sock, wait=False)
 
 
 class Bench:
@@ -149,7 +119,7 @@ class Bench:
         return started
 
     def spawn(self, argv, **kw):
-        p = subprocess.Popen(argv, preexec_fn=_die_with_parent, **kw)
+        p = subprocess.Popen(argv, preexec_fn=die_with_parent, **kw)
         self.procs.append(p)
         return p
 
@@ -163,7 +133,7 @@ def run_checked(argv, what, timeout):
     """Run a measuring program; its stderr passes through; fail unless it exits 0."""
     try:
         out = subprocess.run(argv, stdout=subprocess.PIPE, timeout=timeout, text=True,
-                             preexec_fn=_die_with_parent)
+                             preexec_fn=die_with_parent)
     except subprocess.TimeoutExpired:
         fail(f"{what} did not finish within {timeout} s")
     check(out.returncode == 0, f"{what} exited {out.returncode}; output:\n{out.stdout}")

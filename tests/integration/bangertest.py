@@ -6,11 +6,13 @@ speaks the wire protocol directly (NUL-terminated JSON, optional fds).
 Every wait is for an event and has a bound; nothing sleeps and hopes.
 """
 import array
+import ctypes
 import json
 import os
 import pwd
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +26,7 @@ HELPER = os.environ.get("BANGER_HELPER", "")
 STUB = os.environ.get("BANGER_STUB_FIRECRACKER", "")
 STUB_OTHER = os.environ.get("BANGER_STUB_OTHER", "")
 TEST_USER = os.environ.get("BANGER_TEST_USER", "nobody")
+PR_SET_PDEATHSIG = 1
 
 
 def fail(msg):
@@ -83,19 +86,29 @@ def wait_until(predicate, timeout, what):
         time.sleep(0.01)
 
 
-class Stub:
-    """A stub firecracker (or impostor) that has exec'd by the time the constructor returns."""
+def die_with_parent():
+    """preexec_fn: the child gets SIGKILL when the test (its parent) dies, however it dies."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
-    def __init__(self, api_sock, exe=None, extra=()):
-        exe = exe or STUB
-        self.proc = subprocess.Popen([exe, "--api-sock", api_sock, *extra],
-                                     executable=exe, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+class Stub:
+    """A stub firecracker (or impostor). Unless wait=False, it has exec'd when this returns."""
+
+    def __init__(self, api_sock, exe=None, extra=(), wait=True):
+        self.exe = exe or STUB
+        argv = [self.exe, "--api-sock", api_sock, *extra]
+        self.proc = subprocess.Popen(argv, executable=self.exe, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     preexec_fn=die_with_parent)
         self.pid = self.proc.pid
+        self.want = ("\0".join(argv) + "\0").encode()
+        if wait:
+            self.wait_exec()
+
+    def wait_exec(self):
         # exec switches the executable before it lays out the new argv: wait for both.
-        want = ("\0".join([exe, "--api-sock", api_sock, *extra]) + "\0").encode()
-        real = os.path.realpath(exe)
-        wait_until(lambda: self._exe() == real and self._cmdline() == want, 5,
+        real = os.path.realpath(self.exe)
+        wait_until(lambda: self._exe() == real and self._cmdline() == self.want, 5,
                    f"stub {self.pid} to exec")
 
     def _exe(self):
