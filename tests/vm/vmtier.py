@@ -379,6 +379,50 @@ def build_initramfs(workdir, cache):
 MARK = re.compile(r"BANGER-SCENARIO (\d+) (\S+) (START|PASS|FAIL)(?: (\d+))?(?: (.*))?$")
 
 
+class Console:
+    """qemu's serial console, line by line, each line also written timestamped to a file."""
+
+    def __init__(self, proc, path, start, deadline):
+        self.proc, self.path, self.start, self.deadline = proc, path, start, deadline
+        self.timed_out = False
+
+    def lines(self):
+        """Yield (seconds since start, line) until EOF or the deadline (then timed_out)."""
+        fd = self.proc.stdout.fileno()
+        pending = b""
+        with open(self.path, "w") as console:
+            while True:
+                left = self.deadline - time.monotonic()
+                if left <= 0:
+                    self.timed_out = True
+                    return
+                ready, _, _ = select.select([fd], [], [], left)
+                if not ready:
+                    continue
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    return
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for raw in lines:
+                    line = raw.decode(errors="replace").rstrip("\r")
+                    t = time.monotonic() - self.start
+                    console.write(f"[{t:7.2f}] {line}\n")
+                    console.flush()
+                    yield t, line
+
+
+def qemu_wait(proc, res, start):
+    """Let qemu finish powering off (bounded), then record its status and the total time."""
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    res["qemu_status"] = proc.returncode
+    res["total_s"] = round(time.monotonic() - start, 1)
+
+
 def boot(vmlinuz, initrd, workdir):
     """Boot, parse the console; returns the results dict."""
     cmd = [QEMU, "-machine", "q35,accel=tcg", "-cpu", "max", "-m", "1024", "-smp", "2",
@@ -393,58 +437,35 @@ def boot(vmlinuz, initrd, workdir):
     deadline = start + BOOT_TIMEOUT_S
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
-    fd = proc.stdout.fileno()
-    pending = b""
-    with open(console_path, "w") as console:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                res["error"] = f"no end within {BOOT_TIMEOUT_S} s (BANGER_VM_TIMEOUT)"
-                break
-            ready, _, _ = select.select([fd], [], [], left)
-            if not ready:
-                continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for raw in lines:
-                line = raw.decode(errors="replace").rstrip("\r")
-                t = time.monotonic() - start
-                console.write(f"[{t:7.2f}] {line}\n")
-                console.flush()
-                if current is not None:
-                    seg[current].append(line)
-                if "BANGER-VM-INIT" in line:
-                    res["boot_s"] = round(t, 1)
-                    log(f"guest init after {t:.1f} s: {line[line.index('BANGER-VM-INIT'):]}")
-                elif "BANGER-VM-ERROR" in line or "Kernel panic" in line:
-                    log(line.strip())
-                    res.setdefault("errors", []).append(line.strip())
-                elif "BANGER-VM-DONE" in line:
-                    res["done_s"] = round(t, 1)
-                m = MARK.search(line)
-                if not m:
-                    continue
-                n, name, what = int(m.group(1)), m.group(2), m.group(3)
-                if what == "START":
-                    current = n
-                    seg[n] = [line]
-                    continue
-                current = None
-                res["scenarios"][str(n)] = {
-                    "name": name, "result": what, "ms": int(m.group(4) or 0),
-                    "reason": (m.group(5) or "").strip(), "console": seg.get(n, [])}
-                log(f"scenario {n} {name}: {what} in {int(m.group(4) or 0) / 1000:.1f} s"
-                    + (f": {m.group(5)}" if what == "FAIL" else ""))
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    res["qemu_status"] = proc.returncode
-    res["total_s"] = round(time.monotonic() - start, 1)
+    console = Console(proc, console_path, start, deadline)
+    for t, line in console.lines():
+        if current is not None:
+            seg[current].append(line)
+        if "BANGER-VM-INIT" in line:
+            res["boot_s"] = round(t, 1)
+            log(f"guest init after {t:.1f} s: {line[line.index('BANGER-VM-INIT'):]}")
+        elif "BANGER-VM-ERROR" in line or "Kernel panic" in line:
+            log(line.strip())
+            res.setdefault("errors", []).append(line.strip())
+        elif "BANGER-VM-DONE" in line:
+            res["done_s"] = round(t, 1)
+        m = MARK.search(line)
+        if not m:
+            continue
+        n, name, what = int(m.group(1)), m.group(2), m.group(3)
+        if what == "START":
+            current = n
+            seg[n] = [line]
+            continue
+        current = None
+        res["scenarios"][str(n)] = {
+            "name": name, "result": what, "ms": int(m.group(4) or 0),
+            "reason": (m.group(5) or "").strip(), "console": seg.get(n, [])}
+        log(f"scenario {n} {name}: {what} in {int(m.group(4) or 0) / 1000:.1f} s"
+            + (f": {m.group(5)}" if what == "FAIL" else ""))
+    if console.timed_out:
+        res["error"] = f"no end within {BOOT_TIMEOUT_S} s (BANGER_VM_TIMEOUT)"
+    qemu_wait(proc, res, start)
     if "done_s" not in res and "error" not in res:
         res["error"] = f"qemu ended (status {proc.returncode}) before the scenarios finished"
     if "boot_s" not in res:

@@ -32,7 +32,6 @@ import fcntl
 import hashlib
 import os
 import re
-import select
 import shutil
 import subprocess
 import sys
@@ -310,65 +309,42 @@ def boot(vmlinuz, initrd, image, workdir):
     deadline = start + TIMEOUT_S
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
-    fd = proc.stdout.fileno()
-    pending = b""
     in_guest = False
-    with open(console_path, "w") as console:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                res["error"] = f"no verdict within {TIMEOUT_S} s (BANGER_VM_SYSTEMD_TIMEOUT)"
-                proc.kill()
-                break
-            ready, _, _ = select.select([fd], [], [], left)
-            if not ready:
-                continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for raw in lines:
-                line = raw.decode(errors="replace").rstrip("\r")
-                t = time.monotonic() - start
-                console.write(f"[{t:7.2f}] {line}\n")
-                console.flush()
-                if "BANGER-SYSTEMD-INITRAMFS" in line:
-                    res["initramfs_s"] = round(t, 1)
-                elif "BANGER-SYSTEMD-SWITCH-ROOT" in line:
-                    res["switch_root_s"] = round(t, 1)
-                elif "BANGER-VM-ERROR" in line or "Kernel panic" in line:
-                    res.setdefault("errors", []).append(line.strip())
-                    log(line.strip())
-                if in_guest:
-                    res["guest"].append(line)
-                m = MARK.search(line)
-                if not m:
-                    continue
-                what, rest = m.group(1), m.group(2)
-                if what == "START":
-                    in_guest = True
-                    res["guest"].append(line)
-                    res["systemd_s"] = round(t, 1)
-                    log(f"the test unit started after {t:.1f} s: {rest}")
-                elif what == "STEP":
-                    res["steps"].append(rest)
-                    log(f"  ok: {rest}")
-                elif what == "PASS":
-                    res["verdict"] = "PASS"
-                    res["scenario_ms"] = int(rest.split()[0]) if rest.split() else 0
-                    res["verdict_s"] = round(t, 1)
-                elif what == "FAIL" and "verdict" not in res:
-                    res["verdict"] = "FAIL"
-                    res["reason"] = rest
-                    res["verdict_s"] = round(t, 1)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
+    console = vmtier.Console(proc, console_path, start, deadline)
+    for t, line in console.lines():
+        if "BANGER-SYSTEMD-INITRAMFS" in line:
+            res["initramfs_s"] = round(t, 1)
+        elif "BANGER-SYSTEMD-SWITCH-ROOT" in line:
+            res["switch_root_s"] = round(t, 1)
+        elif "BANGER-VM-ERROR" in line or "Kernel panic" in line:
+            res.setdefault("errors", []).append(line.strip())
+            log(line.strip())
+        if in_guest:
+            res["guest"].append(line)
+        m = MARK.search(line)
+        if not m:
+            continue
+        what, rest = m.group(1), m.group(2)
+        if what == "START":
+            in_guest = True
+            res["guest"].append(line)
+            res["systemd_s"] = round(t, 1)
+            log(f"the test unit started after {t:.1f} s: {rest}")
+        elif what == "STEP":
+            res["steps"].append(rest)
+            log(f"  ok: {rest}")
+        elif what == "PASS":
+            res["verdict"] = "PASS"
+            res["scenario_ms"] = int(rest.split()[0]) if rest.split() else 0
+            res["verdict_s"] = round(t, 1)
+        elif what == "FAIL" and "verdict" not in res:
+            res["verdict"] = "FAIL"
+            res["reason"] = rest
+            res["verdict_s"] = round(t, 1)
+    if console.timed_out:
+        res["error"] = f"no verdict within {TIMEOUT_S} s (BANGER_VM_SYSTEMD_TIMEOUT)"
         proc.kill()
-        proc.wait()
-    res["qemu_status"] = proc.returncode
-    res["total_s"] = round(time.monotonic() - start, 1)
+    vmtier.qemu_wait(proc, res, start)
     return res
 
 
