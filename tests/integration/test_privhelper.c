@@ -663,12 +663,7 @@ static void run_hostile(const struct hostile_case *c)
 	expect_fatal(&f, len, c->nfds, c->violation);
 }
 
-struct test_case {
-	const char *name;
-	void (*run)(void);
-};
-
-static const struct test_case cases[] = {
+static const struct t_case cases[] = {
     {"probe-running", probe_running},
     {"probe-dead-pid", probe_dead_pid},
     {"probe-argv-substring", probe_argv_substring},
@@ -685,13 +680,8 @@ static const struct test_case cases[] = {
 
 int main(int argc, char **argv)
 {
-	signal(SIGPIPE, SIG_IGN);
-	CHECK(argc == 2, "usage: %s CASE", argv[0]);
-	for (size_t i = 0; i < ELEMENTSOF(cases); i++)
-		if (strcmp(cases[i].name, argv[1]) == 0) {
-			cases[i].run();
-			return 0;
-		}
+	if (t_run_case(cases, ELEMENTSOF(cases), argc, argv))
+		return 0;
 	for (size_t i = 0; i < ELEMENTSOF(hostile_cases); i++)
 		if (strcmp(hostile_cases[i].name, argv[1]) == 0) {
 			run_hostile(&hostile_cases[i]);

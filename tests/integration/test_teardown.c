@@ -689,12 +689,7 @@ static void mixed(void)
 	free(out);
 }
 
-struct test_case {
-	const char *name;
-	void (*run)(void);
-};
-
-static const struct test_case cases[] = {
+static const struct t_case cases[] = {
     {"tap-removed", tap_removed},
     {"tap-refused-no-prefix", tap_refused_no_prefix},
     {"tap-refused-veth", tap_refused_veth},
@@ -714,12 +709,7 @@ static const struct test_case cases[] = {
 
 int main(int argc, char **argv)
 {
-	signal(SIGPIPE, SIG_IGN);
-	CHECK(argc == 2, "usage: %s CASE", argv[0]);
-	for (size_t i = 0; i < ELEMENTSOF(cases); i++)
-		if (strcmp(cases[i].name, argv[1]) == 0) {
-			cases[i].run();
-			return 0;
-		}
+	if (t_run_case(cases, ELEMENTSOF(cases), argc, argv))
+		return 0;
 	CHECK(false, "unknown case %s", argv[1]);
 }

@@ -38,6 +38,18 @@ const char *t_env_path(const char *var)
 	return v;
 }
 
+bool t_run_case(const struct t_case *cases, size_t n, int argc, char **argv)
+{
+	signal(SIGPIPE, SIG_IGN);
+	CHECK(argc == 2, "usage: %s CASE", argv[0]);
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(cases[i].name, argv[1]) == 0) {
+			cases[i].run();
+			return true;
+		}
+	return false;
+}
+
 void t_require_root(void)
 {
 	if (geteuid() != 0)

@@ -43,6 +43,15 @@ const char *t_env_path(const char *var);
 
 void t_require_root(void);
 
+/* One test program, many cases: meson runs each as its own test, named by argv[1]. */
+struct t_case {
+	const char *name;
+	void (*run)(void);
+};
+
+/* Run the case argv[1] names (SIGPIPE ignored); false when no case in the table has that name. */
+bool t_run_case(const struct t_case *cases, size_t n, int argc, char **argv);
+
 /* A fresh directory under /tmp, removed by t_cleanup_dir. */
 char *t_make_temp_dir(const char *tag);
 void t_cleanup_dir(const char *dir);
