@@ -590,7 +590,7 @@ static void method_teardown(struct varlink_call *c, yajl_val params, void *userd
 		return;
 	}
 	struct ps_caller caller = caller_of(c, "Teardown");
-	int r = service_teardown(d, e, &caller, on_teardown_done, c);
+	int r = service_teardown(d, e, &caller, NULL, on_teardown_done, c);
 	if (r < 0)
 		error_with(c, "HelperUnavailable", "reason", strerror(-r), NULL, NULL);
 }

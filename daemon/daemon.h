@@ -84,8 +84,15 @@ typedef void (*teardown_done_fn)(struct daemon *d, const char *id,
  * removed or absent the handles are cleared and the record marked stopped.
  * done may be NULL.
  */
+/* The loops, taps and DM names live VMs hold now; a teardown never names them. */
+struct held_names {
+	struct held_name *set;
+};
+void held_names_collect(struct daemon *d, struct held_names *held);
+void held_names_free(struct held_names *held);
+/* held: what live VMs hold (NULL: collected for this one call). */
 int service_teardown(struct daemon *d, struct vm_entry *e, const struct ps_caller *caller,
-		     teardown_done_fn done, void *userdata);
+		     const struct held_names *held, teardown_done_fn done, void *userdata);
 void gen_teardown_results(yajl_gen g, const struct ps_teardown_reply *reply);
 
 /* reconcile.c: DESIGN §3. done runs once every VM is decided; report is its JSON. */

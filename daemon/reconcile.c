@@ -25,11 +25,17 @@ enum rc_action {
 	RC_UNKNOWN,
 	RC_CLEAN,
 	RC_RETAINED,
+	RC_TEAR_DOWN, /* decided dead, teardown not sent yet: never in a report */
 };
 
 static const char *const rc_action_names[] = {
-    [RC_KEPT] = "kept",	      [RC_TORN_DOWN] = "torn_down", [RC_FAILED] = "failed",
-    [RC_UNKNOWN] = "unknown", [RC_CLEAN] = "clean",	    [RC_RETAINED] = "retained",
+    [RC_KEPT] = "kept",
+    [RC_TORN_DOWN] = "torn_down",
+    [RC_FAILED] = "failed",
+    [RC_UNKNOWN] = "unknown",
+    [RC_CLEAN] = "clean",
+    [RC_RETAINED] = "retained",
+    [RC_TEAR_DOWN] = "tearing_down",
 };
 
 struct rc_vm {
@@ -167,8 +173,7 @@ static bool holds_resources(const struct vm_entry *e)
 }
 
 /* One VM the scan did not find. */
-static void decide_unfound(struct reconcile *rc, struct rc_vm *v, struct vm_entry *e,
-			   bool scan_complete)
+static void decide_unfound(struct rc_vm *v, struct vm_entry *e, bool scan_complete)
 {
 	struct vm_record rec;
 	if (e->liveness == VM_ALIVE && e->pidfd >= 0) {
@@ -194,12 +199,28 @@ static void decide_unfound(struct reconcile *rc, struct rc_vm *v, struct vm_entr
 		v->reason = "dead, but on_exit is keep";
 		return;
 	}
-	if (service_teardown(rc->d, e, &rc->caller, on_vm_teardown, rc) < 0) {
-		v->action = RC_UNKNOWN;
-		v->reason = "the helper is gone";
-		return;
+	v->action = RC_TEAR_DOWN; /* sent once every VM's liveness is decided */
+}
+
+/* Tear down the dead, sparing whatever the live hold: the set is built once for all of them. */
+static void send_teardowns(struct reconcile *rc)
+{
+	struct held_names held;
+	held_names_collect(rc->d, &held);
+	for (size_t i = 0; i < rc->n; i++) {
+		struct rc_vm *v = &rc->vms[i];
+		struct vm_entry *e =
+		    v->action == RC_TEAR_DOWN ? cache_find(&rc->d->cache, v->id) : NULL;
+		if (!e)
+			continue;
+		if (service_teardown(rc->d, e, &rc->caller, &held, on_vm_teardown, rc) < 0) {
+			v->action = RC_UNKNOWN;
+			v->reason = "the helper is gone";
+			continue;
+		}
+		rc->pending++;
 	}
-	rc->pending++;
+	held_names_free(&held);
 }
 
 static void on_scan(struct helper_client *hc, struct helper_scan_result *res, void *userdata)
@@ -240,12 +261,13 @@ static void on_scan(struct helper_client *hc, struct helper_scan_result *res, vo
 				rc->vms[i].action = RC_CLEAN;
 				rc->vms[i].reason = "unregistered meanwhile";
 			} else if (!found[i]) {
-				decide_unfound(rc, &rc->vms[i], e, res->uninspected == 0);
+				decide_unfound(&rc->vms[i], e, res->uninspected == 0);
 			}
 		}
 		if (!found)
 			rc->err = -ENOMEM;
 		free(found);
+		send_teardowns(rc);
 	}
 	if (--rc->pending == 0)
 		reconcile_finish(rc);

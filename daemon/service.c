@@ -16,6 +16,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <uthash.h>
+
 #include "daemon.h"
 #include "json.h"
 #include "log.h"
@@ -162,7 +164,7 @@ static void on_firecracker_exit(evutil_socket_t fd, short what, void *arg)
 	}
 	struct ps_caller caller = {
 	    .uid = (uint32_t)d->uid, .gid = (uint32_t)d->gid, .what = "exit"};
-	int r = service_teardown(d, e, &caller, NULL, NULL);
+	int r = service_teardown(d, e, &caller, NULL, NULL, NULL);
 	if (r < 0)
 		log_errx("vm %s: teardown after exit not sent: %s", e->id, strerror(-r));
 }
@@ -411,12 +413,63 @@ static void build_teardown(const struct vm_record *r, const struct vm_handles *h
 	field_set(q->tap, sizeof(q->tap), tap);
 }
 
-static bool in_list(const char *fields, size_t field_size, uint32_t n, const char *name)
+/* One name a live VM holds, keyed by kind ("loop:/dev/loop3", "tap:fc0", "dm:banger-1"). */
+struct held_name {
+	UT_hash_handle hh;
+	char owner[VM_ID_MAX + 1];
+	char key[];
+};
+
+static void held_add(struct held_names *held, const char *kind, const char *name, const char *owner)
 {
-	for (uint32_t i = 0; i < n; i++)
-		if (strcmp(fields + (size_t)i * field_size, name) == 0)
-			return true;
-	return false;
+	char key[PS_PATH_MAX + 8];
+	struct held_name *n = NULL;
+	if (!name[0])
+		return;
+	snprintf(key, sizeof(key), "%s:%s", kind, name);
+	HASH_FIND_STR(held->set, key, n);
+	if (n || !(n = calloc(1, sizeof(*n) + strlen(key) + 1)))
+		return;
+	strcpy(n->key, key);
+	memcpy(n->owner, owner, sizeof(n->owner));
+	HASH_ADD_STR(held->set, key, n);
+}
+
+static const char *held_owner(const struct held_names *held, const char *kind, const char *name)
+{
+	char key[PS_PATH_MAX + 8];
+	struct held_name *n = NULL;
+	snprintf(key, sizeof(key), "%s:%s", kind, name);
+	HASH_FIND_STR(held->set, key, n);
+	return n ? n->owner : NULL;
+}
+
+void held_names_collect(struct daemon *d, struct held_names *held)
+{
+	struct vm_entry *e, *tmp;
+	held->set = NULL;
+	CACHE_FOREACH(&d->cache, e, tmp)
+	{
+		if (!e->has_handles || e->liveness == VM_DEAD)
+			continue;
+		struct vm_handles h;
+		cache_entry_get(e, NULL, &h);
+		for (uint32_t i = 0; i < h.n_loops; i++)
+			held_add(held, "loop", h.loops[i], e->id);
+		for (uint32_t i = 0; i < h.n_dm; i++)
+			held_add(held, "dm", h.dm[i], e->id);
+		held_add(held, "tap", h.tap, e->id);
+	}
+}
+
+void held_names_free(struct held_names *held)
+{
+	struct held_name *n, *tmp;
+	HASH_ITER(hh, held->set, n, tmp)
+	{
+		HASH_DEL(held->set, n);
+		free(n);
+	}
 }
 
 static void drop_item(char *fields, size_t field_size, uint32_t *n, uint32_t i)
@@ -432,27 +485,21 @@ static void drop_item(char *fields, size_t field_size, uint32_t *n, uint32_t i)
  * holds now (the kernel reuses loop numbers). The cache knows what every
  * live VM holds: never send those to the helper for this one.
  */
-static void spare_live_neighbours(struct daemon *d, const struct vm_entry *self,
+static void spare_live_neighbours(const struct held_names *held, const struct vm_entry *self,
 				  struct ps_teardown *q)
 {
-	struct vm_entry *e, *tmp;
-	CACHE_FOREACH(&d->cache, e, tmp)
-	{
-		if (e == self || !e->has_handles || e->liveness == VM_DEAD)
-			continue;
-		struct vm_handles h;
-		cache_entry_get(e, NULL, &h);
-		for (uint32_t i = q->n_loops; i-- > 0;)
-			if (in_list(h.loops[0], PS_PATH_MAX, h.n_loops, q->loops[i]))
-				drop_item(q->loops[0], PS_PATH_MAX, &q->n_loops, i);
-		for (uint32_t i = q->n_dm; i-- > 0;)
-			if (in_list(h.dm[0], PS_DM_NAME_MAX, h.n_dm, q->dm[i]))
-				drop_item(q->dm[0], PS_DM_NAME_MAX, &q->n_dm, i);
-		if (q->tap[0] && strcmp(q->tap, h.tap) == 0) {
-			log_warnx("vm %s: tap %s now belongs to vm %s; not torn down", self->id,
-				  q->tap, e->id);
-			memset(q->tap, 0, sizeof(q->tap));
-		}
+	const char *owner;
+	for (uint32_t i = q->n_loops; i-- > 0;)
+		if ((owner = held_owner(held, "loop", q->loops[i])) && strcmp(owner, self->id) != 0)
+			drop_item(q->loops[0], PS_PATH_MAX, &q->n_loops, i);
+	for (uint32_t i = q->n_dm; i-- > 0;)
+		if ((owner = held_owner(held, "dm", q->dm[i])) && strcmp(owner, self->id) != 0)
+			drop_item(q->dm[0], PS_DM_NAME_MAX, &q->n_dm, i);
+	if (q->tap[0] && (owner = held_owner(held, "tap", q->tap)) &&
+	    strcmp(owner, self->id) != 0) {
+		log_warnx("vm %s: tap %s now belongs to vm %s; not torn down", self->id, q->tap,
+			  owner);
+		memset(q->tap, 0, sizeof(q->tap));
 	}
 }
 
@@ -530,7 +577,7 @@ static void on_teardown_reply(struct helper_client *hc, struct helper_reply *rep
 }
 
 int service_teardown(struct daemon *d, struct vm_entry *e, const struct ps_caller *caller,
-		     teardown_done_fn done, void *userdata)
+		     const struct held_names *held, teardown_done_fn done, void *userdata)
 {
 	struct vm_record rec;
 	struct vm_handles h;
@@ -539,7 +586,14 @@ int service_teardown(struct daemon *d, struct vm_entry *e, const struct ps_calle
 	memset(&q, 0, sizeof(q));
 	q.caller = *caller;
 	build_teardown(&rec, &h, e->has_handles, &q);
-	spare_live_neighbours(d, e, &q);
+	if (held) {
+		spare_live_neighbours(held, e, &q);
+	} else {
+		struct held_names now;
+		held_names_collect(d, &now);
+		spare_live_neighbours(&now, e, &q);
+		held_names_free(&now);
+	}
 	struct teardown_request *req = calloc(1, sizeof(*req));
 	if (!req)
 		return -ENOMEM;
