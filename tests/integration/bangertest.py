@@ -92,42 +92,48 @@ def die_with_parent():
 
 
 class Stub:
-    """A stub firecracker (or impostor). Unless wait=False, it has exec'd when this returns."""
+    """A stub firecracker (or impostor): it binds and listens on api_sock, as the real one
+    does, then says "ready" on a pipe. Unless wait=False, that has happened when this returns.
+    user: run it as that account (an attacker's process); preexec: more set-up in the child."""
 
-    def __init__(self, api_sock, exe=None, extra=(), wait=True):
+    def __init__(self, api_sock, exe=None, extra=(), wait=True, user=None, argv=None,
+                 wrapper=()):
         self.exe = exe or STUB
-        argv = [self.exe, "--api-sock", api_sock, *extra]
-        self.proc = subprocess.Popen(argv, executable=self.exe, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        self.argv = argv or [self.exe, "--api-sock", api_sock, *extra]
+        ready_r, ready_w = os.pipe()
+        env = dict(os.environ, STUB_READY_FD=str(ready_w))
+        if wrapper:
+            cmd, executable = [*wrapper, self.exe, *self.argv[1:]], None
+        else:
+            cmd, executable = self.argv, self.exe
+        self.proc = subprocess.Popen(cmd, executable=executable, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     pass_fds=(ready_w,), env=env, user=user,
                                      preexec_fn=die_with_parent)
+        os.close(ready_w)
+        self.ready = os.fdopen(ready_r, "rb")
         self.pid = self.proc.pid
-        self.want = ("\0".join(argv) + "\0").encode()
         if wait:
-            self.wait_exec()
+            self.wait_ready()
 
-    def wait_exec(self):
-        # exec switches the executable before it lays out the new argv: wait for both.
-        real = os.path.realpath(self.exe)
-        wait_until(lambda: self._exe() == real and self._cmdline() == self.want, 5,
-                   f"stub {self.pid} to exec")
+    def wait_ready(self, timeout=5.0):
+        """Wait for the stub's "ready" (it listens, or has failed to and said why on stderr)."""
+        ready, _, _ = select.select([self.ready], [], [], timeout)
+        line = self.ready.readline() if ready else b""
+        if line != b"ready\n":
+            err = b""
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read()
+            fail(f"stub {self.pid} ({self.exe}) not ready within {timeout} s: {err!r}")
+        self.ready.close()
 
-    def _exe(self):
-        try:
-            return os.readlink(f"/proc/{self.pid}/exe")
-        except OSError:
-            return None
-
-    def _cmdline(self):
-        try:
-            with open(f"/proc/{self.pid}/cmdline", "rb") as f:
-                return f.read()
-        except OSError:
-            return None
+    wait_exec = wait_ready
 
     def kill(self):
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        self.proc.stderr.close()
 
 
 class Daemon:

@@ -270,56 +270,36 @@ void t_scan_result_free(struct t_scan_result *r)
 
 pid_t t_spawn(const char *exe, const char *const *argv, const char *root_dir)
 {
-	int p[2];
-	CHECK(pipe2(p, O_CLOEXEC) == 0, "pipe");
+	int ready[2];
+	/* The stub writes "ready" to the write end once it listens (tests/stub/firecracker.c). */
+	CHECK(pipe2(ready, O_CLOEXEC) == 0, "pipe");
 	pid_t pid = fork();
 	CHECK(pid >= 0, "fork");
 	if (pid == 0) {
-		close(p[0]);
 		/* A failing test exits without cleanup; its stubs must not outlive it. */
 		prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 		int devnull = open("/dev/null", O_RDWR);
 		dup2(devnull, 0);
 		dup2(devnull, 1);
 		dup2(devnull, 2);
+		char fd_text[16];
+		snprintf(fd_text, sizeof(fd_text), "%d", ready[1]);
+		if (fcntl(ready[1], F_SETFD, 0) < 0 || setenv("STUB_READY_FD", fd_text, 1) < 0)
+			_exit(125);
 		if (root_dir && (chroot(root_dir) < 0 || chdir("/") < 0))
 			_exit(126);
 		execv(exe, (char *const *)argv);
 		_exit(127);
 	}
-	close(p[1]);
-	char c;
-	/* EOF when exec closed the CLOEXEC write end (or the child died). */
-	while (read(p[0], &c, 1) < 0 && errno == EINTR)
-		;
-	close(p[0]);
+	close(ready[1]);
+	char line[8] = {0};
+	struct pollfd p = {.fd = ready[0], .events = POLLIN};
+	CHECK(poll(&p, 1, 5000) == 1, "stub %s (pid %d) not ready within 5 s", exe, (int)pid);
+	ssize_t n = read(ready[0], line, sizeof(line) - 1);
+	close(ready[0]);
 	int status;
-	CHECK(waitpid(pid, &status, WNOHANG) == 0, "stub %s did not start (status 0x%x)", exe,
-	      status);
-	/*
-	 * The CLOEXEC pipe closes before exec has laid out the new argv, so a
-	 * reader of /proc/PID/cmdline could still see an empty one: wait for it.
-	 */
-	char want[4096], path[64], got[4096];
-	size_t want_len = 0;
-	for (size_t i = 0; argv[i]; i++) {
-		size_t n = strlen(argv[i]) + 1;
-		CHECK(want_len + n <= sizeof(want), "argv too long");
-		memcpy(want + want_len, argv[i], n);
-		want_len += n;
-	}
-	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
-	for (int waited_ms = 0;; waited_ms++) {
-		int fd = open(path, O_RDONLY | O_CLOEXEC);
-		ssize_t n = fd >= 0 ? read(fd, got, sizeof(got)) : -1;
-		if (fd >= 0)
-			close(fd);
-		if (n == (ssize_t)want_len && memcmp(got, want, want_len) == 0)
-			break;
-		CHECK(waited_ms < 5000, "stub %d never showed its argv", (int)pid);
-		struct timespec ms = {0, 1000 * 1000};
-		nanosleep(&ms, NULL);
-	}
+	CHECK(n == 6 && strcmp(line, "ready\n") == 0 && waitpid(pid, &status, WNOHANG) == 0,
+	      "stub %s (pid %d) did not start", exe, (int)pid);
 	return pid;
 }
 

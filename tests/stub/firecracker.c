@@ -1,15 +1,173 @@
 /*
- * A stand-in for firecracker in tests: it does nothing but wait to be
- * killed. What the helper checks is its executable name (this file is
- * built as "firecracker" and, for negative tests, under other names) and
- * its argv, so it accepts and ignores any arguments. Linked statically so
- * it also runs inside a jailer-style chroot with nothing else in it.
+ * A stand-in for firecracker in tests. Like the real one it binds and
+ * listens on its api socket (`--api-sock PATH`, `--api-sock=PATH`, or
+ * firecracker's default /run/firecracker.socket), because that listening
+ * socket is what makes a process a VM's firecracker (DESIGN §4). Then it
+ * waits to be killed. Built as "firecracker" and, for negative tests,
+ * under other names; linked statically so it also runs inside a
+ * jailer-style chroot with nothing else in it.
+ *
+ * A bind that fails (the path is taken, or not ours to write) is reported
+ * on stderr and the stub keeps running: that is exactly an impostor that
+ * only carries a VM's argv. Extra modes for the attacker's side of tests:
+ *   --connect-to PATH     connect to PATH and hold the connection
+ *   --send-listener PATH  after listening, pass the listening fd to PATH
+ *                         (SCM_RIGHTS) and keep a copy
+ *   --recv-listener PATH  bind PATH, accept once, receive an fd and hold it
+ * With STUB_READY_FD=N in the environment it writes "ready\n" to fd N once
+ * all of that is done, so a test waits for an event instead of sleeping.
  */
-#include <signal.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
-int main(void)
+#define DEFAULT_API_SOCK "/run/firecracker.socket"
+
+static const char *option(int argc, char **argv, const char *name)
 {
+	size_t len = strlen(name);
+	const char *value = NULL;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], name) == 0 && i + 1 < argc)
+			value = argv[++i];
+		else if (strncmp(argv[i], name, len) == 0 && argv[i][len] == '=')
+			value = argv[i] + len + 1;
+	}
+	return value;
+}
+
+static int unix_socket_at(const char *path, struct sockaddr_un *sa)
+{
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof(sa->sun_path)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	strcpy(sa->sun_path, path);
+	return socket(AF_UNIX, SOCK_STREAM, 0);
+}
+
+static int listen_at(const char *path)
+{
+	struct sockaddr_un sa;
+	int fd = unix_socket_at(path, &sa);
+	if (fd < 0)
+		return -1;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 16) < 0) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return fd;
+}
+
+static int connect_to(const char *path)
+{
+	struct sockaddr_un sa;
+	int fd = unix_socket_at(path, &sa);
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return fd;
+}
+
+static int send_fd(const char *path, int fd)
+{
+	int sock = connect_to(path);
+	if (sock < 0)
+		return -1;
+	char byte = 'L';
+	struct iovec iov = {&byte, 1};
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} u;
+	struct msghdr msg = {.msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = u.buf,
+			     .msg_controllen = sizeof(u.buf)};
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	int r = sendmsg(sock, &msg, 0) == 1 ? 0 : -1;
+	close(sock);
+	return r;
+}
+
+static int recv_fd(const char *path)
+{
+	int lfd = listen_at(path);
+	if (lfd < 0)
+		return -1;
+	int conn = accept(lfd, NULL, NULL);
+	close(lfd);
+	if (conn < 0)
+		return -1;
+	char byte;
+	struct iovec iov = {&byte, 1};
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} u;
+	struct msghdr msg = {.msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = u.buf,
+			     .msg_controllen = sizeof(u.buf)};
+	int fd = -1;
+	if (recvmsg(conn, &msg, 0) == 1) {
+		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+		if (c && c->cmsg_type == SCM_RIGHTS)
+			memcpy(&fd, CMSG_DATA(c), sizeof(int));
+	}
+	close(conn);
+	return fd;
+}
+
+static void warn(const char *what, const char *path)
+{
+	fprintf(stderr, "stub firecracker: %s %s: %s\n", what, path, strerror(errno));
+}
+
+int main(int argc, char **argv)
+{
+	const char *recv_from = option(argc, argv, "--recv-listener");
+	const char *connect_path = option(argc, argv, "--connect-to");
+	const char *send_path = option(argc, argv, "--send-listener");
+	const char *api_sock = option(argc, argv, "--api-sock");
+
+	if (recv_from) {
+		if (recv_fd(recv_from) < 0)
+			warn("cannot receive a listener at", recv_from);
+	} else if (connect_path) {
+		if (connect_to(connect_path) < 0)
+			warn("cannot connect to", connect_path);
+	} else {
+		const char *path = api_sock ? api_sock : DEFAULT_API_SOCK;
+		int fd = listen_at(path);
+		if (fd < 0)
+			warn("cannot listen on", path);
+		else if (send_path && send_fd(send_path, fd) < 0)
+			warn("cannot pass the listener to", send_path);
+	}
+
+	const char *ready = getenv("STUB_READY_FD");
+	if (ready) {
+		int fd = atoi(ready);
+		if (write(fd, "ready\n", 6) != 6)
+			warn("cannot report ready on fd", ready);
+		close(fd);
+	}
 	for (;;)
 		pause();
 }

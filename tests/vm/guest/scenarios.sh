@@ -146,7 +146,8 @@ register_stack_vm() { # ID [extra register args]
 
 stub_execd() {
 	[ "$(readlink "/proc/$1/exe")" = "$STUB" ] &&
-		tr '\0' ' ' <"/proc/$1/cmdline" | grep -q -- "--api-sock $2"
+		tr '\0' ' ' <"/proc/$1/cmdline" | grep -q -- "--api-sock $2" &&
+		[ -S "$2" ]
 }
 
 # start_stub ID: a stub firecracker serving the VM's api socket; sets STUB_PID.
@@ -155,7 +156,7 @@ start_stub() {
 	"$STUB" --api-sock "$VMS/$1/api.sock" </dev/null >/dev/null 2>&1 &
 	STUB_PID=$!
 	wait_until 5 stub_execd "$STUB_PID" "$VMS/$1/api.sock" ||
-		fail "stub $STUB_PID never exec'd"
+		fail "stub $STUB_PID never listened"
 }
 
 set_stack_handles() { # ID

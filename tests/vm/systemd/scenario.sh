@@ -86,6 +86,7 @@ no_helper_unit() { [ -z "$(systemctl list-units --all --plain --no-legend 'bange
 vm_state() { ctl list | grep -o "\"id\":\"$1\",\"state\":\"[a-z]*\"" | sed 's/.*"state":"//; s/"//'; }
 vm_is() { [ "$(vm_state "$2")" = "$1" ]; }
 exe_is_stub() { [ "$(readlink "/proc/$1/exe")" = "$STUB" ]; }
+stub_listens() { exe_is_stub "$1" && [ -S "$2" ]; }
 teardown_event() { grep -E "\"kind\":\"(torn_down|teardown_failed)\",\"id\":\"$1\"" /tmp/events; }
 # The first line a unit's program logged that is not a routine one: why it died.
 first_error() {
@@ -172,6 +173,7 @@ DM=$DM_PREFIX$ID
 TAP=$TAP_PREFIX$ID
 API_SOCK=$API_ROOT/$ID/api.sock
 mkdir -p "$IMAGES" "$API_ROOT/$ID"
+chown nobody:nogroup "$API_ROOT/$ID" # the firecracker (below, uid nobody) binds its socket there
 ctl register "$ID" --api-sock "$API_SOCK" --tap "$TAP" --loop-file "$BASE" --loop-file "$COW" \
 	--dm "$DM" >/tmp/out 2>&1 || fail "register $ID: $(cat /tmp/out)"
 dd if=/dev/zero of="$BASE" bs=1M count=16 status=none || fail "cannot write $BASE"
@@ -190,7 +192,7 @@ ip tuntap add dev "$TAP" mode tap || fail "ip tuntap add $TAP"
 setpriv --reuid=nobody --regid=nogroup --clear-groups "$STUB" --api-sock "$API_SOCK" \
 	</dev/null >/dev/null 2>&1 &
 STUB_PID=$!
-wait_until 5 exe_is_stub "$STUB_PID" || fail "stub $STUB_PID never exec'd"
+wait_until 5 stub_listens "$STUB_PID" "$API_SOCK" || fail "stub $STUB_PID never listened"
 ctl set "$ID" "$STUB_PID" --tap "$TAP" --loop "$LOOP_BASE" --loop "$LOOP_COW" --dm "$DM" \
 	>/tmp/out 2>&1 || fail "set $ID (the helper's probe of pid $STUB_PID): $(cat /tmp/out)"
 grep -q '"state":"running"' /tmp/out || fail "set $ID did not make it running: $(cat /tmp/out)"
