@@ -1,8 +1,10 @@
 /*
  * See beneath.h. openat2(2) with RESOLVE_BENEATH does the walk in the
  * kernel, so nothing can be swapped between our checks and the open. glibc
- * 2.36 has no wrapper: the raw system call. Where it is missing (ENOSYS: a
- * kernel before 5.6, or a seccomp filter that does not know it) the same
+ * 2.36 has no wrapper: the raw system call. Where it is refused (ENOSYS: a
+ * kernel before 5.6, or systemd's seccomp filter, which blocks openat2
+ * under RestrictSUIDSGID= because it cannot read the mode in struct
+ * open_how; EPERM from older systemd) the same
  * walk is done one component at a time, each opened O_NOFOLLOW from the
  * fd of the one before: the path is in normal spelling, so there is no
  * "." or ".." to resolve and a symlink anywhere fails the walk.
@@ -90,7 +92,9 @@ int open_beneath(const char *root, const char *path, int flags)
 	    .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
 	};
 	int fd = (int)syscall(SYS_openat2, rootfd, rel, &how, sizeof(how));
-	if (fd < 0 && errno == ENOSYS)
+	/* ENOSYS from systemd 252's filter (RestrictSUIDSGID= cannot read open_how), EPERM from
+	 * older ones: the same walk, by hand. */
+	if (fd < 0 && (errno == ENOSYS || errno == EPERM))
 		return walk_beneath(rootfd, rel, flags);
 	return fd >= 0 ? fd : negative_errno();
 }

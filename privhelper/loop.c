@@ -2,11 +2,13 @@
  * Loop teardown with the loop ioctls on the opened device. A request names
  * a loop as /dev/loopN (exactly that spelling) or, when its number was
  * never reported, by its backing file; either way the helper detaches a
- * loop only when the kernel says its backing file lies under a loop root,
- * and it checks and clears through one fd, so that what it verified is
- * what it detaches, then confirms the detach happened. Never detaches a
- * loop outside the roots, never opens a path a request names other than
- * /dev/loopN (a backing file is only stat()ed).
+ * loop only when the file the kernel names as its backing file, opened
+ * beneath a loop root, is the loop's own file (or the kernel says that
+ * file was deleted), and it checks and clears through one fd, so that
+ * what it verified is what it detaches, then confirms the detach happened.
+ * Never detaches a loop outside the roots, never opens a path a request
+ * names other than /dev/loopN (a backing file is opened O_PATH, and only
+ * by the name the kernel gives).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -21,6 +23,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
+#include "beneath.h"
 #include "log.h"
 #include "macro.h"
 #include "path.h"
@@ -129,14 +132,47 @@ static int loop_open_bound(unsigned n, int *fd_out, struct loop_info64 *info)
 }
 
 /*
+ * Errors of the looking itself (resources, a race openat2 asks us to retry,
+ * flags it does not know), which say nothing about where the name leads.
+ */
+static bool open_error_is_helpers(int err)
+{
+	return err == -EIO || err == -ENOMEM || err == -EMFILE || err == -ENFILE ||
+	       err == -EAGAIN || err == -EINTR || err == -EINVAL || err == -E2BIG;
+}
+
+/*
+ * Is the file the kernel names for the loop the loop's own file, reached
+ * from root as this process sees it? The name is d_path() of the loop's
+ * file, which is honest only in the mount namespace that opened it: here
+ * the same string may lead nowhere (a private mount, PrivateTmp=), to
+ * another file, or through a symlink out of the root. So it must open
+ * beneath root with no symlinks and have the status's device and inode.
+ * 1 yes, 0 no (nothing we can open by that name counts as proof), or
+ * -errno when the helper could not look.
+ */
+static int loop_backing_is_beneath(const char *root, const char *backing,
+				   const struct loop_info64 *info)
+{
+	struct stat st;
+
+	_cleanup_close_ int fd = open_beneath(root, backing, O_PATH);
+	if (fd < 0)
+		return open_error_is_helpers(fd) ? fd : 0;
+	if (fstat(fd, &st) < 0)
+		return negative_errno();
+	return (uint64_t)st.st_dev == info->lo_device && (uint64_t)st.st_ino == info->lo_inode;
+}
+
+/*
  * May bound loopN be detached? Its backing file, as the kernel names it,
- * must lie under a loop root and, while it still exists, be the very file
- * of the status read through the fd (sysfs and the fd are read apart).
+ * must lie under a loop root and, unless the kernel says it was deleted,
+ * open beneath that root as the very file of the status read through the
+ * fd (sysfs and the fd are read apart).
  */
 static bool loop_verify(const struct ps_policy *p, unsigned n, const struct loop_info64 *info,
 			char *backing, size_t size, struct ps_teardown_result *r)
 {
-	struct stat st;
 	bool deleted;
 
 	int err = loop_backing_path(n, backing, size, &deleted);
@@ -146,23 +182,27 @@ static bool loop_verify(const struct ps_policy *p, unsigned n, const struct loop
 			     err == -ENOENT ? 0 : err);
 		return false;
 	}
-	if (!path_is_normal_absolute(backing) || !policy_loop_file_allowed(p, backing)) {
+	const char *root = path_is_normal_absolute(backing) ? policy_loop_root(p, backing) : NULL;
+	if (!root) {
 		teardown_set(r, PS_TEARDOWN_REFUSED, PS_REASON_OUTSIDE_ROOTS, 0);
 		return false;
 	}
+	/*
+	 * An unlinked file cannot be opened by any name, so the kernel's word
+	 * that it was deleted from under the root is all there is to go on. The
+	 * word is only a suffix: a file whose name really ends in " (deleted)"
+	 * reads the same and passes on the same terms (its name, suffix and
+	 * all, lies under the same root), even one that is not ours, seen from
+	 * another mount namespace. The kernel offers no other handle on it.
+	 */
 	if (deleted)
-		return true; /* the name leads to no file of ours any more: nothing to compare */
-	if (stat(backing, &st) < 0) {
-		if (errno == ENOENT)
-			return true;
-		teardown_set(r, PS_TEARDOWN_FAILED, 0, negative_errno());
-		return false;
-	}
-	if ((uint64_t)st.st_dev != info->lo_device || (uint64_t)st.st_ino != info->lo_inode) {
+		return true;
+	err = loop_backing_is_beneath(root, backing, info);
+	if (err < 0)
+		teardown_set(r, PS_TEARDOWN_FAILED, 0, err);
+	else if (err == 0)
 		teardown_set(r, PS_TEARDOWN_REFUSED, PS_REASON_BACKING_CHANGED, 0);
-		return false;
-	}
-	return true;
+	return err == 1;
 }
 
 /* Whether loopN is still bound to backing (sysfs, so that looking holds no reference). */

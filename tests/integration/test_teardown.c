@@ -10,15 +10,21 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <net/if.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -41,6 +47,8 @@ static struct {
 	size_t n_loops;
 	pid_t holders[MAX_TRACKED];
 	size_t n_holders;
+	pid_t ns_keepers[MAX_TRACKED]; /* each keeps a mount namespace alive */
+	size_t n_ns_keepers;
 	char mount[PATH_MAX]; /* a bind mount to undo, or "" */
 	char *dir;
 } tracked;
@@ -87,6 +95,14 @@ static bool loop_bound_to(const char *dev, const char *file)
 	return strcmp(backing, file) == 0;
 }
 
+/* Bound to file, or to file since deleted (the kernel then appends " (deleted)"). */
+static bool loop_bound_to_either(const char *dev, const char *file)
+{
+	char deleted[PATH_MAX + 16];
+	t_pathf(deleted, sizeof(deleted), "%s (deleted)", file);
+	return loop_bound_to(dev, file) || loop_bound_to(dev, deleted);
+}
+
 static void cleanup_all(void)
 {
 	for (size_t i = 0; i < tracked.n_holders; i++)
@@ -97,8 +113,11 @@ static void cleanup_all(void)
 		sh("dmsetup remove --retry '%s' >/dev/null 2>&1", tracked.dm[i]);
 	/* Only a loop still bound to our file: its number may serve another test by now. */
 	for (size_t i = 0; i < tracked.n_loops; i++)
-		if (loop_bound_to(tracked.loops[i].dev, tracked.loops[i].file))
+		if (loop_bound_to_either(tracked.loops[i].dev, tracked.loops[i].file))
 			sh("losetup -d '%s'", tracked.loops[i].dev);
+	/* Only now: a loop attached in another namespace is named by it only while it lives. */
+	for (size_t i = 0; i < tracked.n_ns_keepers; i++)
+		t_kill_and_reap(tracked.ns_keepers[i]);
 	for (size_t i = 0; i < tracked.n_links; i++)
 		if (if_nametoindex(tracked.links[i]) != 0)
 			sh("ip link del '%s'", tracked.links[i]);
@@ -155,25 +174,144 @@ static void make_tap(const char *name, const char *mode)
 	make_link(name, NULL, how);
 }
 
-/* A 1 MiB file dir/name attached to a fresh loop device; dev gets /dev/loopN. */
-static void make_loop(const char *dir, const char *name, char *file, size_t file_size, char *dev,
-		      size_t dev_size)
+/* A 1 MiB file. */
+static void make_image(const char *file)
 {
-	t_pathf(file, file_size, "%s/%s", dir, name);
 	int fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	CHECK(fd >= 0 && ftruncate(fd, 1 << 20) == 0, "creating %s: %s", file, strerror(errno));
 	close(fd);
+}
+
+/* Track dev for cleanup as bound to the backing file the kernel names (kernel_name). */
+static void track_loop(const char *dev, const char *kernel_name)
+{
+	CHECK(strncmp(dev, "/dev/loop", 9) == 0, "losetup gave '%s'", dev);
+	CHECK(tracked.n_loops < MAX_TRACKED, "too many loops");
+	t_pathf(tracked.loops[tracked.n_loops].dev, sizeof(tracked.loops[0].dev), "%s", dev);
+	t_pathf(tracked.loops[tracked.n_loops].file, sizeof(tracked.loops[0].file), "%s",
+		kernel_name);
+	tracked.n_loops++;
+	CHECK(loop_bound_to(dev, kernel_name), "%s is not bound to %s", dev, kernel_name);
+}
+
+/* Attach file (opened by that name) to a fresh loop device; the kernel names it kernel_name. */
+static void attach_loop(const char *file, const char *kernel_name, char *dev, size_t dev_size)
+{
 	char cmd[PATH_MAX + 64];
 	t_pathf(cmd, sizeof(cmd), "losetup -f --show '%s'", file);
 	FILE *p = popen(cmd, "r");
 	CHECK(p && fgets(dev, (int)dev_size, p), "losetup -f --show %s", file);
 	dev[strcspn(dev, "\n")] = '\0';
-	CHECK(pclose(p) == 0 && strncmp(dev, "/dev/loop", 9) == 0, "losetup gave '%s'", dev);
-	CHECK(tracked.n_loops < MAX_TRACKED, "too many loops");
-	t_pathf(tracked.loops[tracked.n_loops].dev, sizeof(tracked.loops[0].dev), "%s", dev);
-	t_pathf(tracked.loops[tracked.n_loops].file, sizeof(tracked.loops[0].file), "%s", file);
-	tracked.n_loops++;
-	CHECK(loop_bound_to(dev, file), "%s is not bound to %s", dev, file);
+	CHECK(pclose(p) == 0, "losetup -f --show %s", file);
+	track_loop(dev, kernel_name);
+}
+
+/* A 1 MiB file dir/name attached to a fresh loop device; dev gets /dev/loopN. */
+static void make_loop(const char *dir, const char *name, char *file, size_t file_size, char *dev,
+		      size_t dev_size)
+{
+	t_pathf(file, file_size, "%s/%s", dir, name);
+	make_image(file);
+	attach_loop(file, file, dev, dev_size);
+}
+
+/*
+ * The child of make_loop_elsewhere(): in a mount namespace of its own,
+ * bind-mount over on at, attach file and print the device to out; then
+ * live on, because the kernel's name for the file is only as good as the
+ * namespace that gave it (once that is gone, the name is "/x.img").
+ */
+static _noreturn_ void attach_elsewhere(const char *over, const char *at, const char *file, int out)
+{
+	char cmd[PATH_MAX + 64];
+	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+	/* Not a copy of the helper's socket: the helper must see EOF when we close ours. */
+	close_range(3, (unsigned)out - 1, 0);
+	close_range((unsigned)out + 1, ~0U, 0);
+	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    mount(over, at, NULL, MS_BIND, NULL) < 0 || dup2(out, STDOUT_FILENO) < 0)
+		_exit(1);
+	snprintf(cmd, sizeof(cmd), "losetup -f --show '%s'", file);
+	if (system(cmd) != 0)
+		_exit(1);
+	close(STDOUT_FILENO);
+	close(out);
+	for (;;)
+		pause();
+}
+
+/*
+ * A loop attached from another mount namespace, one in which the directory
+ * over is bind-mounted on at: the kernel names its backing file at/name,
+ * while in ours, and the helper's, that path leads nowhere or elsewhere;
+ * the file really is over/name. This is how a loop someone else made (a
+ * container, another service) looks to the helper.
+ */
+static void make_loop_elsewhere(const char *over, const char *at, const char *name, char *file,
+				size_t file_size, char *dev, size_t dev_size)
+{
+	int out[2];
+	t_pathf(file, file_size, "%s/%s", at, name);
+	CHECK(tracked.n_ns_keepers < MAX_TRACKED, "too many namespaces");
+	CHECK(pipe2(out, O_CLOEXEC) == 0, "pipe");
+	pid_t pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0)
+		attach_elsewhere(over, at, file, out[1]);
+	close(out[1]);
+	tracked.ns_keepers[tracked.n_ns_keepers++] = pid;
+	FILE *p = fdopen(out[0], "r");
+	CHECK(p, "fdopen");
+	bool got = fgets(dev, (int)dev_size, p) != NULL;
+	fclose(p);
+	CHECK(got, "attaching %s from another mount namespace failed", file);
+	dev[strcspn(dev, "\n")] = '\0';
+	track_loop(dev, file);
+}
+
+#if defined(__x86_64__)
+#define NATIVE_AUDIT_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define NATIVE_AUDIT_ARCH AUDIT_ARCH_AARCH64
+#endif
+
+/*
+ * Answer ENOSYS to openat2 in this process and all it starts, the helper
+ * included, as systemd's RestrictSUIDSGID= does in the helper's unit: the
+ * helper must then walk beneath a loop root by hand, just as strictly.
+ */
+static void hide_openat2(void)
+{
+#ifdef NATIVE_AUDIT_ARCH
+	struct sock_filter code[] = {
+	    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+	    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, NATIVE_AUDIT_ARCH, 1, 0),
+	    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+	    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_openat2, 0, 1),
+	    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+	    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = {.len = ELEMENTSOF(code), .filter = code};
+	t_require_root();
+	CHECK(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0, "seccomp: %s",
+	      strerror(errno));
+	CHECK(syscall(SYS_openat2, AT_FDCWD, "/", NULL, 0) < 0 && errno == ENOSYS,
+	      "openat2 is not hidden");
+#else
+	SKIP("no seccomp filter for this architecture in this test");
+#endif
+}
+
+/*
+ * Run this case, and the helper it starts, in a mount namespace of its
+ * own, so that no mount it makes can outlive it in the host's.
+ */
+static void private_mount_namespace(void)
+{
+	t_require_root();
+	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		SKIP("no private mount namespace here: %s", strerror(errno));
 }
 
 /* A child that holds dev open until it is killed; returns once the device is open. */
@@ -505,6 +643,186 @@ static void loop_backing_changed(void)
 	free(out);
 }
 
+/*
+ * The kernel's name for a backing file is only true in the mount namespace
+ * that opened it. Here a bind mount, in this namespace only, hides the
+ * images dir as the helper's PrivateTmp= or ProtectHome= would: the name
+ * leads nowhere, which proves nothing, so nothing is detached until the
+ * file can be seen again.
+ */
+static void loop_refused_hidden(void)
+{
+	struct fixture f;
+	struct ps_teardown_reply rep;
+	char vm_dir[600], file[PATH_MAX], dev[32], empty[600], needle[2 * PATH_MAX + 64];
+	private_mount_namespace();
+	fixture_setup(&f, "td-hidden");
+	/* Two levels down, so that the open that finally finds it crosses a directory. */
+	t_pathf(vm_dir, sizeof(vm_dir), "%s/vm", f.loop_root);
+	CHECK(mkdir(vm_dir, 0755) == 0, "mkdir");
+	make_loop(vm_dir, "x.img", file, sizeof(file), dev, sizeof(dev));
+	t_pathf(empty, sizeof(empty), "%s/empty", f.outside);
+	CHECK(mkdir(empty, 0755) == 0, "mkdir");
+	CHECK(mount(empty, f.loop_root, NULL, MS_BIND, NULL) == 0, "bind mount: %s",
+	      strerror(errno));
+	t_pathf(tracked.mount, sizeof(tracked.mount), "%s", f.loop_root);
+	CHECK(access(file, F_OK) < 0 && errno == ENOENT, "%s is not hidden", file);
+	struct request rq = {.loops = {dev, file}};
+	teardown(&f, &rq, &rep);
+	expect(&rep, 0, PS_RESOURCE_LOOP, dev, PS_TEARDOWN_REFUSED, PS_REASON_BACKING_CHANGED);
+	expect(&rep, 1, PS_RESOURCE_LOOP, file, PS_TEARDOWN_REFUSED, PS_REASON_BACKING_CHANGED);
+	CHECK(loop_bound_to(dev, file), "%s was detached", dev);
+	CHECK(umount2(f.loop_root, MNT_DETACH) == 0, "umount %s", f.loop_root);
+	tracked.mount[0] = '\0';
+	teardown(&f, &rq, &rep);
+	expect(&rep, 0, PS_RESOURCE_LOOP, dev, PS_TEARDOWN_REMOVED, PS_REASON_NONE);
+	expect(&rep, 1, PS_RESOURCE_LOOP, file, PS_TEARDOWN_ABSENT, PS_REASON_NONE);
+	char *out = fixture_stop(&f);
+	t_pathf(needle, sizeof(needle),
+		"loops=\"%s:refused(backing-changed),%s:refused(backing-changed)\" tap=\"\" "
+		"result=partial",
+		dev, file);
+	expect_in_audit(out, needle);
+	free(out);
+}
+
+/*
+ * The attack: a loop made in another mount namespace, where a directory
+ * outside every root was bind-mounted on the images dir. The kernel names
+ * its file as under the root; the file is not, and the name leads nowhere
+ * here. By device or by that name, it is refused and stays bound.
+ */
+static void loop_refused_other_namespace(void)
+{
+	struct fixture f;
+	struct ps_teardown_reply rep;
+	char real[PATH_MAX], file[PATH_MAX], dev[32], needle[2 * PATH_MAX + 64];
+	private_mount_namespace();
+	fixture_setup(&f, "td-otherns");
+	t_pathf(real, sizeof(real), "%s/x.img", f.outside);
+	make_image(real);
+	make_loop_elsewhere(f.outside, f.loop_root, "x.img", file, sizeof(file), dev, sizeof(dev));
+	CHECK(access(file, F_OK) < 0 && errno == ENOENT, "%s exists here", file);
+	struct request rq = {.loops = {dev, file}};
+	teardown(&f, &rq, &rep);
+	expect(&rep, 0, PS_RESOURCE_LOOP, dev, PS_TEARDOWN_REFUSED, PS_REASON_BACKING_CHANGED);
+	expect(&rep, 1, PS_RESOURCE_LOOP, file, PS_TEARDOWN_REFUSED, PS_REASON_BACKING_CHANGED);
+	CHECK(loop_bound_to(dev, file), "%s was detached", dev);
+	char *out = fixture_stop(&f);
+	t_pathf(needle, sizeof(needle),
+		"loops=\"%s:refused(backing-changed),%s:refused(backing-changed)\" tap=\"\" "
+		"result=partial",
+		dev, file);
+	expect_in_audit(out, needle);
+	free(out);
+}
+
+/*
+ * Symlinks in a root never count as "under" it. A loop attached through
+ * ROOT/link -> outside is named by the kernel where its file really is,
+ * outside. Two loops attached in another namespace are named
+ * ROOT/sub/x.img and ROOT/y.img; here ROOT/sub and ROOT/y.img are
+ * symlinks to those very files (the directory, the file). Following them,
+ * as stat() did, finds the loops' own files; the names do not open
+ * beneath the root, so all three are refused and stay bound.
+ */
+static void loop_refused_symlink(void)
+{
+	struct fixture f;
+	struct ps_teardown_reply rep;
+	char real_dir[600], link[600], via_link[PATH_MAX], real[PATH_MAX], dev1[32];
+	char other[600], path[PATH_MAX], sub_file[PATH_MAX], dev2[32], y_file[PATH_MAX], dev3[32];
+	private_mount_namespace();
+	fixture_setup(&f, "td-symlink");
+
+	t_pathf(real_dir, sizeof(real_dir), "%s/real", f.outside);
+	t_pathf(link, sizeof(link), "%s/link", f.loop_root);
+	t_pathf(via_link, sizeof(via_link), "%s/x.img", link);
+	t_pathf(real, sizeof(real), "%s/x.img", real_dir);
+	CHECK(mkdir(real_dir, 0755) == 0 && symlink(real_dir, link) == 0, "mkdir/symlink");
+	make_image(real);
+	attach_loop(via_link, real, dev1, sizeof(dev1));
+
+	t_pathf(other, sizeof(other), "%s/other", f.outside);
+	t_pathf(path, sizeof(path), "%s/sub", other);
+	CHECK(mkdir(other, 0755) == 0 && mkdir(path, 0755) == 0, "mkdir");
+	t_pathf(path, sizeof(path), "%s/sub/x.img", other);
+	make_image(path);
+	t_pathf(path, sizeof(path), "%s/y.img", other);
+	make_image(path);
+	make_loop_elsewhere(other, f.loop_root, "sub/x.img", sub_file, sizeof(sub_file), dev2,
+			    sizeof(dev2));
+	make_loop_elsewhere(other, f.loop_root, "y.img", y_file, sizeof(y_file), dev3,
+			    sizeof(dev3));
+	t_pathf(path, sizeof(path), "%s/sub", other);
+	t_pathf(link, sizeof(link), "%s/sub", f.loop_root);
+	CHECK(symlink(path, link) == 0, "symlink %s", link);
+	t_pathf(path, sizeof(path), "%s/y.img", other);
+	t_pathf(link, sizeof(link), "%s/y.img", f.loop_root);
+	CHECK(symlink(path, link) == 0, "symlink %s", link);
+
+	struct request rq = {.loops = {dev1, via_link, dev2, sub_file, dev3, y_file}};
+	teardown(&f, &rq, &rep);
+	expect(&rep, 0, PS_RESOURCE_LOOP, dev1, PS_TEARDOWN_REFUSED, PS_REASON_OUTSIDE_ROOTS);
+	/* No loop has that name in the kernel's words: nothing to do, and nothing opened. */
+	expect(&rep, 1, PS_RESOURCE_LOOP, via_link, PS_TEARDOWN_ABSENT, PS_REASON_NONE);
+	for (size_t i = 2; i < 6; i++)
+		expect(&rep, i, PS_RESOURCE_LOOP, rq.loops[i], PS_TEARDOWN_REFUSED,
+		       PS_REASON_BACKING_CHANGED);
+	CHECK(loop_bound_to(dev1, real), "%s was detached", dev1);
+	CHECK(loop_bound_to(dev2, sub_file), "%s was detached", dev2);
+	CHECK(loop_bound_to(dev3, y_file), "%s was detached", dev3);
+	char *out = fixture_stop(&f);
+	expect_in_audit(out, ":refused(outside-roots),");
+	expect_in_audit(out, "/x.img:absent,");
+	expect_in_audit(out, "/y.img:refused(backing-changed)\" tap=\"\" result=partial");
+	free(out);
+}
+
+/*
+ * The kernel's " (deleted)" mark: a file whose name merely ends so is
+ * detached like any file under the root; a deleted file outside every
+ * root is refused on its name without the mark.
+ */
+static void loop_deleted_name(void)
+{
+	struct fixture f;
+	struct ps_teardown_reply rep;
+	char file1[PATH_MAX], dev1[32], file2[PATH_MAX], dev2[32], gone[PATH_MAX + 16];
+	fixture_setup(&f, "td-delname");
+	make_loop(f.loop_root, "a.img (deleted)", file1, sizeof(file1), dev1, sizeof(dev1));
+	make_loop(f.outside, "b.img", file2, sizeof(file2), dev2, sizeof(dev2));
+	CHECK(unlink(file2) == 0, "unlink");
+	t_pathf(gone, sizeof(gone), "%s (deleted)", file2);
+	CHECK(loop_bound_to(dev2, gone), "%s is not named as deleted", dev2);
+	struct request rq = {.loops = {dev1, dev2}};
+	teardown(&f, &rq, &rep);
+	expect(&rep, 0, PS_RESOURCE_LOOP, dev1, PS_TEARDOWN_REMOVED, PS_REASON_NONE);
+	expect(&rep, 1, PS_RESOURCE_LOOP, dev2, PS_TEARDOWN_REFUSED, PS_REASON_OUTSIDE_ROOTS);
+	CHECK(!loop_bound_to(dev1, file1), "%s still bound to %s", dev1, file1);
+	CHECK(loop_bound_to(dev2, gone), "%s was detached", dev2);
+	free(fixture_stop(&f));
+}
+
+/* The same cases with openat2 hidden: the helper walks beneath the root by hand. */
+static void loop_refused_hidden_walk(void)
+{
+	hide_openat2();
+	loop_refused_hidden();
+}
+
+static void loop_refused_other_namespace_walk(void)
+{
+	hide_openat2();
+	loop_refused_other_namespace();
+}
+
+static void loop_refused_symlink_walk(void)
+{
+	hide_openat2();
+	loop_refused_symlink();
+}
+
 static void loop_busy(void)
 {
 	struct fixture f;
@@ -700,6 +1018,13 @@ static const struct t_case cases[] = {
     {"loop-refused-bad-name", loop_refused_bad_name},
     {"loop-deleted-backing", loop_deleted_backing},
     {"loop-backing-changed", loop_backing_changed},
+    {"loop-refused-hidden", loop_refused_hidden},
+    {"loop-refused-other-namespace", loop_refused_other_namespace},
+    {"loop-refused-symlink", loop_refused_symlink},
+    {"loop-deleted-name", loop_deleted_name},
+    {"loop-refused-hidden-walk", loop_refused_hidden_walk},
+    {"loop-refused-other-namespace-walk", loop_refused_other_namespace_walk},
+    {"loop-refused-symlink-walk", loop_refused_symlink_walk},
     {"loop-busy", loop_busy},
     {"dm-policy", dm_policy},
     {"dm-real", dm_real},
