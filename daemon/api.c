@@ -365,12 +365,86 @@ static void method_register(struct varlink_call *c, yajl_val params, void *userd
 	reply_vm(c, e, -1);
 }
 
+/*
+ * A SetHandles in flight: the probe of the client's process, repeated
+ * while that process is a firecracker that does not listen on the VM's
+ * api socket yet (it binds just after it starts), until a deadline.
+ */
 struct set_request {
 	struct daemon *d;
 	struct varlink_call *call;
 	char id[VM_ID_MAX + 1];
 	struct vm_handles handles;
+	int pidfd; /* the client's pidfd, or -1: probe by pid */
+	struct ps_caller caller;
+	uint64_t deadline_ms;
+	unsigned retry_ms;
+	struct event *retry;
 };
+
+#define SET_PROBE_RETRY_FIRST_MS 5
+#define SET_PROBE_RETRY_MAX_MS	 100
+
+static uint64_t monotonic_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void set_request_free(struct set_request *req)
+{
+	if (req->retry)
+		event_free(req->retry);
+	safe_close(req->pidfd);
+	free(req);
+}
+
+static void on_set_probe(struct helper_client *hc, struct helper_reply *reply, void *userdata);
+
+static int set_probe_send(struct set_request *req)
+{
+	struct daemon *d = req->d;
+	struct vm_entry *e = cache_find(&d->cache, req->id);
+	if (!e)
+		return -ENOENT;
+	struct vm_record rec;
+	cache_entry_get(e, &rec, NULL);
+	return helper_probe(d->helper, &req->caller, req->handles.pid, req->pidfd, 0, rec.api_sock,
+			    on_set_probe, req);
+}
+
+static void on_set_retry(evutil_socket_t fd, short what, void *arg)
+{
+	struct set_request *req = arg;
+	(void)fd;
+	(void)what;
+	int r = set_probe_send(req);
+	if (r == -ENOENT) {
+		error_no_such_vm(req->call, req->id); /* unregistered while we waited */
+		set_request_free(req);
+	} else if (r < 0) {
+		error_with(req->call, "HelperUnavailable", "reason", strerror(-r), NULL, NULL);
+		set_request_free(req);
+	}
+}
+
+/* Not listening yet: probe again soon, if the deadline allows. Returns false when it does not. */
+static bool set_probe_retry(struct set_request *req)
+{
+	uint64_t now = monotonic_ms();
+	if (now >= req->deadline_ms)
+		return false;
+	if (!req->retry && !(req->retry = evtimer_new(req->d->base, on_set_retry, req)))
+		return false;
+	req->retry_ms = req->retry_ms ? req->retry_ms * 2 : SET_PROBE_RETRY_FIRST_MS;
+	if (req->retry_ms > SET_PROBE_RETRY_MAX_MS)
+		req->retry_ms = SET_PROBE_RETRY_MAX_MS;
+	uint64_t wait =
+	    req->retry_ms < req->deadline_ms - now ? req->retry_ms : req->deadline_ms - now;
+	struct timeval tv = {(time_t)(wait / 1000), (suseconds_t)(wait % 1000) * 1000};
+	return evtimer_add(req->retry, &tv) == 0;
+}
 
 static void on_set_probe(struct helper_client *hc, struct helper_reply *reply, void *userdata)
 {
@@ -387,8 +461,7 @@ static void on_set_probe(struct helper_client *hc, struct helper_reply *reply, v
 		error_no_such_vm(c, req->id); /* unregistered while the probe ran */
 	} else {
 		const struct ps_probe_reply *r = &reply->msg->payload.probe_reply;
-		char pid_text[16], reason[128];
-		snprintf(pid_text, sizeof(pid_text), "%d", req->handles.pid);
+		char reason[128];
 		switch (r->status) {
 		case PS_PROBE_RUNNING: {
 			struct ps_message *m = (struct ps_message *)reply->msg;
@@ -401,6 +474,8 @@ static void on_set_probe(struct helper_client *hc, struct helper_reply *reply, v
 			break;
 		}
 		case PS_PROBE_NOT_RUNNING: {
+			if (r->reason == PS_REASON_NO_LISTENER && set_probe_retry(req))
+				return; /* answered by a later probe */
 			char name[128];
 			snprintf(name, sizeof(name), IFACE "NotFirecracker");
 			yajl_gen g = varlink_params_begin();
@@ -422,7 +497,7 @@ static void on_set_probe(struct helper_client *hc, struct helper_reply *reply, v
 			error_with(c, "HelperUnavailable", "reason", reason, NULL, NULL);
 		}
 	}
-	free(req);
+	set_request_free(req);
 }
 
 static void method_set_handles(struct varlink_call *c, yajl_val params, void *userdata)
@@ -442,9 +517,10 @@ static void method_set_handles(struct varlink_call *c, yajl_val params, void *us
 	}
 	req->d = d;
 	req->call = c;
+	req->pidfd = -1;
 	field_set(req->id, sizeof(req->id), id);
 	if (json_get_int(params, "pid", &pid) < 0 || pid <= 0 || pid > INT32_MAX) {
-		free(req);
+		set_request_free(req);
 		error_invalid(c, "pid", "a process id (a positive integer)");
 		return;
 	}
@@ -452,25 +528,22 @@ static void method_set_handles(struct varlink_call *c, yajl_val params, void *us
 	if (!get_tap(c, params, "tap", req->handles.tap) ||
 	    !get_paths(c, params, "loops", "loops", req->handles.loops[0], &req->handles.n_loops) ||
 	    !get_dm(c, params, "dm", req->handles.dm[0], &req->handles.n_dm)) {
-		free(req);
+		set_request_free(req);
 		return;
 	}
 	struct vm_entry *e = find_vm(d, c, id);
 	if (!e || !admit_mutation(d, c, id)) {
-		free(req);
+		set_request_free(req);
 		return;
 	}
 	/* A client that spawned firecracker may pass its pidfd: then that process is verified. */
-	_cleanup_close_ int pidfd = varlink_call_take_fd(c, 0);
-	struct ps_caller caller = caller_of(c, "SetHandles");
-	struct vm_record rec;
-	cache_entry_get(e, &rec, NULL);
-	int r =
-	    helper_probe(d->helper, &caller, (pid_t)pid, pidfd, 0, rec.api_sock, on_set_probe, req);
+	req->pidfd = varlink_call_take_fd(c, 0);
+	req->caller = caller_of(c, "SetHandles");
+	req->deadline_ms = monotonic_ms() + d->cfg.api_sock_wait_ms;
+	int r = set_probe_send(req);
 	if (r < 0) {
-		free(req);
+		set_request_free(req);
 		error_with(c, "HelperUnavailable", "reason", strerror(-r), NULL, NULL);
-		return;
 	}
 }
 

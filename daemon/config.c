@@ -73,6 +73,17 @@ static int set_log_level(struct banger_config *c, const char *v)
 	return 0;
 }
 
+static int set_api_sock_wait_ms(struct banger_config *c, const char *v)
+{
+	char *end;
+	errno = 0;
+	unsigned long ms = strtoul(v, &end, 10);
+	if (errno || end == v || *end || v[0] == '-' || ms > CONFIG_MAX_API_SOCK_WAIT_MS)
+		return -EINVAL;
+	c->api_sock_wait_ms = (unsigned)ms;
+	return 0;
+}
+
 static int set_tap_prefix(struct banger_config *c, const char *v)
 {
 	return policy_set_tap_prefix(&c->policy, v);
@@ -142,6 +153,8 @@ static const struct config_key config_keys[] = {
      "split mode: the helper\'s socket (no spawn)"},
     {"audit_log", "audit-log", set_audit_log, NULL, "FILE", "helper's audit log file"},
     {"log_level", "log-level", set_log_level, NULL, "LEVEL", "error|warning|notice|info|debug"},
+    {"api_sock_wait_ms", "api-sock-wait-ms", set_api_sock_wait_ms, NULL, "MS",
+     "how long SetHandles waits for firecracker to listen on its api socket"},
     {"tap_prefix", "tap-prefix", set_tap_prefix, NULL, "PREFIX", "tap devices banger may delete"},
     {"dm_prefix", "dm-prefix", set_dm_prefix, NULL, "PREFIX", "DM names banger may remove"},
     {"dm_uuid_prefix", "dm-uuid-prefix", set_dm_uuid_prefix, NULL, "PREFIX",
@@ -161,6 +174,7 @@ void config_init(struct banger_config *cfg)
 	field_set(cfg->listen, sizeof(cfg->listen), BANGER_DEFAULT_LISTEN);
 	field_set(cfg->helper, sizeof(cfg->helper), BANGER_LIBEXECDIR "/banger-privhelper");
 	cfg->log_level = LOG_LEVEL_INFO;
+	cfg->api_sock_wait_ms = CONFIG_DEFAULT_API_SOCK_WAIT_MS;
 	policy_init(&cfg->policy);
 }
 

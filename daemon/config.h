@@ -13,6 +13,9 @@
 #define BANGER_DEFAULT_CONFIG	 "/etc/banger/bangerd.conf"
 #define BANGER_DEFAULT_STATE_DIR "/var/lib/banger"
 #define BANGER_DEFAULT_LISTEN	 "/run/banger/bangerd.sock"
+/* firecracker binds its api socket just after it starts: SetHandles gives it this long. */
+#define CONFIG_DEFAULT_API_SOCK_WAIT_MS 2000
+#define CONFIG_MAX_API_SOCK_WAIT_MS	60000
 
 struct banger_config {
 	char state_dir[PATH_MAX];
@@ -23,6 +26,7 @@ struct banger_config {
 	char audit_log[PATH_MAX];
 	char admin_group[64]; /* members may call mutating methods; empty: none */
 	int log_level;
+	unsigned api_sock_wait_ms;
 	struct ps_policy policy;
 };
 

@@ -102,6 +102,8 @@ int reconcile_start(struct daemon *d, const struct ps_caller *caller, reconcile_
 /* Watch the verified firecracker of e (adopting a new pid if it moved). */
 void service_adopt_process(struct daemon *d, struct vm_entry *e, int32_t pid, uint64_t start_time,
 			   int pidfd);
+/* Does the process e watches still live? (false when e watches none) */
+bool service_pidfd_alive(const struct vm_entry *e);
 /* Try every pending write once more now (shutdown). */
 void service_flush_pending(struct daemon *d);
 

@@ -11,6 +11,8 @@
  * that no record owns) are reported, never killed.
  */
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,6 +45,7 @@ struct rc_vm {
 	enum rc_action action;
 	int32_t pid;
 	const char *reason;
+	char why[128];			   /* a reason made for this VM (reason points here) */
 	struct ps_teardown_reply *results; /* after a teardown, or NULL */
 };
 
@@ -223,6 +226,94 @@ static void send_teardowns(struct reconcile *rc)
 	held_names_free(&held);
 }
 
+/* Liveness could not be established: say why, touch nothing. */
+static void decide_unknown(struct rc_vm *v, struct vm_entry *e, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void decide_unknown(struct rc_vm *v, struct vm_entry *e, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(v->why, sizeof(v->why), fmt, ap);
+	va_end(ap);
+	v->action = RC_UNKNOWN;
+	v->reason = v->why;
+	e->liveness = VM_UNKNOWN;
+}
+
+/*
+ * Never switch identity silently: several processes holding the VM's
+ * listener, or one that is not the live process we watch, leave the VM
+ * unknown and say so, naming every pid. A watched process is replaced
+ * only once it has exited.
+ */
+static void decide_conflict(struct daemon *d, struct rc_vm *v, struct vm_entry *e,
+			    const struct ps_scan_entry *claims, size_t n)
+{
+	char pids[96] = "";
+	size_t off = 0;
+	for (size_t i = 0; i < n && off < sizeof(pids); i++)
+		off += (size_t)snprintf(pids + off, sizeof(pids) - off, "%s%d",
+					i == 0	     ? ""
+					: i + 1 == n ? " and "
+						     : ", ",
+					claims[i].pid);
+	if (n > 1)
+		decide_unknown(v, e, "pids %s all hold its api socket", pids);
+	else
+		decide_unknown(v, e, "watched pid %d lives, but pid %s holds its api socket",
+			       (int)e->pid, pids);
+	v->pid = e->pidfd >= 0 ? e->pid : 0;
+	log_warnx("vm %s: identity conflict: %s; liveness unknown, nothing torn down", v->id,
+		  v->why);
+	service_emit(d, "identity_conflict", v->id, v->pid, v->why);
+}
+
+/* The scan found the one process holding the VM's listener. */
+static void decide_found(struct daemon *d, struct rc_vm *v, struct vm_entry *e,
+			 const struct ps_scan_entry *m, int *pidfd)
+{
+	if (e->pidfd >= 0 && e->pid != m->pid && service_pidfd_alive(e)) {
+		decide_conflict(d, v, e, m, 1);
+		return;
+	}
+	v->action = RC_KEPT;
+	v->pid = m->pid;
+	service_adopt_process(d, e, m->pid, m->start_time, *pidfd);
+	*pidfd = -1;
+}
+
+/* Apply every entry of the scan; *decided[i] says VM i got an answer from it. */
+static void apply_scan(struct reconcile *rc, struct helper_scan_result *res, bool *decided)
+{
+	struct daemon *d = rc->d;
+	for (size_t i = 0, j; i < res->count; i = j) {
+		const struct ps_scan_entry *m = &res->entries[i];
+		/* The helper sends an index's ambiguous claimants one after another. */
+		for (j = i + 1;
+		     j < res->count && m->kind == PS_SCAN_AMBIGUOUS &&
+		     res->entries[j].kind == PS_SCAN_AMBIGUOUS && res->entries[j].index == m->index;
+		     j++)
+			;
+		if (m->kind == PS_SCAN_ORPHAN) {
+			rc->orphans[rc->n_orphans++] = *m;
+			continue;
+		}
+		struct vm_entry *e =
+		    m->index < rc->n ? cache_find(&d->cache, rc->vms[m->index].id) : NULL;
+		if (!e || decided[m->index])
+			continue;
+		struct rc_vm *v = &rc->vms[m->index];
+		decided[m->index] = true;
+		if (m->kind == PS_SCAN_UNKNOWN)
+			decide_unknown(v, e, "its api socket could not be looked at: %s",
+				       strerror(-m->err));
+		else if (m->kind == PS_SCAN_AMBIGUOUS)
+			decide_conflict(d, v, e, m, j - i);
+		else
+			decide_found(d, v, e, m, &res->pidfds[i]);
+	}
+}
+
 static void on_scan(struct helper_client *hc, struct helper_scan_result *res, void *userdata)
 {
 	struct reconcile *rc = userdata;
@@ -230,45 +321,29 @@ static void on_scan(struct helper_client *hc, struct helper_scan_result *res, vo
 	(void)hc;
 
 	rc->pending = 1; /* held until every VM is decided */
-	if (res->err < 0) {
-		rc->err = res->err;
+	bool *decided = res->err < 0 ? NULL : calloc(rc->n ? rc->n : 1, sizeof(bool));
+	rc->orphans = decided ? calloc(res->count ? res->count : 1, sizeof(*rc->orphans)) : NULL;
+	if (res->err < 0 || !decided || !rc->orphans) {
+		rc->err = res->err < 0 ? res->err : -ENOMEM;
 		for (size_t i = 0; i < rc->n; i++) {
 			rc->vms[i].action = RC_UNKNOWN;
-			rc->vms[i].reason = "the helper could not scan";
+			rc->vms[i].reason =
+			    res->err < 0 ? "the helper could not scan" : "out of memory";
 		}
 	} else {
-		bool *found = calloc(rc->n ? rc->n : 1, sizeof(bool));
-		rc->orphans = calloc(res->count ? res->count : 1, sizeof(*rc->orphans));
-		for (size_t i = 0; i < res->count; i++) {
-			const struct ps_scan_entry *m = &res->entries[i];
-			if (m->kind == PS_SCAN_ORPHAN && rc->orphans) {
-				rc->orphans[rc->n_orphans++] = *m;
-				continue;
-			}
-			struct vm_entry *e =
-			    m->index < rc->n ? cache_find(&d->cache, rc->vms[m->index].id) : NULL;
-			if (!e || !found || res->pidfds[i] < 0)
-				continue;
-			found[m->index] = true;
-			rc->vms[m->index].action = RC_KEPT;
-			rc->vms[m->index].pid = m->pid;
-			service_adopt_process(d, e, m->pid, m->start_time, res->pidfds[i]);
-			res->pidfds[i] = -1;
-		}
-		for (size_t i = 0; found && i < rc->n; i++) {
+		apply_scan(rc, res, decided);
+		for (size_t i = 0; i < rc->n; i++) {
 			struct vm_entry *e = cache_find(&d->cache, rc->vms[i].id);
 			if (!e) {
 				rc->vms[i].action = RC_CLEAN;
 				rc->vms[i].reason = "unregistered meanwhile";
-			} else if (!found[i]) {
+			} else if (!decided[i]) {
 				decide_unfound(&rc->vms[i], e, res->uninspected == 0);
 			}
 		}
-		if (!found)
-			rc->err = -ENOMEM;
-		free(found);
 		send_teardowns(rc);
 	}
+	free(decided);
 	if (--rc->pending == 0)
 		reconcile_finish(rc);
 }

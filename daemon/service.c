@@ -11,6 +11,7 @@
  * resources they name.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,6 +182,13 @@ static void watch_pidfd(struct daemon *d, struct vm_entry *e, int pidfd)
 		log_warnx("vm %s: cannot watch pid %d", e->id, e->pid);
 		e->liveness = VM_UNKNOWN;
 	}
+}
+
+bool service_pidfd_alive(const struct vm_entry *e)
+{
+	struct pollfd p = {.fd = e->pidfd, .events = POLLIN};
+	/* A pidfd polls readable once its process has exited. */
+	return e->pidfd >= 0 && poll(&p, 1, 0) == 0;
 }
 
 enum vm_liveness service_liveness(const struct vm_entry *e)

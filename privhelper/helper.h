@@ -12,8 +12,19 @@
 #include "policy.h"
 #include "privsep.h"
 #include "strbuf.h"
+#include "unixsock.h"
 
 #define HELPER_SOCKET_FD 3
+
+/* One socket a scan asks about, by its node; err when it could not be looked at. */
+struct wanted_socket {
+	struct unix_node node;
+	uint32_t index; /* its place in the whole request */
+	int32_t err;
+};
+
+/* Most wanted listeners (and other listeners) one process may hold that a scan keeps track of. */
+#define PS_SCAN_PROCESS_MAX_MATCHES 64
 
 /* A scan whose request arrives in several parts (proto/privsep.h). */
 struct scan_request {
@@ -22,8 +33,10 @@ struct scan_request {
 	uint32_t nparts;
 	uint32_t next_part;
 	struct ps_caller caller;
-	char (*sockets)[PS_SOCK_PATH_MAX];
-	size_t count;
+	size_t sockets; /* named in the request */
+	struct wanted_socket *wanted;
+	size_t count, capacity;
+	int err; /* the first failure while collecting: answered after the last part */
 };
 
 struct helper {
@@ -32,6 +45,7 @@ struct helper {
 	bool privileged; /* started as root and holding exactly its four capabilities */
 	bool hello_done;
 	int audit_fd; /* -1, or the audit log file */
+	struct netns_home netns;
 	struct scan_request scan;
 };
 

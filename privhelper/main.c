@@ -276,6 +276,18 @@ int main(int argc, char **argv)
 		fatal(1, "PR_SET_PDEATHSIG");
 	if (audit_log)
 		h.audit_fd = open_audit_log(audit_log);
+	/* Where to come back to after asking another network namespace about its sockets. */
+	int r = netns_home_open(&h.netns);
+	if (r < 0)
+		fatalx(1, "cannot open /proc/self/ns/net: %s", strerror(-r));
+	r = unixsock_available(&h.netns);
+	if (r < 0)
+		fatalx(
+		    1,
+		    "the kernel does not say which unix socket listens where (sock_diag for "
+		    "AF_UNIX: CONFIG_UNIX_DIAG, module unix_diag): %s; without it no firecracker "
+		    "can be identified",
+		    strerror(-r));
 	if (split)
 		check_peer(&h, daemon_user);
 	drop_privileges(&h);
@@ -284,7 +296,7 @@ int main(int argc, char **argv)
 
 	for (;;) {
 		struct ps_message m;
-		int r = ps_recv(h.sock, PS_TO_HELPER, false, &m, why, sizeof(why));
+		r = ps_recv(h.sock, PS_TO_HELPER, false, &m, why, sizeof(why));
 		if (r == 0) {
 			log_info("bangerd closed the socket; exiting");
 			return 0;

@@ -1,10 +1,17 @@
 /*
  * PROBE and SCAN: the helper's read-only look at firecracker processes.
- * Both report a process only when its executable is a firecracker name of
- * the policy and its api socket (resolved as the host sees it) lies under
- * an api socket root; both hand back pidfds opened before /proc was read,
- * so that bangerd watches exactly the process that was verified. Never
- * signals or changes any process.
+ *
+ * One rule for both (DESIGN §4): a process IS the firecracker of api
+ * socket S only if its executable has a policy name AND it holds the
+ * listening socket bound to S's node, where S's node is what S names as
+ * the host sees it: opened beneath its api-socket root, no symlinks, in the
+ * helper's own mount namespace. What the process says of itself (argv,
+ * its root, its mount namespace) is never consulted. Two processes that
+ * hold the same listener are reported as ambiguous, never as a match.
+ *
+ * Both hand back pidfds opened before /proc was read, so that bangerd
+ * watches exactly the process that was verified. Never signals or changes
+ * any process.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -12,39 +19,108 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <uthash.h>
+#include <unistd.h>
 
+#include "beneath.h"
 #include "helper.h"
 #include "log.h"
 #include "path.h"
 #include "procfs.h"
+#include "unixsock.h"
 
-static void probe_judge(const struct ps_policy *policy, const struct ps_probe *q, int pidfd,
-			pid_t pid, struct ps_probe_reply *rep)
+/* The node api socket path names, opened beneath its root as the host sees it. */
+static int api_sock_node(const struct ps_policy *policy, const char *path, struct unix_node *node)
 {
-	struct proc_facts f;
-	int r = proc_inspect(policy, pid, &f);
+	const char *root = policy_api_sock_root(policy, path);
+	if (!root)
+		return -EXDEV;
+	_cleanup_close_ int fd = open_beneath(root, path, O_PATH);
+	if (fd < 0)
+		return fd;
+	return unix_node_of_fd(fd, node);
+}
+
+/* Errors that say there is no such socket (so nobody can serve it), not that we cannot tell. */
+static bool no_such_socket(int err)
+{
+	return err == -ENOENT || err == -ENOTDIR || err == -ELOOP || err == -EXDEV ||
+	       err == -ENOTSOCK;
+}
+
+/* --- PROBE ---------------------------------------------------------------- */
+
+struct holder_check {
+	int diag_fd;
+	const struct unix_node *node;
+	int err; /* the last failed check, in case no socket turns out to be the one */
+};
+
+static int check_socket(uint64_t sock_ino, void *userdata)
+{
+	struct holder_check *c = userdata;
+	int r = listener_check(c->diag_fd, sock_ino, c->node);
+	if (r < 0)
+		c->err = r;
+	return r > 0;
+}
+
+static void probe_judge(const struct helper *h, const struct ps_probe *q, int pidfd, pid_t pid,
+			struct ps_probe_reply *rep)
+{
+	struct unix_node node;
+	bool is_fc = false;
+	uint64_t start_time = 0;
+	int r = 0;
+
+	_cleanup_close_ int dirfd = proc_open_dir(pid);
+	if (dirfd < 0)
+		r = dirfd;
+	if (r == 0)
+		r = proc_exe_is_firecracker(&h->policy, dirfd, &is_fc);
+	if (r == 0 && is_fc)
+		r = proc_start_time(dirfd, &start_time);
 
 	rep->pid = pid;
 	rep->status = PS_PROBE_NOT_RUNNING;
 	if (r == -ESRCH) {
 		rep->reason = PS_REASON_NO_PROCESS;
+		return;
 	} else if (r < 0) {
-		rep->status = PS_PROBE_FAILED;
-		rep->err = r;
-	} else if (!f.is_firecracker) {
+		rep->status = PS_PROBE_FAILED, rep->err = r;
+		return;
+	} else if (!is_fc) {
 		rep->reason = PS_REASON_NOT_FIRECRACKER;
-	} else if (!f.has_api_sock || strcmp(f.api_sock, q->api_sock) != 0) {
-		rep->reason = PS_REASON_API_SOCK_MISMATCH;
-	} else if (q->start_time != 0 && q->start_time != f.start_time) {
+		return;
+	} else if (q->start_time != 0 && q->start_time != start_time) {
 		rep->reason = PS_REASON_START_TIME_MISMATCH;
-	} else if (pidfd_has_exited(pidfd)) {
+		return;
+	}
+
+	_cleanup_close_ int diag_fd = -1;
+	r = api_sock_node(&h->policy, q->api_sock, &node);
+	if (r == 0) {
+		diag_fd = diag_socket_for(&h->netns, dirfd);
+		r = diag_fd < 0 ? diag_fd : 0;
+	}
+	if (r == 0) {
+		struct holder_check c = {diag_fd, &node, 0};
+		r = proc_for_each_socket(dirfd, check_socket, &c);
+		if (r == 0)
+			r = c.err < 0 ? c.err : -ENOENT;
+		else if (r == 1)
+			r = 0;
+	}
+	if (r == -ESRCH)
+		rep->reason = PS_REASON_NO_PROCESS;
+	else if (no_such_socket(r))
+		rep->reason = PS_REASON_NO_LISTENER;
+	else if (r < 0)
+		rep->status = PS_PROBE_FAILED, rep->err = r;
+	else if (pidfd_has_exited(pidfd))
 		/* The facts may belong to a successor that reused the pid. */
 		rep->reason = PS_REASON_EXITED_DURING_PROBE;
-	} else {
-		rep->status = PS_PROBE_RUNNING;
-		rep->start_time = f.start_time;
-	}
+	else
+		rep->status = PS_PROBE_RUNNING, rep->start_time = start_time;
 }
 
 int asroot_probe(struct helper *h, struct ps_message *m, char *why, size_t why_size)
@@ -88,7 +164,7 @@ int asroot_probe(struct helper *h, struct ps_message *m, char *why, size_t why_s
 		else if (pidfd < 0)
 			rep.status = PS_PROBE_FAILED, rep.err = pidfd;
 		else
-			probe_judge(&h->policy, q, pidfd, pid, &rep);
+			probe_judge(h, q, pidfd, pid, &rep);
 	}
 	if (rep.status != PS_PROBE_RUNNING)
 		pidfd = safe_close(pidfd);
@@ -99,81 +175,165 @@ int asroot_probe(struct helper *h, struct ps_message *m, char *why, size_t why_s
 		       pidfd >= 0 ? &pidfd : NULL, pidfd >= 0 ? 1 : 0);
 }
 
-/* --- SCAN --------------------------------------------------------------- */
-
-struct socket_entry {
-	const char *path; /* points into the scan request */
-	uint32_t index;
-	bool matched;
-	UT_hash_handle hh;
-};
+/* --- SCAN ------------------------------------------------------------------ */
 
 struct scan_hit {
 	struct ps_scan_entry entry;
 	int pidfd;
 };
 
-struct scan_result {
+/* One /proc walk: the listeners of every namespace met, and what was found. */
+struct scan_walk {
+	const struct helper *h;
+	const struct scan_request *s; /* wanted[], sorted by node */
+	struct listener_table listeners;
 	struct scan_hit *hits;
 	size_t count, capacity;
 	uint32_t uninspected;
-	size_t matched, orphans;
 };
 
-static void scan_result_free(struct scan_result *res)
+/* What one process holds, while its fds are read. */
+struct holdings {
+	struct scan_walk *w;
+	uint32_t indexes[PS_SCAN_PROCESS_MAX_MATCHES];
+	size_t n_indexes;
+	const struct unix_listener *others[PS_SCAN_PROCESS_MAX_MATCHES];
+	size_t n_others;
+};
+
+static int compare_nodes(const void *a, const void *b)
 {
-	for (size_t i = 0; i < res->count; i++)
-		safe_close(res->hits[i].pidfd);
-	free(res->hits);
+	const struct unix_node *x = &((const struct wanted_socket *)a)->node;
+	const struct unix_node *y = &((const struct wanted_socket *)b)->node;
+	if (x->dev != y->dev)
+		return x->dev < y->dev ? -1 : 1;
+	return x->ino < y->ino ? -1 : x->ino > y->ino;
 }
 
-static int scan_result_add(struct scan_result *res, const struct proc_facts *f, uint32_t kind,
-			   uint32_t index, int pidfd)
+static void scan_walk_free(struct scan_walk *w)
 {
-	if (res->count == res->capacity) {
-		size_t cap = res->capacity ? 2 * res->capacity : 64;
-		struct scan_hit *n = realloc(res->hits, cap * sizeof(*n));
+	for (size_t i = 0; i < w->count; i++)
+		safe_close(w->hits[i].pidfd);
+	free(w->hits);
+	listener_table_free(&w->listeners);
+}
+
+static int scan_hit_add(struct scan_walk *w, uint32_t kind, uint32_t index, pid_t pid,
+			uint64_t start_time, int pidfd, const char *api_sock)
+{
+	if (w->count == w->capacity) {
+		size_t cap = w->capacity ? 2 * w->capacity : 64;
+		struct scan_hit *n = realloc(w->hits, cap * sizeof(*n));
 		if (!n)
 			return -ENOMEM;
-		res->hits = n;
-		res->capacity = cap;
+		w->hits = n;
+		w->capacity = cap;
 	}
-	struct scan_hit *hit = &res->hits[res->count++];
+	struct scan_hit *hit = &w->hits[w->count++];
 	memset(&hit->entry, 0, sizeof(hit->entry));
 	hit->entry.kind = kind;
-	hit->entry.index = kind == PS_SCAN_MATCH ? index : 0;
-	hit->entry.pid = f->pid;
-	hit->entry.start_time = f->start_time;
+	hit->entry.index = index;
+	hit->entry.pid = pid;
+	hit->entry.start_time = start_time;
 	hit->entry.has_pidfd = pidfd >= 0;
-	/* An orphan's path may be longer than a bindable socket path; cut it to report it anyway.
-	 */
-	size_t n = strnlen(f->api_sock, sizeof(hit->entry.api_sock) - 1);
-	memcpy(hit->entry.api_sock, f->api_sock, n);
+	if (api_sock)
+		/* An orphan's path may be longer than a bindable one; cut it to report it anyway.
+		 */
+		memcpy(hit->entry.api_sock, api_sock,
+		       strnlen(api_sock, sizeof(hit->entry.api_sock) - 1));
 	hit->pidfd = pidfd;
-	if (kind == PS_SCAN_MATCH)
-		res->matched++;
-	else
-		res->orphans++;
 	return 0;
 }
 
-/* Look at one /proc entry; adds at most one hit. */
-static int scan_one(const struct ps_policy *policy, int proc_fd, pid_t pid,
-		    struct socket_entry *table, struct scan_result *res)
+/* Each socket the process holds: a wanted listener, another listener, or nothing of ours. */
+static int note_socket(uint64_t sock_ino, void *userdata)
+{
+	struct holdings *p = userdata;
+	const struct scan_request *s = p->w->s;
+	const struct unix_listener *l = listener_table_find(&p->w->listeners, sock_ino);
+	if (!l)
+		return 0;
+	struct wanted_socket key = {.node = l->node};
+	const struct wanted_socket *hit =
+	    s->count ? bsearch(&key, s->wanted, s->count, sizeof(key), compare_nodes) : NULL;
+	if (!hit) {
+		if (p->n_others < PS_SCAN_PROCESS_MAX_MATCHES)
+			p->others[p->n_others++] = l;
+		return 0;
+	}
+	/* Every request entry with this node: neighbours in the sorted array. */
+	while (hit > s->wanted && compare_nodes(hit - 1, &key) == 0)
+		hit--;
+	for (; hit < s->wanted + s->count && compare_nodes(hit, &key) == 0; hit++)
+		if (p->n_indexes < PS_SCAN_PROCESS_MAX_MATCHES)
+			p->indexes[p->n_indexes++] = hit->index;
+	return 0;
+}
+
+/*
+ * Where, under the roots, is this listener's node? The name it was bound
+ * by is only a hint: as given (absolute), or under the process's root (a
+ * jailer chroot). A hint counts only when opening it beneath a root, here,
+ * gives the very node.
+ */
+static bool orphan_path(const struct scan_walk *w, int proc_dirfd, const struct unix_listener *l,
+			char *path, size_t size)
+{
+	char root[PS_PATH_MAX];
+	struct unix_node node;
+	if (!l->name || l->name[0] != '/')
+		return false;
+	for (int i = 0; i < 2; i++) {
+		if (i == 0)
+			snprintf(path, size, "%s", l->name);
+		else if (proc_readlink(proc_dirfd, "root", root, sizeof(root)) < 0 ||
+			 strcmp(root, "/") == 0 ||
+			 snprintf(path, size, "%s%s", root, l->name) >= (int)size)
+			return false;
+		if (api_sock_node(&w->h->policy, path, &node) == 0 &&
+		    unix_node_equal(&node, &l->node))
+			return true;
+	}
+	return false;
+}
+
+/* What a firecracker holds, as hits: one per wanted socket it listens on, or one orphan. */
+static int scan_holdings(struct scan_walk *w, struct holdings *p, int proc_dirfd, pid_t pid,
+			 uint64_t start_time, int pidfd)
+{
+	for (size_t i = 0; i < p->n_indexes; i++) {
+		int fd = fcntl(pidfd, F_DUPFD_CLOEXEC, 0);
+		if (fd < 0)
+			return negative_errno();
+		int r = scan_hit_add(w, PS_SCAN_MATCH, p->indexes[i], pid, start_time, fd, NULL);
+		if (r < 0) {
+			close(fd);
+			return r;
+		}
+	}
+	char path[PATH_MAX];
+	for (size_t i = 0; p->n_indexes == 0 && i < p->n_others; i++)
+		if (orphan_path(w, proc_dirfd, p->others[i], path, sizeof(path)))
+			return scan_hit_add(w, PS_SCAN_ORPHAN, 0, pid, start_time, -1, path);
+	return 0;
+}
+
+/* Look at one /proc entry. */
+static int scan_one(struct scan_walk *w, int proc_fd, pid_t pid)
 {
 	char name[16];
 	bool is_fc;
-	struct proc_facts f;
+	uint64_t start_time;
 
 	snprintf(name, sizeof(name), "%d", (int)pid);
 	_cleanup_close_ int dirfd = openat(proc_fd, name, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (dirfd < 0)
 		return 0; /* exited since readdir */
-	int r = proc_exe_is_firecracker(policy, dirfd, &is_fc);
+	int r = proc_exe_is_firecracker(&w->h->policy, dirfd, &is_fc);
 	if (r == -EACCES || r == -EPERM) {
 		/* Only a process that may be a firecracker makes the scan incomplete. */
-		if (proc_comm_may_be_firecracker(policy, dirfd))
-			res->uninspected++;
+		if (proc_comm_may_be_firecracker(&w->h->policy, dirfd))
+			w->uninspected++;
 		return 0;
 	}
 	if (r < 0 || !is_fc)
@@ -181,71 +341,100 @@ static int scan_one(const struct ps_policy *policy, int proc_fd, pid_t pid,
 
 	/* pidfd first, then the facts, then liveness: the order that makes pid reuse harmless. */
 	_cleanup_close_ int pidfd = pidfd_open_pid(pid);
-	if (pidfd < 0)
+	if (pidfd < 0 || proc_start_time(dirfd, &start_time) < 0)
 		return 0;
-	r = proc_inspect(policy, pid, &f);
-	if (r == -EACCES || r == -EPERM) {
-		res->uninspected++;
+	struct holdings p = {.w = w};
+	r = listener_table_cover(&w->listeners, &w->h->netns, dirfd);
+	if (r == 0)
+		r = proc_for_each_socket(dirfd, note_socket, &p);
+	if (r == -ESRCH || pidfd_has_exited(pidfd))
 		return 0;
-	}
-	if (r < 0 || !f.is_firecracker || !f.has_api_sock || pidfd_has_exited(pidfd))
-		return 0;
-	if (!policy_api_sock_allowed(policy, f.api_sock))
-		return 0;
-
-	struct socket_entry *e = NULL;
-	HASH_FIND_STR(table, f.api_sock, e);
-	if (e && !e->matched) {
-		e->matched = true;
-		r = scan_result_add(res, &f, PS_SCAN_MATCH, e->index, pidfd);
-		if (r == 0)
-			pidfd = -1; /* now owned by res */
+	if (r == -ENOMEM)
 		return r;
+	if (r < 0) {
+		/* A firecracker whose sockets we cannot see may serve any of them. */
+		w->uninspected++;
+		return 0;
 	}
-	/* No record names it, or a second process claims a socket already matched. */
-	return scan_result_add(res, &f, PS_SCAN_ORPHAN, 0, -1);
+	return scan_holdings(w, &p, dirfd, pid, start_time, pidfd);
 }
 
-static int scan_walk(const struct ps_policy *policy, const struct scan_request *s,
-		     struct scan_result *res)
+static int scan_proc(struct scan_walk *w)
 {
-	_cleanup_free_ struct socket_entry *entries =
-	    calloc(s->count ? s->count : 1, sizeof(*entries));
-	struct socket_entry *table = NULL;
-	int r = 0;
-
-	if (!entries)
-		return -ENOMEM;
-	for (size_t i = 0; i < s->count; i++) {
-		struct socket_entry *dup = NULL;
-		HASH_FIND_STR(table, s->sockets[i], dup);
-		if (dup)
-			continue; /* a duplicate socket in the request can only match once */
-		entries[i].path = s->sockets[i];
-		entries[i].index = (uint32_t)i;
-		HASH_ADD_KEYPTR(hh, table, entries[i].path, strlen(entries[i].path), &entries[i]);
-	}
-
 	_cleanup_closedir_ DIR *proc = opendir("/proc");
-	if (!proc) {
-		r = negative_errno();
-		goto out;
-	}
+	if (!proc)
+		return negative_errno();
 	for (struct dirent *d; (d = readdir(proc));) {
 		char *end;
 		long pid = strtol(d->d_name, &end, 10);
 		if (*end != '\0' || pid <= 0)
 			continue;
-		r = scan_one(policy, dirfd(proc), (pid_t)pid, table, res);
+		int r = scan_one(w, dirfd(proc), (pid_t)pid);
 		if (r < 0)
-			break;
+			return r;
 	}
-out:
-	HASH_CLEAR(hh, table);
-	return r;
+	return 0;
 }
 
-static int scan_reply_send(struct helper *h, uint64_t request_id, struct scan_result *res, int err)
+static int compare_hits(const void *a, const void *b)
+{
+	const struct ps_scan_entry *x = &((const struct scan_hit *)a)->entry;
+	const struct ps_scan_entry *y = &((const struct scan_hit *)b)->entry;
+	if (x->kind != y->kind)
+		return x->kind < y->kind ? -1 : 1;
+	return x->index < y->index ? -1 : x->index > y->index;
+}
+
+static bool node_wanted_twice(const struct scan_request *s, uint32_t index)
+{
+	for (size_t i = 0; i < s->count; i++)
+		if (s->wanted[i].index == index)
+			return (i > 0 && compare_nodes(&s->wanted[i - 1], &s->wanted[i]) == 0) ||
+			       (i + 1 < s->count &&
+				compare_nodes(&s->wanted[i + 1], &s->wanted[i]) == 0);
+	return false;
+}
+
+/*
+ * A socket held by more than one process, or named by more than one
+ * request entry, adopts nobody: every claimant is reported ambiguous,
+ * without a pidfd, and named in the audit line.
+ */
+static void scan_mark_ambiguous(struct scan_walk *w, struct strbuf *audit)
+{
+	qsort(w->hits, w->count, sizeof(*w->hits), compare_hits);
+	for (size_t i = 0, j; i < w->count; i = j) {
+		struct ps_scan_entry *e = &w->hits[i].entry;
+		for (j = i + 1; j < w->count && compare_hits(&w->hits[i], &w->hits[j]) == 0; j++)
+			;
+		if (e->kind != PS_SCAN_MATCH || (j - i == 1 && !node_wanted_twice(w->s, e->index)))
+			continue;
+		strbuf_appendf(audit, " conflict=%u:", e->index);
+		for (size_t k = i; k < j; k++) {
+			w->hits[k].entry.kind = PS_SCAN_AMBIGUOUS;
+			w->hits[k].entry.has_pidfd = 0;
+			w->hits[k].pidfd = safe_close(w->hits[k].pidfd);
+			strbuf_appendf(audit, "%s%d", k > i ? "," : "", w->hits[k].entry.pid);
+		}
+	}
+}
+
+/* Request entries whose socket could not be looked at: their VMs' liveness is unknown. */
+static int scan_add_unknown(struct scan_walk *w)
+{
+	for (size_t i = 0; i < w->s->count; i++) {
+		const struct wanted_socket *ws = &w->s->wanted[i];
+		if (ws->err == 0)
+			continue;
+		int r = scan_hit_add(w, PS_SCAN_UNKNOWN, ws->index, 0, 0, -1, NULL);
+		if (r < 0)
+			return r;
+		w->hits[w->count - 1].entry.err = ws->err;
+	}
+	return 0;
+}
+
+static int scan_reply_send(struct helper *h, uint64_t request_id, struct scan_walk *w, int err)
 {
 	static struct ps_scan_reply rep; /* 8 KiB: kept off the stack */
 	size_t off = 0;
@@ -257,37 +446,61 @@ static int scan_reply_send(struct helper *h, uint64_t request_id, struct scan_re
 		memset(&rep, 0, sizeof(rep));
 		rep.part = part++;
 		rep.err = err;
-		rep.uninspected = res->uninspected;
-		for (; off < res->count && rep.count < PS_SCAN_REPLY_MAX; off++) {
-			rep.entries[rep.count++] = res->hits[off].entry;
-			if (res->hits[off].pidfd >= 0)
-				fds[nfds++] = res->hits[off].pidfd;
+		rep.uninspected = w->uninspected;
+		for (; !err && off < w->count && rep.count < PS_SCAN_REPLY_MAX; off++) {
+			rep.entries[rep.count++] = w->hits[off].entry;
+			if (w->hits[off].pidfd >= 0)
+				fds[nfds++] = w->hits[off].pidfd;
 		}
-		if (off == res->count)
+		if (err || off == w->count)
 			rep.flags = PS_SCAN_LAST;
 		int r = ps_send(h->sock, PS_SCAN_REPLY, request_id, &rep, sizeof(rep), fds, nfds);
 		if (r < 0)
 			return r;
-	} while (off < res->count);
+	} while (!err && off < w->count);
 	return 0;
 }
 
 void scan_request_reset(struct scan_request *s)
 {
-	free(s->sockets);
+	free(s->wanted);
 	memset(s, 0, sizeof(*s));
 }
 
-/* Collect one part; a part that does not continue the scan under way is a violation. */
-static int scan_collect(struct scan_request *s, const struct ps_message *m, char *why,
-			size_t why_size)
+/* Resolve each socket of a part to its node now: the request keeps nodes, never paths. */
+static int scan_want(struct scan_request *s, const struct ps_policy *policy,
+		     const struct ps_scan *q)
 {
+	if (s->count + q->count > s->capacity) {
+		size_t cap = s->capacity ? s->capacity : PS_SCAN_PART_MAX;
+		while (cap < s->count + q->count)
+			cap *= 2;
+		struct wanted_socket *n = realloc(s->wanted, cap * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		s->wanted = n;
+		s->capacity = cap;
+	}
+	for (uint32_t i = 0; i < q->count; i++) {
+		struct wanted_socket *ws = &s->wanted[s->count];
+		memset(ws, 0, sizeof(*ws));
+		ws->index = q->part * PS_SCAN_PART_MAX + i;
+		int r = api_sock_node(policy, q->sockets[i], &ws->node);
+		if (r == 0)
+			s->count++;
+		else if (!no_such_socket(r))
+			ws->err = r, s->count++; /* kept, with a node nothing matches */
+	}
+	return 0;
+}
+
+/* Collect one part; a part that does not continue the scan under way is a violation. */
+static int scan_collect(struct helper *h, const struct ps_message *m, char *why, size_t why_size)
+{
+	struct scan_request *s = &h->scan;
 	const struct ps_scan *q = &m->payload.scan;
 
 	if (q->part == 0 && !s->active) {
-		s->sockets = calloc((size_t)q->nparts * PS_SCAN_PART_MAX, PS_SOCK_PATH_MAX);
-		if (!s->sockets)
-			return -ENOMEM;
 		s->active = true;
 		s->request_id = m->header.request_id;
 		s->nparts = q->nparts;
@@ -299,32 +512,49 @@ static int scan_collect(struct scan_request *s, const struct ps_message *m, char
 			 q->part, q->nparts);
 		return -EBADMSG;
 	}
-	memcpy(s->sockets[s->count], q->sockets, (size_t)q->count * PS_SOCK_PATH_MAX);
-	s->count += q->count;
+	if (q->part + 1 < q->nparts && q->count != PS_SCAN_PART_MAX) {
+		snprintf(why, why_size, "scan part %u/%u is not full", q->part, q->nparts);
+		return -EBADMSG;
+	}
 	s->next_part = q->part + 1;
+	s->sockets += q->count;
+	if (s->err == 0)
+		s->err = scan_want(s, &h->policy, q);
 	return 0;
 }
 
 int asroot_scan(struct helper *h, struct ps_message *m, char *why, size_t why_size)
 {
 	struct scan_request *s = &h->scan;
-	struct scan_result res = {0};
+	struct scan_walk w = {.h = h, .s = s};
 	struct audit_record a;
 
-	int r = scan_collect(s, m, why, why_size);
-	if (r < 0)
-		return r;
+	int err = scan_collect(h, m, why, why_size);
+	if (err < 0)
+		return err;
 	if (s->next_part < s->nparts)
 		return 0; /* more parts to come; the reply follows the last one */
+	err = s->err;
 
 	audit_start(&a, s->request_id, &s->caller, "scan");
-	strbuf_appendf(&a.args, "sockets=%zu parts=%u", s->count, s->nparts);
-	int err = scan_walk(&h->policy, s, &res);
-	strbuf_appendf(&a.args, " matched=%zu orphans=%zu uninspected=%u", res.matched, res.orphans,
-		       res.uninspected);
+	strbuf_appendf(&a.args, "sockets=%zu parts=%u", s->sockets, s->nparts);
+	if (err == 0) {
+		qsort(s->wanted, s->count, sizeof(*s->wanted), compare_nodes);
+		err = scan_proc(&w);
+	}
+	if (err == 0)
+		err = scan_add_unknown(&w);
+	if (err == 0)
+		scan_mark_ambiguous(&w, &a.args);
+	size_t kinds[PS_SCAN_UNKNOWN + 1] = {0};
+	for (size_t i = 0; i < w.count; i++)
+		kinds[w.hits[i].entry.kind]++;
+	strbuf_appendf(&a.args, " matched=%zu orphans=%zu ambiguous=%zu unknown=%zu uninspected=%u",
+		       kinds[PS_SCAN_MATCH], kinds[PS_SCAN_ORPHAN], kinds[PS_SCAN_AMBIGUOUS],
+		       kinds[PS_SCAN_UNKNOWN], w.uninspected);
 	audit_finish(h, &a, err ? "failed" : "ok", NULL, err);
-	r = scan_reply_send(h, s->request_id, &res, err);
-	scan_result_free(&res);
+	int r = scan_reply_send(h, s->request_id, &w, err);
+	scan_walk_free(&w);
 	scan_request_reset(s);
 	return r;
 }

@@ -1,7 +1,6 @@
 /*
  * See procfs.h. Reads only /proc; never signals, never writes. Every read
- * is bounded, and a path that cannot be resolved to one normal spelling is
- * reported as "no api socket" rather than guessed.
+ * is bounded.
  */
 #include "procfs.h"
 
@@ -97,6 +96,19 @@ static int gone_as_esrch(int r)
 	return r == -ENOENT || r == -ESRCH ? -ESRCH : r;
 }
 
+int proc_open_dir(pid_t pid)
+{
+	char dir[32];
+	snprintf(dir, sizeof(dir), "/proc/%d", (int)pid);
+	int fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	return fd >= 0 ? fd : gone_as_esrch(negative_errno());
+}
+
+int proc_readlink(int proc_dirfd, const char *name, char *buf, size_t size)
+{
+	return gone_as_esrch(readlink_at(proc_dirfd, name, buf, size));
+}
+
 int proc_exe_is_firecracker(const struct ps_policy *policy, int proc_dirfd, bool *is_fc)
 {
 	char exe[PATH_MAX];
@@ -130,7 +142,7 @@ bool proc_comm_may_be_firecracker(const struct ps_policy *policy, int proc_dirfd
 	return false;
 }
 
-static int read_start_time(int dirfd, uint64_t *start_time)
+int proc_start_time(int dirfd, uint64_t *start_time)
 {
 	char buf[1024];
 	size_t len;
@@ -156,105 +168,5 @@ static int read_start_time(int dirfd, uint64_t *start_time)
 	if (errno != 0 || end == p + 1)
 		return -EPROTO;
 	*start_time = v;
-	return 0;
-}
-
-int argv_find_api_sock(const char *argv, size_t len, const char **path)
-{
-	static const char flag[] = "--api-sock";
-	const char *found = NULL;
-	int seen = 0;
-
-	for (size_t off = 0; off < len;) {
-		const char *arg = argv + off;
-		size_t alen = strnlen(arg, len - off);
-		size_t next = off + alen + 1;
-		if (strcmp(arg, flag) == 0) {
-			if (next >= len)
-				return -ENOENT; /* flag without a value */
-			found = argv + next;
-			seen++;
-			next += strnlen(found, len - next) + 1;
-		} else if (strncmp(arg, flag, sizeof(flag) - 1) == 0 &&
-			   arg[sizeof(flag) - 1] == '=') {
-			found = arg + sizeof(flag);
-			seen++;
-		}
-		off = next;
-	}
-	if (seen > 1)
-		return -ENOENT; /* ambiguous: which one did firecracker bind? */
-	*path = seen == 1 ? found : FIRECRACKER_DEFAULT_API_SOCK;
-	return (*path)[0] != '\0' ? 0 : -ENOENT;
-}
-
-/* Turn the path firecracker was given into the host's name for the same socket. */
-static int resolve_api_sock(int dirfd, const char *argv_path, char *out, size_t size)
-{
-	char base[PATH_MAX];
-	int r;
-
-	/* Relative: against the process's cwd, which the kernel shows as a host path. */
-	if (argv_path[0] != '/') {
-		r = readlink_at(dirfd, "cwd", base, sizeof(base));
-	} else {
-		/* Absolute: under the process's root (a jailer chroot), also shown as a host path.
-		 */
-		r = readlink_at(dirfd, "root", base, sizeof(base));
-	}
-	if (r < 0)
-		return gone_as_esrch(r);
-	const char *sep = argv_path[0] == '/' ? "" : "/";
-	if (strcmp(base, "/") == 0)
-		base[0] = '\0';
-	int n = snprintf(out, size, "%s%s%s", base, sep, argv_path);
-	if (n < 0 || (size_t)n >= size)
-		return -ENAMETOOLONG;
-	return path_is_normal_absolute(out) ? 0 : -ENOENT;
-}
-
-int proc_inspect(const struct ps_policy *policy, pid_t pid, struct proc_facts *f)
-{
-	char dir[32];
-	int r;
-
-	memset(f, 0, sizeof(*f));
-	f->pid = pid;
-	snprintf(dir, sizeof(dir), "/proc/%d", (int)pid);
-	_cleanup_close_ int dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (dirfd < 0)
-		return gone_as_esrch(negative_errno());
-
-	r = proc_exe_is_firecracker(policy, dirfd, &f->is_firecracker);
-	if (r < 0)
-		return r;
-	r = read_start_time(dirfd, &f->start_time);
-	if (r < 0)
-		return r;
-
-	/* A firecracker's argv fits a page; only a longer one costs an allocation. */
-	char small[4096];
-	_cleanup_free_ char *large = NULL;
-	char *argv = small;
-	size_t len;
-	bool truncated;
-	r = read_at(dirfd, "cmdline", small, sizeof(small), &len, &truncated);
-	if (r == 0 && truncated) {
-		large = malloc(PROC_CMDLINE_MAX_BYTES);
-		if (!large)
-			return -ENOMEM;
-		argv = large;
-		r = read_at(dirfd, "cmdline", large, PROC_CMDLINE_MAX_BYTES, &len, &truncated);
-	}
-	if (r < 0)
-		return gone_as_esrch(r);
-	const char *argv_path;
-	/* A cut argv might hide a second --api-sock: do not guess. */
-	if (truncated || argv_find_api_sock(argv, len, &argv_path) < 0)
-		return 0;
-	r = resolve_api_sock(dirfd, argv_path, f->api_sock, sizeof(f->api_sock));
-	if (r == -ESRCH)
-		return r;
-	f->has_api_sock = r == 0;
 	return 0;
 }

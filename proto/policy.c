@@ -135,22 +135,32 @@ size_t policy_to_args(const struct ps_policy *p, const char **argv, size_t max)
 	return n;
 }
 
-static bool under_any_root(const char (*roots)[PS_PATH_MAX], uint32_t n, const char *path)
+static const char *root_of(const char (*roots)[PS_PATH_MAX], uint32_t n, const char *path)
 {
 	for (uint32_t i = 0; i < n; i++)
 		if (path_is_under(path, roots[i]) && strcmp(path, roots[i]) != 0)
-			return true;
-	return false;
+			return roots[i];
+	return NULL;
+}
+
+const char *policy_api_sock_root(const struct ps_policy *p, const char *path)
+{
+	return root_of(p->api_sock_roots, p->n_api_sock_roots, path);
+}
+
+const char *policy_loop_root(const struct ps_policy *p, const char *path)
+{
+	return root_of(p->loop_roots, p->n_loop_roots, path);
 }
 
 bool policy_api_sock_allowed(const struct ps_policy *p, const char *path)
 {
-	return under_any_root(p->api_sock_roots, p->n_api_sock_roots, path);
+	return policy_api_sock_root(p, path) != NULL;
 }
 
 bool policy_loop_file_allowed(const struct ps_policy *p, const char *path)
 {
-	return under_any_root(p->loop_roots, p->n_loop_roots, path);
+	return policy_loop_root(p, path) != NULL;
 }
 
 bool policy_firecracker_name_allowed(const struct ps_policy *p, const char *exe_basename)

@@ -34,6 +34,9 @@ size_t policy_to_args(const struct ps_policy *p, const char **argv, size_t max);
 #define POLICY_MAX_ARGS (2 * (3 + 2 * PS_POLICY_MAX_ROOTS + PS_POLICY_MAX_NAMES))
 
 bool policy_api_sock_allowed(const struct ps_policy *p, const char *path);
+/* The root path lies under (the first that fits), or NULL: to open it beneath that root. */
+const char *policy_api_sock_root(const struct ps_policy *p, const char *path);
+const char *policy_loop_root(const struct ps_policy *p, const char *path);
 bool policy_loop_file_allowed(const struct ps_policy *p, const char *path);
 bool policy_firecracker_name_allowed(const struct ps_policy *p, const char *exe_basename);
 bool policy_tap_name_allowed(const struct ps_policy *p, const char *ifname);

@@ -212,22 +212,24 @@ static int validate_scan_reply(const union ps_payload *p, size_t nfds, char *why
 				    "scan_reply.entries[%zu]: unused entry is not zero", i);
 			continue;
 		}
-		if (e->kind != PS_SCAN_MATCH && e->kind != PS_SCAN_ORPHAN)
+		if (e->kind < PS_SCAN_MATCH || e->kind > PS_SCAN_UNKNOWN)
 			return violation(why, why_size, "scan_reply.entries[%zu].kind: %u unknown",
 					 i, e->kind);
-		if (e->has_pidfd > 1 || (e->kind == PS_SCAN_ORPHAN && e->has_pidfd))
+		if (e->has_pidfd != (e->kind == PS_SCAN_MATCH))
 			return violation(why, why_size,
 					 "scan_reply.entries[%zu].has_pidfd: %u not allowed", i,
 					 e->has_pidfd);
-		if (e->kind == PS_SCAN_MATCH && e->index >= PS_SCAN_MAX_SOCKETS)
+		if (e->index >= PS_SCAN_MAX_SOCKETS || (e->kind == PS_SCAN_ORPHAN && e->index))
 			return violation(why, why_size,
-					 "scan_reply.entries[%zu].index: %u too large", i,
+					 "scan_reply.entries[%zu].index: %u not allowed", i,
 					 e->index);
-		if (e->pid <= 0)
+		if ((e->kind == PS_SCAN_UNKNOWN) != (e->pid == 0) || e->pid < 0)
 			return violation(why, why_size, "scan_reply.entries[%zu].pid: %d", i,
 					 e->pid);
+		if ((e->kind == PS_SCAN_UNKNOWN) != (e->err < 0) || e->err > 0)
+			return violation(why, why_size, "scan_reply.entries[%zu].err: %d", i,
+					 e->err);
 		CHECK_STRING(e->api_sock, "scan_reply.entries[].api_sock");
-		CHECK_ZERO(e->reserved, "scan_reply.entries[].reserved");
 		with_fd += e->has_pidfd;
 	}
 	if (with_fd != nfds)
@@ -345,6 +347,7 @@ const char *ps_reason_name(int reason)
 	    [PS_REASON_BAD_NAME] = "bad-name",
 	    [PS_REASON_DEPENDENCY_BUSY] = "dependency-busy",
 	    [PS_REASON_BACKING_CHANGED] = "backing-changed",
+	    [PS_REASON_NO_LISTENER] = "no-listener",
 	};
 	if (reason < 0 || reason >= PS_REASON_MAX_ || !names[reason])
 		return "unknown";

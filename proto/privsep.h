@@ -21,7 +21,7 @@
 #include "fdpass.h"
 
 #define PS_MAGIC	    0x52474e42u /* "BNGR" in little-endian byte order */
-#define PS_PROTOCOL_VERSION 1
+#define PS_PROTOCOL_VERSION 2		/* 2: identity by the listening socket held (SCAN kinds) */
 
 /* An api socket path must fit sockaddr_un.sun_path, or firecracker could not bind it. */
 #define PS_SOCK_PATH_MAX 108
@@ -151,6 +151,7 @@ enum ps_reason {
 	PS_REASON_BAD_NAME,
 	PS_REASON_DEPENDENCY_BUSY,
 	PS_REASON_BACKING_CHANGED, /* a loop's backing file is not the file its status names */
+	PS_REASON_NO_LISTENER,	   /* holds no listening socket bound to the api socket's node */
 	PS_REASON_MAX_,
 };
 
@@ -178,18 +179,25 @@ struct ps_scan {
 };
 
 enum ps_scan_kind {
-	PS_SCAN_MATCH = 1,  /* index names the requested socket; a pidfd is attached */
-	PS_SCAN_ORPHAN = 2, /* a firecracker under the roots that no requested socket names */
+	/* index names the requested socket; exactly one process holds its listener; pidfd attached
+	 */
+	PS_SCAN_MATCH = 1,
+	/* a firecracker listening on a socket under the roots that no requested socket is */
+	PS_SCAN_ORPHAN = 2,
+	/* one of several processes that all hold index's listener: never adopted, no pidfd */
+	PS_SCAN_AMBIGUOUS = 3,
+	/* index's socket could not be looked at (err says why): its liveness is unknown */
+	PS_SCAN_UNKNOWN = 4,
 };
 
 struct ps_scan_entry {
 	uint32_t kind;
 	uint32_t index;
-	int32_t pid;
+	int32_t pid; /* 0 only for PS_SCAN_UNKNOWN */
 	uint32_t has_pidfd;
 	uint64_t start_time;
-	char api_sock[PS_SOCK_PATH_MAX];
-	uint32_t reserved;
+	char api_sock[PS_SOCK_PATH_MAX]; /* ORPHAN: the host path verified to be its socket */
+	int32_t err;			 /* UNKNOWN: a negative errno; otherwise 0 */
 };
 
 #define PS_SCAN_LAST 0x1u

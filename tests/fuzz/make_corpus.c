@@ -297,6 +297,27 @@ static void seed_scan_reply(struct corpus *c, struct datagram *d)
 			SEED_API_SOCK_ROOT "/stray/api.sock");
 	seed_emit(c, "scan-reply-2-entries", PS_TO_DAEMON, 1, d, datagram_len(d), SEED_VALID);
 
+	/* Two processes hold socket 2's listener; socket 3 could not be looked at. */
+	reply->count = 5;
+	fill_scan_entry(c, &reply->entries[2], PS_SCAN_AMBIGUOUS, 2, "");
+	fill_scan_entry(c, &reply->entries[3], PS_SCAN_AMBIGUOUS, 2, "");
+	reply->entries[3].pid++;
+	fill_scan_entry(c, &reply->entries[4], PS_SCAN_UNKNOWN, 3, "");
+	reply->entries[4].pid = 0;
+	reply->entries[4].start_time = 0;
+	reply->entries[4].err = -13; /* EACCES */
+	seed_emit(c, "scan-reply-ambiguous-unknown", PS_TO_DAEMON, 1, d, datagram_len(d),
+		  SEED_VALID);
+	/* An ambiguous claimant with a pidfd would be adopted after all. */
+	reply->entries[3].has_pidfd = 1;
+	d->header.nfds = 2;
+	seed_emit(c, "scan-reply-ambiguous-with-pidfd", PS_TO_DAEMON, 2, d, datagram_len(d),
+		  SEED_INVALID);
+	reply->entries[3].has_pidfd = 0;
+	d->header.nfds = 1;
+	memset(&reply->entries[2], 0, 3 * sizeof(reply->entries[0]));
+	reply->count = 2;
+
 	/* One fd more than the entries account for: the daemon would leak or misassign it. */
 	d->header.nfds = 2;
 	seed_emit(c, "scan-reply-fd-count-mismatch", PS_TO_DAEMON, 2, d, datagram_len(d),

@@ -102,6 +102,8 @@ class Stub:
                  wrapper=(), group=None, extra_groups=None):
         self.exe = exe or STUB
         self.argv = argv or [self.exe, "--api-sock", api_sock, *extra]
+        # Like a VM manager, make the socket's directory (root's, 0755) if it is not there.
+        os.makedirs(os.path.dirname(api_sock), mode=0o755, exist_ok=True)
         ready_r, ready_w = os.pipe()
         env = dict(os.environ, STUB_READY_FD=str(ready_w))
         if wrapper:

@@ -50,9 +50,11 @@ def case_privileges():
         check(int(hs["CapInh"], 16) == 0 and int(hs["CapAmb"], 16) == 0, "helper inh/amb")
         check(hs["NoNewPrivs"] == "1", "helper NoNewPrivs")
 
-        # fds: 0 /dev/null, 1 and 2 inherited, 3 the socket; 4 the audit log it opened itself.
+        # fds: 0 /dev/null, 1 and 2 inherited, 3 the socket; 4 the audit log it opened itself;
+        # 5 its own network namespace, to come back to after asking another one about sockets.
         fds = {int(n): os.readlink(f"/proc/{hp}/fd/{n}") for n in os.listdir(f"/proc/{hp}/fd")}
-        check(sorted(fds) == [0, 1, 2, 3, 4], f"helper fds {fds}")
+        check(sorted(fds) == [0, 1, 2, 3, 4, 5], f"helper fds {fds}")
+        check(fds[5] == os.readlink("/proc/self/ns/net"), f"helper fd 5 (netns) {fds[5]}")
         check(fds[0] == "/dev/null", f"helper stdin {fds[0]}")
         check(fds[3].startswith("socket:"), f"helper fd 3 {fds[3]}")
         check(fds[4] == "/dev/null", f"helper fd 4 (audit log) {fds[4]}")

@@ -23,6 +23,9 @@
 #include "procfs.h"
 #include "testlib.h"
 
+/* Where firecracker binds when it is given no --api-sock. */
+#define FIRECRACKER_DEFAULT_API_SOCK "/run/firecracker.socket"
+
 struct fixture {
 	char *dir; /* temp root of everything below */
 	char api_root[512];
@@ -38,6 +41,12 @@ static void fixture_setup(struct fixture *f, const char *tag, bool hello)
 	t_pathf(f->loop_root, sizeof(f->loop_root), "%s/images", f->dir);
 	CHECK(mkdir(f->api_root, 0755) == 0, "mkdir");
 	CHECK(mkdir(f->loop_root, 0755) == 0, "mkdir");
+	/* The directories the stubs bind their api sockets in. */
+	for (int i = 1; i <= 2; i++) {
+		char vm[600];
+		t_pathf(vm, sizeof(vm), "%s/vm%d", f->api_root, i);
+		CHECK(mkdir(vm, 0755) == 0, "mkdir %s", vm);
+	}
 	t_helper_start_default(&f->helper, f->api_root, f->loop_root);
 	if (hello)
 		t_helper_hello(&f->helper);
@@ -136,8 +145,7 @@ static void probe_argv_substring(void)
 	};
 	for (size_t i = 0; i < ELEMENTSOF(argvs); i++) {
 		pid_t pid = spawn_firecracker(argvs[i]);
-		expect_probe(&f, pid, -1, 0, sock, PS_PROBE_NOT_RUNNING,
-			     PS_REASON_API_SOCK_MISMATCH);
+		expect_probe(&f, pid, -1, 0, sock, PS_PROBE_NOT_RUNNING, PS_REASON_NO_LISTENER);
 		t_kill_and_reap(pid);
 	}
 	fixture_teardown(&f);
@@ -150,7 +158,14 @@ static void probe_argv_position(void)
 	fixture_setup(&f, "probe-position", true);
 	t_pathf(sock, sizeof(sock), "%s/vm1/api.sock", f.api_root);
 	t_pathf(other, sizeof(other), "%s/vm2/api.sock", f.api_root);
+	char eq[700];
+	t_pathf(eq, sizeof(eq), "--api-sock=%s", sock);
+	/* The real one listens first: every impostor below fails to bind and only carries argv. */
+	pid_t real = spawn_firecracker((const char *[]){"firecracker", "--api-sock", sock, NULL});
 	const char *const *argvs[] = {
+	    /* exactly the real one's argv, in both spellings: still not the socket's holder */
+	    (const char *[]){"firecracker", "--api-sock", sock, NULL},
+	    (const char *[]){"firecracker", eq, NULL},
 	    /* the path is there, but not as the value of --api-sock */
 	    (const char *[]){"firecracker", sock, "--api-sock", other, NULL},
 	    (const char *[]){"firecracker", "--id", sock, NULL},
@@ -161,10 +176,11 @@ static void probe_argv_position(void)
 	};
 	for (size_t i = 0; i < ELEMENTSOF(argvs); i++) {
 		pid_t pid = spawn_firecracker(argvs[i]);
-		expect_probe(&f, pid, -1, 0, sock, PS_PROBE_NOT_RUNNING,
-			     PS_REASON_API_SOCK_MISMATCH);
+		expect_probe(&f, pid, -1, 0, sock, PS_PROBE_NOT_RUNNING, PS_REASON_NO_LISTENER);
 		t_kill_and_reap(pid);
 	}
+	expect_probe(&f, real, -1, 0, sock, PS_PROBE_RUNNING, PS_REASON_NONE);
+	t_kill_and_reap(real);
 	fixture_teardown(&f);
 }
 
@@ -291,7 +307,7 @@ static void probe_jailed(void)
 	pid_t pid = spawn_jailed(jail, NULL);
 	expect_probe(&f, pid, -1, 0, host_default, PS_PROBE_RUNNING, PS_REASON_NONE);
 	/* The path inside the jail is not the host's name for the socket. */
-	expect_probe(&f, pid, -1, 0, host_given, PS_PROBE_NOT_RUNNING, PS_REASON_API_SOCK_MISMATCH);
+	expect_probe(&f, pid, -1, 0, host_given, PS_PROBE_NOT_RUNNING, PS_REASON_NO_LISTENER);
 	t_kill_and_reap(pid);
 
 	pid = spawn_jailed(jail, "/run/api.sock");
@@ -358,6 +374,8 @@ static void scan_batch(void)
 			live[i] = spawn_jailed(jail, dflt ? NULL : "/run/fc.sock");
 			continue;
 		}
+		t_pathf(socks[i], PS_SOCK_PATH_MAX, "%s/vm-%zu", f.api_root, i);
+		CHECK(mkdir(socks[i], 0755) == 0, "mkdir %s", socks[i]);
 		t_pathf(socks[i], PS_SOCK_PATH_MAX, "%s/vm-%zu/api.sock", f.api_root, i);
 		if (is_live)
 			live[i] = spawn_firecracker(
@@ -365,6 +383,8 @@ static void scan_batch(void)
 	}
 	for (size_t i = 0; i < (size_t)SCAN_ORPHANS; i++) {
 		char s[600];
+		t_pathf(s, sizeof(s), "%s/orphan-%zu", f.api_root, i);
+		CHECK(mkdir(s, 0755) == 0, "mkdir %s", s);
 		t_pathf(s, sizeof(s), "%s/orphan-%zu/api.sock", f.api_root, i);
 		orphans[i] =
 		    spawn_firecracker((const char *[]){"firecracker", "--api-sock", s, NULL});
@@ -375,6 +395,8 @@ static void scan_batch(void)
 		    (const char *[]){"firecracker", "--api-sock", socks[2 * i + 1], NULL}, NULL);
 	for (size_t i = 0; i < (size_t)SCAN_OUTSIDE; i++) {
 		char s[600];
+		t_pathf(s, sizeof(s), "%s/outside-%zu", f.dir, i);
+		CHECK(mkdir(s, 0755) == 0, "mkdir %s", s);
 		t_pathf(s, sizeof(s), "%s/outside-%zu/api.sock", f.dir, i);
 		others[n_others++] =
 		    spawn_firecracker((const char *[]){"firecracker", "--api-sock", s, NULL});
@@ -420,6 +442,72 @@ static void scan_batch(void)
 		t_kill_and_reap(orphans[i]);
 	for (size_t i = 0; i < n_others; i++)
 		t_kill_and_reap(others[i]);
+	fixture_teardown(&f);
+}
+
+/*
+ * Identity is the listener held, whatever argv says: an impostor with the
+ * VM's exact argv that started first is no match, and two processes that
+ * hold one listener (passed over SCM_RIGHTS) are ambiguous, with no pidfd.
+ */
+static void scan_identity(void)
+{
+	struct fixture f;
+	char a[600], b[600], dir_a[600], rendezvous[600];
+	fixture_setup(&f, "scan-identity", true);
+	t_pathf(dir_a, sizeof(dir_a), "%s/late", f.api_root);
+	t_pathf(a, sizeof(a), "%s/api.sock", dir_a);
+	t_pathf(b, sizeof(b), "%s/vm2/api.sock", f.api_root);
+	t_pathf(rendezvous, sizeof(rendezvous), "%s/rendezvous.sock", f.dir);
+
+	/* The impostor first: its directory does not exist yet, so it cannot bind. */
+	pid_t impostor = spawn_firecracker((const char *[]){"firecracker", "--api-sock", a, NULL});
+	CHECK(mkdir(dir_a, 0755) == 0, "mkdir");
+	pid_t real_a = spawn_firecracker((const char *[]){"firecracker", "--api-sock", a, NULL});
+	CHECK(impostor < real_a || impostor > real_a, "two processes");
+	pid_t receiver = spawn_firecracker(
+	    (const char *[]){"firecracker", "--api-sock", b, "--recv-listener", rendezvous, NULL});
+	pid_t real_b = spawn_firecracker(
+	    (const char *[]){"firecracker", "--api-sock", b, "--send-listener", rendezvous, NULL});
+
+	const char *socks[] = {a, b};
+	struct t_scan_result res;
+	t_scan(&f.helper, socks, 2, &res);
+	CHECK(res.err == 0, "scan err %d", res.err);
+	bool match_a = false, amb_real = false, amb_recv = false;
+	for (size_t i = 0; i < res.count; i++) {
+		const struct ps_scan_entry *e = &res.entries[i];
+		CHECK(e->pid != impostor, "the impostor is reported (kind %u)", e->kind);
+		if (e->kind == PS_SCAN_MATCH) {
+			CHECK(e->index == 0 && e->pid == real_a && res.pidfds[i] >= 0,
+			      "match index %u pid %d", e->index, e->pid);
+			match_a = true;
+		} else if (e->kind == PS_SCAN_AMBIGUOUS) {
+			CHECK(e->index == 1 && res.pidfds[i] < 0, "ambiguous index %u", e->index);
+			amb_real |= e->pid == real_b;
+			amb_recv |= e->pid == receiver;
+		} else {
+			CHECK(false, "unexpected entry kind %u pid %d", e->kind, e->pid);
+		}
+	}
+	CHECK(match_a && amb_real && amb_recv, "real a %d, ambiguous b: real %d receiver %d",
+	      match_a, amb_real, amb_recv);
+	t_scan_result_free(&res);
+	t_helper_stop(&f.helper);
+	char *out = t_helper_output(&f.helper);
+	char want[64];
+	t_pathf(want, sizeof(want), "conflict=1:");
+	CHECK(strstr(out, want), "the audit line names the ambiguity:\n%s", out);
+	free(out);
+
+	/* PROBE says the same: argv is nothing, the listener everything. */
+	t_helper_start_default(&f.helper, f.api_root, f.loop_root);
+	t_helper_hello(&f.helper);
+	expect_probe(&f, impostor, -1, 0, a, PS_PROBE_NOT_RUNNING, PS_REASON_NO_LISTENER);
+	expect_probe(&f, real_a, -1, 0, a, PS_PROBE_RUNNING, PS_REASON_NONE);
+	pid_t pids[] = {impostor, real_a, receiver, real_b};
+	for (size_t i = 0; i < ELEMENTSOF(pids); i++)
+		t_kill_and_reap(pids[i]);
 	fixture_teardown(&f);
 }
 
@@ -618,6 +706,10 @@ static size_t damage_scan_interrupted(struct fixture *f)
 	static struct ps_scan q;
 	memset(&q, 0, sizeof(q));
 	q.nparts = 2;
+	/* Every part but the last is full. */
+	q.count = PS_SCAN_PART_MAX;
+	for (size_t i = 0; i < PS_SCAN_PART_MAX; i++)
+		t_pathf(q.sockets[i], sizeof(q.sockets[i]), "%s/vm%zu.sock", f->api_root, i);
 	CHECK(ps_send(f->helper.sock, PS_SCAN, 55, &q, sizeof(q), NULL, 0) == 0, "part 0");
 	size_t len = hostile_probe(f);
 	return len;
@@ -674,6 +766,7 @@ static const struct t_case cases[] = {
     {"probe-with-pidfd", probe_with_pidfd},
     {"probe-jailed", probe_jailed},
     {"probe-audit-line", probe_audit_line},
+    {"scan-identity", scan_identity},
     {"scan-1000-sockets", scan_batch},
     {"exits-on-eof", exits_on_eof},
 };

@@ -7,13 +7,16 @@
  * under other names; linked statically so it also runs inside a
  * jailer-style chroot with nothing else in it.
  *
- * A bind that fails (the path is taken, or not ours to write) is reported
- * on stderr and the stub keeps running: that is exactly an impostor that
- * only carries a VM's argv. Extra modes for the attacker's side of tests:
+ * A socket file that nobody listens on (a killed run's) is replaced. A
+ * bind that fails (another process listens there, or the path is not ours
+ * to write) is reported on stderr and the stub keeps running: that is
+ * exactly an impostor that only carries a VM's argv. Extra modes for the attacker's side of tests:
  *   --connect-to PATH     connect to PATH and hold the connection
  *   --send-listener PATH  after listening, pass the listening fd to PATH
  *                         (SCM_RIGHTS) and keep a copy
- *   --recv-listener PATH  bind PATH, accept once, receive an fd and hold it
+ *   --recv-listener PATH  bind PATH, accept once, receive an fd, ack it and
+ *                         hold it (ready once PATH listens; the sender is
+ *                         ready only after the ack)
  * With STUB_READY_FD=N in the environment it writes "ready\n" to fd N once
  * all of that is done, so a test waits for an event instead of sleeping.
  */
@@ -52,9 +55,17 @@ static int unix_socket_at(const char *path, struct sockaddr_un *sa)
 	return socket(AF_UNIX, SOCK_STREAM, 0);
 }
 
+static int connect_to(const char *path);
+
 static int listen_at(const char *path)
 {
 	struct sockaddr_un sa;
+	/* A socket file nobody listens on is a dead run's leftover: take its place. */
+	int probe = connect_to(path);
+	if (probe >= 0)
+		close(probe);
+	else if (errno == ECONNREFUSED)
+		unlink(path);
 	int fd = unix_socket_at(path, &sa);
 	if (fd < 0)
 		return -1;
@@ -100,16 +111,15 @@ static int send_fd(const char *path, int fd)
 	c->cmsg_type = SCM_RIGHTS;
 	c->cmsg_len = CMSG_LEN(sizeof(int));
 	memcpy(CMSG_DATA(c), &fd, sizeof(int));
-	int r = sendmsg(sock, &msg, 0) == 1 ? 0 : -1;
+	/* The receiver's ack: only then does it hold the fd (in flight it is in nobody's table). */
+	int r = sendmsg(sock, &msg, 0) == 1 && read(sock, &byte, 1) == 1 ? 0 : -1;
 	close(sock);
 	return r;
 }
 
-static int recv_fd(const char *path)
+/* Take one fd over the rendezvous socket lfd (already listening), and ack it. */
+static int recv_fd(int lfd)
 {
-	int lfd = listen_at(path);
-	if (lfd < 0)
-		return -1;
 	int conn = accept(lfd, NULL, NULL);
 	close(lfd);
 	if (conn < 0)
@@ -130,6 +140,8 @@ static int recv_fd(const char *path)
 		if (c && c->cmsg_type == SCM_RIGHTS)
 			memcpy(&fd, CMSG_DATA(c), sizeof(int));
 	}
+	if (fd >= 0 && write(conn, "A", 1) != 1)
+		fd = -1;
 	close(conn);
 	return fd;
 }
@@ -146,9 +158,12 @@ int main(int argc, char **argv)
 	const char *send_path = option(argc, argv, "--send-listener");
 	const char *api_sock = option(argc, argv, "--api-sock");
 
+	int rendezvous = -1;
 	if (recv_from) {
-		if (recv_fd(recv_from) < 0)
-			warn("cannot receive a listener at", recv_from);
+		/* Ready once the handoff can come; the sender waits for our ack. */
+		rendezvous = listen_at(recv_from);
+		if (rendezvous < 0)
+			warn("cannot listen for a listener at", recv_from);
 	} else if (connect_path) {
 		if (connect_to(connect_path) < 0)
 			warn("cannot connect to", connect_path);
@@ -168,6 +183,8 @@ int main(int argc, char **argv)
 			warn("cannot report ready on fd", ready);
 		close(fd);
 	}
+	if (rendezvous >= 0 && recv_fd(rendezvous) < 0)
+		warn("cannot receive a listener at", recv_from);
 	for (;;)
 		pause();
 }

@@ -56,7 +56,8 @@ SCENARIOS = {
     5: "starting-record-reconciled",
 }
 # What the scenarios need from the kernel, by module name; dm-snapshot pulls in dm-bufio.
-KERNEL_MODULES = ["dm_mod", "dm_snapshot", "loop", "tun"]
+# unix_diag: the helper asks sock_diag which socket listens on which node (identity).
+KERNEL_MODULES = ["dm_mod", "dm_snapshot", "loop", "tun", "unix_diag"]
 BOOT_TIMEOUT_S = int(os.environ.get("BANGER_VM_TIMEOUT", "540"))
 QEMU = "qemu-system-x86_64"
 GUEST_USER = ("banger", 100, 100)

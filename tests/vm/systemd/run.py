@@ -49,7 +49,7 @@ TIMEOUT_S = int(os.environ.get("BANGER_VM_SYSTEMD_TIMEOUT", "600"))
 # Modules the initramfs loads: the root disk, its file system (crc32c is
 # ext4's soft dependency), and what the scenario needs from the kernel.
 MODULES = ["virtio_pci", "virtio_blk", "crc32c_generic", "ext4",
-           "dm_mod", "dm_snapshot", "loop", "tun"]
+           "dm_mod", "dm_snapshot", "loop", "tun", "unix_diag"]
 # The guest's own packages, besides the libraries the binaries link.
 ROOT_PACKAGES = ["systemd", "systemd-sysv", "udev", "dbus", "dmsetup", "iproute2",
                  "util-linux", "kmod"]

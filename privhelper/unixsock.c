@@ -1,0 +1,318 @@
+/*
+ * See unixsock.h. Reads only the kernel's tables: sock_diag over netlink
+ * and the fd links in /proc; never opens, connects to or reads another
+ * process's socket. Looking into another network namespace means entering
+ * it for one socket() call; the helper always comes back, or dies.
+ */
+#include "unixsock.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/sock_diag.h>
+#include <linux/unix_diag.h>
+#include <netinet/tcp.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "macro.h"
+
+#define DIAG_RECV_BYTES	  (32 * 1024)
+#define DIAG_TIMEOUT_SEC  2
+#define SOCKET_LINK_MAX	  64 /* "socket:[18446744073709551615]" fits */
+#define KERNEL_MINOR_BITS 20
+#define DIAG_NO_COOKIE	  (~0u) /* INET_DIAG_NOCOOKIE: match any socket of that inode */
+
+int netns_home_open(struct netns_home *home)
+{
+	struct stat st;
+	home->fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+	if (home->fd < 0)
+		return negative_errno();
+	if (fstat(home->fd, &st) < 0)
+		return negative_errno();
+	home->ino = st.st_ino;
+	return 0;
+}
+
+int unixsock_available(const struct netns_home *home)
+{
+	struct listener_table t = {0};
+	_cleanup_close_ int self = open("/proc/self", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (self < 0)
+		return negative_errno();
+	int r = listener_table_cover(&t, home, self);
+	listener_table_free(&t);
+	return r;
+}
+
+bool unix_node_equal(const struct unix_node *a, const struct unix_node *b)
+{
+	return a->dev == b->dev && a->ino == b->ino;
+}
+
+int unix_node_of_fd(int fd, struct unix_node *node)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return negative_errno();
+	if (!S_ISSOCK(st.st_mode))
+		return -ENOTSOCK;
+	/* sock_diag reports the superblock's s_dev as the kernel keeps it, not stat's encoding. */
+	node->dev = (uint32_t)((major(st.st_dev) << KERNEL_MINOR_BITS) | minor(st.st_dev));
+	node->ino = (uint32_t)st.st_ino;
+	return 0;
+}
+
+int diag_socket_for(const struct netns_home *home, int proc_dirfd)
+{
+	struct stat st;
+	if (fstatat(proc_dirfd, "ns/net", &st, 0) < 0)
+		return errno == ENOENT ? -ESRCH : negative_errno();
+	_cleanup_close_ int ns = -1;
+	if (st.st_ino != home->ino) {
+		ns = openat(proc_dirfd, "ns/net", O_RDONLY | O_CLOEXEC);
+		if (ns < 0)
+			return errno == ENOENT ? -ESRCH : negative_errno();
+		if (setns(ns, CLONE_NEWNET) < 0)
+			return negative_errno();
+	}
+	/* A netlink socket belongs to the namespace it was made in, wherever we go next. */
+	int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+	int err = fd < 0 ? negative_errno() : 0;
+	if (ns >= 0 && setns(home->fd, CLONE_NEWNET) < 0) {
+		/* Every later answer would be about the wrong namespace: stop here. */
+		log_warn("cannot return to the helper's network namespace");
+		_exit(EXIT_FAILURE);
+	}
+	if (fd >= 0) {
+		struct timeval tv = {DIAG_TIMEOUT_SEC, 0};
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	}
+	return fd >= 0 ? fd : err;
+}
+
+typedef int (*diag_fn)(const struct unix_diag_msg *m, const struct unix_diag_vfs *vfs,
+		       const char *name, size_t name_len, void *userdata);
+
+static int diag_parse(const struct nlmsghdr *h, diag_fn fn, void *userdata)
+{
+	const struct unix_diag_msg *m = NLMSG_DATA(h);
+	if (h->nlmsg_len < NLMSG_LENGTH(sizeof(*m)))
+		return -EPROTO;
+	const struct unix_diag_vfs *vfs = NULL;
+	const char *name = NULL;
+	size_t name_len = 0;
+	int len = (int)(h->nlmsg_len - NLMSG_LENGTH(sizeof(*m)));
+	for (struct rtattr *a = (struct rtattr *)(m + 1); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+		if (a->rta_type == UNIX_DIAG_VFS && RTA_PAYLOAD(a) >= sizeof(*vfs))
+			vfs = RTA_DATA(a);
+		else if (a->rta_type == UNIX_DIAG_NAME) {
+			name = RTA_DATA(a);
+			name_len = RTA_PAYLOAD(a);
+		}
+	}
+	return fn(m, vfs, name, name_len, userdata);
+}
+
+/* Send one request and hand every answer to fn; 0 at the end of the answers, or -errno. */
+static int diag_query(int fd, const struct unix_diag_req *req, bool dump, diag_fn fn,
+		      void *userdata)
+{
+	struct {
+		struct nlmsghdr h;
+		struct unix_diag_req r;
+	} q = {
+	    .h = {.nlmsg_len = sizeof(q),
+		  .nlmsg_type = SOCK_DIAG_BY_FAMILY,
+		  .nlmsg_flags = (uint16_t)(NLM_F_REQUEST | (dump ? NLM_F_DUMP : 0))},
+	    .r = *req,
+	};
+	struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+	if (sendto(fd, &q, sizeof(q), 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0)
+		return negative_errno();
+	_cleanup_free_ char *buf = malloc(DIAG_RECV_BYTES);
+	if (!buf)
+		return -ENOMEM;
+	for (;;) {
+		ssize_t n = recv(fd, buf, DIAG_RECV_BYTES, 0);
+		if (n < 0)
+			return errno == EINTR ? -EINTR : negative_errno();
+		int len = (int)n;
+		for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, len);
+		     h = NLMSG_NEXT(h, len)) {
+			if (h->nlmsg_type == NLMSG_DONE)
+				return 0;
+			if (h->nlmsg_type == NLMSG_ERROR) {
+				const struct nlmsgerr *e = NLMSG_DATA(h);
+				return e->error;
+			}
+			int r = diag_parse(h, fn, userdata);
+			if (r < 0)
+				return r;
+			if (!dump)
+				return 0;
+		}
+	}
+}
+
+static int table_add(const struct unix_diag_msg *m, const struct unix_diag_vfs *vfs,
+		     const char *name, size_t name_len, void *userdata)
+{
+	struct listener_table *t = userdata;
+	/* Unbound and abstract listeners have no node: nothing can name them by path. */
+	if (!vfs || m->udiag_type != SOCK_STREAM || m->udiag_state != TCP_LISTEN)
+		return 0;
+	if (t->n == t->capacity) {
+		size_t cap = t->capacity ? 2 * t->capacity : 256;
+		struct unix_listener *v = realloc(t->v, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		t->v = v;
+		t->capacity = cap;
+	}
+	struct unix_listener *l = &t->v[t->n];
+	l->sock_ino = m->udiag_ino;
+	l->node = (struct unix_node){.dev = vfs->udiag_vfs_dev, .ino = vfs->udiag_vfs_ino};
+	l->name = name && name_len ? strndup(name, name_len) : NULL;
+	if (name && name_len && !l->name)
+		return -ENOMEM;
+	t->n++;
+	t->sorted = false;
+	return 0;
+}
+
+int listener_table_cover(struct listener_table *t, const struct netns_home *home, int proc_dirfd)
+{
+	struct stat st;
+	if (fstatat(proc_dirfd, "ns/net", &st, 0) < 0)
+		return errno == ENOENT ? -ESRCH : negative_errno();
+	for (size_t i = 0; i < t->n_netns; i++)
+		if (t->netns[i] == st.st_ino)
+			return 0;
+	if (t->n_netns == UNIXSOCK_MAX_NETNS)
+		return -E2BIG;
+	_cleanup_close_ int fd = diag_socket_for(home, proc_dirfd);
+	if (fd < 0)
+		return fd;
+	struct unix_diag_req req = {
+	    .sdiag_family = AF_UNIX,
+	    .udiag_states = 1u << TCP_LISTEN,
+	    .udiag_show = UDIAG_SHOW_VFS | UDIAG_SHOW_NAME,
+	};
+	int r = diag_query(fd, &req, true, table_add, t);
+	if (r < 0)
+		return r;
+	t->netns[t->n_netns++] = st.st_ino;
+	return 0;
+}
+
+static int compare_sock_ino(const void *a, const void *b)
+{
+	uint64_t x = ((const struct unix_listener *)a)->sock_ino;
+	uint64_t y = ((const struct unix_listener *)b)->sock_ino;
+	return x < y ? -1 : x > y;
+}
+
+const struct unix_listener *listener_table_find(struct listener_table *t, uint64_t sock_ino)
+{
+	if (!t->sorted) {
+		qsort(t->v, t->n, sizeof(*t->v), compare_sock_ino);
+		t->sorted = true;
+	}
+	struct unix_listener key = {.sock_ino = sock_ino};
+	return t->n ? bsearch(&key, t->v, t->n, sizeof(*t->v), compare_sock_ino) : NULL;
+}
+
+void listener_table_free(struct listener_table *t)
+{
+	for (size_t i = 0; i < t->n; i++)
+		free(t->v[i].name);
+	free(t->v);
+	memset(t, 0, sizeof(*t));
+}
+
+struct check {
+	const struct unix_node *node;
+	bool listening;
+};
+
+static int check_one(const struct unix_diag_msg *m, const struct unix_diag_vfs *vfs,
+		     const char *name, size_t name_len, void *userdata)
+{
+	struct check *c = userdata;
+	(void)name;
+	(void)name_len;
+	struct unix_node got = vfs ? (struct unix_node){vfs->udiag_vfs_dev, vfs->udiag_vfs_ino}
+				   : (struct unix_node){0, 0};
+	c->listening = vfs && m->udiag_type == SOCK_STREAM && m->udiag_state == TCP_LISTEN &&
+		       unix_node_equal(&got, c->node);
+	return 0;
+}
+
+int listener_check(int diag_fd, uint64_t sock_ino, const struct unix_node *node)
+{
+	struct unix_diag_req req = {
+	    .sdiag_family = AF_UNIX,
+	    .udiag_ino = (uint32_t)sock_ino,
+	    .udiag_show = UDIAG_SHOW_VFS,
+	    .udiag_cookie = {DIAG_NO_COOKIE, DIAG_NO_COOKIE},
+	};
+	struct check c = {.node = node};
+	int r = diag_query(diag_fd, &req, false, check_one, &c);
+	/* ENOENT: not a unix socket of that namespace (a TCP one, or closed meanwhile). */
+	if (r == -ENOENT)
+		return 0;
+	return r < 0 ? r : c.listening;
+}
+
+static bool parse_socket_link(const char *link, uint64_t *ino)
+{
+	char *end;
+	if (strncmp(link, "socket:[", 8) != 0)
+		return false;
+	errno = 0;
+	unsigned long long v = strtoull(link + 8, &end, 10);
+	if (errno || end == link + 8 || strcmp(end, "]") != 0)
+		return false;
+	*ino = v;
+	return true;
+}
+
+int proc_for_each_socket(int proc_dirfd, socket_fn fn, void *userdata)
+{
+	int fd = openat(proc_dirfd, "fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? -ESRCH : negative_errno();
+	_cleanup_closedir_ DIR *dir = fdopendir(fd);
+	if (!dir) {
+		close(fd);
+		return negative_errno();
+	}
+	errno = 0;
+	for (struct dirent *e; (e = readdir(dir)); errno = 0) {
+		char link[SOCKET_LINK_MAX];
+		uint64_t ino;
+		ssize_t n = readlinkat(dirfd(dir), e->d_name, link, sizeof(link) - 1);
+		if (n < 0)
+			continue; /* "." and "..", or an fd closed since readdir */
+		link[n] = '\0';
+		if (!parse_socket_link(link, &ino))
+			continue;
+		int r = fn(ino, userdata);
+		if (r != 0)
+			return r;
+	}
+	/* A process that exits while we read loses its fd directory under us. */
+	return errno == ENOENT || errno == ESRCH ? -ESRCH : -errno;
+}
