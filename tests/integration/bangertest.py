@@ -94,10 +94,12 @@ def die_with_parent():
 class Stub:
     """A stub firecracker (or impostor): it binds and listens on api_sock, as the real one
     does, then says "ready" on a pipe. Unless wait=False, that has happened when this returns.
-    user: run it as that account (an attacker's process); preexec: more set-up in the child."""
+    user: run it as that account (an attacker's process); group, extra_groups: its gid and
+    supplementary groups (Popen's meaning: None keeps the test's own); preexec: more set-up in
+    the child."""
 
     def __init__(self, api_sock, exe=None, extra=(), wait=True, user=None, argv=None,
-                 wrapper=()):
+                 wrapper=(), group=None, extra_groups=None):
         self.exe = exe or STUB
         self.argv = argv or [self.exe, "--api-sock", api_sock, *extra]
         # Like a VM manager, make the socket's directory (root's, 0755) if it is not there.
@@ -110,8 +112,8 @@ class Stub:
             cmd, executable = self.argv, self.exe
         self.proc = subprocess.Popen(cmd, executable=executable, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     pass_fds=(ready_w,), env=env, user=user,
-                                     preexec_fn=die_with_parent)
+                                     pass_fds=(ready_w,), env=env, user=user, group=group,
+                                     extra_groups=extra_groups, preexec_fn=die_with_parent)
         os.close(ready_w)
         self.ready = os.fdopen(ready_r, "rb")
         self.pid = self.proc.pid
@@ -136,6 +138,69 @@ class Stub:
             self.proc.kill()
         self.proc.wait()
         self.proc.stderr.close()
+
+
+class Account:
+    """A throw-away unprivileged account (a local attacker): a system user with its own group,
+    no home and no login shell, created now and removed by remove() on every exit path.
+    as_user() gives the keyword arguments that run a child as exactly that account (its uid,
+    its gid, no supplementary groups: not the test's root group)."""
+
+    def __init__(self, prefix="bgatk"):
+        self.name = f"{prefix}{os.getpid()}"[:32]
+        _useradd_locked(["useradd", "--system", "--no-create-home", "--shell",
+                         "/usr/sbin/nologin", self.name])
+        pw = pwd.getpwnam(self.name)
+        self.uid, self.gid = pw.pw_uid, pw.pw_gid
+
+    def as_user(self):
+        return {"user": self.uid, "group": self.gid, "extra_groups": []}
+
+    def processes(self):
+        """Pids whose real, effective or saved uid is the account's (as the host sees it)."""
+        pids = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                uids = status_of(entry).get("Uid", "").split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if str(self.uid) in uids[:3]:
+                pids.append(int(entry))
+        return pids
+
+    def kill_processes(self, timeout=5.0):
+        """SIGKILL whatever still runs as the account (each by a pidfd, so never a recycled
+        pid) and wait for each to exit."""
+        for pid in self.processes():
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                continue
+            try:
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            finally:
+                os.close(fd)
+            check(wait_pid_gone(pid, timeout), f"pid {pid} of {self.name} outlived SIGKILL")
+
+    def remove(self):
+        self.kill_processes()
+        _useradd_locked(["userdel", self.name], ok_missing=True)
+
+
+def _useradd_locked(cmd, timeout=30.0, ok_missing=False):
+    """useradd/userdel, retried (bounded) while another test holds the passwd lock."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode == 0 or (ok_missing and r.returncode == 6):  # 6: no such user
+            return
+        if "lock" not in r.stderr or time.monotonic() > deadline:
+            fail(f"{' '.join(cmd)}: exit {r.returncode}: {r.stderr.strip()}")
+        time.sleep(0.05)
 
 
 class Daemon:
