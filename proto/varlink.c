@@ -609,11 +609,16 @@ static void conn_free(struct varlink_conn *conn)
 {
 	for (size_t i = 0; i < conn->nfdq; i++)
 		safe_close(conn->fdq[i]);
-	event_free(conn->ev_read);
-	event_free(conn->ev_write);
-	event_free(conn->ev_partial);
-	evbuffer_free(conn->in);
-	evbuffer_free(conn->out);
+	if (conn->ev_read)
+		event_free(conn->ev_read);
+	if (conn->ev_write)
+		event_free(conn->ev_write);
+	if (conn->ev_partial)
+		event_free(conn->ev_partial);
+	if (conn->in)
+		evbuffer_free(conn->in);
+	if (conn->out)
+		evbuffer_free(conn->out);
 	safe_close(conn->fd);
 	free(conn);
 }
@@ -655,6 +660,34 @@ static void peer_credentials(int fd, struct varlink_peer *peer)
 									 : len / sizeof(gid_t);
 }
 
+static void conn_free(struct varlink_conn *conn);
+
+int varlink_server_add_connection(struct varlink_server *s, int cfd)
+{
+	struct varlink_conn *conn = calloc(1, sizeof(*conn));
+	if (!conn) {
+		close(cfd);
+		return -ENOMEM;
+	}
+	conn->server = s;
+	conn->fd = cfd;
+	peer_credentials(cfd, &conn->peer);
+	conn->in = evbuffer_new();
+	conn->out = evbuffer_new();
+	conn->ev_read = event_new(s->base, cfd, EV_READ | EV_PERSIST, on_conn_readable, conn);
+	conn->ev_write = event_new(s->base, cfd, EV_WRITE, on_conn_writable, conn);
+	conn->ev_partial = evtimer_new(s->base, on_partial_timeout, conn);
+	if (!conn->in || !conn->out || !conn->ev_read || !conn->ev_write || !conn->ev_partial ||
+	    event_add(conn->ev_read, NULL) < 0) {
+		conn_free(conn);
+		return -ENOMEM;
+	}
+	TAILQ_INSERT_TAIL(&s->conns, conn, link);
+	s->stats.connections++;
+	s->stats.connections_total++;
+	return 0;
+}
+
 static void on_accept(evutil_socket_t fd, short what, void *arg)
 {
 	struct varlink_server *s = arg;
@@ -673,40 +706,7 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
 			close(cfd);
 			continue;
 		}
-		struct varlink_conn *conn = calloc(1, sizeof(*conn));
-		if (!conn) {
-			close(cfd);
-			continue;
-		}
-		conn->server = s;
-		conn->fd = cfd;
-		peer_credentials(cfd, &conn->peer);
-		conn->in = evbuffer_new();
-		conn->out = evbuffer_new();
-		conn->ev_read =
-		    event_new(s->base, cfd, EV_READ | EV_PERSIST, on_conn_readable, conn);
-		conn->ev_write = event_new(s->base, cfd, EV_WRITE, on_conn_writable, conn);
-		conn->ev_partial = evtimer_new(s->base, on_partial_timeout, conn);
-		if (!conn->in || !conn->out || !conn->ev_read || !conn->ev_write ||
-		    !conn->ev_partial) {
-			if (conn->in)
-				evbuffer_free(conn->in);
-			if (conn->out)
-				evbuffer_free(conn->out);
-			if (conn->ev_read)
-				event_free(conn->ev_read);
-			if (conn->ev_write)
-				event_free(conn->ev_write);
-			if (conn->ev_partial)
-				event_free(conn->ev_partial);
-			close(cfd);
-			free(conn);
-			continue;
-		}
-		TAILQ_INSERT_TAIL(&s->conns, conn, link);
-		s->stats.connections++;
-		s->stats.connections_total++;
-		event_add(conn->ev_read, NULL);
+		varlink_server_add_connection(s, cfd);
 	}
 }
 

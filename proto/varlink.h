@@ -83,6 +83,12 @@ void varlink_server_free(struct varlink_server *s);
 int varlink_server_add_interface(struct varlink_server *s, const struct varlink_interface *iface);
 /* Serve a listening socket (bound and listening already; the server owns it now). */
 int varlink_server_listen_fd(struct varlink_server *s, int fd);
+/*
+ * Serve one connected stream socket (non-blocking, CLOEXEC; the server owns
+ * it now, and closes it on failure): what accepting does for each client.
+ * Fuzzers and tests feed the server through it.
+ */
+int varlink_server_add_connection(struct varlink_server *s, int fd);
 /* Close the listening socket: no new connections, existing ones go on. */
 void varlink_server_stop_accepting(struct varlink_server *s);
 /* End every "more" call (its cancel callback runs) and close idle connections. */
