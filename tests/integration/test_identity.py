@@ -30,7 +30,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bangertest import (IFACE, STUB, Account, Daemon, Stub, check, fail,  # noqa: E402
-                        require_root, run_cases, skip, status_of, wait_until)
+                        require_root, run_cases, skip, status_of)
 from test_reconcile import Kernel, link_exists, loops_on  # noqa: E402
 
 EVENT_BOUND = 10.0  # seconds for any one event (exited, torn_down, identity_conflict)
@@ -182,10 +182,14 @@ class Fixture:
         self.c.call(IFACE + "Register", {"id": vm_id, "api_sock": sock})
         return VM(vm_id, sock, tap, loops, files)
 
-    def start_real(self, vm, **stub_args):
-        """The VM's real firecracker, as root, listening on its api socket; then SetHandles."""
-        s = Stub(vm.sock, **stub_args)
+    def start_real(self, vm, before_ready=None, **stub_args):
+        """The VM's real firecracker, as root, listening on its api socket; then SetHandles.
+        before_ready: what must happen before the stub can say ready (a handoff's other end)."""
+        s = Stub(vm.sock, wait=before_ready is None, **stub_args)
         self.stubs.append(s)
+        if before_ready:
+            before_ready()
+            s.wait_ready()
         check(listeners(s.pid, vm.sock),
               f"the real stub {s.pid} does not listen on {vm.sock}: {unix_sockets(s.pid)}")
         vm.real = s
@@ -544,53 +548,44 @@ def case_listener_passed(f):
     attacker's --recv-listener and closes its own copy."""
     vm = f.vm("vm-i7")
     courier_dir = tempfile.mkdtemp(prefix="banger-courier-")  # root's, 0700
+    fds = []
     try:
         courier_path = os.path.join(courier_dir, "courier.sock")
         courier = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         courier.bind(courier_path)
         courier.listen(1)
         courier.settimeout(EVENT_BOUND)
-        # The stub is ready only once its listener is handed over and acked: start it, take
-        # the fd, ack, then wait for it and make it the VM's firecracker.
-        real = Stub(vm.sock, extra=["--send-listener", courier_path], wait=False)
-        f.stubs.append(real)
-        conn, _ = courier.accept()
-        conn.settimeout(EVENT_BOUND)
-        _, fds, _, _ = socket.recv_fds(conn, 1, 1)
-        conn.sendall(b"A")
-        conn.close()
+
+        def take_listener():
+            # The stub is ready only once we ack: until then the fd is in flight.
+            conn, _ = courier.accept()
+            with conn:
+                conn.settimeout(EVENT_BOUND)
+                _, got, _, _ = socket.recv_fds(conn, 1, 1)
+                fds.extend(got)
+                conn.sendall(b"A")
+        f.start_real(vm, before_ready=take_listener, extra=["--send-listener", courier_path])
         courier.close()
-        real.wait_ready()
-        vm.real = real
-        f.c.call(IFACE + "SetHandles", {"id": vm.id, "pid": real.pid, "tap": vm.tap,
-                                        "loops": vm.loops})
     finally:
         shutil.rmtree(courier_dir, ignore_errors=True)
     check(len(fds) == 1, f"the real stub passed {len(fds)} fds")
     passed = fds[0]
     real_listener = listeners(vm.real.pid, vm.sock)
     check(len(real_listener) == 1, f"real stub listeners: {unix_sockets(vm.real.pid)}")
+    check(listeners(os.getpid(), vm.sock) == real_listener, "the courier holds the listener")
 
     events = Events(f.d)
     try:
+        # Ready once its rendezvous listens; it acks once it holds what we send.
         rendezvous = f.atk.path("rendezvous.sock")
-        att = f.impostor(vm, extra=["--recv-listener", rendezvous], wait=False)
-        sender = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-
-        def connected():
-            try:
-                sender.connect(rendezvous)
-                return True
-            except (FileNotFoundError, ConnectionRefusedError):
-                return False
-        wait_until(connected, EVENT_BOUND, f"the attacker's {rendezvous} to listen")
-        socket.send_fds(sender, [b"L"], [passed])
-        sender.settimeout(EVENT_BOUND)
-        # The receiver acks once it holds the fd (in flight, it is in nobody's fd table).
-        check(sender.recv(1) == b"A", "the attacker's stub did not ack the listener")
-        sender.close()
+        att = f.impostor(vm, extra=["--recv-listener", rendezvous])
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sender:
+            sender.settimeout(EVENT_BOUND)
+            sender.connect(rendezvous)
+            socket.send_fds(sender, [b"L"], [passed])
+            check(sender.recv(1) == b"A", f"the attacker {att.pid} did not ack the listener: "
+                  f"{stderr_so_far(att)!r}")
         os.close(passed)  # now the real stub and the attacker hold it, nobody else
-        att.wait_ready()
         check(listeners(att.pid, vm.sock) == real_listener,
               f"the attacker should hold the real listener {real_listener}: "
               f"{unix_sockets(att.pid)}")
@@ -617,6 +612,7 @@ def case_listener_passed(f):
     check(alive in ("unknown", "alive"), f"IsAlive says {alive}, want unknown (or alive)")
     pid = f.c.call(IFACE + "GetHandles", {"id": vm.id})["handles"]["pid"]
     check(pid == vm.real.pid, f"GetHandles names pid {f.who(pid, vm)}, want {vm.real.pid}")
+    print(f"two holders: Reconcile {entry}; IsAlive {alive}; event {conflict}")
     # The watched process exiting is the VM's exit: exited, then torn down.
     f.kill_real_and_see_teardown(vm)
 
