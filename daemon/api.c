@@ -401,6 +401,7 @@ static void set_request_free(struct set_request *req)
 }
 
 static void on_set_probe(struct helper_client *hc, struct helper_reply *reply, void *userdata);
+static void error_still_running(struct varlink_call *c, const struct vm_entry *e);
 
 static int set_probe_send(struct set_request *req)
 {
@@ -465,6 +466,11 @@ static void on_set_probe(struct helper_client *hc, struct helper_reply *reply, v
 		switch (r->status) {
 		case PS_PROBE_RUNNING: {
 			struct ps_message *m = (struct ps_message *)reply->msg;
+			/* A watched firecracker is replaced only once it has exited. */
+			if (e->pid != r->pid && service_pidfd_alive(e)) {
+				error_still_running(c, e);
+				break;
+			}
 			req->handles.pid = r->pid;
 			req->handles.start_time = r->start_time;
 			memcpy(req->handles.boot_id, d->boot_id, sizeof(req->handles.boot_id));

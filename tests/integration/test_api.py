@@ -325,6 +325,24 @@ def case_not_firecracker(f):
     check(not os.path.exists(os.path.join(f.d.vm_dir("nf"), "handles.json")), "nothing written")
 
 
+def case_set_no_switch(f):
+    """A second process that holds the VM's listener (passed to it) never replaces the live,
+    watched firecracker through SetHandles; a process that listens late is waited for."""
+    f.register("ns")
+    rendezvous = os.path.join(f.d.dir, "rendezvous.sock")
+    holder = Stub(f.sock("ns"), extra=["--recv-listener", rendezvous])
+    f.stubs.append(holder)
+    real = Stub(f.sock("ns"), extra=["--send-listener", rendezvous])  # ready once handed over
+    f.stubs.append(real)
+    f.c.call(IFACE + "SetHandles", {"id": "ns", "pid": real.pid})
+    e = f.c.expect_error(IFACE + "SetHandles", {"id": "ns", "pid": holder.pid},
+                         IFACE + "StillRunning")
+    check(e["pid"] == real.pid, f"StillRunning names the watched pid {real.pid}: {e}")
+    handles = f.c.call(IFACE + "GetHandles", {"id": "ns"})["handles"]
+    check(handles["pid"] == real.pid, f"still the real pid: {handles}")
+    check(f.c.call(IFACE + "IsAlive", {"id": "ns"})["alive"] == "alive", "alive")
+
+
 def case_pidfd_forwarded(f):
     f.register("pf")
     s = f.stub("pf")
