@@ -148,9 +148,13 @@ static int diag_query(int fd, const struct unix_diag_req *req, bool dump, diag_f
 		ssize_t n = recv(fd, buf, DIAG_RECV_BYTES, 0);
 		if (n < 0)
 			return errno == EINTR ? -EINTR : negative_errno();
-		int len = (int)n;
-		for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, len);
-		     h = NLMSG_NEXT(h, len)) {
+		/* NLMSG_OK/NEXT compare signed with unsigned: the same walk, spelled out. */
+		for (size_t off = 0, step; off + sizeof(struct nlmsghdr) <= (size_t)n;
+		     off += step) {
+			struct nlmsghdr *h = (struct nlmsghdr *)(buf + off);
+			if (h->nlmsg_len < sizeof(*h) || h->nlmsg_len > (size_t)n - off)
+				return -EPROTO;
+			step = NLMSG_ALIGN(h->nlmsg_len);
 			if (h->nlmsg_type == NLMSG_DONE)
 				return 0;
 			if (h->nlmsg_type == NLMSG_ERROR) {
