@@ -221,8 +221,9 @@ static bool get_dm(struct varlink_call *c, yajl_val obj, const char *label, char
 
 /* --- access ------------------------------------------------------------------ */
 
-static bool may_mutate(const struct daemon *d, const struct varlink_peer *p)
+bool api_may_mutate(const struct varlink_peer *p, void *userdata)
 {
+	const struct daemon *d = userdata;
 	if (p->uid == 0 || p->uid == d->uid)
 		return true;
 	if (!d->has_admin_group)
@@ -241,7 +242,7 @@ static bool admit_mutation(struct daemon *d, struct varlink_call *c, const char 
 {
 	const struct varlink_peer *p = varlink_call_peer(c);
 	const char *method = varlink_call_method(c);
-	if (!may_mutate(d, p)) {
+	if (!api_may_mutate(p, d)) {
 		log_notice("call #%llu %s denied to uid %u pid %d",
 			   (unsigned long long)varlink_call_id(c), method, (unsigned)p->uid,
 			   (int)p->pid);
@@ -396,8 +397,20 @@ static void set_request_free(struct set_request *req)
 {
 	if (req->retry)
 		event_free(req->retry);
-	safe_close(req->pidfd);
+	varlink_server_close_fd(req->d->server, req->pidfd);
 	free(req);
+}
+
+/* Only a pidfd may travel on to the helper: its close never blocks, unlike a client's socket. */
+static bool fd_is_pidfd(int fd)
+{
+	char path[64], target[64];
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(path, target, sizeof(target) - 1);
+	if (n < 0)
+		return false;
+	target[n] = '\0';
+	return strcmp(target, "anon_inode:[pidfd]") == 0;
 }
 
 static void on_set_probe(struct helper_client *hc, struct helper_reply *reply, void *userdata);
@@ -544,6 +557,11 @@ static void method_set_handles(struct varlink_call *c, yajl_val params, void *us
 	}
 	/* A client that spawned firecracker may pass its pidfd: then that process is verified. */
 	req->pidfd = varlink_call_take_fd(c, 0);
+	if (req->pidfd >= 0 && (varlink_call_nfds(c) > 1 || !fd_is_pidfd(req->pidfd))) {
+		error_invalid(c, "pid", "the one fd SetHandles takes is the firecracker's pidfd");
+		set_request_free(req);
+		return;
+	}
 	req->caller = caller_of(c, "SetHandles");
 	req->deadline_ms = monotonic_ms() + d->cfg.api_sock_wait_ms;
 	int r = set_probe_send(req);
@@ -826,12 +844,18 @@ static void method_get_status(struct varlink_call *c, yajl_val params, void *use
 }
 
 static const struct varlink_method handles_methods[] = {
-    {"Register", method_register},	    {"SetHandles", method_set_handles},
-    {"GetHandles", method_get_handles},	    {"IsAlive", method_is_alive},
-    {"ClearHandles", method_clear_handles}, {"Teardown", method_teardown},
-    {"Unregister", method_unregister},	    {"List", method_list},
-    {"Reconcile", method_reconcile},	    {"Watch", method_watch},
-    {"GetStatus", method_get_status},
+    {"Register", method_register, 0},
+    /* A client that spawned firecracker may pass its pidfd (as sd-varlink does). */
+    {"SetHandles", method_set_handles, VARLINK_METHOD_TAKES_FDS},
+    {"GetHandles", method_get_handles, 0},
+    {"IsAlive", method_is_alive, 0},
+    {"ClearHandles", method_clear_handles, 0},
+    {"Teardown", method_teardown, 0},
+    {"Unregister", method_unregister, 0},
+    {"List", method_list, 0},
+    {"Reconcile", method_reconcile, 0},
+    {"Watch", method_watch, 0},
+    {"GetStatus", method_get_status, 0},
 };
 
 const struct varlink_interface banger_handles_interface = {

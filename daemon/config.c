@@ -73,16 +73,37 @@ static int set_log_level(struct banger_config *c, const char *v)
 	return 0;
 }
 
-static int set_api_sock_wait_ms(struct banger_config *c, const char *v)
+/* A whole number in [min, max], in its plain decimal spelling. */
+static int parse_count(const char *v, unsigned long long min, unsigned long long max,
+		       unsigned long long *out)
 {
 	char *end;
 	errno = 0;
-	unsigned long ms = strtoul(v, &end, 10);
-	if (errno || end == v || *end || v[0] == '-' || ms > CONFIG_MAX_API_SOCK_WAIT_MS)
+	unsigned long long n = strtoull(v, &end, 10);
+	if (errno || end == v || *end || v[0] < '0' || v[0] > '9' || n < min || n > max)
 		return -EINVAL;
-	c->api_sock_wait_ms = (unsigned)ms;
+	*out = n;
 	return 0;
 }
+
+#define COUNT_SETTER(name, field, min, max)                                                        \
+	static int name(struct banger_config *c, const char *v)                                    \
+	{                                                                                          \
+		unsigned long long n;                                                              \
+		int r = parse_count(v, min, max, &n);                                              \
+		if (r == 0)                                                                        \
+			c->field = (__typeof__(c->field))n;                                        \
+		return r;                                                                          \
+	}
+
+COUNT_SETTER(set_api_sock_wait_ms, api_sock_wait_ms, 0, CONFIG_MAX_API_SOCK_WAIT_MS)
+COUNT_SETTER(set_max_connections, limits.max_connections, 1, 1000000)
+COUNT_SETTER(set_reserved_admin, limits.reserved_admin, 1, 1000000)
+COUNT_SETTER(set_max_per_uid, limits.max_per_uid, 1, 1000000)
+COUNT_SETTER(set_idle_timeout_ms, limits.idle_timeout_ms, 0, 86400000)
+COUNT_SETTER(set_max_output_per_conn, limits.max_output_per_conn, 4096, 1ull << 30)
+COUNT_SETTER(set_max_output_total, limits.max_output_total, 65536, 1ull << 34)
+COUNT_SETTER(set_stall_timeout_ms, limits.stall_timeout_ms, 1, 3600000)
 
 static int set_tap_prefix(struct banger_config *c, const char *v)
 {
@@ -155,6 +176,20 @@ static const struct config_key config_keys[] = {
     {"log_level", "log-level", set_log_level, NULL, "LEVEL", "error|warning|notice|info|debug"},
     {"api_sock_wait_ms", "api-sock-wait-ms", set_api_sock_wait_ms, NULL, "MS",
      "how long SetHandles waits for firecracker to listen on its api socket"},
+    {"max_connections", "max-connections", set_max_connections, NULL, "N",
+     "client connections in all"},
+    {"reserved_admin_connections", "reserved-admin-connections", set_reserved_admin, NULL, "N",
+     "of those, kept for admins (root, the daemon user, the admin group)"},
+    {"max_connections_per_uid", "max-connections-per-uid", set_max_per_uid, NULL, "N",
+     "connections of each non-admin uid"},
+    {"idle_timeout_ms", "idle-timeout-ms", set_idle_timeout_ms, NULL, "MS",
+     "close a connection with no call in flight after this (0: never)"},
+    {"max_output_per_connection", "max-output-per-connection", set_max_output_per_conn, NULL,
+     "BYTES", "unread replies past this: stop reading that client"},
+    {"max_output_total", "max-output-total", set_max_output_total, NULL, "BYTES",
+     "all clients' unread replies past this: drop the one adding"},
+    {"stall_timeout_ms", "stall-timeout-ms", set_stall_timeout_ms, NULL, "MS",
+     "drop a stopped client that still does not read after this"},
     {"tap_prefix", "tap-prefix", set_tap_prefix, NULL, "PREFIX", "tap devices banger may delete"},
     {"dm_prefix", "dm-prefix", set_dm_prefix, NULL, "PREFIX", "DM names banger may remove"},
     {"dm_uuid_prefix", "dm-uuid-prefix", set_dm_uuid_prefix, NULL, "PREFIX",
@@ -175,6 +210,7 @@ void config_init(struct banger_config *cfg)
 	field_set(cfg->helper, sizeof(cfg->helper), BANGER_LIBEXECDIR "/banger-privhelper");
 	cfg->log_level = LOG_LEVEL_INFO;
 	cfg->api_sock_wait_ms = CONFIG_DEFAULT_API_SOCK_WAIT_MS;
+	varlink_limits_default(&cfg->limits);
 	policy_init(&cfg->policy);
 }
 
@@ -328,5 +364,18 @@ int config_parse_args(struct banger_config *cfg, int argc, char **argv, char *wh
 
 int config_finish(struct banger_config *cfg, char *why, size_t why_size)
 {
+	const struct varlink_limits *l = &cfg->limits;
+	if (l->reserved_admin >= l->max_connections) {
+		snprintf(why, why_size,
+			 "reserved_admin_connections (%zu) must be below max_connections (%zu)",
+			 l->reserved_admin, l->max_connections);
+		return -EINVAL;
+	}
+	if (l->max_output_total < l->max_output_per_conn) {
+		snprintf(why, why_size,
+			 "max_output_total (%zu) must be at least max_output_per_connection (%zu)",
+			 l->max_output_total, l->max_output_per_conn);
+		return -EINVAL;
+	}
 	return policy_finish(&cfg->policy, why, why_size);
 }

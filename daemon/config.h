@@ -9,6 +9,7 @@
 #include <stdbool.h>
 
 #include "policy.h"
+#include "varlink.h"
 
 #define BANGER_DEFAULT_CONFIG	 "/etc/banger/bangerd.conf"
 #define BANGER_DEFAULT_STATE_DIR "/var/lib/banger"
@@ -27,6 +28,7 @@ struct banger_config {
 	char admin_group[64]; /* members may call mutating methods; empty: none */
 	int log_level;
 	unsigned api_sock_wait_ms;
+	struct varlink_limits limits; /* what clients may make bangerd hold */
 	struct ps_policy policy;
 };
 

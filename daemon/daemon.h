@@ -108,5 +108,7 @@ bool service_pidfd_alive(const struct vm_entry *e);
 void service_flush_pending(struct daemon *d);
 
 /* api.c: io.banger.Handles over Varlink */
+/* uid 0, the daemon's uid, or the admin group: may mutate, may pass fds (varlink is_admin). */
+bool api_may_mutate(const struct varlink_peer *p, void *userdata);
 extern const struct varlink_interface banger_handles_interface;
 void api_end_watchers(struct daemon *d);

@@ -205,6 +205,8 @@ static void on_startup_reconciled(struct daemon *d, int err, yajl_gen report, vo
 	    .url = "https://banger.invalid/",
 	};
 	d->server = varlink_server_new(d->base, &info, d);
+	if (d->server)
+		varlink_server_set_limits(d->server, &d->cfg.limits, api_may_mutate, d);
 	int fd = control_socket(d);
 	if (!d->server || fd < 0 ||
 	    varlink_server_add_interface(d->server, &banger_handles_interface) < 0 ||

@@ -8,13 +8,17 @@
 
 #include <errno.h>
 #include <event2/buffer.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
+#include <uthash.h>
 
+#include "closer.h"
 #include "fdpass.h"
 #include "json.h"
 #include "log.h"
@@ -24,6 +28,12 @@
 #define VARLINK_READS_PER_EVENT 16
 #define VARLINK_MAX_QUEUED_FDS	16
 #define VARLINK_MAX_INTERFACES	8
+/* Freed buffers worth this much are handed back to the system (malloc_trim). */
+#define VARLINK_TRIM_BYTES		(1024 * 1024)
+#define VARLINK_REFUSAL_LOG_INTERVAL_MS 10000
+#ifndef SO_PASSRIGHTS
+#define SO_PASSRIGHTS 83 /* Linux 6.16: refuse SCM_RIGHTS at the socket */
+#endif
 
 static const char varlink_service_description[] =
     "# The Varlink Service Interface is provided by every varlink service. It\n"
@@ -86,13 +96,26 @@ struct varlink_conn {
 	struct event *ev_read;
 	struct event *ev_write;
 	struct event *ev_partial;
+	struct event *ev_idle;
+	struct event *ev_stall;
+	struct evbuffer_cb_entry *out_cb;
 	int fdq[VARLINK_MAX_QUEUED_FDS];
 	size_t nfdq;
 	struct varlink_call *current;
+	bool admin;	  /* may send fds; exempt from the per-uid limit */
 	bool dispatching; /* inside process_input: replies must not recurse into it */
 	bool read_eof;
+	bool throttled;		/* too much unread output: no reading, no new calls */
+	bool close_after_flush; /* a refused call's error goes out, then the connection closes */
 	bool dead;
 	TAILQ_ENTRY(varlink_conn) link;
+};
+
+/* Connections of one uid, for the per-uid limit. */
+struct uid_count {
+	uid_t uid;
+	size_t n;
+	UT_hash_handle hh;
 };
 
 struct varlink_server {
@@ -108,7 +131,65 @@ struct varlink_server {
 	TAILQ_HEAD(, varlink_conn) dead;
 	struct varlink_stats stats;
 	uint64_t next_call_id;
+	struct varlink_limits limits;
+	bool (*is_admin)(const struct varlink_peer *peer, void *ud);
+	void *admin_ud;
+	struct uid_count *uids;
+	struct fd_closer *closer;
+	uint64_t last_refusal_log_ms;
+	size_t freed_bytes; /* since the last malloc_trim */
 };
+
+static uint64_t monotonic_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static struct timeval ms_timeval(unsigned ms)
+{
+	return (struct timeval){(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+}
+
+/* delta +1 or -1; 0, or -ENOMEM when a new uid cannot be counted. */
+static int uid_count_add(struct varlink_server *s, uid_t uid, int delta)
+{
+	struct uid_count *u = NULL;
+	HASH_FIND(hh, s->uids, &uid, sizeof(uid), u);
+	if (!u && delta > 0) {
+		if (!(u = calloc(1, sizeof(*u))))
+			return -ENOMEM;
+		u->uid = uid;
+		HASH_ADD(hh, s->uids, uid, sizeof(u->uid), u);
+	}
+	if (!u)
+		return 0;
+	u->n += (size_t)delta;
+	if (u->n == 0) {
+		HASH_DEL(s->uids, u);
+		free(u);
+	}
+	return 0;
+}
+
+void varlink_limits_default(struct varlink_limits *l)
+{
+	*l = (struct varlink_limits){
+	    .max_connections = VARLINK_DEFAULT_MAX_CONNECTIONS,
+	    .reserved_admin = VARLINK_DEFAULT_RESERVED_ADMIN,
+	    .max_per_uid = VARLINK_DEFAULT_MAX_PER_UID,
+	    .idle_timeout_ms = VARLINK_DEFAULT_IDLE_TIMEOUT_MS,
+	    .max_output_per_conn = VARLINK_DEFAULT_MAX_OUTPUT_PER_CONN,
+	    .max_output_total = VARLINK_DEFAULT_MAX_OUTPUT_TOTAL,
+	    .stall_timeout_ms = VARLINK_DEFAULT_STALL_TIMEOUT_MS,
+	};
+}
+
+void varlink_server_close_fd(struct varlink_server *s, int fd)
+{
+	fd_closer_close(s->closer, fd);
+}
 
 static void conn_process_input(struct varlink_conn *conn);
 static void conn_kill(struct varlink_conn *conn, const char *why);
@@ -132,6 +213,42 @@ yajl_gen varlink_params_end(yajl_gen g)
 
 /* --- output ------------------------------------------------------------- */
 
+/* Read from the client only while we may: not at EOF, not throttled, not a message behind. */
+static void conn_update_read(struct varlink_conn *conn)
+{
+	if (!conn->dead && !conn->read_eof && !conn->throttled &&
+	    evbuffer_get_length(conn->in) <= VARLINK_MAX_MESSAGE_BYTES)
+		event_add(conn->ev_read, NULL);
+	else
+		event_del(conn->ev_read);
+}
+
+/*
+ * A client that does not read its replies is slowed first: past
+ * max_output_per_conn no more of its input is read and no new call of its
+ * runs; once it has taken half of it, it goes on. If it still has not,
+ * stall_timeout_ms later, it is dropped.
+ */
+static void conn_update_throttle(struct varlink_conn *conn)
+{
+	const struct varlink_limits *l = &conn->server->limits;
+	size_t pending = evbuffer_get_length(conn->out);
+	bool was = conn->throttled;
+	if (!was && pending > l->max_output_per_conn) {
+		conn->throttled = true;
+		struct timeval tv = ms_timeval(l->stall_timeout_ms);
+		evtimer_add(conn->ev_stall, &tv);
+	} else if (was && pending <= l->max_output_per_conn / 2) {
+		conn->throttled = false;
+		event_del(conn->ev_stall);
+	}
+	if (was != conn->throttled) {
+		conn_update_read(conn);
+		if (!conn->throttled && !conn->current && !conn->dispatching)
+			conn_process_input(conn);
+	}
+}
+
 static void conn_flush(struct varlink_conn *conn)
 {
 	while (!conn->dead && evbuffer_get_length(conn->out) > 0) {
@@ -139,30 +256,48 @@ static void conn_flush(struct varlink_conn *conn)
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR) {
 				event_add(conn->ev_write, NULL);
-				return;
+				break;
 			}
 			conn_kill(conn, "write failed");
 			return;
 		}
 	}
-	if (!conn->dead && conn->read_eof && !conn->current && evbuffer_get_length(conn->in) == 0)
+	if (conn->dead)
+		return;
+	bool drained = evbuffer_get_length(conn->out) == 0;
+	if (drained && conn->close_after_flush)
+		conn_kill(conn, NULL); /* the error that said why went out */
+	else if (drained && conn->read_eof && !conn->current && evbuffer_get_length(conn->in) == 0)
 		conn_kill(conn, NULL); /* the client said all it had to say, and got its answers */
+	else
+		conn_update_throttle(conn);
 }
 
 static void conn_send(struct varlink_conn *conn, const char *prefix, yajl_gen params,
 		      const char *suffix)
 {
+	const struct varlink_limits *l = &conn->server->limits;
 	const unsigned char *buf = (const unsigned char *)"{}";
 	size_t len = 2;
 	if (params && yajl_gen_get_buf(params, &buf, &len) != yajl_gen_status_ok) {
 		buf = (const unsigned char *)"{}";
 		len = 2;
 	}
+	size_t unread_before = evbuffer_get_length(conn->out);
 	evbuffer_add(conn->out, prefix, strlen(prefix));
 	evbuffer_add(conn->out, buf, len);
 	evbuffer_add(conn->out, suffix, strlen(suffix) + 1); /* with the terminating NUL */
-	if (evbuffer_get_length(conn->out) > VARLINK_MAX_OUTPUT_BYTES) {
+	/* A stream keeps producing while its client is throttled: that has a ceiling too. */
+	if (evbuffer_get_length(conn->out) > 2 * l->max_output_per_conn) {
+		conn->server->stats.connections_dropped++;
 		conn_kill(conn, "client does not read its replies");
+		return;
+	}
+	if (conn->server->stats.output_bytes > l->max_output_total && unread_before > 0) {
+		/* Everyone's unread replies are at the limit: the one adding to it, unread, goes.
+		 */
+		conn->server->stats.connections_dropped++;
+		conn_kill(conn, "unread replies of all clients over the limit");
 		return;
 	}
 	conn_flush(conn);
@@ -171,7 +306,7 @@ static void conn_send(struct varlink_conn *conn, const char *prefix, yajl_gen pa
 static void call_free(struct varlink_call *c)
 {
 	for (size_t i = 0; i < c->nfds; i++)
-		safe_close(c->fds[i]);
+		fd_closer_close(c->server->closer, c->fds[i]);
 	free(c->method);
 	free(c);
 }
@@ -435,7 +570,7 @@ static void conn_dispatch(struct varlink_conn *conn, const char *text)
 		if (c->nfds < VARLINK_MAX_FDS_PER_MSG)
 			c->fds[c->nfds++] = conn->fdq[i];
 		else
-			safe_close(conn->fdq[i]);
+			fd_closer_close(s->closer, conn->fdq[i]);
 	}
 	conn->nfdq = 0;
 	conn->current = c;
@@ -444,6 +579,12 @@ static void conn_dispatch(struct varlink_conn *conn, const char *text)
 
 	if (upgrade) {
 		varlink_error_invalid_parameter(c, "upgrade");
+		return;
+	}
+	if (c->nfds > 0 && strncmp(method, "org.varlink.service.", 20) == 0) {
+		conn->close_after_flush = true;
+		s->stats.connections_dropped++;
+		varlink_error_invalid_parameter(c, "file descriptors: this method takes none");
 		return;
 	}
 	if (strcmp(method, "org.varlink.service.GetInfo") == 0) {
@@ -457,6 +598,17 @@ static void conn_dispatch(struct varlink_conn *conn, const char *text)
 	const char *dot = strrchr(method, '.');
 	const struct varlink_interface *iface =
 	    dot ? server_find_interface(s, method, (size_t)(dot - method)) : NULL;
+	const struct varlink_method *m = NULL;
+	for (size_t i = 0; iface && i < iface->n_methods; i++)
+		if (strcmp(iface->methods[i].name, dot + 1) == 0)
+			m = &iface->methods[i];
+	if (c->nfds > 0 && !(m && (m->flags & VARLINK_METHOD_TAKES_FDS))) {
+		/* fds only where a method declares them: anything else is a protocol error. */
+		conn->close_after_flush = true;
+		s->stats.connections_dropped++;
+		varlink_error_invalid_parameter(c, "file descriptors: this method takes none");
+		return;
+	}
 	if (!iface) {
 		char name[256];
 		snprintf(name, sizeof(name), "%.*s",
@@ -465,22 +617,29 @@ static void conn_dispatch(struct varlink_conn *conn, const char *text)
 			      params_one_string("interface", name));
 		return;
 	}
-	for (size_t i = 0; i < iface->n_methods; i++)
-		if (strcmp(iface->methods[i].name, dot + 1) == 0) {
-			iface->methods[i].fn(c, params, s->userdata);
-			return;
-		}
+	if (m) {
+		m->fn(c, params, s->userdata);
+		return;
+	}
 	varlink_error(c, "org.varlink.service.MethodNotFound", params_one_string("method", method));
 }
 
-static void conn_arm_partial_timer(struct varlink_conn *conn)
+static void conn_arm_timers(struct varlink_conn *conn)
 {
-	if (evbuffer_get_length(conn->in) > 0 && !conn->current) {
-		struct timeval tv = {VARLINK_PARTIAL_TIMEOUT_MS / 1000,
-				     (VARLINK_PARTIAL_TIMEOUT_MS % 1000) * 1000};
+	bool waiting = !conn->current;
+	if (waiting && evbuffer_get_length(conn->in) > 0) {
+		struct timeval tv = ms_timeval(VARLINK_PARTIAL_TIMEOUT_MS);
 		event_add(conn->ev_partial, &tv);
 	} else {
 		event_del(conn->ev_partial);
+	}
+	/* No call in flight: a client that says nothing for this long goes (Watch is a call). */
+	unsigned idle = conn->server->limits.idle_timeout_ms;
+	if (waiting && idle) {
+		struct timeval tv = ms_timeval(idle);
+		event_add(conn->ev_idle, &tv);
+	} else {
+		event_del(conn->ev_idle);
 	}
 }
 
@@ -488,7 +647,7 @@ static void conn_arm_partial_timer(struct varlink_conn *conn)
 static void conn_process_input(struct varlink_conn *conn)
 {
 	conn->dispatching = true;
-	while (!conn->dead && !conn->current) {
+	while (!conn->dead && !conn->current && !conn->throttled) {
 		struct evbuffer_ptr nul = evbuffer_search(conn->in, "", 1, NULL);
 		if (nul.pos < 0) {
 			if (evbuffer_get_length(conn->in) > VARLINK_MAX_MESSAGE_BYTES)
@@ -510,10 +669,9 @@ static void conn_process_input(struct varlink_conn *conn)
 	}
 	conn->dispatching = false;
 	if (!conn->dead) {
-		conn_arm_partial_timer(conn);
+		conn_arm_timers(conn);
 		/* Pipelined input waits while a call is open; read again once it is answered. */
-		if (!conn->read_eof && evbuffer_get_length(conn->in) <= VARLINK_MAX_MESSAGE_BYTES)
-			event_add(conn->ev_read, NULL);
+		conn_update_read(conn);
 		conn_flush(conn);
 	}
 }
@@ -534,11 +692,19 @@ static void on_conn_readable(evutil_socket_t fd, short what, void *arg)
 			conn_kill(conn, "read failed");
 			return;
 		}
+		if (in.nfds > 0 && !conn->admin) {
+			/* Where the kernel cannot refuse them (no SO_PASSRIGHTS), we do. */
+			for (size_t k = 0; k < in.nfds; k++)
+				fd_closer_close(conn->server->closer, in.fds[k]);
+			conn->server->stats.connections_dropped++;
+			conn_kill(conn, "file descriptors from a client who may not send any");
+			return;
+		}
 		for (size_t k = 0; k < in.nfds; k++) {
 			if (conn->nfdq < VARLINK_MAX_QUEUED_FDS)
 				conn->fdq[conn->nfdq++] = in.fds[k];
 			else
-				safe_close(in.fds[k]);
+				fd_closer_close(conn->server->closer, in.fds[k]);
 		}
 		if (in.ctruncated || in.foreign_cmsg) {
 			conn_kill(conn, "too many file descriptors with one message");
@@ -561,6 +727,8 @@ static void on_conn_readable(evutil_socket_t fd, short what, void *arg)
 			break;
 		}
 	}
+	if (!conn->dead)
+		conn_arm_timers(conn); /* it spoke: not idle */
 	if (!conn->dead && !conn->current)
 		conn_process_input(conn);
 	else if (!conn->dead && conn->read_eof)
@@ -581,6 +749,26 @@ static void on_partial_timeout(evutil_socket_t fd, short what, void *arg)
 	conn_kill(arg, "partial message idle too long");
 }
 
+static void on_idle_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct varlink_conn *conn = arg;
+	(void)fd;
+	(void)what;
+	if (!conn->current) {
+		conn->server->stats.connections_dropped++;
+		conn_kill(conn, "idle");
+	}
+}
+
+static void on_stall_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct varlink_conn *conn = arg;
+	(void)fd;
+	(void)what;
+	conn->server->stats.connections_dropped++;
+	conn_kill(conn, "client does not read its replies");
+}
+
 /* Mark dead now, free from the loop later: handlers up the stack may still hold the conn. */
 static void conn_kill(struct varlink_conn *conn, const char *why)
 {
@@ -594,9 +782,12 @@ static void conn_kill(struct varlink_conn *conn, const char *why)
 	event_del(conn->ev_read);
 	event_del(conn->ev_write);
 	event_del(conn->ev_partial);
+	event_del(conn->ev_idle);
+	event_del(conn->ev_stall);
 	TAILQ_REMOVE(&s->conns, conn, link);
 	TAILQ_INSERT_TAIL(&s->dead, conn, link);
 	s->stats.connections--;
+	uid_count_add(s, conn->peer.uid, -1);
 	/*
 	 * An open call keeps pointing at the dead connection (its replies are
 	 * dropped) until the reaper detaches it and runs its cancel callback,
@@ -607,18 +798,26 @@ static void conn_kill(struct varlink_conn *conn, const char *why)
 
 static void conn_free(struct varlink_conn *conn)
 {
+	struct varlink_server *s = conn->server;
 	for (size_t i = 0; i < conn->nfdq; i++)
-		safe_close(conn->fdq[i]);
-	if (conn->ev_read)
-		event_free(conn->ev_read);
-	if (conn->ev_write)
-		event_free(conn->ev_write);
-	if (conn->ev_partial)
-		event_free(conn->ev_partial);
-	if (conn->in)
+		fd_closer_close(s->closer, conn->fdq[i]);
+	struct event *events[] = {conn->ev_read, conn->ev_write, conn->ev_partial, conn->ev_idle,
+				  conn->ev_stall};
+	for (size_t i = 0; i < ELEMENTSOF(events); i++)
+		if (events[i])
+			event_free(events[i]);
+	if (conn->in) {
+		s->freed_bytes += evbuffer_get_length(conn->in);
 		evbuffer_free(conn->in);
-	if (conn->out)
+	}
+	if (conn->out) {
+		if (conn->out_cb)
+			evbuffer_remove_cb_entry(conn->out, conn->out_cb);
+		size_t unread = evbuffer_get_length(conn->out);
+		s->stats.output_bytes -= conn->out_cb ? unread : 0;
+		s->freed_bytes += unread;
 		evbuffer_free(conn->out);
+	}
 	safe_close(conn->fd);
 	free(conn);
 }
@@ -638,6 +837,11 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
 				c->cancel(c, c->cancel_ud);
 		}
 		conn_free(conn);
+	}
+	/* What departed clients made us buffer goes back to the system, not to malloc's pools. */
+	if (s->freed_bytes >= VARLINK_TRIM_BYTES) {
+		s->freed_bytes = 0;
+		malloc_trim(0);
 	}
 }
 
@@ -662,8 +866,59 @@ static void peer_credentials(int fd, struct varlink_peer *peer)
 
 static void conn_free(struct varlink_conn *conn);
 
+/* Count unread output of every client, as their buffers grow and drain. */
+static void on_output_changed(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct varlink_server *s = arg;
+	(void)buf;
+	s->stats.output_bytes += info->n_added;
+	s->stats.output_bytes -= info->n_deleted;
+}
+
+/* May this client have one more connection? Admins only need a free slot. */
+static bool admit(struct varlink_server *s, const struct varlink_peer *peer, bool admin)
+{
+	const struct varlink_limits *l = &s->limits;
+	if (admin)
+		return s->stats.connections < l->max_connections;
+	struct uid_count *u = NULL;
+	HASH_FIND(hh, s->uids, &peer->uid, sizeof(peer->uid), u);
+	size_t for_readers =
+	    l->max_connections > l->reserved_admin ? l->max_connections - l->reserved_admin : 0;
+	return s->stats.connections < for_readers && (!u || u->n < l->max_per_uid);
+}
+
+static void refusal_log(struct varlink_server *s, const struct varlink_peer *peer)
+{
+	uint64_t now = monotonic_ms();
+	s->stats.connections_refused++;
+	/* A flood of refusals must not become a flood of log lines. */
+	if (now - s->last_refusal_log_ms < VARLINK_REFUSAL_LOG_INTERVAL_MS)
+		return;
+	s->last_refusal_log_ms = now;
+	log_warnx("varlink: refused a connection of uid %u pid %d (%zu open, limits %zu in all, "
+		  "%zu per uid, %zu kept for admins); %llu refused so far",
+		  (unsigned)peer->uid, (int)peer->pid, s->stats.connections,
+		  s->limits.max_connections, s->limits.max_per_uid, s->limits.reserved_admin,
+		  (unsigned long long)s->stats.connections_refused);
+}
+
 int varlink_server_add_connection(struct varlink_server *s, int cfd)
 {
+	struct varlink_peer peer;
+	peer_credentials(cfd, &peer);
+	bool admin = s->is_admin && s->is_admin(&peer, s->admin_ud);
+	if (!admit(s, &peer, admin)) {
+		refusal_log(s, &peer);
+		close(cfd); /* ours, fresh from accept: its close cannot block */
+		return -EUSERS;
+	}
+	if (!admin) {
+		/* Where the kernel can (6.16+), it refuses a reader's fds before we ever hold one.
+		 */
+		int off = 0;
+		setsockopt(cfd, SOL_SOCKET, SO_PASSRIGHTS, &off, sizeof(off));
+	}
 	struct varlink_conn *conn = calloc(1, sizeof(*conn));
 	if (!conn) {
 		close(cfd);
@@ -671,20 +926,28 @@ int varlink_server_add_connection(struct varlink_server *s, int cfd)
 	}
 	conn->server = s;
 	conn->fd = cfd;
-	peer_credentials(cfd, &conn->peer);
+	conn->peer = peer;
+	conn->admin = admin;
 	conn->in = evbuffer_new();
 	conn->out = evbuffer_new();
 	conn->ev_read = event_new(s->base, cfd, EV_READ | EV_PERSIST, on_conn_readable, conn);
 	conn->ev_write = event_new(s->base, cfd, EV_WRITE, on_conn_writable, conn);
 	conn->ev_partial = evtimer_new(s->base, on_partial_timeout, conn);
-	if (!conn->in || !conn->out || !conn->ev_read || !conn->ev_write || !conn->ev_partial ||
-	    event_add(conn->ev_read, NULL) < 0) {
+	conn->ev_idle = evtimer_new(s->base, on_idle_timeout, conn);
+	conn->ev_stall = evtimer_new(s->base, on_stall_timeout, conn);
+	if (conn->out)
+		conn->out_cb = evbuffer_add_cb(conn->out, on_output_changed, s);
+	if (!conn->in || !conn->out || !conn->out_cb || !conn->ev_read || !conn->ev_write ||
+	    !conn->ev_partial || !conn->ev_idle || !conn->ev_stall ||
+	    uid_count_add(s, peer.uid, 1) < 0) {
 		conn_free(conn);
 		return -ENOMEM;
 	}
 	TAILQ_INSERT_TAIL(&s->conns, conn, link);
 	s->stats.connections++;
 	s->stats.connections_total++;
+	conn_update_read(conn);
+	conn_arm_timers(conn);
 	return 0;
 }
 
@@ -699,12 +962,6 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
 			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
 				log_warn("varlink: accept");
 			return;
-		}
-		if (s->stats.connections >= VARLINK_MAX_CONNECTIONS) {
-			log_warnx("varlink: %d connections open, refusing another",
-				  VARLINK_MAX_CONNECTIONS);
-			close(cfd);
-			continue;
 		}
 		varlink_server_add_connection(s, cfd);
 	}
@@ -724,12 +981,26 @@ struct varlink_server *varlink_server_new(struct event_base *base,
 	s->listen_fd = -1;
 	TAILQ_INIT(&s->conns);
 	TAILQ_INIT(&s->dead);
+	varlink_limits_default(&s->limits);
 	s->ev_reap = event_new(base, -1, 0, on_reap, s);
-	if (!s->ev_reap) {
+	s->closer = fd_closer_new();
+	if (!s->ev_reap || !s->closer) {
+		if (s->ev_reap)
+			event_free(s->ev_reap);
+		fd_closer_free(s->closer);
 		free(s);
 		return NULL;
 	}
 	return s;
+}
+
+void varlink_server_set_limits(struct varlink_server *s, const struct varlink_limits *limits,
+			       bool (*is_admin)(const struct varlink_peer *peer, void *ud),
+			       void *ud)
+{
+	s->limits = *limits;
+	s->is_admin = is_admin;
+	s->admin_ud = ud;
 }
 
 int varlink_server_add_interface(struct varlink_server *s, const struct varlink_interface *iface)
@@ -792,5 +1063,12 @@ void varlink_server_free(struct varlink_server *s)
 		conn_kill(c, NULL);
 	on_reap(-1, 0, s);
 	event_free(s->ev_reap);
+	fd_closer_free(s->closer);
+	struct uid_count *u, *tmp;
+	HASH_ITER(hh, s->uids, u, tmp)
+	{
+		HASH_DEL(s->uids, u);
+		free(u);
+	}
 	free(s);
 }

@@ -23,10 +23,34 @@
 
 #define VARLINK_MAX_MESSAGE_BYTES  (1024 * 1024)
 #define VARLINK_MAX_FDS_PER_MSG	   4
-#define VARLINK_MAX_CONNECTIONS	   4096
 #define VARLINK_PARTIAL_TIMEOUT_MS 5000
-#define VARLINK_MAX_OUTPUT_BYTES   (8 * 1024 * 1024)
 #define VARLINK_MAX_GROUPS	   64
+
+/* Defaults of struct varlink_limits (bangerd.conf(5) names each). */
+#define VARLINK_DEFAULT_MAX_CONNECTIONS	    4096
+#define VARLINK_DEFAULT_RESERVED_ADMIN	    64
+#define VARLINK_DEFAULT_MAX_PER_UID	    64
+#define VARLINK_DEFAULT_IDLE_TIMEOUT_MS	    60000
+#define VARLINK_DEFAULT_MAX_OUTPUT_PER_CONN (1024 * 1024)
+#define VARLINK_DEFAULT_MAX_OUTPUT_TOTAL    (32 * 1024 * 1024)
+#define VARLINK_DEFAULT_STALL_TIMEOUT_MS    5000
+
+/*
+ * What one client may make the server hold. Admins (the is_admin callback)
+ * are exempt from the per-uid limit and alone may use the last
+ * reserved_admin connection slots, so readers can never lock them out.
+ */
+struct varlink_limits {
+	size_t max_connections;	    /* all clients together */
+	size_t reserved_admin;	    /* of those, kept for admins */
+	size_t max_per_uid;	    /* each non-admin uid */
+	unsigned idle_timeout_ms;   /* no call in flight, nothing sent: closed (0: never) */
+	size_t max_output_per_conn; /* unread replies past this: stop reading the client */
+	size_t max_output_total;   /* all clients' unread replies: past this, drop the one adding */
+	unsigned stall_timeout_ms; /* a stopped client that still does not read: dropped */
+};
+
+void varlink_limits_default(struct varlink_limits *l);
 
 struct varlink_server;
 struct varlink_call;
@@ -49,9 +73,13 @@ struct varlink_peer {
  */
 typedef void (*varlink_method_fn)(struct varlink_call *call, yajl_val parameters, void *userdata);
 
+/* A method that takes fds with its call (SCM_RIGHTS); fds with any other call are refused. */
+#define VARLINK_METHOD_TAKES_FDS 0x1u
+
 struct varlink_method {
 	const char *name; /* without the interface: "Register" */
 	varlink_method_fn fn;
+	unsigned flags;
 };
 
 struct varlink_interface {
@@ -72,13 +100,27 @@ struct varlink_stats {
 	uint64_t calls;
 	uint64_t errors;
 	uint64_t connections_total;
+	uint64_t connections_refused; /* over a connection limit */
+	uint64_t connections_dropped; /* idle, stalled, over the output limit, or sent fds */
 	size_t connections;
 	size_t calls_in_flight;
+	size_t output_bytes; /* replies not yet taken by their clients */
 };
 
 struct varlink_server *varlink_server_new(struct event_base *base,
 					  const struct varlink_server_info *info, void *userdata);
 void varlink_server_free(struct varlink_server *s);
+/*
+ * Limits, and who counts as an admin (exempt from the per-uid limit, owner
+ * of the reserved slots, and the only one allowed to send fds: from anyone
+ * else a call with fds is refused and the connection closed). NULL
+ * is_admin: nobody is. Set before serving.
+ */
+void varlink_server_set_limits(struct varlink_server *s, const struct varlink_limits *limits,
+			       bool (*is_admin)(const struct varlink_peer *peer, void *ud),
+			       void *ud);
+/* Close an fd a client sent, off the event loop (its close may block): closer.h. */
+void varlink_server_close_fd(struct varlink_server *s, int fd);
 /* The interface (and its methods and description) must outlive the server. */
 int varlink_server_add_interface(struct varlink_server *s, const struct varlink_interface *iface);
 /* Serve a listening socket (bound and listening already; the server owns it now). */

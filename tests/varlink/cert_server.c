@@ -560,11 +560,11 @@ static void method_step(struct varlink_call *call, yajl_val parameters, void *us
 }
 
 static const struct varlink_method cert_methods[] = {
-    {"Start", method_start}, {"Test01", method_step}, {"Test02", method_step},
-    {"Test03", method_step}, {"Test04", method_step}, {"Test05", method_step},
-    {"Test06", method_step}, {"Test07", method_step}, {"Test08", method_step},
-    {"Test09", method_step}, {"Test10", method_step}, {"Test11", method_step},
-    {"End", method_step},
+    {"Start", method_start, 0}, {"Test01", method_step, 0}, {"Test02", method_step, 0},
+    {"Test03", method_step, 0}, {"Test04", method_step, 0}, {"Test05", method_step, 0},
+    {"Test06", method_step, 0}, {"Test07", method_step, 0}, {"Test08", method_step, 0},
+    {"Test09", method_step, 0}, {"Test10", method_step, 0}, {"Test11", method_step, 0},
+    {"End", method_step, 0},
 };
 
 static const struct varlink_interface cert_interface = {

@@ -1,0 +1,128 @@
+/*
+ * See closer.h. One thread, one queue under a mutex; the thread starts with
+ * the first fd and sleeps on a condition variable while the queue is empty.
+ */
+#include "closer.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define CLOSER_STOP_WAIT_MS 1000
+
+struct fd_closer {
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	pthread_cond_t drained;
+	int *queue;
+	size_t n, capacity;
+	unsigned long in_flight; /* queued plus the one being closed */
+	bool started, stopping;
+	pthread_t thread;
+};
+
+struct fd_closer *fd_closer_new(void)
+{
+	struct fd_closer *c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->wake, NULL);
+	pthread_cond_init(&c->drained, NULL);
+	return c;
+}
+
+static void *closer_main(void *arg)
+{
+	struct fd_closer *c = arg;
+	pthread_mutex_lock(&c->lock);
+	for (;;) {
+		while (c->n == 0 && !c->stopping)
+			pthread_cond_wait(&c->wake, &c->lock);
+		if (c->n == 0)
+			break;
+		int fd = c->queue[--c->n];
+		pthread_mutex_unlock(&c->lock);
+		close(fd); /* may take as long as the peer makes it */
+		pthread_mutex_lock(&c->lock);
+		if (--c->in_flight == 0)
+			pthread_cond_broadcast(&c->drained);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+void fd_closer_close(struct fd_closer *c, int fd)
+{
+	if (fd < 0)
+		return;
+	pthread_mutex_lock(&c->lock);
+	if (!c->started && pthread_create(&c->thread, NULL, closer_main, c) == 0)
+		c->started = true;
+	if (c->started && c->n == c->capacity) {
+		size_t cap = c->capacity ? 2 * c->capacity : 16;
+		int *q = realloc(c->queue, cap * sizeof(*q));
+		if (q) {
+			c->queue = q;
+			c->capacity = cap;
+		}
+	}
+	bool queued = c->started && c->n < c->capacity;
+	if (queued) {
+		c->queue[c->n++] = fd;
+		c->in_flight++;
+		pthread_cond_signal(&c->wake);
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (!queued) {
+		log_warnx("fd closer unavailable: closing fd %d on the caller's thread", fd);
+		close(fd);
+	}
+}
+
+unsigned long fd_closer_backlog(struct fd_closer *c)
+{
+	pthread_mutex_lock(&c->lock);
+	unsigned long n = c->in_flight;
+	pthread_mutex_unlock(&c->lock);
+	return n;
+}
+
+void fd_closer_free(struct fd_closer *c)
+{
+	if (!c)
+		return;
+	pthread_mutex_lock(&c->lock);
+	c->stopping = true;
+	pthread_cond_signal(&c->wake);
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_nsec += (long)CLOSER_STOP_WAIT_MS * 1000000L;
+	until.tv_sec += until.tv_nsec / 1000000000L;
+	until.tv_nsec %= 1000000000L;
+	int r = 0;
+	while (c->in_flight > 0 && r != ETIMEDOUT)
+		r = pthread_cond_timedwait(&c->drained, &c->lock, &until);
+	bool stuck = c->in_flight > 0;
+	pthread_mutex_unlock(&c->lock);
+	if (stuck) {
+		/* A close is hanging: leave the thread and its state; joining would hang us too. */
+		log_warnx("fd closer: %lu fds still closing at exit", c->in_flight);
+		if (c->started)
+			pthread_detach(c->thread);
+		return;
+	}
+	if (c->started)
+		pthread_join(c->thread, NULL);
+	pthread_cond_destroy(&c->wake);
+	pthread_cond_destroy(&c->drained);
+	pthread_mutex_destroy(&c->lock);
+	free(c->queue);
+	free(c);
+}
