@@ -191,6 +191,11 @@ void varlink_server_close_fd(struct varlink_server *s, int fd)
 	fd_closer_close(s->closer, fd);
 }
 
+unsigned long varlink_server_fds_closing(struct varlink_server *s)
+{
+	return fd_closer_backlog(s->closer);
+}
+
 static void conn_process_input(struct varlink_conn *conn);
 static void conn_kill(struct varlink_conn *conn, const char *why);
 

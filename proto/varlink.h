@@ -121,6 +121,8 @@ void varlink_server_set_limits(struct varlink_server *s, const struct varlink_li
 			       void *ud);
 /* Close an fd a client sent, off the event loop (its close may block): closer.h. */
 void varlink_server_close_fd(struct varlink_server *s, int fd);
+/* fds handed to the closer and not closed yet. */
+unsigned long varlink_server_fds_closing(struct varlink_server *s);
 /* The interface (and its methods and description) must outlive the server. */
 int varlink_server_add_interface(struct varlink_server *s, const struct varlink_interface *iface);
 /* Serve a listening socket (bound and listening already; the server owns it now). */
