@@ -182,7 +182,7 @@ static const char usage_text[] =
     "    bangerctl alive vm1 && echo running\n"
     "    bangerctl --json list | jq -r '.vms[].id'\n"
     "    bangerctl watch\n"
-    "    BANGER_SOCKET=/var/tmp/banger-dev/bangerd.sock bangerctl status\n";
+    "    BANGER_SOCKET=/var/lib/banger-dev/run/bangerd.sock bangerctl status\n";
 
 /* --- output ----------------------------------------------------------------- */
 
