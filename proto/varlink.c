@@ -555,7 +555,7 @@ static void conn_dispatch(struct varlink_conn *conn, const char *text)
 	static const char empty_object[] = "{}";
 	_cleanup_(yajl_tree_freep) yajl_val empty = NULL;
 	if (r == -ENOENT) {
-		empty = yajl_tree_parse(empty_object, NULL, 0);
+		json_parse(empty_object, JSON_MAX_DEPTH, &empty, NULL, 0);
 		params = empty;
 	}
 
