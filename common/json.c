@@ -30,7 +30,8 @@ struct json_builder {
 	struct json_frame open[JSON_MAX_DEPTH];
 	size_t depth;
 	size_t max_depth;
-	size_t nodes; /* values and keys, against JSON_MAX_NODES */
+	size_t nodes;	  /* values and keys so far */
+	size_t max_nodes; /* at most JSON_MAX_NODES */
 	int error;
 	char why[64];
 };
@@ -136,8 +137,8 @@ _printf_(3, 4) static int refuse(struct json_builder *b, int error, const char *
 /* Count one more value or key against the bound that keeps the tree's size fixed. */
 static bool within_node_bound(struct json_builder *b)
 {
-	if (b->nodes >= JSON_MAX_NODES)
-		return refuse(b, -EINVAL, "more than %d values and keys", JSON_MAX_NODES);
+	if (b->nodes >= b->max_nodes)
+		return refuse(b, -EINVAL, "more than %zu values and keys", b->max_nodes);
 	b->nodes++;
 	return true;
 }
@@ -411,7 +412,16 @@ static int parse_failure(struct json_builder *b, yajl_handle h, yajl_status stat
 
 int json_parse(const char *text, size_t max_depth, yajl_val *out, char *why, size_t why_size)
 {
-	struct json_builder b = {.max_depth = max_depth};
+	return json_parse_bounded(text, max_depth, JSON_MAX_NODES, out, why, why_size);
+}
+
+int json_parse_bounded(const char *text, size_t max_depth, size_t max_nodes, yajl_val *out,
+		       char *why, size_t why_size)
+{
+	struct json_builder b = {
+	    .max_depth = max_depth,
+	    .max_nodes = max_nodes < JSON_MAX_NODES ? max_nodes : JSON_MAX_NODES,
+	};
 
 	*out = NULL;
 	if (max_depth > JSON_MAX_DEPTH) {

@@ -54,6 +54,14 @@ void yajl_gen_freep(yajl_gen *g);
  * on failure *out is NULL. why may be NULL when why_size is 0.
  */
 int json_parse(const char *text, size_t max_depth, yajl_val *out, char *why, size_t why_size);
+/*
+ * The same with a lower bound on values and keys, for a text whose honest
+ * shape is small (a Varlink call from a client): a tree costs up to ~88
+ * bytes a node, so a 1 MiB message of "[1,1,...]" would otherwise build
+ * ~45 MB before anything looks at it.
+ */
+int json_parse_bounded(const char *text, size_t max_depth, size_t max_nodes, yajl_val *out,
+		       char *why, size_t why_size);
 
 /* Typed getters on an object: 0; -ENOENT if the key is absent or null; -EINVAL if another type. */
 int json_get_string(yajl_val obj, const char *key, const char **out);

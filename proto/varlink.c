@@ -527,7 +527,8 @@ static void conn_dispatch(struct varlink_conn *conn, const char *text)
 	yajl_val params = NULL;
 	bool more, oneway, upgrade;
 
-	if (json_parse(text, JSON_MAX_DEPTH, &msg, why, sizeof(why)) < 0) {
+	if (json_parse_bounded(text, JSON_MAX_DEPTH, VARLINK_MAX_MESSAGE_NODES, &msg, why,
+			       sizeof(why)) < 0) {
 		char what[300];
 		snprintf(what, sizeof(what), "message: %s", why);
 		conn_reply_protocol_error(conn, what);

@@ -21,7 +21,9 @@
 #include <yajl/yajl_gen.h>
 #include <yajl/yajl_tree.h>
 
-#define VARLINK_MAX_MESSAGE_BYTES  (1024 * 1024)
+#define VARLINK_MAX_MESSAGE_BYTES (1024 * 1024)
+/* Values and keys in one call: a call is a handful of strings, a tree of 1 MiB would be ~45 MB. */
+#define VARLINK_MAX_MESSAGE_NODES  16384
 #define VARLINK_MAX_FDS_PER_MSG	   4
 #define VARLINK_PARTIAL_TIMEOUT_MS 5000
 #define VARLINK_MAX_GROUPS	   64

@@ -564,8 +564,29 @@ static void test_generator(void)
 	CHECK(json_get_string(v, "bad", &s) == -ENOENT, "invalid UTF-8 written as null: %s", text);
 }
 
+/* A caller's own, lower bound on values and keys (a Varlink call is small). */
+static void test_bounded(void)
+{
+	char text[512], why[128];
+	yajl_val v;
+	size_t off = 0;
+	text[off++] = '[';
+	for (int i = 0; i < 99; i++)
+		off += (size_t)snprintf(text + off, sizeof(text) - off, "%s1", i ? "," : "");
+	snprintf(text + off, sizeof(text) - off, "]");
+	/* 100 values: the array and 99 ones. */
+	CHECK(json_parse_bounded(text, JSON_MAX_DEPTH, 100, &v, why, sizeof(why)) == 0,
+	      "100 values within a bound of 100: %s", why);
+	json_free(v);
+	CHECK(json_parse_bounded(text, JSON_MAX_DEPTH, 99, &v, why, sizeof(why)) == -EINVAL &&
+		  strstr(why, "more than 99"),
+	      "over a bound of 99: %s", why);
+	CHECK(!v, "no tree on failure");
+}
+
 int main(void)
 {
+	test_bounded();
 	test_depth();
 	test_nul();
 	test_comments();
