@@ -163,6 +163,19 @@ def case_slow_probe(f):
           f"{worst * 1000:.1f} ms meanwhile; reconcile kept both")
 
 
+@with_fixture("pa")
+def case_pidfd_says_alive(f):
+    """A scan that finds nobody cannot overrule the pidfd bangerd watches: a live VM whose
+    api socket file was removed (a manager's clean-up gone wrong) is kept, not torn down."""
+    s, tap, _ = f.vm_with_resources("vm-pa1")
+    os.unlink(f.sock("vm-pa1"))  # the listener lives on; no path leads to it any more
+    entry = reconcile_entry(f, "vm-pa1")
+    check(entry["action"] == "kept" and entry.get("pid") == s.pid, str(entry))
+    check(f.c.call(IFACE + "IsAlive", {"id": "vm-pa1"})["alive"] == "alive", "still alive")
+    resources_held(f, "vm-pa1", tap, "after a scan that did not find it")
+    print("socket file removed: the scan found nobody, the watched pidfd kept the VM")
+
+
 CASES = {name[5:].replace("_", "-"): fn for name, fn in list(globals().items())
          if name.startswith("case_")}
 
