@@ -81,12 +81,12 @@ static int open_root(const char *root, const char *path, const char **rel)
 	return fd >= 0 ? fd : negative_errno();
 }
 
-int open_beneath(const char *root, const char *path, int flags)
+int open_beneath_at(int rootfd, const char *root, const char *path, int flags)
 {
-	const char *rel;
-	_cleanup_close_ int rootfd = open_root(root, path, &rel);
-	if (rootfd < 0)
-		return rootfd;
+	if (!path_is_normal_absolute(path) || !path_is_normal_absolute(root) ||
+	    !path_is_under(path, root) || strcmp(path, root) == 0)
+		return -EXDEV;
+	const char *rel = path + strlen(root) + (strcmp(root, "/") == 0 ? 0 : 1);
 	struct open_how how = {
 	    .flags = (unsigned)(flags | O_CLOEXEC),
 	    .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
@@ -97,6 +97,15 @@ int open_beneath(const char *root, const char *path, int flags)
 	if (fd < 0 && (errno == ENOSYS || errno == EPERM))
 		return walk_beneath(rootfd, rel, flags);
 	return fd >= 0 ? fd : negative_errno();
+}
+
+int open_beneath(const char *root, const char *path, int flags)
+{
+	const char *rel;
+	_cleanup_close_ int rootfd = open_root(root, path, &rel);
+	if (rootfd < 0)
+		return rootfd;
+	return open_beneath_at(rootfd, root, path, flags);
 }
 
 int open_beneath_walk(const char *root, const char *path, int flags)

@@ -1,20 +1,113 @@
 /*
- * See json.h. The pre-scan is the one piece of JSON lexing done by hand: it
- * only tracks "inside a string or not" and bracket depth, because that has
- * to happen before yajl builds a tree (yajl_tree_free recurses once per
- * level) and yajl offers no depth limit of its own. Everything else is
- * yajl's.
+ * See json.h. The tree is built here from yajl's callbacks, not by
+ * yajl_tree_parse: yajl_tree accepts comments, has no depth limit and frees
+ * by recursion. Every check runs on what yajl's own lexer has already
+ * decided is a token (a container opening, a decoded string), so no second
+ * reading of the bytes can disagree with yajl about where a string or a
+ * comment ends; that disagreement is what let a 450,000-deep array through
+ * the old hand-written pre-scan.
  */
 #include "json.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <yajl/yajl_parse.h>
+
+/* An open array or object, and what its next member needs. */
+struct json_frame {
+	yajl_val node;
+	size_t capacity; /* slots allocated in node's values (and keys) */
+	char *key;	 /* an object's key still waiting for its value */
+};
+
+/* What the callbacks share while one text is parsed. */
+struct json_builder {
+	yajl_val root; /* reaches every node built so far, so a failure frees them all */
+	struct json_frame open[JSON_MAX_DEPTH];
+	size_t depth;
+	size_t max_depth;
+	size_t nodes;	  /* values and keys so far */
+	size_t max_nodes; /* at most JSON_MAX_NODES */
+	int error;
+	char why[64];
+};
+
+static bool is_container(yajl_val v)
+{
+	return YAJL_IS_OBJECT(v) || YAJL_IS_ARRAY(v);
+}
+
+/*
+ * Detach a container's last member, freeing its key: false when none is
+ * left. A member may be NULL in a tree built by hand; yajl_tree_free
+ * tolerated that, so this does too.
+ */
+static bool take_last_member(yajl_val c, yajl_val *member)
+{
+	if (YAJL_IS_OBJECT(c)) {
+		if (c->u.object.len == 0)
+			return false;
+		size_t i = --c->u.object.len;
+		free((char *)c->u.object.keys[i]);
+		*member = c->u.object.values[i];
+		return true;
+	}
+	if (c->u.array.len == 0)
+		return false;
+	*member = c->u.array.values[--c->u.array.len];
+	return true;
+}
+
+/* Free one node whose members, if it had any, are gone already. */
+static void free_node(yajl_val v)
+{
+	if (YAJL_IS_STRING(v)) {
+		free(v->u.string);
+	} else if (YAJL_IS_NUMBER(v)) {
+		free(v->u.number.r);
+	} else if (YAJL_IS_OBJECT(v)) {
+		free((void *)v->u.object.keys);
+		free(v->u.object.values);
+	} else if (YAJL_IS_ARRAY(v)) {
+		free(v->u.array.values);
+	}
+	free(v);
+}
+
+/*
+ * Depth first with an explicit stack, emptying each container from its end:
+ * the stack holds the open containers of one path and a leaf below them, so
+ * JSON_MAX_DEPTH + 1 entries always suffice for a tree from json_parse. A
+ * deeper tree was built by someone else; aborting is the one answer that
+ * neither recurses nor leaks.
+ */
+void json_free(yajl_val v)
+{
+	yajl_val stack[JSON_MAX_DEPTH + 1];
+	size_t n = 0;
+
+	if (v)
+		stack[n++] = v;
+	while (n > 0) {
+		yajl_val top = stack[n - 1], member;
+		if (!is_container(top) || !take_last_member(top, &member)) {
+			free_node(top);
+			n--;
+		} else if (member) {
+			if (n == ELEMENTSOF(stack))
+				abort();
+			stack[n++] = member;
+		}
+	}
+}
 
 void yajl_tree_freep(yajl_val *v)
 {
-	if (*v)
-		yajl_tree_free(*v);
+	json_free(*v);
 }
 
 void yajl_gen_freep(yajl_gen *g)
@@ -23,64 +116,251 @@ void yajl_gen_freep(yajl_gen *g)
 		yajl_gen_free(*g);
 }
 
-/* After a backslash-u inside a string: true when the four hex digits spell U+0000. */
-static bool escape_is_nul(const char *hex)
+static void yajl_handle_freep(yajl_handle *h)
 {
-	for (int i = 0; i < 4; i++)
-		if (hex[i] != '0')
-			return false;
-	return true;
+	if (*h)
+		yajl_free(*h);
 }
 
-/*
- * Walk the raw text once. Malformed input (an unterminated string, a stray
- * closing bracket) is left for yajl to report; this pass only refuses what
- * yajl would accept and we must not.
- */
-static int prescan(const char *text, size_t max_depth, char *why, size_t why_size)
+/* Record why the parse stops; returns 0, which tells yajl to cancel. */
+_printf_(3, 4) static int refuse(struct json_builder *b, int error, const char *fmt, ...)
 {
-	size_t depth = 0;
-	bool in_string = false;
+	va_list ap;
 
-	for (const char *p = text; *p; p++) {
-		if (in_string) {
-			if (*p == '"') {
-				in_string = false;
-			} else if (*p == '\\') {
-				if (p[1] == '\0')
-					break;
-				if (p[1] == 'u' && strnlen(p + 2, 4) == 4 && escape_is_nul(p + 2)) {
-					snprintf(why, why_size, "NUL inside a string");
-					return -EINVAL;
-				}
-				p++; /* the escaped character cannot end the string */
-			}
-			continue;
-		}
-		switch (*p) {
-		case '"':
-			in_string = true;
-			break;
-		case '[':
-		case '{':
-			if (++depth > max_depth) {
-				snprintf(why, why_size, "nesting deeper than %zu", max_depth);
-				return -EINVAL;
-			}
-			break;
-		case ']':
-		case '}':
-			if (depth > 0)
-				depth--;
-			break;
-		default:
-			break;
-		}
-	}
+	b->error = error;
+	va_start(ap, fmt);
+	vsnprintf(b->why, sizeof(b->why), fmt, ap);
+	va_end(ap);
 	return 0;
 }
 
-/* yajl's verbose message quotes the text over several lines; keep the first. */
+/* Count one more value or key against the bound that keeps the tree's size fixed. */
+static bool within_node_bound(struct json_builder *b)
+{
+	if (b->nodes >= b->max_nodes)
+		return refuse(b, -EINVAL, "more than %zu values and keys", b->max_nodes);
+	b->nodes++;
+	return true;
+}
+
+static yajl_val node_new(struct json_builder *b, yajl_type type)
+{
+	if (!within_node_bound(b))
+		return NULL;
+	yajl_val v = calloc(1, sizeof(*v));
+	if (!v) {
+		refuse(b, -ENOMEM, "out of memory");
+		return NULL;
+	}
+	v->type = type;
+	return v;
+}
+
+/*
+ * A string or key as a C string. yajl hands over the decoded bytes with
+ * their length, so a NUL among them can only have come from "\u0000", and a
+ * C reader would see the text end there.
+ */
+static char *text_copy(struct json_builder *b, const unsigned char *s, size_t len)
+{
+	if (memchr(s, '\0', len)) {
+		refuse(b, -EINVAL, "NUL inside a string");
+		return NULL;
+	}
+	char *copy = malloc(len + 1);
+	if (!copy) {
+		refuse(b, -ENOMEM, "out of memory");
+		return NULL;
+	}
+	memcpy(copy, s, len);
+	copy[len] = '\0';
+	return copy;
+}
+
+/* Room for one more member in the innermost container; doubling keeps appends linear. */
+static bool frame_grow(struct json_frame *f)
+{
+	yajl_val c = f->node;
+	size_t len = YAJL_IS_OBJECT(c) ? c->u.object.len : c->u.array.len;
+	if (len < f->capacity)
+		return true;
+	size_t capacity = f->capacity ? 2 * f->capacity : 4;
+	if (YAJL_IS_OBJECT(c)) {
+		const char **keys = realloc((void *)c->u.object.keys, capacity * sizeof(*keys));
+		if (!keys)
+			return false;
+		c->u.object.keys = keys;
+	}
+	yajl_val **values = YAJL_IS_OBJECT(c) ? &c->u.object.values : &c->u.array.values;
+	yajl_val *grown = realloc(*values, capacity * sizeof(*grown));
+	if (!grown)
+		return false;
+	*values = grown;
+	f->capacity = capacity;
+	return true;
+}
+
+/* Hang a new value under the innermost open container, or make it the root. Frees v on failure. */
+static int attach(struct json_builder *b, yajl_val v)
+{
+	if (b->depth == 0) {
+		if (b->root) { /* yajl refuses a second value first; never leak one */
+			json_free(v);
+			return refuse(b, -EINVAL, "more than one value");
+		}
+		b->root = v;
+		return 1;
+	}
+	struct json_frame *f = &b->open[b->depth - 1];
+	if (!frame_grow(f)) {
+		json_free(v);
+		return refuse(b, -ENOMEM, "out of memory");
+	}
+	yajl_val c = f->node;
+	if (YAJL_IS_OBJECT(c)) {
+		/* yajl's grammar sends a key before every value in an object. */
+		c->u.object.keys[c->u.object.len] = TAKE_PTR(f->key);
+		c->u.object.values[c->u.object.len++] = v;
+	} else {
+		c->u.array.values[c->u.array.len++] = v;
+	}
+	return 1;
+}
+
+static int on_null(void *ctx)
+{
+	struct json_builder *b = ctx;
+	yajl_val v = node_new(b, yajl_t_null);
+	return v ? attach(b, v) : 0;
+}
+
+static int on_boolean(void *ctx, int value)
+{
+	struct json_builder *b = ctx;
+	yajl_val v = node_new(b, value ? yajl_t_true : yajl_t_false);
+	return v ? attach(b, v) : 0;
+}
+
+/*
+ * The readings yajl_tree gives a number, so that YAJL_IS_INTEGER means what
+ * it meant: INT_VALID only for an optional minus and digits whose magnitude
+ * fits a long long (not 1.5, not 1e3, and, like yajl, not -2^63), with i
+ * pinned to LLONG_MAX or LLONG_MIN otherwise; DOUBLE_VALID when strtod
+ * reads the whole text without overflow (1e999 is neither).
+ */
+static void number_read(yajl_val v)
+{
+	const char *r = v->u.number.r;
+	bool negative = r[0] == '-';
+	bool valid = r[negative] != '\0';
+	long long magnitude = 0;
+
+	for (const char *p = r + negative; *p && valid; p++) {
+		int digit = *p - '0';
+		valid = digit >= 0 && digit <= 9 && magnitude <= (LLONG_MAX - digit) / 10;
+		if (valid)
+			magnitude = magnitude * 10 + digit;
+	}
+	if (valid) {
+		v->u.number.i = negative ? -magnitude : magnitude;
+		v->u.number.flags |= YAJL_NUMBER_INT_VALID;
+	} else {
+		v->u.number.i = negative ? LLONG_MIN : LLONG_MAX;
+	}
+
+	char *end;
+	errno = 0;
+	v->u.number.d = strtod(r, &end);
+	if (errno == 0 && *end == '\0')
+		v->u.number.flags |= YAJL_NUMBER_DOUBLE_VALID;
+}
+
+static int on_number(void *ctx, const char *s, size_t len)
+{
+	struct json_builder *b = ctx;
+	yajl_val v = node_new(b, yajl_t_number);
+	if (!v)
+		return 0;
+	v->u.number.r = text_copy(b, (const unsigned char *)s, len);
+	if (!v->u.number.r) {
+		free(v);
+		return 0;
+	}
+	number_read(v);
+	return attach(b, v);
+}
+
+static int on_string(void *ctx, const unsigned char *s, size_t len)
+{
+	struct json_builder *b = ctx;
+	yajl_val v = node_new(b, yajl_t_string);
+	if (!v)
+		return 0;
+	v->u.string = text_copy(b, s, len);
+	if (!v->u.string) {
+		free(v);
+		return 0;
+	}
+	return attach(b, v);
+}
+
+static int on_map_key(void *ctx, const unsigned char *s, size_t len)
+{
+	struct json_builder *b = ctx;
+	struct json_frame *f = &b->open[b->depth - 1];
+	if (!within_node_bound(b))
+		return 0;
+	free(f->key); /* always NULL: yajl sends a value between two keys */
+	f->key = text_copy(b, s, len);
+	return f->key != NULL;
+}
+
+/*
+ * The depth limit lives here, at the moment yajl's own parser opens a
+ * container, so it counts exactly the brackets yajl counts.
+ */
+static int open_container(struct json_builder *b, yajl_type type)
+{
+	if (b->depth >= b->max_depth)
+		return refuse(b, -EINVAL, "nesting deeper than %zu", b->max_depth);
+	yajl_val v = node_new(b, type);
+	if (!v || !attach(b, v))
+		return 0;
+	b->open[b->depth++] = (struct json_frame){.node = v};
+	return 1;
+}
+
+static int on_start_map(void *ctx)
+{
+	return open_container(ctx, yajl_t_object);
+}
+
+static int on_start_array(void *ctx)
+{
+	return open_container(ctx, yajl_t_array);
+}
+
+/* yajl only closes what it opened, so depth is never 0 here. */
+static int on_end_container(void *ctx)
+{
+	struct json_builder *b = ctx;
+	b->depth--;
+	return 1;
+}
+
+static const yajl_callbacks builder_callbacks = {
+    .yajl_null = on_null,
+    .yajl_boolean = on_boolean,
+    .yajl_number = on_number, /* takes precedence over yajl_integer and yajl_double */
+    .yajl_string = on_string,
+    .yajl_start_map = on_start_map,
+    .yajl_map_key = on_map_key,
+    .yajl_end_map = on_end_container,
+    .yajl_start_array = on_start_array,
+    .yajl_end_array = on_end_container,
+};
+
+/* yajl's message is "lexical error: ..." plus a newline; keep the one line. */
 static void copy_first_line(char *dst, size_t dst_size, const char *src)
 {
 	size_t n = strcspn(src, "\n");
@@ -89,19 +369,83 @@ static void copy_first_line(char *dst, size_t dst_size, const char *src)
 	snprintf(dst, dst_size, "%.*s", (int)n, src);
 }
 
-int json_parse(const char *text, size_t max_depth, yajl_val *out, char *why, size_t why_size)
+/* Why yajl stopped, in one line; its comment error is reworded because JSON has none. */
+static int yajl_failure(yajl_handle h, char *why, size_t why_size)
 {
-	char yajl_why[1024] = "";
+	unsigned char *msg = yajl_get_error(h, 0, NULL, 0); /* not verbose: never reads the text */
+	if (!msg) {
+		snprintf(why, why_size, "out of memory");
+		return -ENOMEM;
+	}
+	if (strstr((const char *)msg, "comment"))
+		snprintf(why, why_size, "comments are not JSON");
+	else
+		copy_first_line(why, why_size, (const char *)msg);
+	yajl_free_error(h, msg);
+	return -EINVAL;
+}
 
-	int r = prescan(text, max_depth, why, why_size);
-	if (r < 0)
-		return r;
-	yajl_val tree = yajl_tree_parse(text, yajl_why, sizeof(yajl_why));
-	if (!tree) {
-		copy_first_line(why, why_size, yajl_why[0] ? yajl_why : "no JSON value");
+/* Free what a refused text built: the tree so far and the keys still waiting for a value. */
+static void builder_discard(struct json_builder *b)
+{
+	for (size_t i = 0; i < b->depth; i++)
+		free(b->open[i].key);
+	json_free(b->root);
+	b->root = NULL;
+}
+
+/* After yajl stopped short: free what was built, say why in one line, return -errno. */
+static int parse_failure(struct json_builder *b, yajl_handle h, yajl_status status, char *why,
+			 size_t why_size)
+{
+	builder_discard(b);
+	if (status == yajl_status_client_canceled) {
+		snprintf(why, why_size, "%s", b->why);
+		return b->error;
+	}
+	if (status == yajl_status_ok) { /* not expected: yajl calls an empty text premature EOF */
+		snprintf(why, why_size, "no JSON value");
 		return -EINVAL;
 	}
-	*out = tree;
+	return yajl_failure(h, why, why_size);
+}
+
+int json_parse(const char *text, size_t max_depth, yajl_val *out, char *why, size_t why_size)
+{
+	return json_parse_bounded(text, max_depth, JSON_MAX_NODES, out, why, why_size);
+}
+
+int json_parse_bounded(const char *text, size_t max_depth, size_t max_nodes, yajl_val *out,
+		       char *why, size_t why_size)
+{
+	struct json_builder b = {
+	    .max_depth = max_depth,
+	    .max_nodes = max_nodes < JSON_MAX_NODES ? max_nodes : JSON_MAX_NODES,
+	};
+
+	*out = NULL;
+	if (max_depth > JSON_MAX_DEPTH) {
+		snprintf(why, why_size, "max_depth over %d", JSON_MAX_DEPTH);
+		return -EINVAL;
+	}
+	_cleanup_(yajl_handle_freep) yajl_handle h = yajl_alloc(&builder_callbacks, NULL, &b);
+	if (!h) {
+		snprintf(why, why_size, "out of memory");
+		return -ENOMEM;
+	}
+	/* yajl's defaults, spelled out: together they make it accept strict JSON only. */
+	yajl_config(h, yajl_allow_comments, 0);
+	yajl_config(h, yajl_dont_validate_strings, 0);
+	yajl_config(h, yajl_allow_trailing_garbage, 0);
+	yajl_config(h, yajl_allow_multiple_values, 0);
+	yajl_config(h, yajl_allow_partial_values, 0);
+
+	yajl_status status = yajl_parse(h, (const unsigned char *)text, strlen(text));
+	if (status == yajl_status_ok)
+		status = yajl_complete_parse(h);
+	if (status != yajl_status_ok || !b.root)
+		return parse_failure(&b, h, status, why, why_size);
+	*out = b.root;
 	return 0;
 }
 

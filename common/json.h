@@ -1,10 +1,14 @@
 /*
- * yajl with the guards banger needs around it: every JSON text goes through
- * json_parse, which refuses what yajl would accept but a C program must not
- * (nesting deep enough to blow the stack in yajl_tree_free, a NUL hidden in
- * a string), and through getters that tell "absent" from "wrong type".
- * Writers are thin: they exist so that every file and message is produced
- * by yajl, never by printf.
+ * yajl with the guards banger needs around it. Every JSON text, from a
+ * hostile client or from disk, goes through json_parse: yajl's callback
+ * parser lexes it as strict JSON (no comments, UTF-8 checked, one value and
+ * nothing after it) and json.c builds the tree itself, refusing at the
+ * token what a C program must not hold: nesting deeper than a fixed limit, a
+ * NUL decoded inside a string or key, more nodes than a fixed bound. The
+ * tree is yajl_tree's struct yajl_val_s, so the YAJL_IS_ and YAJL_GET_
+ * macros work, but only json_free may free it: it does not recurse.
+ * Getters tell "absent" from "wrong type". Writers are thin: they exist so
+ * that every file and message is produced by yajl, never by printf.
  */
 #pragma once
 
@@ -15,20 +19,49 @@
 
 #include "macro.h"
 
-void yajl_tree_freep(yajl_val *v); /* for _cleanup_(yajl_tree_freep) */
+/*
+ * Free a tree from json_parse without recursion (an explicit stack as deep
+ * as JSON_MAX_DEPTH). NULL is fine. Never yajl_tree_free: it recurses once
+ * per level.
+ */
+void json_free(yajl_val v);
+void yajl_tree_freep(yajl_val *v); /* json_free, for _cleanup_(yajl_tree_freep) */
 void yajl_gen_freep(yajl_gen *g);
 
+/* The deepest nesting json_parse will build; also the most max_depth may ask for. */
 #define JSON_MAX_DEPTH 64
 
 /*
- * Parse a NUL-terminated JSON text. Before yajl sees it, one pass over the
- * bytes rejects nesting deeper than max_depth (yajl_tree_free recurses, so a
- * deep text must never become a tree) and a "\u0000" escape inside a string
- * (a C string would silently end there). Returns 0 with *out set (caller
- * frees with yajl_tree_free), or -EINVAL with why ("nesting deeper than 64",
- * "NUL inside a string", or yajl's own message, one line).
+ * The most values and keys one tree may hold, so that its size has a fixed
+ * bound whoever capped the text: each node costs at most ~100 bytes (its
+ * struct yajl_val_s, slots in its container's arrays, malloc's overhead)
+ * plus a copy of its own text, so ~100 MiB at worst. Honest input stays far
+ * below: every value takes two bytes of text or more with its separator,
+ * so bangerd's 1 MiB messages hold at most 512 Ki nodes; a reply to
+ * bangerctl is at most VARLINK_MAX_OUTPUT_BYTES (8 MiB) of records with
+ * ~10 bytes per node.
+ */
+#define JSON_MAX_NODES (1024 * 1024)
+
+/*
+ * Parse the NUL-terminated JSON text, exactly strlen(text) bytes of it, as
+ * strict JSON. Refused with -EINVAL and a one-line why: nesting deeper than
+ * max_depth ("nesting deeper than 64"; max_depth itself may not exceed
+ * JSON_MAX_DEPTH), a "\u0000" in a string or key ("NUL inside a string"),
+ * a comment ("comments are not JSON"), more than JSON_MAX_NODES values and
+ * keys, or anything yajl refuses (its own message, one line). -ENOMEM when
+ * memory runs out. Returns 0 with *out set (caller frees with json_free);
+ * on failure *out is NULL. why may be NULL when why_size is 0.
  */
 int json_parse(const char *text, size_t max_depth, yajl_val *out, char *why, size_t why_size);
+/*
+ * The same with a lower bound on values and keys, for a text whose honest
+ * shape is small (a Varlink call from a client): a tree costs up to ~88
+ * bytes a node, so a 1 MiB message of "[1,1,...]" would otherwise build
+ * ~45 MB before anything looks at it.
+ */
+int json_parse_bounded(const char *text, size_t max_depth, size_t max_nodes, yajl_val *out,
+		       char *why, size_t why_size);
 
 /* Typed getters on an object: 0; -ENOENT if the key is absent or null; -EINVAL if another type. */
 int json_get_string(yajl_val obj, const char *key, const char **out);

@@ -182,7 +182,7 @@ static const char usage_text[] =
     "    bangerctl alive vm1 && echo running\n"
     "    bangerctl --json list | jq -r '.vms[].id'\n"
     "    bangerctl watch\n"
-    "    BANGER_SOCKET=/var/tmp/banger-dev/bangerd.sock bangerctl status\n";
+    "    BANGER_SOCKET=/var/lib/banger-dev/run/bangerd.sock bangerctl status\n";
 
 /* --- output ----------------------------------------------------------------- */
 
@@ -637,6 +637,10 @@ static void print_status(yajl_val params)
 		put_int_kv("calls", counters, "calls");
 		put_int_kv("errors", counters, "errors");
 		put_int_kv("connections", counters, "connections");
+		put_int_kv("connections refused", counters, "connections_refused");
+		put_int_kv("connections dropped", counters, "connections_dropped");
+		put_int_kv("unread output bytes", counters, "unread_output_bytes");
+		put_int_kv("fds closing", counters, "fds_closing");
 		put_int_kv("persist failures", counters, "persist_failures");
 		put_int_kv("events", counters, "events");
 	}

@@ -200,7 +200,7 @@ int varlink_client_read_reply(struct varlink_client *c, struct varlink_client_re
 void varlink_client_reply_clear(struct varlink_client_reply *reply)
 {
 	if (reply->tree)
-		yajl_tree_free(reply->tree);
+		json_free(reply->tree);
 	reply->tree = NULL;
 	reply->parameters = NULL;
 	reply->error = NULL;

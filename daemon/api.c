@@ -836,6 +836,10 @@ static void method_get_status(struct varlink_call *c, yajl_val params, void *use
 		json_gen_kv_int(g, "calls", (int64_t)st.calls);
 		json_gen_kv_int(g, "errors", (int64_t)st.errors);
 		json_gen_kv_int(g, "connections", (int64_t)st.connections);
+		json_gen_kv_int(g, "connections_refused", (int64_t)st.connections_refused);
+		json_gen_kv_int(g, "connections_dropped", (int64_t)st.connections_dropped);
+		json_gen_kv_int(g, "unread_output_bytes", (int64_t)st.output_bytes);
+		json_gen_kv_int(g, "fds_closing", (int64_t)varlink_server_fds_closing(d->server));
 		json_gen_kv_int(g, "persist_failures", (int64_t)d->persist_failures);
 		json_gen_kv_int(g, "events", (int64_t)d->events);
 		yajl_gen_map_close(g);

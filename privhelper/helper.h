@@ -36,6 +36,8 @@ struct scan_request {
 	size_t sockets; /* named in the request */
 	struct wanted_socket *wanted;
 	size_t count, capacity;
+	int root_fds[PS_POLICY_MAX_ROOTS]; /* the api socket roots, open while the scan lasts */
+	bool root_fds_open;
 	int err; /* the first failure while collecting: answered after the last part */
 };
 

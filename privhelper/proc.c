@@ -28,16 +28,26 @@
 #include "procfs.h"
 #include "unixsock.h"
 
-/* The node api socket path names, opened beneath its root as the host sees it. */
-static int api_sock_node(const struct ps_policy *policy, const char *path, struct unix_node *node)
+/*
+ * The node api socket path names, opened beneath its root as the host sees
+ * it. roots: the policy's api socket roots already open (a scan opens them
+ * once for all its sockets), or NULL.
+ */
+static int api_sock_node(const struct ps_policy *policy, const int *roots, const char *path,
+			 struct unix_node *node)
 {
-	const char *root = policy_api_sock_root(policy, path);
-	if (!root)
-		return -EXDEV;
-	_cleanup_close_ int fd = open_beneath(root, path, O_PATH);
-	if (fd < 0)
-		return fd;
-	return unix_node_of_fd(fd, node);
+	for (uint32_t i = 0; i < policy->n_api_sock_roots; i++) {
+		const char *root = policy->api_sock_roots[i];
+		if (!path_is_under(path, root) || strcmp(path, root) == 0)
+			continue;
+		_cleanup_close_ int fd = roots && roots[i] >= 0
+					     ? open_beneath_at(roots[i], root, path, O_PATH)
+					     : open_beneath(root, path, O_PATH);
+		if (fd < 0)
+			return fd;
+		return unix_node_of_fd(fd, node);
+	}
+	return -EXDEV;
 }
 
 /* Errors that say there is no such socket (so nobody can serve it), not that we cannot tell. */
@@ -97,7 +107,7 @@ static void probe_judge(const struct helper *h, const struct ps_probe *q, int pi
 	}
 
 	_cleanup_close_ int diag_fd = -1;
-	r = api_sock_node(&h->policy, q->api_sock, &node);
+	r = api_sock_node(&h->policy, NULL, q->api_sock, &node);
 	if (r == 0) {
 		diag_fd = diag_socket_for(&h->netns, dirfd);
 		r = diag_fd < 0 ? diag_fd : 0;
@@ -290,7 +300,7 @@ static bool orphan_path(const struct scan_walk *w, int proc_dirfd, const struct 
 			 strcmp(root, "/") == 0 ||
 			 snprintf(path, size, "%s%s", root, l->name) >= (int)size)
 			return false;
-		if (api_sock_node(&w->h->policy, path, &node) == 0 &&
+		if (api_sock_node(&w->h->policy, w->s->root_fds, path, &node) == 0 &&
 		    unix_node_equal(&node, &l->node))
 			return true;
 	}
@@ -464,7 +474,21 @@ static int scan_reply_send(struct helper *h, uint64_t request_id, struct scan_wa
 void scan_request_reset(struct scan_request *s)
 {
 	free(s->wanted);
+	for (size_t i = 0; i < PS_POLICY_MAX_ROOTS; i++)
+		if (s->root_fds_open)
+			safe_close(s->root_fds[i]);
 	memset(s, 0, sizeof(*s));
+}
+
+/* The api socket roots, open for the whole scan (-1 for one that cannot be: opened per path). */
+static void scan_open_roots(struct scan_request *s, const struct ps_policy *policy)
+{
+	for (size_t i = 0; i < PS_POLICY_MAX_ROOTS; i++)
+		s->root_fds[i] =
+		    i < policy->n_api_sock_roots
+			? open(policy->api_sock_roots[i], O_PATH | O_DIRECTORY | O_CLOEXEC)
+			: -1;
+	s->root_fds_open = true;
 }
 
 /* Resolve each socket of a part to its node now: the request keeps nodes, never paths. */
@@ -485,7 +509,7 @@ static int scan_want(struct scan_request *s, const struct ps_policy *policy,
 		struct wanted_socket *ws = &s->wanted[s->count];
 		memset(ws, 0, sizeof(*ws));
 		ws->index = q->part * PS_SCAN_PART_MAX + i;
-		int r = api_sock_node(policy, q->sockets[i], &ws->node);
+		int r = api_sock_node(policy, s->root_fds, q->sockets[i], &ws->node);
 		if (r == 0)
 			s->count++;
 		else if (!no_such_socket(r))
@@ -501,6 +525,7 @@ static int scan_collect(struct helper *h, const struct ps_message *m, char *why,
 	const struct ps_scan *q = &m->payload.scan;
 
 	if (q->part == 0 && !s->active) {
+		scan_open_roots(s, &h->policy);
 		s->active = true;
 		s->request_id = m->header.request_id;
 		s->nparts = q->nparts;

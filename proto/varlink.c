@@ -191,6 +191,11 @@ void varlink_server_close_fd(struct varlink_server *s, int fd)
 	fd_closer_close(s->closer, fd);
 }
 
+unsigned long varlink_server_fds_closing(struct varlink_server *s)
+{
+	return fd_closer_backlog(s->closer);
+}
+
 static void conn_process_input(struct varlink_conn *conn);
 static void conn_kill(struct varlink_conn *conn, const char *why);
 
@@ -522,7 +527,8 @@ static void conn_dispatch(struct varlink_conn *conn, const char *text)
 	yajl_val params = NULL;
 	bool more, oneway, upgrade;
 
-	if (json_parse(text, JSON_MAX_DEPTH, &msg, why, sizeof(why)) < 0) {
+	if (json_parse_bounded(text, JSON_MAX_DEPTH, VARLINK_MAX_MESSAGE_NODES, &msg, why,
+			       sizeof(why)) < 0) {
 		char what[300];
 		snprintf(what, sizeof(what), "message: %s", why);
 		conn_reply_protocol_error(conn, what);
@@ -550,7 +556,7 @@ static void conn_dispatch(struct varlink_conn *conn, const char *text)
 	static const char empty_object[] = "{}";
 	_cleanup_(yajl_tree_freep) yajl_val empty = NULL;
 	if (r == -ENOENT) {
-		empty = yajl_tree_parse(empty_object, NULL, 0);
+		json_parse(empty_object, JSON_MAX_DEPTH, &empty, NULL, 0);
 		params = empty;
 	}
 

@@ -21,7 +21,9 @@
 #include <yajl/yajl_gen.h>
 #include <yajl/yajl_tree.h>
 
-#define VARLINK_MAX_MESSAGE_BYTES  (1024 * 1024)
+#define VARLINK_MAX_MESSAGE_BYTES (1024 * 1024)
+/* Values and keys in one call: a call is a handful of strings, a tree of 1 MiB would be ~45 MB. */
+#define VARLINK_MAX_MESSAGE_NODES  16384
 #define VARLINK_MAX_FDS_PER_MSG	   4
 #define VARLINK_PARTIAL_TIMEOUT_MS 5000
 #define VARLINK_MAX_GROUPS	   64
@@ -121,6 +123,8 @@ void varlink_server_set_limits(struct varlink_server *s, const struct varlink_li
 			       void *ud);
 /* Close an fd a client sent, off the event loop (its close may block): closer.h. */
 void varlink_server_close_fd(struct varlink_server *s, int fd);
+/* fds handed to the closer and not closed yet. */
+unsigned long varlink_server_fds_closing(struct varlink_server *s);
 /* The interface (and its methods and description) must outlive the server. */
 int varlink_server_add_interface(struct varlink_server *s, const struct varlink_interface *iface);
 /* Serve a listening socket (bound and listening already; the server owns it now). */

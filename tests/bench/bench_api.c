@@ -119,7 +119,7 @@ static void take_reference(const struct options *o, struct load *l, struct bv_co
 		CHECK(bv_is_string(alive, "alive"), "IsAlive %s is not \"alive\": %s", o->id,
 		      reply);
 	}
-	yajl_tree_free(tree);
+	json_free(tree);
 	l->reference = reply;
 	l->reference_len = strlen(reply);
 }

@@ -188,7 +188,7 @@ static void check_set_reply(const struct set_call *call, const char *reply)
 	CHECK(pid && YAJL_IS_INTEGER(pid) && YAJL_GET_INTEGER(pid) == call->pid,
 	      "SetHandles for pid %ld answered: %s", call->pid, reply);
 	CHECK(bv_is_string(state, "running"), "SetHandles left the VM not running: %s", reply);
-	yajl_tree_free(tree);
+	json_free(tree);
 }
 
 /* One timed SetHandles; the checks run after the clock stops. */

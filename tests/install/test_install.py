@@ -6,14 +6,17 @@ Each case installs the current build into its own throw-away DESTDIR
 the installed files, not the sources: every path and its mode, the units
 under `systemd-analyze verify` and `systemd-analyze security --offline`, the
 man pages under man(1), the sysusers.d and tmpfiles.d files applied to a
-scratch root, the agreement between the units and the example config, and
-split mode started from the installed units' own ExecStart= lines.
+scratch root, the agreement between the units and the example config,
+split mode started from the installed units' own ExecStart= lines, and who
+may connect to the helper socket as its .socket unit sets it up.
 
 One case per run (argv[1]) so that meson counts each. A tool this machine
 lacks makes its case exit 77 and say which. The layout (prefix and install
 dirs) comes from meson in BANGER_INSTALL_* variables.
 """
+import errno
 import fcntl
+import grp
 import json
 import os
 import pwd
@@ -28,6 +31,11 @@ import subprocess
 import sys
 import tempfile
 import time
+
+# Throw-away accounts (a reader, a stand-in daemon user) come from the integration tests'
+# support, which retries the passwd lock that other tests hold at the same time.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+from bangertest import Account, _useradd_locked  # noqa: E402
 
 SKIP = 77
 BUILD_ROOT = os.environ.get("BANGER_BUILD_ROOT", "")
@@ -450,10 +458,21 @@ def case_consistency():
               f"the helper serves {flag_values(helper_argv, '--daemon-user')}, "
               f"bangerd runs as {user}")
         check(config.get("user") == [user], f"example config user {config.get('user')} != {user}")
+        # The control socket: root's, for the readers' group. The helper socket: bangerd's
+        # user's alone, with nothing for its group or others (split-helper-socket connects).
+        check(unit_value(u["bangerd.socket"], "Socket", "SocketGroup") == user,
+              f"bangerd.socket: SocketGroup is not {user}")
+        check(unit_value(u["bangerd.socket"], "Socket", "SocketMode") == "0660",
+              "bangerd.socket: SocketMode")
+        check(unit_value(u["banger-privhelper.socket"], "Socket", "SocketUser") == user,
+              f"banger-privhelper.socket: SocketUser is not {user}")
+        helper_mode = int(unit_value(u["banger-privhelper.socket"], "Socket", "SocketMode"), 8)
+        check(helper_mode & 0o077 == 0,
+              f"banger-privhelper.socket: SocketMode {helper_mode:04o} lets group or others in")
         for sock in ("bangerd.socket", "banger-privhelper.socket"):
-            check(unit_value(u[sock], "Socket", "SocketGroup") == user,
-                  f"{sock}: SocketGroup is not {user}")
-            check(unit_value(u[sock], "Socket", "SocketMode") == "0660", f"{sock}: SocketMode")
+            dir_mode = int(unit_value(u[sock], "Socket", "DirectoryMode"), 8)
+            check(dir_mode & 0o022 == 0, f"{sock}: DirectoryMode {dir_mode:04o} is writable "
+                                         "by group or others")
         check(unit_value(u["banger-privhelper.socket"], "Socket", "Accept") == "yes", "Accept=yes")
         check(unit_value(u["banger-privhelper.socket"], "Socket", "MaxConnections") == "1",
               "MaxConnections=1")
@@ -476,8 +495,11 @@ def case_consistency():
         state = unit_value(u["bangerd.service"], "Service", "StateDirectory")
         check(["d", f"/var/lib/{state}", "0700", user, user, "-"] in tmpfiles,
               f"tmpfiles.d does not make /var/lib/{state} {user} 0700: {tmpfiles}")
-        check(any(l[:2] == ["d", os.path.dirname(helper_sock)] for l in tmpfiles),
-              "tmpfiles.d does not make the sockets' dir")
+        run_dir = [l for l in tmpfiles if l[:2] == ["d", os.path.dirname(helper_sock)]]
+        check(run_dir, "tmpfiles.d does not make the sockets' dir")
+        check(run_dir[0][3] == "root" and int(run_dir[0][2], 8) & 0o022 == 0,
+              f"tmpfiles.d: the sockets' dir must be root's and not writable by others: "
+              f"{run_dir[0]}")
         policy = {f: flag_values(helper_argv, "--" + f) for f in POLICY_FLAGS}
         print(f"consistent: policy {policy}, helper socket {helper_sock}, user {user}")
     finally:
@@ -659,8 +681,8 @@ class SplitRun:
                               "--no-new-privs", "--"] + hargv),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         wait_for_path(helper_sock, "the helper socket")
-        os.chown(helper_sock, 0, pw.pw_gid)  # SocketUser=root SocketGroup=banger SocketMode=0660
-        os.chmod(helper_sock, 0o660)
+        apply_socket_access(helper_sock, read_unit(inst.unit("banger-privhelper.socket")),
+                            {unit_value(du, "Service", "User"): user})
 
         # bangerd.service: User=, no capabilities, no_new_privs, its ExecStart= arguments,
         # socket-activated, READY=1 over NOTIFY_SOCKET.
@@ -784,6 +806,158 @@ def wait_for_path(path, what):
     while not os.path.exists(path):
         check(time.monotonic() < deadline, f"{what} never appeared at {path}")
         time.sleep(0.02)
+
+
+def socket_access(sock_unit, stand_in):
+    """
+    (uid, gid, mode) that systemd gives the AF_UNIX socket file of sock_unit: SocketUser=
+    (default root), SocketGroup= (default: that user's group), SocketMode= (default 0666).
+    stand_in maps a user the unit names that this host lacks (systemd-sysusers would make
+    it) to the account that stands in for it; its group then stands in for the group of
+    the same name.
+    """
+    sock = sock_unit.get("Socket", {})
+    user = (sock.get("SocketUser") or ["root"])[-1]
+    pw = pwd.getpwnam(stand_in.get(user, user))
+    group = (sock.get("SocketGroup") or [""])[-1]
+    if not group:
+        gid = pw.pw_gid
+    elif group in stand_in:
+        gid = pwd.getpwnam(stand_in[group]).pw_gid
+    else:
+        gid = grp.getgrnam(group).gr_gid
+    return pw.pw_uid, gid, int((sock.get("SocketMode") or ["0666"])[-1], 8)
+
+
+def apply_socket_access(path, sock_unit, stand_in):
+    """Give the socket file at path the owner and mode its .socket unit says (as PID 1 would)."""
+    uid, gid, mode = socket_access(sock_unit, stand_in)
+    os.chown(path, uid, gid)
+    os.chmod(path, mode)
+    return uid, gid, mode
+
+
+CONNECT_PY = """
+import errno, os, socket, sys
+kind = {"stream": socket.SOCK_STREAM, "seqpacket": socket.SOCK_SEQPACKET}[sys.argv[2]]
+s = socket.socket(socket.AF_UNIX, kind)
+try:
+    s.connect(sys.argv[1])
+    result = "ok"
+except OSError as e:
+    result = errno.errorcode.get(e.errno, str(e.errno))
+print(result, os.getuid(), ",".join(str(g) for g in sorted(os.getgroups())))
+"""
+
+
+def connect_as(setpriv, account, path, kind):
+    """connect() to path as account (its uid, gid and every group /etc/group gives it):
+    'ok' or the errno's name, and the child's uid and groups as the kernel saw them."""
+    r = subprocess.run([setpriv, "--reuid", account, "--regid", str(pwd.getpwnam(account).pw_gid),
+                        "--init-groups", "--", sys.executable, "-c", CONNECT_PY, path, kind],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=30,
+                       cwd="/")
+    check(r.returncode == 0 and len(r.stdout.split()) == 3,
+          f"connecting as {account}: exit {r.returncode}: {r.stdout}")
+    result, uid, groups = r.stdout.split()
+    return result, int(uid), {int(g) for g in groups.split(",") if g}
+
+
+def case_split_helper_socket():
+    """
+    Split mode's helper socket, set up as the installed banger-privhelper.socket says (its
+    SocketUser=, SocketGroup=, SocketMode=, DirectoryMode=), admits bangerd's user and no
+    one else. A reader, a real account made for the test and put in every group the two
+    .socket units name (group banger: who may read bangerd's API), reaches a control
+    socket set up as bangerd.socket says, but gets EACCES from the helper socket, and no
+    helper is started for it; bangerd's user connects, and one is.
+    """
+    if os.geteuid() != 0:
+        skip("needs root to make accounts and give sockets their owners")
+    activate = need_tool("systemd-socket-activate", "systemd")
+    setpriv = need_tool("setpriv", "util-linux")
+    need_tool("useradd", "passwd")
+    inst = Install()
+    tmp = tempfile.mkdtemp(prefix="banger-test-helper-socket-")
+    os.chmod(tmp, 0o755)
+    accounts, helper = [], None
+    try:
+        du = read_unit(inst.unit("bangerd.service"))
+        hs = read_unit(inst.unit("banger-privhelper.socket"))
+        cs = read_unit(inst.unit("bangerd.socket"))
+        user = unit_value(du, "Service", "User")
+        stand_in = {}
+        if not user_exists(user):
+            accounts.append(Account("bgdmn"))
+            stand_in[user] = accounts[-1].name
+            print(f"note: user {user} does not exist here (systemd-sysusers would make it); "
+                  f"account {stand_in[user]} stands in for it and its group")
+        daemon = stand_in.get(user, user)
+
+        # Both sockets in one directory, as in the units, made as PID 1 would (DirectoryMode=).
+        helper_path = unit_value(hs, "Socket", "ListenSequentialPacket")
+        control_path = unit_value(cs, "Socket", "ListenStream")
+        check(os.path.dirname(helper_path) == os.path.dirname(control_path),
+              f"the units put the sockets in different dirs: {helper_path}, {control_path}")
+        run_dir = os.path.join(tmp, "run")
+        os.mkdir(run_dir)
+        os.chmod(run_dir, int(unit_value(hs, "Socket", "DirectoryMode"), 8))
+        helper_sock = os.path.join(run_dir, os.path.basename(helper_path))
+        control_sock = os.path.join(run_dir, os.path.basename(control_path))
+
+        # The helper socket: Accept=yes, each accepted connection leaves a line in accepted.
+        accepted = os.path.join(tmp, "accepted")
+        open(accepted, "w").close()
+        check(unit_value(hs, "Socket", "Accept") == "yes", "banger-privhelper.socket: Accept=yes")
+        helper = subprocess.Popen(
+            [activate, "--seqpacket", "--accept", "-l", helper_sock, "sh", "-c",
+             'echo accepted >>"$0"', accepted],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        wait_for_path(helper_sock, "the helper socket")
+        h_uid, h_gid, h_mode = apply_socket_access(helper_sock, hs, stand_in)
+        control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        control.bind(control_sock)
+        control.listen(8)
+        c_uid, c_gid, c_mode = apply_socket_access(control_sock, cs, stand_in)
+        print(f"helper socket {h_uid}:{h_gid} {h_mode:04o}, control socket {c_uid}:{c_gid} "
+              f"{c_mode:04o}, in a dir of mode {stat.S_IMODE(os.stat(run_dir).st_mode):04o}, "
+              "as the installed units say")
+
+        reader = Account("bgrdr")
+        accounts.append(reader)
+        groups = sorted({grp.getgrgid(g).gr_name for g in (h_gid, c_gid)})
+        _useradd_locked(["usermod", "--append", "--groups", ",".join(groups), reader.name])
+        want_gids = {grp.getgrnam(g).gr_gid for g in groups}
+
+        result, uid, gids = connect_as(setpriv, reader.name, control_sock, "stream")
+        check(uid == reader.uid and want_gids <= gids,
+              f"the reader runs as uid {uid} groups {gids}, want {reader.uid} in {want_gids}")
+        check(result == "ok", f"the reader (groups {groups}) cannot reach the control socket: "
+                              f"{result}; the test's premise fails")
+        print(f"reader {reader.name} (uid {uid}, groups {groups}): control socket: connected")
+        result, _, _ = connect_as(setpriv, reader.name, helper_sock, "seqpacket")
+        check(result == "EACCES",
+              f"the reader (groups {groups}) connecting to the helper socket: {result}, want "
+              "EACCES")
+        check(open(accepted).read() == "",
+              f"a helper was started for the reader: {open(accepted).read()!r}")
+        print(f"reader {reader.name}: helper socket: EACCES, no helper started")
+
+        result, uid, _ = connect_as(setpriv, daemon, helper_sock, "seqpacket")
+        check(result == "ok", f"bangerd's user {daemon} connecting to the helper socket: {result}")
+        deadline = time.monotonic() + 10
+        while open(accepted).read() != "accepted\n":
+            check(time.monotonic() < deadline,
+                  f"no helper started for {daemon}: {open(accepted).read()!r}")
+            time.sleep(0.02)
+        print(f"bangerd's user {daemon} (uid {uid}): helper socket: connected, one helper started")
+    finally:
+        if helper:
+            stop(helper)
+        for account in reversed(accounts):  # the reader first: it is in the stand-in's group
+            account.remove()
+        inst.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def case_split_under_units():
@@ -967,6 +1141,7 @@ CASES = {
     "completion": case_completion,
     "split-under-units": case_split_under_units,
     "split-syscalls": case_split_syscalls,
+    "split-helper-socket": case_split_helper_socket,
 }
 
 if __name__ == "__main__":

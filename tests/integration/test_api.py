@@ -343,6 +343,28 @@ def case_set_no_switch(f):
     check(f.c.call(IFACE + "IsAlive", {"id": "ns"})["alive"] == "alive", "alive")
 
 
+def case_set_waits_for_listener(f):
+    """firecracker binds its api socket just after it starts: SetHandles waits for that, up
+    to api_sock_wait_ms (here 1000 ms), and no longer."""
+    f.register("late")
+    late = Stub(f.sock("late"), extra=["--listen-after-ms", "300"], wait=False)
+    f.stubs.append(late)
+    reply = f.c.call(IFACE + "SetHandles", {"id": "late", "pid": late.pid})
+    check(reply["vm"]["handles"]["pid"] == late.pid, f"waited for the listener: {reply}")
+    late.wait_ready()
+    f.register("never")
+    never = Stub(f.sock("never"), extra=["--listen-after-ms", "60000"], wait=False)
+    f.stubs.append(never)
+    started = time.monotonic()
+    e = f.c.expect_error(IFACE + "SetHandles", {"id": "never", "pid": never.pid},
+                         IFACE + "NotFirecracker")
+    waited = time.monotonic() - started
+    check(e["reason"] == "no-listener", str(e))
+    check(0.9 <= waited < 3.0, f"gave up after {waited:.2f} s, want about 1 s")
+    print(f"set-waits-for-listener: listening after 300 ms: adopted; never: gave up after "
+          f"{waited * 1000:.0f} ms (api_sock_wait_ms 1000)")
+
+
 def case_pidfd_forwarded(f):
     f.register("pf")
     s = f.stub("pf")
@@ -506,7 +528,9 @@ def case_sigterm_drain(f):
     check(replies == 200, f"{replies} of 200 pipelined calls answered before exit")
 
 
-CASES = {name[5:].replace("_", "-"): (lambda fn: lambda: with_fixture(fn))(fn)
+FIXTURE_ARGS = {"case_set_waits_for_listener": {"extra": ["--api-sock-wait-ms", "1000"]}}
+CASES = {name[5:].replace("_", "-"):
+         (lambda fn, kw: lambda: with_fixture(fn, **kw))(fn, FIXTURE_ARGS.get(name, {}))
          for name, fn in list(globals().items()) if name.startswith("case_")}
 for name, action in list(globals().items()):
     if name.startswith("bad_") and callable(action) and name != "bad_input":

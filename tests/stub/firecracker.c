@@ -14,6 +14,7 @@
  *   --connect-to PATH     connect to PATH and hold the connection
  *   --send-listener PATH  after listening, pass the listening fd to PATH
  *                         (SCM_RIGHTS) and keep a copy
+ *   --listen-after-ms N   wait N ms before binding (a slow start)
  *   --recv-listener PATH  bind PATH, accept once, receive an fd, ack it and
  *                         hold it (ready once PATH listens; the sender is
  *                         ready only after the ack)
@@ -26,6 +27,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #define DEFAULT_API_SOCK "/run/firecracker.socket"
@@ -157,6 +159,12 @@ int main(int argc, char **argv)
 	const char *connect_path = option(argc, argv, "--connect-to");
 	const char *send_path = option(argc, argv, "--send-listener");
 	const char *api_sock = option(argc, argv, "--api-sock");
+	const char *delay = option(argc, argv, "--listen-after-ms");
+	if (delay) {
+		long ms = atol(delay);
+		struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+		nanosleep(&ts, NULL);
+	}
 
 	int rendezvous = -1;
 	if (recv_from) {

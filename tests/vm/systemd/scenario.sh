@@ -5,6 +5,9 @@
 # shipped ExecStart= line and the example bangerd.conf that tmpfiles copied:
 #   - systemd starts bangerd.socket and banger-privhelper.socket at boot;
 #     sysusers and tmpfiles made the user and the directories;
+#   - the helper socket is banger's alone: a reader (an account in group
+#     banger, who may use bangerd.sock) is refused it (EACCES) and starts
+#     no helper;
 #   - a Varlink call activates bangerd, whose connection to privhelper.sock
 #     activates one banger-privhelper@.service instance;
 #   - bangerd runs as banger with no capability, the helper as root with
@@ -117,12 +120,44 @@ getent passwd banger >/dev/null || fail "sysusers made no user banger"
 BANGER_UID=$(id -u banger)
 for s in "$CTL_SOCKET" "$HELPER_SOCKET"; do
 	[ -S "$s" ] || fail "$s is not a socket"
-	[ "$(stat -c '%U:%G %a' "$s")" = "root:banger 660" ] || fail "$s is $(stat -c '%U:%G %a' "$s")"
 done
+# The control socket is the readers' (group banger); the helper socket bangerd's alone.
+[ "$(stat -c '%U:%G %a' "$CTL_SOCKET")" = "root:banger 660" ] ||
+	fail "$CTL_SOCKET is $(stat -c '%U:%G %a' "$CTL_SOCKET"), want root:banger 660"
+[ "$(stat -c '%U:%G %a' "$HELPER_SOCKET")" = "banger:banger 600" ] ||
+	fail "$HELPER_SOCKET is $(stat -c '%U:%G %a' "$HELPER_SOCKET"), want banger:banger 600"
+[ "$(stat -c '%U:%G %a' /run/banger)" = "root:root 755" ] ||
+	fail "/run/banger is $(stat -c '%U:%G %a' /run/banger), want root:root 755"
 [ "$(stat -c '%U:%G %a' /var/lib/banger)" = "banger:banger 700" ] ||
 	fail "/var/lib/banger is $(stat -c '%U:%G %a' /var/lib/banger 2>&1)"
 [ -f /etc/banger/bangerd.conf ] || fail "tmpfiles did not copy /etc/banger/bangerd.conf"
-step "boot: both sockets active (root:banger 660), bangerd inactive, no helper; user banger uid $BANGER_UID; /var/lib/banger 0700 and /etc/banger/bangerd.conf from sysusers/tmpfiles"
+step "boot: both sockets active (bangerd.sock root:banger 660, privhelper.sock banger:banger 600, in root's /run/banger 755), bangerd inactive, no helper; user banger uid $BANGER_UID; /var/lib/banger 0700 and /etc/banger/bangerd.conf from sysusers/tmpfiles"
+
+# --- 1b. a reader (group banger) may use the control socket, never the helper's ---
+# bangerctl speaks SOCK_STREAM: connect() checks write permission on the socket file
+# before the socket type, so on the SEQPACKET helper socket it fails with EACCES for a
+# peer the mode keeps out and with EPROTOTYPE for one it lets in, and neither starts a
+# helper. (The control socket is only tested for write access: a call would activate
+# bangerd, which step 2 does.)
+READER=bgreader
+useradd --system --no-create-home --shell /usr/sbin/nologin --groups banger "$READER" ||
+	fail "useradd $READER"
+run_as() { local who=$1; shift; setpriv --reuid="$who" --regid="$who" --init-groups "$@"; }
+id -nG "$READER" | grep -qw banger || fail "$READER is not in group banger: $(id -nG "$READER")"
+run_as "$READER" test -w "$CTL_SOCKET" || fail "$READER (group banger) may not write $CTL_SOCKET"
+run_as "$READER" test -w "$HELPER_SOCKET" && fail "$READER (group banger) may write $HELPER_SOCKET"
+run_as "$READER" timeout 30 "$BANGERCTL" --socket "$HELPER_SOCKET" status >/tmp/out 2>&1
+grep -q "Permission denied" /tmp/out || fail "$READER connecting to $HELPER_SOCKET: $(cat /tmp/out), want EACCES"
+run_as banger timeout 30 "$BANGERCTL" --socket "$HELPER_SOCKET" status >/tmp/out2 2>&1
+grep -q "Protocol wrong type" /tmp/out2 ||
+	fail "banger connecting (SOCK_STREAM) to $HELPER_SOCKET: $(cat /tmp/out2), want EPROTOTYPE (past the permission check)"
+no_helper_unit || fail "a helper instance runs after the reader's attempt: $(helper_units)"
+[ "$(systemctl is-active banger-privhelper.socket)" = active ] ||
+	fail "banger-privhelper.socket is $(systemctl is-active banger-privhelper.socket) after the reader's attempt"
+journalctl --no-pager -o cat -u 'banger-privhelper@*' | grep -q op=violation &&
+	fail "a helper logged a violation: $(journalctl --no-pager -o cat -u 'banger-privhelper@*' | grep op=violation)"
+userdel "$READER" || fail "userdel $READER"
+step "reader: $READER (group banger) may write $CTL_SOCKET; on $HELPER_SOCKET it gets EACCES ($(sed 's/.*: //' /tmp/out)) and starts no helper; banger gets past the permission check"
 
 # --- 2. a Varlink call activates bangerd, bangerd's connection the helper ---
 t=$(now_ms)
