@@ -689,10 +689,11 @@ class Front:
             raise ConnectionError(f"GetStatus: {reply or 'closed without a reply'}")
         return ms_since(t0), reply["parameters"]
 
-    def latency(self, when, n=10, gap=0.02):
+    def latency(self, when, n=10, gap=0.02, bound=True):
         """n timed GetStatus calls of root, each on a fresh connection. A failed call fails
         the case; one over the bound is a problem (collected: the other figures still
-        count)."""
+        count). bound=False: a baseline before any attack, printed only (on a loaded host it
+        says what the host adds)."""
         samples, st = [], None
         for _ in range(n):
             try:
@@ -703,7 +704,7 @@ class Front:
             samples.append(ms)
             time.sleep(gap)
         print(f"figure: {when}: root GetStatus (fresh connection) {fmt_ms(samples)}", flush=True)
-        if max(samples) >= LATENCY_BOUND_MS:
+        if bound and max(samples) >= LATENCY_BOUND_MS:
             self.problem(f"{when}: root's GetStatus on a fresh connection took up to "
                          f"{max(samples):.1f} ms (bound {LATENCY_BOUND_MS:.0f} ms): "
                          f"{fmt_ms(samples)}")
@@ -1001,7 +1002,7 @@ def case_comment_desync(f):
     acct = f.reader_account()
     f.reader_is_not_admin(acct)
     f.snap()
-    f.latency("comment-desync, before")
+    f.latency("comment-desync, before", bound=False)
     prober = Prober(f, gap=0.02)
     prober.start()
     try:
@@ -1059,7 +1060,7 @@ def case_blocking_fd(f):
     acct = f.reader_account()
     f.reader_is_not_admin(acct)
     f.snap()
-    f.latency("blocking-fd, before")
+    f.latency("blocking-fd, before", bound=False)
 
     # (i) the reader
     r = f.reader(acct, "fdsend")
@@ -1191,7 +1192,7 @@ def case_idle_connections(f):
     acct = f.reader_account()
     f.reader_is_not_admin(acct)
     f.snap()
-    st = f.latency("idle-connections, before")
+    st = f.latency("idle-connections, before", bound=False)
     refused_before = st["counters"].get("connections_refused", 0)
     t_attack = time.monotonic()
     prober = Prober(f, gap=0.02)
@@ -1296,7 +1297,7 @@ def case_non_reading_pipeliners(f):
     for a in accounts:
         f.reader_is_not_admin(a)
     f.snap()
-    f.latency("pipeliners, before")
+    f.latency("pipeliners, before", bound=False)
     pid = f.d.proc.pid
     base_rss, base_hwm = memory_kib(pid)
     print(f"figure: bangerd before: VmRSS {base_rss} KiB, VmHWM {base_hwm} KiB", flush=True)
