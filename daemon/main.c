@@ -366,7 +366,16 @@ static void startup_as_root_or_user(struct daemon *d, int argc, char **argv)
 			       d->cfg.helper_socket, strerror(-sock));
 	}
 
-	d->base = event_base_new();
+	/*
+	 * After 16 callbacks of the lower priorities, look for new events again: an admin's
+	 * call that arrives during a pass over many readers waits for 16 of them, not all.
+	 */
+	struct event_config *evcfg = event_config_new();
+	if (evcfg)
+		event_config_set_max_dispatch_interval(evcfg, NULL, 16, 1);
+	d->base = evcfg ? event_base_new_with_config(evcfg) : NULL;
+	if (evcfg)
+		event_config_free(evcfg);
 	/*
 	 * Three priorities: whatever a reader's connection asks waits behind the rest (VM exits,
 	 * the helper's replies, admins' calls, accepting), so a flood of readers cannot starve
