@@ -19,6 +19,7 @@
 
 #include <uthash.h>
 
+#include "crashpoint.h"
 #include "daemon.h"
 #include "json.h"
 #include "log.h"
@@ -157,6 +158,7 @@ static void on_firecracker_exit(evutil_socket_t fd, short what, void *arg)
 		struct vm_handles h;
 		cache_entry_get(e, NULL, &h);
 		rec.state = VM_STOPPED;
+		CRASH_POINT("exit-keep-before-mark");
 		if (cache_entry_put(e, &rec, &h) == 0)
 			e->record_persisted = store_write_record(&d->store, &rec) == 0;
 		if (!e->record_persisted)
@@ -165,6 +167,7 @@ static void on_firecracker_exit(evutil_socket_t fd, short what, void *arg)
 	}
 	struct ps_caller caller = {
 	    .uid = (uint32_t)d->uid, .gid = (uint32_t)d->gid, .what = "exit"};
+	CRASH_POINT("exit-before-teardown");
 	int r = service_teardown(d, e, &caller, NULL, NULL, NULL);
 	if (r < 0)
 		log_errx("vm %s: teardown after exit not sent: %s", e->id, strerror(-r));
@@ -208,6 +211,7 @@ int service_register(struct daemon *d, const struct vm_record *rec, struct vm_en
 	int r = store_write_record(&d->store, rec);
 	if (r < 0)
 		return r;
+	CRASH_POINT("register-after-record");
 	struct vm_entry *e = cache_add(&d->cache, rec);
 	if (!e)
 		return -ENOMEM;
@@ -238,12 +242,14 @@ bool service_set_handles(struct daemon *d, struct vm_entry *e, const struct vm_h
 		store_path(&d->store, e->id, "vm.json", file, sizeof(file));
 		persist_failed(d, e, r, file);
 	}
+	CRASH_POINT("set-between-record-and-handles");
 	r = store_write_handles(&d->store, e->id, h);
 	bool handles_ok = r == 0;
 	/*
 	 * 2. ...the cache second. A failed write does not undo the set: the
 	 * kernel resources exist whether or not they are written down.
 	 */
+	CRASH_POINT("set-after-handles-durable");
 	if (cache_entry_put(e, &rec, h) < 0) {
 		/* Out of memory: the files (if written) still let a restart recover. */
 		log_errx("vm %s: out of memory caching handles", e->id);
@@ -271,10 +277,12 @@ void service_clear_handles(struct daemon *d, struct vm_entry *e)
 	e->liveness = VM_DEAD;
 	if (cache_entry_put(e, &rec, NULL) < 0)
 		log_errx("vm %s: out of memory clearing handles", e->id);
+	CRASH_POINT("clear-after-cache-before-file");
 	int r = store_remove_handles(&d->store, e->id);
 	e->handles_persisted = r == 0;
 	if (r < 0)
 		persist_failed(d, e, r, "handles.json (removal)");
+	CRASH_POINT("clear-after-file-before-record");
 	r = store_write_record(&d->store, &rec);
 	e->record_persisted = r == 0;
 	if (r < 0)
@@ -289,6 +297,7 @@ int service_unregister(struct daemon *d, struct vm_entry *e)
 	int r = store_remove_vm(&d->store, e->id);
 	if (r < 0)
 		return r;
+	CRASH_POINT("unregister-after-files-before-cache");
 	char id[VM_ID_MAX + 1];
 	memcpy(id, e->id, sizeof(id));
 	cache_remove(&d->cache, e);
@@ -368,6 +377,7 @@ void service_adopt_process(struct daemon *d, struct vm_entry *e, int32_t pid, ui
 		memcpy(h.boot_id, d->boot_id, sizeof(h.boot_id));
 		if (cache_entry_put(e, &rec, &h) == 0)
 			e->handles_persisted = false;
+		CRASH_POINT("adopt-after-cache-before-scratch");
 	}
 	watch_pidfd(d, e, pidfd);
 	if (moved)
@@ -547,6 +557,7 @@ static void teardown_summary(const struct ps_teardown_reply *r, char *buf, size_
 static void teardown_finish(struct daemon *d, struct vm_entry *e)
 {
 	struct vm_record rec;
+	CRASH_POINT("teardown-after-result-before-record");
 	cache_entry_get(e, &rec, NULL);
 	rec.state = VM_STOPPED;
 	memset(&rec.mirror, 0, sizeof(rec.mirror));
@@ -555,6 +566,7 @@ static void teardown_finish(struct daemon *d, struct vm_entry *e)
 	if (cache_entry_put(e, &rec, NULL) < 0)
 		log_errx("vm %s: out of memory", e->id);
 	e->handles_persisted = store_remove_handles(&d->store, e->id) == 0;
+	CRASH_POINT("teardown-after-handles-removed");
 	e->record_persisted = store_write_record(&d->store, &rec) == 0;
 	if (!e->handles_persisted || !e->record_persisted)
 		persist_failed(d, e, -EIO, "vm.json/handles.json after teardown");

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "atomicfile.h"
+#include "crashpoint.h"
 #include "json.h"
 #include "macro.h"
 #include "path.h"
@@ -615,10 +616,12 @@ int store_remove_vm(struct store *s, const char *id)
 	int r = remove_file(dir_fd, HANDLES_FILE);
 	if (r == 0)
 		r = remove_stale_temps(dir_fd);
+	CRASH_POINT("unregister-after-handles-before-record");
 	if (r == 0)
 		r = remove_file(dir_fd, RECORD_FILE);
 	if (r < 0)
 		return r;
+	CRASH_POINT("unregister-after-record-before-dir");
 	if (unlinkat(s->vms_fd, id, AT_REMOVEDIR) < 0) {
 		/* Kept-aside corrupt copies hold the dir; they are evidence, not ours to delete. */
 		if (errno == ENOENT || errno == ENOTEMPTY)

@@ -1,0 +1,21 @@
+/*
+ * Named crash points, for tests only (meson -Dcrash_points=true; off by
+ * default). Off, CRASH_POINT() compiles to nothing: no call, no getenv, no
+ * branch. On, the point named by BANGER_CRASH_AT=name[:N] (read once, before
+ * main) makes bangerd SIGKILL itself the Nth time it is reached (the first
+ * by default): a real crash, with no atexit handlers and nothing flushed.
+ *
+ * Each point sits where a crash tests one rule of DESIGN §2: a point placed
+ * just before a cache change claims the disk already holds what the cache is
+ * about to; tests/integration/test_crash.py restarts bangerd after each one
+ * and checks what the rule promises. A crash point must never change what
+ * the code around it does.
+ */
+#pragma once
+
+#ifdef BANGER_CRASH_POINTS
+void crash_point(const char *name);
+#define CRASH_POINT(name) crash_point(name)
+#else
+#define CRASH_POINT(name) ((void)0)
+#endif
