@@ -38,8 +38,8 @@ class Mutant:
     name: str
     why: str          # the rule it breaks
     path: str
-    old: str
-    new: str
+    old: object       # the text to replace, or a list of them (with new a list too)
+    new: object
     tests: list = field(default_factory=list)  # meson test names or "--suite X"
     build: str = "gcc"
 
@@ -54,9 +54,11 @@ MUTANTS = [
     Mutant("set-cache-before-files",
            "SetHandles writes vm.json and handles.json before the cache changes",
            "daemon/service.c",
-           "\t/* 1. the record's mirror and handles.json: the disk first (vm.json only if it changed)...",
-           "\tcache_entry_put(e, &rec, h);\n"
-           "\t/* 1. the record's mirror and handles.json: the disk first (vm.json only if it changed)...",
+           ["\t/* 1. the record's mirror and handles.json: the disk first",
+            "\tCRASH_POINT(\"set-after-handles-durable\");\n\tif (cache_entry_put(e, &rec, h) < 0) {"],
+           ["\tCRASH_POINT(\"set-after-handles-durable\");\n\tcache_entry_put(e, &rec, h);\n"
+            "\t/* 1. the record's mirror and handles.json: the disk first",
+            "\tif (cache_entry_put(e, &rec, h) < 0) {"],
            ["--suite", "crash"], "crash"),
     Mutant("incomplete-scan-as-dead",
            "a scan that could not inspect every process never proves a VM dead",
@@ -166,14 +168,19 @@ def verdict(m):
     path = os.path.join(SCRATCH, m.path)
     with open(path) as fh:
         text = fh.read()
-    if text.count(m.old) != 1:
-        return "STALE", f"the text to replace occurs {text.count(m.old)} times in {m.path}"
+    olds = m.old if isinstance(m.old, list) else [m.old]
+    news = m.new if isinstance(m.new, list) else [m.new]
+    mutated = text
+    for old, new in zip(olds, news):
+        if mutated.count(old) != 1:
+            return "STALE", f"the text to replace occurs {mutated.count(old)} times in {m.path}"
+        mutated = mutated.replace(old, new)
     d = build_dir(m.build)
     if not d:
         return "BROKEN", f"meson setup of the {m.build} build failed"
     try:
         with open(path, "w") as fh:
-            fh.write(text.replace(m.old, m.new))
+            fh.write(mutated)
         if run(["ninja", "-C", d], SCRATCH) != 0:
             return "BROKEN", "does not build"
         env = dict(os.environ, BANGER_FUZZ_SECONDS=os.environ.get("BANGER_FUZZ_SECONDS", "30"))
