@@ -112,6 +112,7 @@ COUNT_SETTER(set_idle_timeout_ms, limits.idle_timeout_ms, 0, 86400000)
 COUNT_SETTER(set_max_output_per_conn, limits.max_output_per_conn, 4096, 1ull << 30)
 COUNT_SETTER(set_max_output_total, limits.max_output_total, 65536, 1ull << 34)
 COUNT_SETTER(set_stall_timeout_ms, limits.stall_timeout_ms, 1, 3600000)
+COUNT_SETTER(set_max_input_total, limits.max_input_total, 2 * VARLINK_MAX_MESSAGE_BYTES, 1ull << 34)
 
 static int set_tap_prefix(struct banger_config *c, const char *v)
 {
@@ -204,6 +205,8 @@ static const struct config_key config_keys[] = {
      "BYTES", "unread replies past this: stop reading that client"},
     {"max_output_total", "max-output-total", set_max_output_total, NULL, "BYTES",
      "all clients' unread replies past this: drop the one adding"},
+    {"max_input_total", "max-input-total", set_max_input_total, NULL, "BYTES",
+     "readers' unparsed input past this: drop the reader adding"},
     {"stall_timeout_ms", "stall-timeout-ms", set_stall_timeout_ms, NULL, "MS",
      "drop a stopped client that still does not read after this"},
     {"tap_prefix", "tap-prefix", set_tap_prefix, NULL, "PREFIX", "tap devices banger may delete"},

@@ -568,7 +568,12 @@ static void startup_as_root_or_user(struct daemon *d, int argc, char **argv)
 	}
 
 	d->base = event_base_new();
-	if (!d->base)
+	/*
+	 * Three priorities: whatever a reader's connection asks waits behind the rest (VM exits,
+	 * the helper's replies, admins' calls, accepting), so a flood of readers cannot starve
+	 * them (varlink.h). Everything not set otherwise runs at the middle one.
+	 */
+	if (!d->base || event_base_priority_init(d->base, VARLINK_PRIORITIES) < 0)
 		fatalx(EXIT_STARTUP, "event_base_new failed");
 	d->helper =
 	    helper_client_new(d->base, sock, pid, d->cfg.helper_timeout_ms, on_helper_failed, d);

@@ -412,7 +412,8 @@ static bool node_wanted_twice(const struct scan_request *s, uint32_t index)
  */
 static void scan_mark_ambiguous(struct scan_walk *w, struct strbuf *audit)
 {
-	qsort(w->hits, w->count, sizeof(*w->hits), compare_hits);
+	if (w->count)
+		qsort(w->hits, w->count, sizeof(*w->hits), compare_hits);
 	for (size_t i = 0, j; i < w->count; i = j) {
 		struct ps_scan_entry *e = &w->hits[i].entry;
 		for (j = i + 1; j < w->count && compare_hits(&w->hits[i], &w->hits[j]) == 0; j++)
@@ -471,12 +472,17 @@ static int scan_reply_send(struct helper *h, uint64_t request_id, struct scan_wa
 	return 0;
 }
 
+static void scan_close_roots(struct scan_request *s)
+{
+	for (size_t i = 0; s->root_fds_open && i < PS_POLICY_MAX_ROOTS; i++)
+		s->root_fds[i] = safe_close(s->root_fds[i]);
+	s->root_fds_open = false;
+}
+
 void scan_request_reset(struct scan_request *s)
 {
 	free(s->wanted);
-	for (size_t i = 0; i < PS_POLICY_MAX_ROOTS; i++)
-		if (s->root_fds_open)
-			safe_close(s->root_fds[i]);
+	scan_close_roots(s);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -564,7 +570,8 @@ int asroot_scan(struct helper *h, struct ps_message *m, char *why, size_t why_si
 	audit_start(&a, s->request_id, &s->caller, "scan");
 	strbuf_appendf(&a.args, "sockets=%zu parts=%u", s->sockets, s->nparts);
 	if (err == 0) {
-		qsort(s->wanted, s->count, sizeof(*s->wanted), compare_nodes);
+		if (s->count) /* qsort(NULL, 0, ...) is undefined behaviour */
+			qsort(s->wanted, s->count, sizeof(*s->wanted), compare_nodes);
 		err = scan_proc(&w);
 	}
 	if (err == 0)
@@ -578,6 +585,9 @@ int asroot_scan(struct helper *h, struct ps_message *m, char *why, size_t why_si
 		       kinds[PS_SCAN_MATCH], kinds[PS_SCAN_ORPHAN], kinds[PS_SCAN_AMBIGUOUS],
 		       kinds[PS_SCAN_UNKNOWN], w.uninspected);
 	audit_finish(h, &a, err ? "failed" : "ok", NULL, err);
+	/* Hold nothing of the walk's once bangerd has its answer (it may look at our fds then). */
+	scan_close_roots(s);
+	listener_table_free(&w.listeners);
 	int r = scan_reply_send(h, s->request_id, &w, err);
 	scan_walk_free(&w);
 	scan_request_reset(s);

@@ -230,7 +230,7 @@ static int compare_sock_ino(const void *a, const void *b)
 
 const struct unix_listener *listener_table_find(struct listener_table *t, uint64_t sock_ino)
 {
-	if (!t->sorted) {
+	if (!t->sorted && t->n) {
 		qsort(t->v, t->n, sizeof(*t->v), compare_sock_ino);
 		t->sorted = true;
 	}

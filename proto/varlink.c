@@ -98,7 +98,9 @@ struct varlink_conn {
 	struct event *ev_partial;
 	struct event *ev_idle;
 	struct event *ev_stall;
+	struct event *ev_resume; /* the next turn of a connection that used up its call budget */
 	struct evbuffer_cb_entry *out_cb;
+	struct evbuffer_cb_entry *in_cb;
 	int fdq[VARLINK_MAX_QUEUED_FDS];
 	size_t nfdq;
 	struct varlink_call *current;
@@ -182,6 +184,7 @@ void varlink_limits_default(struct varlink_limits *l)
 	    .idle_timeout_ms = VARLINK_DEFAULT_IDLE_TIMEOUT_MS,
 	    .max_output_per_conn = VARLINK_DEFAULT_MAX_OUTPUT_PER_CONN,
 	    .max_output_total = VARLINK_DEFAULT_MAX_OUTPUT_TOTAL,
+	    .max_input_total = VARLINK_DEFAULT_MAX_INPUT_TOTAL,
 	    .stall_timeout_ms = VARLINK_DEFAULT_STALL_TIMEOUT_MS,
 	};
 }
@@ -219,10 +222,21 @@ yajl_gen varlink_params_end(yajl_gen g)
 /* --- output ------------------------------------------------------------- */
 
 /* Read from the client only while we may: not at EOF, not throttled, not a message behind. */
+static bool conn_has_message(struct varlink_conn *conn)
+{
+	return evbuffer_search(conn->in, "", 1, NULL).pos >= 0;
+}
+
+/*
+ * Read from the client only while we may: not at EOF, not throttled, and
+ * not while a whole message already waits (the rest stays in the kernel's
+ * socket buffer, not in our memory): what we hold of a client's input is
+ * at most one message and one read.
+ */
 static void conn_update_read(struct varlink_conn *conn)
 {
 	if (!conn->dead && !conn->read_eof && !conn->throttled &&
-	    evbuffer_get_length(conn->in) <= VARLINK_MAX_MESSAGE_BYTES)
+	    evbuffer_get_length(conn->in) <= VARLINK_MAX_MESSAGE_BYTES && !conn_has_message(conn))
 		event_add(conn->ev_read, NULL);
 	else
 		event_del(conn->ev_read);
@@ -652,8 +666,14 @@ static void conn_arm_timers(struct varlink_conn *conn)
 /* Dispatch complete messages, one call at a time. */
 static void conn_process_input(struct varlink_conn *conn)
 {
+	unsigned started = 0;
 	conn->dispatching = true;
 	while (!conn->dead && !conn->current && !conn->throttled) {
+		if (started++ == VARLINK_CALLS_PER_TURN) {
+			/* Others' turn: this client goes on in the next pass of the loop. */
+			event_active(conn->ev_resume, EV_TIMEOUT, 0);
+			break;
+		}
 		struct evbuffer_ptr nul = evbuffer_search(conn->in, "", 1, NULL);
 		if (nul.pos < 0) {
 			if (evbuffer_get_length(conn->in) > VARLINK_MAX_MESSAGE_BYTES)
@@ -727,8 +747,15 @@ static void on_conn_readable(evutil_socket_t fd, short what, void *arg)
 			break;
 		}
 		evbuffer_add(conn->in, buf, in.len);
-		/* With a call open, stop reading once a whole message's worth waits. */
-		if (evbuffer_get_length(conn->in) > VARLINK_MAX_MESSAGE_BYTES) {
+		if (!conn->admin &&
+		    conn->server->stats.input_bytes > conn->server->limits.max_input_total) {
+			conn->server->stats.connections_dropped++;
+			conn_kill(conn, "unparsed input of all clients over the limit");
+			return;
+		}
+		/* A whole message to work on: the rest can wait in the kernel. */
+		if (memchr(buf, '\0', in.len) ||
+		    evbuffer_get_length(conn->in) > VARLINK_MAX_MESSAGE_BYTES) {
 			event_del(conn->ev_read);
 			break;
 		}
@@ -790,6 +817,7 @@ static void conn_kill(struct varlink_conn *conn, const char *why)
 	event_del(conn->ev_partial);
 	event_del(conn->ev_idle);
 	event_del(conn->ev_stall);
+	event_del(conn->ev_resume);
 	TAILQ_REMOVE(&s->conns, conn, link);
 	TAILQ_INSERT_TAIL(&s->dead, conn, link);
 	s->stats.connections--;
@@ -807,13 +835,17 @@ static void conn_free(struct varlink_conn *conn)
 	struct varlink_server *s = conn->server;
 	for (size_t i = 0; i < conn->nfdq; i++)
 		fd_closer_close(s->closer, conn->fdq[i]);
-	struct event *events[] = {conn->ev_read, conn->ev_write, conn->ev_partial, conn->ev_idle,
-				  conn->ev_stall};
+	struct event *events[] = {conn->ev_read, conn->ev_write, conn->ev_partial,
+				  conn->ev_idle, conn->ev_stall, conn->ev_resume};
 	for (size_t i = 0; i < ELEMENTSOF(events); i++)
 		if (events[i])
 			event_free(events[i]);
 	if (conn->in) {
-		s->freed_bytes += evbuffer_get_length(conn->in);
+		if (conn->in_cb)
+			evbuffer_remove_cb_entry(conn->in, conn->in_cb);
+		size_t unparsed = evbuffer_get_length(conn->in);
+		s->stats.input_bytes -= conn->in_cb ? unparsed : 0;
+		s->freed_bytes += unparsed;
 		evbuffer_free(conn->in);
 	}
 	if (conn->out) {
@@ -872,13 +904,43 @@ static void peer_credentials(int fd, struct varlink_peer *peer)
 
 static void conn_free(struct varlink_conn *conn);
 
-/* Count unread output of every client, as their buffers grow and drain. */
+/* Count unread output and unparsed input of every client, as their buffers grow and drain. */
 static void on_output_changed(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
 	struct varlink_server *s = arg;
 	(void)buf;
 	s->stats.output_bytes += info->n_added;
 	s->stats.output_bytes -= info->n_deleted;
+}
+
+static void on_input_changed(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct varlink_server *s = arg;
+	(void)buf;
+	s->stats.input_bytes += info->n_added;
+	s->stats.input_bytes -= info->n_deleted;
+}
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct varlink_conn *conn = arg;
+	(void)fd;
+	(void)what;
+	if (!conn->dead && !conn->current && !conn->dispatching)
+		conn_process_input(conn);
+}
+
+/* Readers at the lowest priority, admins at the highest (VARLINK_PRIORITIES). */
+static void conn_set_priority(struct varlink_conn *conn)
+{
+	int n = event_base_get_npriorities(conn->server->base);
+	if (n < VARLINK_PRIORITIES)
+		return;
+	int prio = conn->admin ? 0 : n - 1;
+	struct event *events[] = {conn->ev_read, conn->ev_write, conn->ev_partial,
+				  conn->ev_idle, conn->ev_stall, conn->ev_resume};
+	for (size_t i = 0; i < ELEMENTSOF(events); i++)
+		event_priority_set(events[i], prio);
 }
 
 /* May this client have one more connection? Admins only need a free slot. */
@@ -941,14 +1003,18 @@ int varlink_server_add_connection(struct varlink_server *s, int cfd)
 	conn->ev_partial = evtimer_new(s->base, on_partial_timeout, conn);
 	conn->ev_idle = evtimer_new(s->base, on_idle_timeout, conn);
 	conn->ev_stall = evtimer_new(s->base, on_stall_timeout, conn);
+	conn->ev_resume = event_new(s->base, -1, 0, on_resume, conn);
 	if (conn->out)
 		conn->out_cb = evbuffer_add_cb(conn->out, on_output_changed, s);
-	if (!conn->in || !conn->out || !conn->out_cb || !conn->ev_read || !conn->ev_write ||
-	    !conn->ev_partial || !conn->ev_idle || !conn->ev_stall ||
-	    uid_count_add(s, peer.uid, 1) < 0) {
+	if (conn->in)
+		conn->in_cb = evbuffer_add_cb(conn->in, on_input_changed, s);
+	if (!conn->in || !conn->out || !conn->out_cb || !conn->in_cb || !conn->ev_read ||
+	    !conn->ev_write || !conn->ev_partial || !conn->ev_idle || !conn->ev_stall ||
+	    !conn->ev_resume || uid_count_add(s, peer.uid, 1) < 0) {
 		conn_free(conn);
 		return -ENOMEM;
 	}
+	conn_set_priority(conn);
 	TAILQ_INSERT_TAIL(&s->conns, conn, link);
 	s->stats.connections++;
 	s->stats.connections_total++;
@@ -1021,6 +1087,9 @@ int varlink_server_listen_fd(struct varlink_server *s, int fd)
 {
 	s->listen_fd = fd;
 	s->ev_accept = event_new(s->base, fd, EV_READ | EV_PERSIST, on_accept, s);
+	/* An admin's connection waits in the same listen queue as a flood of readers'. */
+	if (s->ev_accept && event_base_get_npriorities(s->base) >= VARLINK_PRIORITIES)
+		event_priority_set(s->ev_accept, 0);
 	if (!s->ev_accept || event_add(s->ev_accept, NULL) < 0)
 		return -ENOMEM;
 	return 0;

@@ -28,13 +28,23 @@
 #define VARLINK_PARTIAL_TIMEOUT_MS 5000
 #define VARLINK_MAX_GROUPS	   64
 
+/*
+ * The event base should have this many priorities (event_base_priority_init):
+ * readers' connections then run at the lowest, behind everything else, and
+ * admins' at the highest. With fewer, all run at the default.
+ */
+#define VARLINK_PRIORITIES 3
+/* Calls one connection may start in one turn of the loop before others get theirs. */
+#define VARLINK_CALLS_PER_TURN 8
+
 /* Defaults of struct varlink_limits (bangerd.conf(5) names each). */
 #define VARLINK_DEFAULT_MAX_CONNECTIONS	    4096
 #define VARLINK_DEFAULT_RESERVED_ADMIN	    64
 #define VARLINK_DEFAULT_MAX_PER_UID	    64
 #define VARLINK_DEFAULT_IDLE_TIMEOUT_MS	    60000
-#define VARLINK_DEFAULT_MAX_OUTPUT_PER_CONN (1024 * 1024)
-#define VARLINK_DEFAULT_MAX_OUTPUT_TOTAL    (32 * 1024 * 1024)
+#define VARLINK_DEFAULT_MAX_OUTPUT_PER_CONN (256 * 1024)
+#define VARLINK_DEFAULT_MAX_OUTPUT_TOTAL    (16 * 1024 * 1024)
+#define VARLINK_DEFAULT_MAX_INPUT_TOTAL	    (16 * 1024 * 1024)
 #define VARLINK_DEFAULT_STALL_TIMEOUT_MS    5000
 
 /*
@@ -49,6 +59,8 @@ struct varlink_limits {
 	unsigned idle_timeout_ms;   /* no call in flight, nothing sent: closed (0: never) */
 	size_t max_output_per_conn; /* unread replies past this: stop reading the client */
 	size_t max_output_total;   /* all clients' unread replies: past this, drop the one adding */
+	size_t max_input_total;	   /* readers' received, unparsed input: past this, drop the reader
+				      adding */
 	unsigned stall_timeout_ms; /* a stopped client that still does not read: dropped */
 };
 
@@ -107,6 +119,7 @@ struct varlink_stats {
 	size_t connections;
 	size_t calls_in_flight;
 	size_t output_bytes; /* replies not yet taken by their clients */
+	size_t input_bytes;  /* received and not yet parsed */
 };
 
 struct varlink_server *varlink_server_new(struct event_base *base,

@@ -128,11 +128,14 @@ static void check_scan_reply(const union ps_payload *p, size_t nfds)
 	INVARIANT(reply->count <= PS_SCAN_REPLY_MAX);
 	for (size_t i = 0; i < reply->count; i++) {
 		const struct ps_scan_entry *entry = &reply->entries[i];
-		INVARIANT(entry->kind == PS_SCAN_MATCH || entry->kind == PS_SCAN_ORPHAN);
-		INVARIANT(entry->kind != PS_SCAN_MATCH || entry->index < PS_SCAN_MAX_SOCKETS);
-		INVARIANT(entry->has_pidfd == 0 || entry->kind == PS_SCAN_MATCH);
-		INVARIANT(entry->has_pidfd <= 1);
-		INVARIANT(entry->pid > 0);
+		INVARIANT(entry->kind >= PS_SCAN_MATCH && entry->kind <= PS_SCAN_UNKNOWN);
+		INVARIANT(entry->index < PS_SCAN_MAX_SOCKETS);
+		INVARIANT(entry->kind != PS_SCAN_ORPHAN || entry->index == 0);
+		/* Only a match is ever adopted: it alone carries a pidfd. */
+		INVARIANT(entry->has_pidfd == (entry->kind == PS_SCAN_MATCH));
+		/* A socket that could not be looked at names no process, and says why. */
+		INVARIANT((entry->kind == PS_SCAN_UNKNOWN) == (entry->pid == 0) && entry->pid >= 0);
+		INVARIANT((entry->kind == PS_SCAN_UNKNOWN) == (entry->err < 0) && entry->err <= 0);
 		INVARIANT(TERMINATED(entry->api_sock));
 		with_pidfd += entry->has_pidfd;
 	}

@@ -7,9 +7,11 @@ Every wait is for an event and has a bound; nothing sleeps and hopes.
 """
 import array
 import ctypes
+import hashlib
 import json
 import os
 import pwd
+import resource
 import select
 import shutil
 import signal
@@ -62,6 +64,43 @@ def status_of(pid):
             key, _, value = line.partition(":")
             fields[key] = value.strip()
     return fields
+
+
+def snapshot(root):
+    """Every file under root with a digest of its content: 'no state file changed' is equality."""
+    result = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            if os.path.isfile(path):
+                with open(path, "rb") as f:
+                    result[path] = hashlib.sha256(f.read()).hexdigest()
+            else:
+                result[path] = "dir"
+    return result
+
+
+def memory_kib(pid):
+    """(VmRSS, VmHWM) of pid in KiB, as /proc/PID/status says."""
+    st = status_of(pid)
+    return int(st["VmRSS"].split()[0]), int(st["VmHWM"].split()[0])
+
+
+def sanitized(binary):
+    """True when binary was built with AddressSanitizer (its RSS means nothing then), or when
+    BANGER_TEST_SANITIZED=1 says so; BANGER_TEST_SANITIZED=0 says it is not."""
+    forced = os.environ.get("BANGER_TEST_SANITIZED", "")
+    if forced in ("0", "1"):
+        return forced == "1"
+    with open(binary, "rb") as f:
+        return b"__asan_init" in f.read()
+
+
+def raise_nofile(n):
+    """RLIMIT_NOFILE of this process (and so of its children) to at least n, soft and hard."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n or hard < n:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, n), max(hard, n)))
 
 
 def wait_pid_gone(pid, timeout):

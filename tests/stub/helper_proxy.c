@@ -11,8 +11,17 @@
  * "held\n" to the FIFO and relays nothing more, so the test knows the request
  * is in flight and can kill the proxy then. The real helper has
  * PR_SET_PDEATHSIG, so SIGKILL to the proxy takes both down, as if the helper
- * itself had died. It never parses more than the header's type field and
- * never alters a byte: the real helper and bangerd judge the traffic.
+ * itself had died.
+ *
+ * Two more ways to make liveness hard to establish (issue 11: "unknown is
+ * tested"), each a test-only lie on the helper's side:
+ *   BANGER_PROXY_UNINSPECTED=N  every SCAN reply says N processes could not
+ *                               be inspected (as a process beyond the
+ *                               helper's reach would make it say)
+ *   BANGER_PROXY_DELAY_TYPE=T with BANGER_PROXY_DELAY_MS=M  every reply of
+ *                               type T reaches bangerd M ms late
+ * Otherwise it parses no more than the header's type field and alters no
+ * byte: the real helper and bangerd judge the traffic.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -20,12 +29,14 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fdpass.h"
@@ -93,6 +104,38 @@ static uint16_t datagram_type(const struct relay_dir *r)
 		return 0;
 	memcpy(&h, r->buf, sizeof(h));
 	return h.type;
+}
+
+/* A type number from the environment, or -1 when unset. */
+static long env_type(const char *name)
+{
+	const char *v = getenv(name);
+	if (!v || !v[0])
+		return -1;
+	char *end;
+	long t = strtol(v, &end, 10);
+	if (*end != '\0' || t <= 0 || t > UINT16_MAX)
+		fatalx(1, "%s '%s' is not a message type", name, v);
+	return t;
+}
+
+/* The lies a test asked for, told to bangerd about the helper's replies. */
+static void doctor_reply(struct relay_dir *r, long uninspected, long delay_type, long delay_ms)
+{
+	uint16_t type = datagram_type(r);
+	if (uninspected >= 0 && type == PS_SCAN_REPLY &&
+	    r->len >= sizeof(struct ps_header) + offsetof(struct ps_scan_reply, uninspected) +
+			  sizeof(uint32_t)) {
+		uint32_t n = (uint32_t)uninspected;
+		memcpy(r->buf + sizeof(struct ps_header) +
+			   offsetof(struct ps_scan_reply, uninspected),
+		       &n, sizeof(n));
+	}
+	if (delay_type > 0 && type == delay_type) {
+		struct timespec ts = {delay_ms / 1000, (delay_ms % 1000) * 1000000L};
+		log_info("delaying a %s by %ld ms", ps_type_name(type), delay_ms);
+		nanosleep(&ts, NULL);
+	}
 }
 
 static void announce_hold(const char *fifo, uint16_t type)
@@ -169,6 +212,11 @@ int main(int argc, char **argv)
 	long hold_type = -1;
 	bool held = false;
 	int helper_sock;
+	const char *uninspected_env = getenv("BANGER_PROXY_UNINSPECTED");
+	long uninspected = uninspected_env && uninspected_env[0] ? atol(uninspected_env) : -1;
+	long delay_type = env_type("BANGER_PROXY_DELAY_TYPE");
+	const char *delay_env = getenv("BANGER_PROXY_DELAY_MS");
+	long delay_ms = delay_env ? atol(delay_env) : 0;
 
 	(void)argc;
 	log_init("banger-helper-proxy", LOG_LEVEL_INFO);
@@ -222,9 +270,12 @@ int main(int argc, char **argv)
 				   datagram_type(r) == hold_type) {
 				held = true;
 				announce_hold(fifo, (uint16_t)hold_type);
-			} else if (k == 1 && r->pending && relay_send(r) == 0) {
-				eof =
-				    true; /* forward at once; a full destination keeps it pending */
+			} else if (k == 1 && r->pending) {
+				if (r == &to_daemon)
+					doctor_reply(r, uninspected, delay_type, delay_ms);
+				/* forward at once; a full destination keeps it pending */
+				if (relay_send(r) == 0)
+					eof = true;
 			}
 		}
 		if (eof)
