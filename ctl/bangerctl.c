@@ -633,6 +633,10 @@ static void print_status(yajl_val params)
 	put_int_kv("helper pid", params, "helper_pid");
 	if (json_get_bool(params, "helper_privileged", &privileged) == 0)
 		put_kv("helper privileged", "%s", privileged ? "yes" : "no");
+	put_kv("helper state", "%s", get_string_or(params, "helper_state", "?"));
+	const char *problem = get_string_or(params, "helper_problem", NULL);
+	if (problem)
+		put_kv("helper problem", "%s", problem);
 	if (json_get_object(params, "counters", &counters) == 0) {
 		put_int_kv("calls", counters, "calls");
 		put_int_kv("errors", counters, "errors");
@@ -643,6 +647,7 @@ static void print_status(yajl_val params)
 		put_int_kv("fds closing", counters, "fds_closing");
 		put_int_kv("persist failures", counters, "persist_failures");
 		put_int_kv("events", counters, "events");
+		put_int_kv("helper replacements", counters, "helper_replacements");
 	}
 }
 

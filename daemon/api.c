@@ -438,7 +438,8 @@ static void on_set_retry(evutil_socket_t fd, short what, void *arg)
 		error_no_such_vm(req->call, req->id); /* unregistered while we waited */
 		set_request_free(req);
 	} else if (r < 0) {
-		error_with(req->call, "HelperUnavailable", "reason", strerror(-r), NULL, NULL);
+		error_with(req->call, "HelperUnavailable", "reason",
+			   service_helper_failure(req->d, r), NULL, NULL);
 		set_request_free(req);
 	}
 }
@@ -470,7 +471,7 @@ static void on_set_probe(struct helper_client *hc, struct helper_reply *reply, v
 	/* Looked up again: the VM may have been unregistered while the probe ran. */
 	struct vm_entry *e = cache_find(&d->cache, req->id);
 	if (reply->err < 0) {
-		error_with(c, "HelperUnavailable", "reason", "the helper is gone", NULL, NULL);
+		error_with(c, "HelperUnavailable", "reason", reply->why, NULL, NULL);
 	} else if (!e) {
 		error_no_such_vm(c, req->id); /* unregistered while the probe ran */
 	} else {
@@ -567,7 +568,8 @@ static void method_set_handles(struct varlink_call *c, yajl_val params, void *us
 	int r = set_probe_send(req);
 	if (r < 0) {
 		set_request_free(req);
-		error_with(c, "HelperUnavailable", "reason", strerror(-r), NULL, NULL);
+		error_with(c, "HelperUnavailable", "reason", service_helper_failure(d, r), NULL,
+			   NULL);
 	}
 }
 
@@ -664,7 +666,7 @@ static void on_teardown_done(struct daemon *d, const char *id, const struct tear
 	(void)d;
 	(void)id;
 	if (out->err < 0) {
-		error_with(c, "HelperUnavailable", "reason", "the helper is gone", NULL, NULL);
+		error_with(c, "HelperUnavailable", "reason", out->why, NULL, NULL);
 		return;
 	}
 	yajl_gen g = varlink_params_begin();
@@ -689,18 +691,20 @@ static void method_teardown(struct varlink_call *c, yajl_val params, void *userd
 	struct ps_caller caller = caller_of(c, "Teardown");
 	int r = service_teardown(d, e, &caller, NULL, on_teardown_done, c);
 	if (r < 0)
-		error_with(c, "HelperUnavailable", "reason", strerror(-r), NULL, NULL);
+		error_with(c, "HelperUnavailable", "reason", service_helper_failure(d, r), NULL,
+			   NULL);
 }
 
-static void on_reconcile_done(struct daemon *d, int err, yajl_gen report, void *userdata)
+static void on_reconcile_done(struct daemon *d, int err, const char *why, yajl_gen report,
+			      void *userdata)
 {
 	struct varlink_call *c = userdata;
 	(void)d;
 	if (err < 0 || !report) {
 		if (report)
 			yajl_gen_free(report);
-		error_with(c, "HelperUnavailable", "reason", "reconcile could not finish", NULL,
-			   NULL);
+		error_with(c, "HelperUnavailable", "reason",
+			   why ? why : "reconcile could not finish", NULL, NULL);
 		return;
 	}
 	varlink_reply(c, report, false);
@@ -714,7 +718,8 @@ static void method_reconcile(struct varlink_call *c, yajl_val params, void *user
 	struct ps_caller caller = caller_of(c, "Reconcile");
 	int r = reconcile_start(d, &caller, on_reconcile_done, c);
 	if (r < 0)
-		error_with(c, "HelperUnavailable", "reason", strerror(-r), NULL, NULL);
+		error_with(c, "HelperUnavailable", "reason", service_helper_failure(d, r), NULL,
+			   NULL);
 }
 
 static int compare_entries(const void *a, const void *b)
@@ -804,6 +809,8 @@ void api_end_watchers(struct daemon *d)
 
 static void method_get_status(struct varlink_call *c, yajl_val params, void *userdata)
 {
+	static const char *const helper_state_names[] = {
+	    [HELPER_STATE_OK] = "ok", [HELPER_STATE_STUCK] = "stuck", [HELPER_STATE_GONE] = "gone"};
 	struct daemon *d = userdata;
 	struct vm_entry *e, *tmp;
 	int64_t counts[3] = {0};
@@ -831,6 +838,9 @@ static void method_get_status(struct varlink_call *c, yajl_val params, void *use
 		yajl_gen_map_close(g);
 		json_gen_kv_int(g, "helper_pid", d->helper_said_pid);
 		json_gen_kv_bool(g, "helper_privileged", d->helper_privileged);
+		json_gen_kv_string(g, "helper_state", helper_state_names[d->helper_state]);
+		if (d->helper_state != HELPER_STATE_OK)
+			json_gen_kv_string(g, "helper_problem", d->helper_problem);
 		json_gen_string(g, "counters");
 		yajl_gen_map_open(g);
 		json_gen_kv_int(g, "calls", (int64_t)st.calls);
@@ -842,6 +852,7 @@ static void method_get_status(struct varlink_call *c, yajl_val params, void *use
 		json_gen_kv_int(g, "fds_closing", (int64_t)varlink_server_fds_closing(d->server));
 		json_gen_kv_int(g, "persist_failures", (int64_t)d->persist_failures);
 		json_gen_kv_int(g, "events", (int64_t)d->events);
+		json_gen_kv_int(g, "helper_replacements", (int64_t)d->helper_replacements);
 		yajl_gen_map_close(g);
 	}
 	varlink_reply(c, varlink_params_end(g), false);

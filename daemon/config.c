@@ -97,6 +97,14 @@ static int parse_count(const char *v, unsigned long long min, unsigned long long
 	}
 
 COUNT_SETTER(set_api_sock_wait_ms, api_sock_wait_ms, 0, CONFIG_MAX_API_SOCK_WAIT_MS)
+COUNT_SETTER(set_helper_hello_timeout_ms, helper_timeout_ms[HELPER_OP_HELLO],
+	     CONFIG_MIN_HELPER_TIMEOUT_MS, CONFIG_MAX_HELPER_TIMEOUT_MS)
+COUNT_SETTER(set_helper_probe_timeout_ms, helper_timeout_ms[HELPER_OP_PROBE],
+	     CONFIG_MIN_HELPER_TIMEOUT_MS, CONFIG_MAX_HELPER_TIMEOUT_MS)
+COUNT_SETTER(set_helper_scan_timeout_ms, helper_timeout_ms[HELPER_OP_SCAN],
+	     CONFIG_MIN_HELPER_TIMEOUT_MS, CONFIG_MAX_HELPER_TIMEOUT_MS)
+COUNT_SETTER(set_helper_teardown_timeout_ms, helper_timeout_ms[HELPER_OP_TEARDOWN],
+	     CONFIG_MIN_HELPER_TIMEOUT_MS, CONFIG_MAX_HELPER_TIMEOUT_MS)
 COUNT_SETTER(set_max_connections, limits.max_connections, 1, 1000000)
 COUNT_SETTER(set_reserved_admin, limits.reserved_admin, 1, 1000000)
 COUNT_SETTER(set_max_per_uid, limits.max_per_uid, 1, 1000000)
@@ -177,6 +185,14 @@ static const struct config_key config_keys[] = {
     {"log_level", "log-level", set_log_level, NULL, "LEVEL", "error|warning|notice|info|debug"},
     {"api_sock_wait_ms", "api-sock-wait-ms", set_api_sock_wait_ms, NULL, "MS",
      "how long SetHandles waits for firecracker to listen on its api socket"},
+    {"helper_hello_timeout_ms", "helper-hello-timeout-ms", set_helper_hello_timeout_ms, NULL, "MS",
+     "the helper must answer HELLO within this, or it is stuck"},
+    {"helper_probe_timeout_ms", "helper-probe-timeout-ms", set_helper_probe_timeout_ms, NULL, "MS",
+     "the helper must answer PROBE (SetHandles) within this"},
+    {"helper_scan_timeout_ms", "helper-scan-timeout-ms", set_helper_scan_timeout_ms, NULL, "MS",
+     "the helper must answer SCAN (reconcile) within this"},
+    {"helper_teardown_timeout_ms", "helper-teardown-timeout-ms", set_helper_teardown_timeout_ms,
+     NULL, "MS", "the helper must answer TEARDOWN within this"},
     {"max_connections", "max-connections", set_max_connections, NULL, "N",
      "client connections in all"},
     {"reserved_admin_connections", "reserved-admin-connections", set_reserved_admin, NULL, "N",
@@ -213,6 +229,10 @@ void config_init(struct banger_config *cfg)
 	field_set(cfg->helper, sizeof(cfg->helper), BANGER_LIBEXECDIR "/banger-privhelper");
 	cfg->log_level = LOG_LEVEL_INFO;
 	cfg->api_sock_wait_ms = CONFIG_DEFAULT_API_SOCK_WAIT_MS;
+	cfg->helper_timeout_ms[HELPER_OP_HELLO] = CONFIG_DEFAULT_HELPER_HELLO_TIMEOUT_MS;
+	cfg->helper_timeout_ms[HELPER_OP_PROBE] = CONFIG_DEFAULT_HELPER_PROBE_TIMEOUT_MS;
+	cfg->helper_timeout_ms[HELPER_OP_SCAN] = CONFIG_DEFAULT_HELPER_SCAN_TIMEOUT_MS;
+	cfg->helper_timeout_ms[HELPER_OP_TEARDOWN] = CONFIG_DEFAULT_HELPER_TEARDOWN_TIMEOUT_MS;
 	varlink_limits_default(&cfg->limits);
 	policy_init(&cfg->policy);
 }

@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <stdbool.h>
 
+#include "helper_client.h"
 #include "policy.h"
 #include "varlink.h"
 
@@ -17,6 +18,17 @@
 /* firecracker binds its api socket just after it starts: SetHandles gives it this long. */
 #define CONFIG_DEFAULT_API_SOCK_WAIT_MS 2000
 #define CONFIG_MAX_API_SOCK_WAIT_MS	60000
+/*
+ * How long the helper may take to answer each operation before it counts as
+ * stuck. TEARDOWN's must outlast the helper's own bounded retries (about 1 s
+ * per busy DM device, 0.5 s per busy loop, up to 8 of each).
+ */
+#define CONFIG_DEFAULT_HELPER_HELLO_TIMEOUT_MS	  10000
+#define CONFIG_DEFAULT_HELPER_PROBE_TIMEOUT_MS	  2000
+#define CONFIG_DEFAULT_HELPER_SCAN_TIMEOUT_MS	  10000
+#define CONFIG_DEFAULT_HELPER_TEARDOWN_TIMEOUT_MS 30000
+#define CONFIG_MIN_HELPER_TIMEOUT_MS		  100
+#define CONFIG_MAX_HELPER_TIMEOUT_MS		  600000
 
 struct banger_config {
 	char state_dir[PATH_MAX];
@@ -28,7 +40,8 @@ struct banger_config {
 	char admin_group[64]; /* members may call mutating methods; empty: none */
 	int log_level;
 	unsigned api_sock_wait_ms;
-	struct varlink_limits limits; /* what clients may make bangerd hold */
+	unsigned helper_timeout_ms[HELPER_N_OPS]; /* per operation: then the helper is stuck */
+	struct varlink_limits limits;		  /* what clients may make bangerd hold */
 	struct ps_policy policy;
 };
 

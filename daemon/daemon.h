@@ -18,11 +18,17 @@
 
 /* Every record's socket must fit one reconcile SCAN: more records could never be reconciled. */
 #define BANGER_MAX_VMS		  PS_SCAN_MAX_SOCKETS
-#define HELPER_HELLO_TIMEOUT_MS	  10000
 #define PERSIST_RETRY_FIRST_MS	  250
 #define PERSIST_RETRY_MAX_MS	  5000
 #define SHUTDOWN_DRAIN_TIMEOUT_MS 10000
 #define SHUTDOWN_DRAIN_POLL_MS	  20
+
+/* What GetStatus says of the helper. */
+enum helper_state {
+	HELPER_STATE_OK,    /* answering within its deadlines */
+	HELPER_STATE_STUCK, /* a request passed its deadline; replaced (split) or exiting (spawn) */
+	HELPER_STATE_GONE,  /* died or broke the protocol; bangerd is exiting */
+};
 
 struct watcher {
 	struct varlink_call *call;
@@ -36,6 +42,10 @@ struct daemon {
 	pid_t helper_pid;      /* our child in spawn mode (to reap), 0 in split mode */
 	pid_t helper_said_pid; /* what the helper reported in HELLO: the process doing the work */
 	bool helper_privileged;
+	enum helper_state helper_state;
+	char helper_problem[384]; /* why it is not ok */
+	bool helper_replacing; /* split mode: a new helper is on trial until its reconcile ends */
+	uint64_t helper_replacements;
 	uid_t uid;
 	gid_t gid;
 	bool has_admin_group;
@@ -50,11 +60,12 @@ struct daemon {
 	uint64_t persist_failures;
 	uint64_t events;
 	int exit_status;
+	int drain_status; /* what to exit with once the drain ends */
 	bool ready;
 	bool stopping;
 	struct timespec started;
 	struct timespec stop_deadline;
-	struct event *ev_sigterm, *ev_sigint, *ev_sigchld, *ev_hello_timeout, *ev_drain;
+	struct event *ev_sigterm, *ev_sigint, *ev_sigchld, *ev_drain;
 	unsigned teardowns_in_flight;
 	struct reconcile *reconcile; /* the one under way, or NULL */
 };
@@ -62,7 +73,10 @@ struct daemon {
 /* service.c: the rules of DESIGN §2 */
 int service_load(struct daemon *d);
 uint64_t service_realtime_usec(void);
+/* id NULL: an event of bangerd itself (helper_stuck, ...), not of a VM. */
 void service_emit(struct daemon *d, const char *kind, const char *id, int pid, const char *detail);
+/* Why a request could not be sent: the helper's failure when it has failed, else strerror. */
+const char *service_helper_failure(const struct daemon *d, int err);
 int service_register(struct daemon *d, const struct vm_record *rec, struct vm_entry **out);
 bool service_set_handles(struct daemon *d, struct vm_entry *e, const struct vm_handles *h,
 			 int pidfd);
@@ -70,9 +84,10 @@ void service_clear_handles(struct daemon *d, struct vm_entry *e);
 int service_unregister(struct daemon *d, struct vm_entry *e);
 enum vm_liveness service_liveness(const struct vm_entry *e);
 
-/* What a teardown came to: err < 0 when the helper could not answer at all. */
+/* What a teardown came to: err < 0 when the helper could not answer at all (why says so). */
 struct teardown_outcome {
 	int err;
+	const char *why;
 	bool complete; /* every resource removed or absent */
 	const struct ps_teardown_reply *reply;
 };
@@ -95,8 +110,12 @@ int service_teardown(struct daemon *d, struct vm_entry *e, const struct ps_calle
 		     const struct held_names *held, teardown_done_fn done, void *userdata);
 void gen_teardown_results(yajl_gen g, const struct ps_teardown_reply *reply);
 
-/* reconcile.c: DESIGN §3. done runs once every VM is decided; report is its JSON. */
-typedef void (*reconcile_done_fn)(struct daemon *d, int err, yajl_gen report, void *userdata);
+/*
+ * reconcile.c: DESIGN §3. done runs once every VM is decided; report is its
+ * JSON. err < 0 when the helper failed it (why names the operation and wait).
+ */
+typedef void (*reconcile_done_fn)(struct daemon *d, int err, const char *why, yajl_gen report,
+				  void *userdata);
 int reconcile_start(struct daemon *d, const struct ps_caller *caller, reconcile_done_fn done,
 		    void *userdata);
 /* Watch the verified firecracker of e (adopting a new pid if it moved). */

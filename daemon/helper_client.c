@@ -4,6 +4,14 @@
  * list matches replies to requests by id. Anything the helper sends that
  * does not answer a pending request exactly is treated as the helper being
  * broken: it is dropped (declared dead), never trusted.
+ *
+ * Deadlines: the helper answers one request at a time, in order, so only
+ * the oldest pending request can be late, and its clock starts when the
+ * helper could start on it (when it was sent, or when the one before it was
+ * answered): a probe queued behind a long teardown is not blamed for the
+ * teardown's time. One timer watches that request. When it fires the
+ * helper is stuck: the socket is dropped and every waiter is answered at
+ * once, never left waiting for a helper that may never come back.
  */
 #include "helper_client.h"
 
@@ -17,6 +25,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -43,6 +52,9 @@ struct outgoing {
 struct pending {
 	TAILQ_ENTRY(pending) link;
 	uint64_t request_id;
+	enum helper_op op;
+	uint64_t sent_ms; /* when the caller asked: how long it has waited */
+	uint64_t head_ms; /* when it became the oldest unanswered: its deadline counts from here */
 	uint16_t reply_type;
 	helper_reply_cb cb;
 	helper_scan_cb scan_cb;
@@ -58,14 +70,33 @@ struct helper_client {
 	pid_t pid;
 	struct event *ev_read;
 	struct event *ev_write;
+	struct event *ev_deadline; /* the oldest pending request's */
+	unsigned deadline_ms[HELPER_N_OPS];
 	TAILQ_HEAD(, outgoing) outq;
 	TAILQ_HEAD(, pending) pending;
 	size_t npending;
 	uint64_t next_id;
 	bool dead;
+	char failure[384]; /* why it is dead */
 	helper_dead_cb on_dead;
 	void *userdata;
 };
+
+const char *helper_op_name(enum helper_op op)
+{
+	static const char *const names[] = {[HELPER_OP_HELLO] = "HELLO",
+					    [HELPER_OP_PROBE] = "PROBE",
+					    [HELPER_OP_SCAN] = "SCAN",
+					    [HELPER_OP_TEARDOWN] = "TEARDOWN"};
+	return (unsigned)op < ELEMENTSOF(names) ? names[op] : "?";
+}
+
+static uint64_t monotonic_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
 
 void describe_wait_status(int status, char *buf, size_t size)
 {
@@ -171,11 +202,11 @@ int helper_connect(const char *path)
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	if (field_set(sa.sun_path, sizeof(sa.sun_path), path) < 0)
 		return -ENAMETOOLONG;
-	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	/* Non-blocking from the start: an AF_UNIX connect then fails (EAGAIN) rather than waits. */
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return negative_errno();
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    fcntl(fd, F_SETFL, O_NONBLOCK) < 0) {
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		int r = negative_errno();
 		close(fd);
 		return r;
@@ -192,38 +223,110 @@ static void scan_result_release(struct helper_scan_result *res)
 	memset(res, 0, sizeof(*res));
 }
 
-static void pending_fail(struct pending *p, int err, struct helper_client *hc)
+static void pending_fail(struct pending *p, int err, const char *why, struct helper_client *hc)
 {
 	if (p->scan_cb) {
 		scan_result_release(&p->scan);
 		p->scan.err = err;
+		p->scan.why = why;
 		p->scan_cb(hc, &p->scan, p->userdata);
 	} else if (p->cb) {
-		struct helper_reply reply = {.err = err};
+		struct helper_reply reply = {.err = err, .why = why};
 		p->cb(hc, &reply, p->userdata);
 	}
 }
 
-static void helper_declare_dead(struct helper_client *hc, const char *why)
+/*
+ * No more requests: tell the owner first, then answer every waiter with
+ * its own operation and wait in the reason. late is the request that
+ * passed its deadline (how == HELPER_STUCK), or NULL.
+ */
+static void helper_fail(struct helper_client *hc, enum helper_failure how, const char *why,
+			const struct pending *late)
 {
 	if (hc->dead)
 		return;
 	hc->dead = true;
+	snprintf(hc->failure, sizeof(hc->failure), "%s", why);
 	event_del(hc->ev_read);
 	event_del(hc->ev_write);
+	event_del(hc->ev_deadline);
 	for (struct outgoing *o; (o = TAILQ_FIRST(&hc->outq));) {
 		TAILQ_REMOVE(&hc->outq, o, link);
 		safe_close(o->fd);
 		free(o);
 	}
+	if (hc->on_dead)
+		hc->on_dead(hc, how, hc->failure, hc->userdata);
+	uint64_t now = monotonic_ms();
 	for (struct pending *p; (p = TAILQ_FIRST(&hc->pending));) {
+		char reason[512];
 		TAILQ_REMOVE(&hc->pending, p, link);
 		hc->npending--;
-		pending_fail(p, -EPIPE, hc);
+		if (p == late)
+			snprintf(reason, sizeof(reason), "%s", hc->failure);
+		else if (how == HELPER_STUCK)
+			snprintf(reason, sizeof(reason),
+				 "the helper did not answer %s (waited %llu ms): it is stuck (%s)",
+				 helper_op_name(p->op), (unsigned long long)(now - p->sent_ms),
+				 hc->failure);
+		else
+			snprintf(reason, sizeof(reason),
+				 "the helper went away before answering %s (waited %llu ms): %s",
+				 helper_op_name(p->op), (unsigned long long)(now - p->sent_ms),
+				 hc->failure);
+		pending_fail(p, how == HELPER_STUCK ? -ETIMEDOUT : -EPIPE, reason, hc);
 		free(p);
 	}
-	if (hc->on_dead)
-		hc->on_dead(hc, why, hc->userdata);
+}
+
+static void helper_declare_dead(struct helper_client *hc, const char *why)
+{
+	helper_fail(hc, HELPER_GONE, why, NULL);
+}
+
+void helper_client_declare_dead(struct helper_client *hc, const char *why)
+{
+	helper_declare_dead(hc, why);
+}
+
+const char *helper_client_failure(const struct helper_client *hc)
+{
+	return hc->dead ? hc->failure : NULL;
+}
+
+/* Watch the oldest pending request's deadline (or nothing, when none is pending). */
+static void deadline_arm(struct helper_client *hc)
+{
+	struct pending *p = TAILQ_FIRST(&hc->pending);
+	if (!p || hc->dead) {
+		event_del(hc->ev_deadline);
+		return;
+	}
+	uint64_t due = p->head_ms + hc->deadline_ms[p->op], now = monotonic_ms();
+	uint64_t left = due > now ? due - now : 0;
+	struct timeval tv = {(time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000};
+	evtimer_add(hc->ev_deadline, &tv);
+}
+
+/* The oldest request is due: the helper is stuck, unless it answered in the meantime. */
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	struct helper_client *hc = arg;
+	struct pending *p = TAILQ_FIRST(&hc->pending);
+	char why[160];
+	(void)fd;
+	(void)what;
+
+	if (!p || hc->dead)
+		return;
+	if (monotonic_ms() < p->head_ms + hc->deadline_ms[p->op]) {
+		deadline_arm(hc);
+		return;
+	}
+	snprintf(why, sizeof(why), "the helper did not answer %s within %u ms",
+		 helper_op_name(p->op), hc->deadline_ms[p->op]);
+	helper_fail(hc, HELPER_STUCK, why, p);
 }
 
 /* Send what the queue holds until the socket is full. */
@@ -275,20 +378,40 @@ static int helper_enqueue(struct helper_client *hc, uint16_t type, uint64_t requ
 	return 0;
 }
 
-static struct pending *pending_new(struct helper_client *hc, uint16_t reply_type)
+static struct pending *pending_new(struct helper_client *hc, enum helper_op op, uint16_t reply_type)
 {
 	struct pending *p = calloc(1, sizeof(*p));
 	if (!p)
 		return NULL;
 	p->request_id = ++hc->next_id;
+	p->op = op;
 	p->reply_type = reply_type;
+	p->sent_ms = monotonic_ms();
 	return p;
 }
 
 static void pending_add(struct helper_client *hc, struct pending *p)
 {
+	bool first = TAILQ_EMPTY(&hc->pending);
 	TAILQ_INSERT_TAIL(&hc->pending, p, link);
 	hc->npending++;
+	if (first) {
+		p->head_ms = p->sent_ms;
+		deadline_arm(hc);
+	}
+}
+
+/* p is answered: the next one's clock starts now, as the helper can only now start on it. */
+static void pending_remove(struct helper_client *hc, struct pending *p)
+{
+	bool was_first = p == TAILQ_FIRST(&hc->pending);
+	TAILQ_REMOVE(&hc->pending, p, link);
+	hc->npending--;
+	struct pending *next = TAILQ_FIRST(&hc->pending);
+	if (was_first && next)
+		next->head_ms = monotonic_ms();
+	if (was_first)
+		deadline_arm(hc);
 }
 
 static int scan_append(struct pending *p, struct ps_message *m)
@@ -352,8 +475,7 @@ static int helper_deliver(struct helper_client *hc, struct ps_message *m, char *
 		if (!(m->payload.scan_reply.flags & PS_SCAN_LAST))
 			return 0;
 	}
-	TAILQ_REMOVE(&hc->pending, p, link);
-	hc->npending--;
+	pending_remove(hc, p);
 	if (p->scan_cb) {
 		p->scan_cb(hc, &p->scan, p->userdata);
 		scan_result_release(&p->scan);
@@ -404,6 +526,7 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
 }
 
 struct helper_client *helper_client_new(struct event_base *base, int sock, pid_t pid,
+					const unsigned deadline_ms[HELPER_N_OPS],
 					helper_dead_cb on_dead, void *userdata)
 {
 	struct helper_client *hc = calloc(1, sizeof(*hc));
@@ -414,11 +537,13 @@ struct helper_client *helper_client_new(struct event_base *base, int sock, pid_t
 	hc->pid = pid;
 	hc->on_dead = on_dead;
 	hc->userdata = userdata;
+	memcpy(hc->deadline_ms, deadline_ms, sizeof(hc->deadline_ms));
 	TAILQ_INIT(&hc->outq);
 	TAILQ_INIT(&hc->pending);
 	hc->ev_read = event_new(base, sock, EV_READ | EV_PERSIST, on_readable, hc);
 	hc->ev_write = event_new(base, sock, EV_WRITE, on_writable, hc);
-	if (!hc->ev_read || !hc->ev_write || event_add(hc->ev_read, NULL) < 0) {
+	hc->ev_deadline = evtimer_new(base, on_deadline, hc);
+	if (!hc->ev_read || !hc->ev_write || !hc->ev_deadline || event_add(hc->ev_read, NULL) < 0) {
 		helper_client_free(hc);
 		return NULL;
 	}
@@ -430,12 +555,14 @@ void helper_client_free(struct helper_client *hc)
 	if (!hc)
 		return;
 	hc->on_dead = NULL;
-	if (!hc->dead && hc->ev_read && hc->ev_write)
-		helper_declare_dead(hc, "shutting down");
+	if (!hc->dead && hc->ev_read && hc->ev_write && hc->ev_deadline)
+		helper_declare_dead(hc, "bangerd is shutting down");
 	if (hc->ev_read)
 		event_free(hc->ev_read);
 	if (hc->ev_write)
 		event_free(hc->ev_write);
+	if (hc->ev_deadline)
+		event_free(hc->ev_deadline);
 	safe_close(hc->sock);
 	free(hc);
 }
@@ -467,7 +594,7 @@ int helper_hello(struct helper_client *hc, const struct ps_caller *caller, helpe
 		 void *userdata)
 {
 	struct ps_hello q;
-	struct pending *p = pending_new(hc, PS_HELLO_REPLY);
+	struct pending *p = pending_new(hc, HELPER_OP_HELLO, PS_HELLO_REPLY);
 	if (!p)
 		return -ENOMEM;
 	p->cb = cb;
@@ -492,7 +619,7 @@ int helper_probe(struct helper_client *hc, const struct ps_caller *caller, pid_t
 		return r;
 	if (pidfd < 0 && pid <= 0)
 		return -EINVAL;
-	struct pending *p = pending_new(hc, PS_PROBE_REPLY);
+	struct pending *p = pending_new(hc, HELPER_OP_PROBE, PS_PROBE_REPLY);
 	if (!p)
 		return -ENOMEM;
 	p->cb = cb;
@@ -512,7 +639,7 @@ int helper_scan(struct helper_client *hc, const struct ps_caller *caller,
 	if (hc->dead)
 		return -EPIPE;
 
-	struct pending *p = pending_new(hc, PS_SCAN_REPLY);
+	struct pending *p = pending_new(hc, HELPER_OP_SCAN, PS_SCAN_REPLY);
 	if (!p)
 		return -ENOMEM;
 	p->scan_cb = cb;
@@ -547,7 +674,7 @@ int helper_scan(struct helper_client *hc, const struct ps_caller *caller,
 int helper_teardown(struct helper_client *hc, const struct ps_teardown *request, helper_reply_cb cb,
 		    void *userdata)
 {
-	struct pending *p = pending_new(hc, PS_TEARDOWN_REPLY);
+	struct pending *p = pending_new(hc, HELPER_OP_TEARDOWN, PS_TEARDOWN_REPLY);
 	if (!p)
 		return -ENOMEM;
 	p->cb = cb;

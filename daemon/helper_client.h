@@ -3,6 +3,8 @@
  * sends it requests without ever blocking the event loop. Requests are
  * queued, sent when the socket takes them, and matched to their replies by
  * request id; a slow teardown in the helper delays only its own callback.
+ * Every request has a deadline: a helper that does not answer in time is
+ * stuck, and nothing ever waits on it for longer than that.
  * helper_probe() here is answered by asroot_probe() in privhelper/.
  */
 #pragma once
@@ -15,10 +17,33 @@
 
 struct helper_client;
 
-/* The reply to one request, or err < 0 when the helper died before answering. */
+/* The helper's operations; each has a deadline of its own (bangerd.conf helper_*_timeout_ms). */
+enum helper_op {
+	HELPER_OP_HELLO,
+	HELPER_OP_PROBE,
+	HELPER_OP_SCAN,
+	HELPER_OP_TEARDOWN,
+	HELPER_N_OPS,
+};
+
+/* "HELLO", "PROBE", "SCAN", "TEARDOWN": the names the messages use. */
+const char *helper_op_name(enum helper_op op);
+
+/* How a helper failed: it went away (EOF, exit, protocol violation), or stopped answering. */
+enum helper_failure {
+	HELPER_GONE,
+	HELPER_STUCK,
+};
+
+/*
+ * The reply to one request, or err < 0 when none will come: -EPIPE when the
+ * helper went away, -ETIMEDOUT when it is stuck. why then names the
+ * operation and how long it waited, for the caller's error reply.
+ */
 struct helper_reply {
 	int err;
 	const struct ps_message *msg; /* NULL when err < 0 */
+	const char *why;	      /* set when err < 0 */
 };
 
 typedef void (*helper_reply_cb)(struct helper_client *hc, struct helper_reply *reply,
@@ -30,14 +55,22 @@ struct helper_scan_result {
 	uint32_t uninspected;
 	size_t count;
 	struct ps_scan_entry *entries;
-	int *pidfds; /* per entry: its pidfd or -1 */
+	int *pidfds;	 /* per entry: its pidfd or -1 */
+	const char *why; /* set when no reply came (see struct helper_reply) */
 };
 
 typedef void (*helper_scan_cb)(struct helper_client *hc, struct helper_scan_result *result,
 			       void *userdata);
 
-/* Called once when the helper is gone (EOF, protocol violation, exit). */
-typedef void (*helper_dead_cb)(struct helper_client *hc, const char *why, void *userdata);
+/*
+ * Called once when the helper can take no more requests: gone (EOF,
+ * protocol violation, exit) or stuck (a request passed its deadline; the
+ * socket is dropped). It runs before the requests still waiting are failed,
+ * so that those callbacks see the daemon already knowing. It must not free
+ * hc: that may happen from the event loop afterwards.
+ */
+typedef void (*helper_dead_cb)(struct helper_client *hc, enum helper_failure how, const char *why,
+			       void *userdata);
 
 /*
  * Fork and exec the helper with the policy as flags, its end of a fresh
@@ -50,12 +83,18 @@ int helper_spawn(const char *helper_path, const struct ps_policy *policy, const 
 /* Split mode: connect to the helper's socket (systemd starts a helper per connection). */
 int helper_connect(const char *path);
 
+/* deadline_ms: per operation, counted from when the helper could start on the request. */
 struct helper_client *helper_client_new(struct event_base *base, int sock, pid_t pid,
+					const unsigned deadline_ms[HELPER_N_OPS],
 					helper_dead_cb on_dead, void *userdata);
 /* Closes the socket (the helper exits on EOF) and fails pending requests with -ECANCELED. */
 void helper_client_free(struct helper_client *hc);
 pid_t helper_client_pid(const struct helper_client *hc);
 size_t helper_client_pending(const struct helper_client *hc);
+/* The helper is known to be gone (its pid was reaped): fail what waits for it. Idempotent. */
+void helper_client_declare_dead(struct helper_client *hc, const char *why);
+/* Why the helper takes no more requests, or NULL while it does. */
+const char *helper_client_failure(const struct helper_client *hc);
 
 int helper_hello(struct helper_client *hc, const struct ps_caller *caller, helper_reply_cb cb,
 		 void *userdata);

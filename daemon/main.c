@@ -4,6 +4,12 @@
  * then the HELLO handshake, the records, one SCAN that re-adopts the VMs
  * still running, the control socket and READY=1. Any failure before the
  * drop is fatal: no process goes on with more privilege than planned.
+ *
+ * And the end: SIGTERM, or a helper that died or got stuck. bangerd never
+ * waits on its helper without a deadline (helper_client.c). A stuck helper
+ * is replaced in split mode (a new connection starts a fresh one); in spawn
+ * mode bangerd, unprivileged, cannot start one, so it answers the calls in
+ * flight and exits for the service manager to restart both.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -12,9 +18,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <systemd/sd-daemon.h>
@@ -27,8 +35,17 @@
 #include "privdrop.h"
 #include "store.h"
 
-#define EXIT_CONFIG 2
-#define EXIT_HELPER 3
+/* bangerd's exit statuses: bangerd(8), EXIT STATUS, says the same. */
+enum {
+	EXIT_STOPPED = 0,      /* SIGTERM or SIGINT; --help, --version */
+	EXIT_STARTUP = 1,      /* state dir, privilege drop, records, control socket */
+	EXIT_CONFIG = 2,       /* the configuration is invalid */
+	EXIT_HELPER = 3,       /* the helper could not be started or reached, disagreed, or died */
+	EXIT_HELPER_STUCK = 4, /* the helper passed a deadline and could not be replaced */
+};
+
+/* A reaped helper's end, waited for at most this long once its socket has closed. */
+#define HELPER_REAP_WAIT_MS 500
 
 static void daemon_stop(struct daemon *d, int status)
 {
@@ -37,22 +54,178 @@ static void daemon_stop(struct daemon *d, int status)
 	event_base_loopexit(d->base, NULL);
 }
 
-/* The helper cannot be restarted without privilege: exit and let systemd restart both. */
-static void on_helper_dead(struct helper_client *hc, const char *why, void *userdata)
+static void on_drain_tick(evutil_socket_t fd, short what, void *arg);
+
+/*
+ * Stop taking work and exit once the calls in flight are answered and the
+ * replies flushed (bounded): SIGTERM, and a helper that cannot go on.
+ * Before READY there is nothing to drain.
+ */
+static void daemon_drain(struct daemon *d, int status)
+{
+	if (d->drain_status == 0)
+		d->drain_status = status;
+	if (d->stopping)
+		return;
+	d->stopping = true;
+	sd_notify(0, "STOPPING=1");
+	if (!d->server) {
+		daemon_stop(d, status);
+		return;
+	}
+	varlink_server_stop_accepting(d->server);
+	api_end_watchers(d);
+	varlink_server_close_idle(d->server);
+	clock_gettime(CLOCK_MONOTONIC, &d->stop_deadline);
+	d->stop_deadline.tv_sec += SHUTDOWN_DRAIN_TIMEOUT_MS / 1000;
+	on_drain_tick(-1, 0, d);
+}
+
+static void on_drain_soon(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+	(void)fd;
+	(void)what;
+	daemon_drain(d, d->drain_status);
+}
+
+/*
+ * The same, from the next turn of the loop: the helper's failure is known
+ * first, then its waiters are answered (their events reach the watchers),
+ * and only then do the watchers' streams end.
+ */
+static void daemon_drain_soon(struct daemon *d, int status)
+{
+	if (d->drain_status == 0)
+		d->drain_status = status;
+	/* Before READY nothing is served: stop now, with this status and no other. */
+	if (d->stopping || !d->server ||
+	    event_base_once(d->base, -1, EV_TIMEOUT, on_drain_soon, d, NULL) < 0)
+		daemon_drain(d, status);
+}
+
+/* Reap the spawned helper, waiting at most timeout_ms; false when it has not ended. */
+static bool helper_reap(struct daemon *d, int timeout_ms, int *status)
+{
+	if (d->helper_pid <= 0)
+		return false;
+	int pidfd = (int)syscall(SYS_pidfd_open, d->helper_pid, 0);
+	if (pidfd >= 0) {
+		struct pollfd p = {.fd = pidfd, .events = POLLIN};
+		(void)poll(&p, 1, timeout_ms);
+		close(pidfd);
+	}
+	if (waitpid(d->helper_pid, status, WNOHANG) != d->helper_pid)
+		return false;
+	d->helper_pid = 0;
+	return true;
+}
+
+static void on_helper_failed(struct helper_client *hc, enum helper_failure how, const char *why,
+			     void *userdata);
+static void on_replacement_hello(struct helper_client *hc, struct helper_reply *reply,
+				 void *userdata);
+
+static void helper_free_later(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	helper_client_free(arg);
+}
+
+/*
+ * Split mode: drop the stuck helper's connection and connect again; systemd
+ * starts a fresh helper for it. The new one is on trial until it has
+ * answered HELLO and a reconcile (which finishes whatever the stuck one left
+ * half done: teardown is idempotent). Returns false when it cannot even
+ * connect.
+ */
+static bool helper_replace(struct daemon *d, struct helper_client *stuck)
+{
+	struct ps_caller caller = {
+	    .uid = (uint32_t)d->uid, .gid = (uint32_t)d->gid, .what = "helper-replacement"};
+	int sock = helper_connect(d->cfg.helper_socket);
+	if (sock < 0) {
+		log_errx("cannot connect to the helper at %s again: %s", d->cfg.helper_socket,
+			 strerror(-sock));
+		return false;
+	}
+	struct helper_client *hc =
+	    helper_client_new(d->base, sock, 0, d->cfg.helper_timeout_ms, on_helper_failed, d);
+	if (!hc) {
+		close(sock);
+		return false;
+	}
+	/* The stuck one's waiters are answered after this returns; it is freed after that. */
+	if (event_base_once(d->base, -1, EV_TIMEOUT, helper_free_later, stuck, NULL) < 0) {
+		helper_client_free(hc);
+		return false;
+	}
+	d->helper = hc;
+	d->helper_replacing = true;
+	d->helper_replacements++;
+	int r = helper_hello(hc, &caller, on_replacement_hello, d);
+	if (r < 0)
+		helper_client_declare_dead(hc, "HELLO could not be sent");
+	return true;
+}
+
+/*
+ * The helper takes no more requests. Called before its waiters are
+ * answered, so each answer goes out with the daemon already knowing.
+ */
+static void on_helper_failed(struct helper_client *hc, enum helper_failure how, const char *why,
+			     void *userdata)
 {
 	struct daemon *d = userdata;
-	char how[128] = "state unknown";
+	bool stuck = how == HELPER_STUCK;
+	bool split = d->cfg.helper_socket[0] != '\0';
+	char ended[128] = "state unknown";
 	int status;
 	(void)hc;
 
-	if (d->helper_pid > 0 && waitpid(d->helper_pid, &status, 0) == d->helper_pid) {
-		describe_wait_status(status, how, sizeof(how));
-		d->helper_pid = 0;
+	d->helper_state = stuck ? HELPER_STATE_STUCK : HELPER_STATE_GONE;
+	snprintf(d->helper_problem, sizeof(d->helper_problem), "%s", why);
+	service_emit(d, stuck ? "helper_stuck" : "helper_gone", NULL, d->helper_said_pid, why);
+	if (d->helper_replacing) {
+		log_errx(
+		    "the replacement banger-privhelper failed too (%s); exiting with status %d "
+		    "so that the service manager restarts bangerd",
+		    why, EXIT_HELPER_STUCK);
+		daemon_drain_soon(d, EXIT_HELPER_STUCK);
+		return;
 	}
+	if (stuck && split && d->ready && !d->stopping) {
+		log_errx(
+		    "banger-privhelper is stuck (%s): dropping its connection and asking for a "
+		    "new one",
+		    why);
+		if (!helper_replace(d, hc))
+			daemon_drain_soon(d, EXIT_HELPER_STUCK);
+		return;
+	}
+	if (stuck) {
+		/* Never wait for it: it may never come back (see the end of main). */
+		if (!d->ready)
+			log_errx("banger-privhelper is stuck (%s); exiting with status %d before "
+				 "READY, nothing torn down",
+				 why, EXIT_HELPER_STUCK);
+		else if (split)
+			log_errx("banger-privhelper is stuck (%s) while bangerd stops", why);
+		else
+			log_errx("banger-privhelper is stuck (%s); bangerd cannot start another "
+				 "without privilege: answering the calls in flight, then exiting "
+				 "with status %d so that the service manager restarts both",
+				 why, EXIT_HELPER_STUCK);
+		daemon_drain_soon(d, EXIT_HELPER_STUCK);
+		return;
+	}
+	if (helper_reap(d, HELPER_REAP_WAIT_MS, &status))
+		describe_wait_status(status, ended, sizeof(ended));
 	log_errx("banger-privhelper is gone (%s; %s); bangerd cannot restart it without "
 		 "privilege and exits so that the service manager restarts both",
-		 why, how);
-	daemon_stop(d, EXIT_HELPER);
+		 why, ended);
+	daemon_drain_soon(d, EXIT_HELPER);
 }
 
 static void on_sigchld(evutil_socket_t sig, short what, void *arg)
@@ -66,9 +239,9 @@ static void on_sigchld(evutil_socket_t sig, short what, void *arg)
 		return;
 	char how[128], why[160];
 	describe_wait_status(status, how, sizeof(how));
+	snprintf(why, sizeof(why), "pid %d %s", (int)d->helper_pid, how);
 	d->helper_pid = 0;
-	snprintf(why, sizeof(why), "pid %d %s", (int)helper_client_pid(d->helper), how);
-	on_helper_dead(d->helper, why, d);
+	helper_client_declare_dead(d->helper, why);
 }
 
 static bool drained(struct daemon *d)
@@ -99,7 +272,7 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
 		log_warnx("shutdown: calls still in flight after %d ms; exiting anyway",
 			  SHUTDOWN_DRAIN_TIMEOUT_MS);
 	service_flush_pending(d);
-	daemon_stop(d, 0);
+	daemon_stop(d, d->drain_status);
 }
 
 static void on_terminate(evutil_socket_t sig, short what, void *arg)
@@ -108,20 +281,9 @@ static void on_terminate(evutil_socket_t sig, short what, void *arg)
 	(void)what;
 	if (d->stopping)
 		return;
-	d->stopping = true;
 	log_info("received SIG%s: no new connections, finishing calls in flight",
 		 sigabbrev_np((int)sig));
-	sd_notify(0, "STOPPING=1");
-	if (!d->server) {
-		daemon_stop(d, 0);
-		return;
-	}
-	varlink_server_stop_accepting(d->server);
-	api_end_watchers(d);
-	varlink_server_close_idle(d->server);
-	clock_gettime(CLOCK_MONOTONIC, &d->stop_deadline);
-	d->stop_deadline.tv_sec += SHUTDOWN_DRAIN_TIMEOUT_MS / 1000;
-	on_drain_tick(-1, 0, d);
+	daemon_drain(d, EXIT_STOPPED);
 }
 
 /* The control socket: from systemd (socket activation) or bound here as the daemon user. */
@@ -187,14 +349,15 @@ static int control_socket(struct daemon *d)
 	return fd;
 }
 
-static void on_startup_reconciled(struct daemon *d, int err, yajl_gen report, void *userdata)
+static void on_startup_reconciled(struct daemon *d, int err, const char *why, yajl_gen report,
+				  void *userdata)
 {
 	(void)userdata;
 	if (report)
 		yajl_gen_free(report);
 	if (err < 0) {
 		/* Nothing was torn down on unknown; the next start finishes the job. */
-		log_errx("reconcile could not finish: %s", strerror(-err));
+		log_errx("reconcile could not finish: %s", why ? why : strerror(-err));
 		daemon_stop(d, EXIT_HELPER);
 		return;
 	}
@@ -212,7 +375,7 @@ static void on_startup_reconciled(struct daemon *d, int err, yajl_gen report, vo
 	    varlink_server_add_interface(d->server, &banger_handles_interface) < 0 ||
 	    varlink_server_listen_fd(d->server, fd) < 0) {
 		log_errx("cannot serve the control socket");
-		daemon_stop(d, 1);
+		daemon_stop(d, EXIT_STARTUP);
 		return;
 	}
 	d->ready = true;
@@ -224,12 +387,61 @@ static void on_startup_reconciled(struct daemon *d, int err, yajl_gen report, vo
 	sd_notifyf(0, "READY=1\nSTATUS=ready, %zu VMs", cache_count(&d->cache));
 }
 
-static void on_hello_timeout(evutil_socket_t fd, short what, void *arg)
+/* The helper's HELLO: same protocol, same policy. Takes its pid and privilege when it agrees. */
+static bool hello_agrees(struct daemon *d, const struct helper_reply *reply)
 {
-	(void)fd;
-	(void)what;
-	log_errx("banger-privhelper did not answer HELLO within %d ms", HELPER_HELLO_TIMEOUT_MS);
-	daemon_stop(arg, EXIT_HELPER);
+	const struct ps_hello_reply *r = &reply->msg->payload.hello_reply;
+	if (r->protocol_version != PS_PROTOCOL_VERSION) {
+		log_errx("banger-privhelper speaks protocol %u, bangerd %d", r->protocol_version,
+			 PS_PROTOCOL_VERSION);
+		return false;
+	}
+	if (!policy_equal(&r->policy, &d->cfg.policy)) {
+		log_errx("banger-privhelper echoed a policy other than the one it was given");
+		return false;
+	}
+	d->helper_privileged = r->flags & PS_HELLO_PRIVILEGED;
+	d->helper_said_pid = r->helper_pid;
+	return true;
+}
+
+/* The replacement's reconcile is over: it is on trial no more. */
+static void on_replacement_reconciled(struct daemon *d, int err, const char *why, yajl_gen report,
+				      void *userdata)
+{
+	char detail[640];
+	(void)userdata;
+	if (report)
+		yajl_gen_free(report);
+	if (d->helper_state != HELPER_STATE_OK)
+		return; /* it failed too: on_helper_failed ends bangerd */
+	d->helper_replacing = false;
+	snprintf(detail, sizeof(detail), "helper pid %d serves; reconcile %s%s", d->helper_said_pid,
+		 err < 0 ? "failed: " : "finished", err < 0 ? (why ? why : strerror(-err)) : "");
+	log_notice("%s", detail);
+	service_emit(d, "helper_replaced", NULL, d->helper_said_pid, detail);
+}
+
+static void on_replacement_hello(struct helper_client *hc, struct helper_reply *reply,
+				 void *userdata)
+{
+	struct daemon *d = userdata;
+	if (reply->err < 0)
+		return; /* on_helper_failed reports it */
+	if (!hello_agrees(d, reply)) {
+		helper_client_declare_dead(hc, "the new helper disagrees on protocol or policy");
+		return;
+	}
+	d->helper_state = HELPER_STATE_OK;
+	d->helper_problem[0] = '\0';
+	log_notice("new banger-privhelper pid %d answered HELLO; reconciling what the stuck one "
+		   "may have left half done",
+		   d->helper_said_pid);
+	struct ps_caller caller = {
+	    .uid = (uint32_t)d->uid, .gid = (uint32_t)d->gid, .what = "helper-replaced"};
+	int r = reconcile_start(d, &caller, on_replacement_reconciled, NULL);
+	if (r < 0)
+		on_replacement_reconciled(d, r, service_helper_failure(d, r), NULL, NULL);
 }
 
 static void on_hello(struct helper_client *hc, struct helper_reply *reply, void *userdata)
@@ -237,28 +449,17 @@ static void on_hello(struct helper_client *hc, struct helper_reply *reply, void 
 	struct daemon *d = userdata;
 	(void)hc;
 
-	event_del(d->ev_hello_timeout);
 	if (reply->err < 0)
-		return; /* on_helper_dead reports it */
-	const struct ps_hello_reply *r = &reply->msg->payload.hello_reply;
-	if (r->protocol_version != PS_PROTOCOL_VERSION) {
-		log_errx("banger-privhelper speaks protocol %u, bangerd %d", r->protocol_version,
-			 PS_PROTOCOL_VERSION);
+		return; /* on_helper_failed reports it */
+	if (!hello_agrees(d, reply)) {
 		daemon_stop(d, EXIT_HELPER);
 		return;
 	}
-	if (!policy_equal(&r->policy, &d->cfg.policy)) {
-		log_errx("banger-privhelper echoed a policy other than the one it was given");
-		daemon_stop(d, EXIT_HELPER);
-		return;
-	}
-	d->helper_privileged = r->flags & PS_HELLO_PRIVILEGED;
-	d->helper_said_pid = r->helper_pid;
 
 	char why[512];
 	if (store_open(&d->store, d->cfg.state_dir, why, sizeof(why)) < 0) {
 		log_errx("%s", why);
-		daemon_stop(d, 1);
+		daemon_stop(d, EXIT_STARTUP);
 		return;
 	}
 	struct ps_caller caller = {
@@ -266,7 +467,7 @@ static void on_hello(struct helper_client *hc, struct helper_reply *reply, void 
 	int err = service_load(d);
 	if (err < 0) {
 		log_errx("cannot load the VM records: %s", strerror(-err));
-		daemon_stop(d, 1);
+		daemon_stop(d, EXIT_STARTUP);
 		return;
 	}
 	err = reconcile_start(d, &caller, on_startup_reconciled, NULL);
@@ -319,9 +520,9 @@ static void startup_as_root_or_user(struct daemon *d, int argc, char **argv)
 	}
 
 	if (store_prepare_dir(d->cfg.state_dir, d->uid, d->gid, why, sizeof(why)) < 0)
-		fatalx(1, "%s", why);
+		fatalx(EXIT_STARTUP, "%s", why);
 	if (read_boot_id(d->boot_id, sizeof(d->boot_id)) < 0)
-		fatalx(1, "cannot read /proc/sys/kernel/random/boot_id");
+		fatalx(EXIT_STARTUP, "cannot read /proc/sys/kernel/random/boot_id");
 	if (d->cfg.admin_group[0]) {
 		struct group *gr = getgrnam(d->cfg.admin_group);
 		if (!gr)
@@ -356,7 +557,7 @@ static void startup_as_root_or_user(struct daemon *d, int argc, char **argv)
 	if (r < 0) {
 		if (pid > 0)
 			kill(pid, SIGKILL);
-		fatalx(1, "dropping privileges failed: %s", why);
+		fatalx(EXIT_STARTUP, "dropping privileges failed: %s", why);
 	}
 	if (split) {
 		/* As the daemon user: the helper checks that it is us at the other end. */
@@ -382,10 +583,11 @@ static void startup_as_root_or_user(struct daemon *d, int argc, char **argv)
 	 * them (varlink.h). Everything not set otherwise runs at the middle one.
 	 */
 	if (!d->base || event_base_priority_init(d->base, VARLINK_PRIORITIES) < 0)
-		fatalx(1, "event_base_new failed");
-	d->helper = helper_client_new(d->base, sock, pid, on_helper_dead, d);
+		fatalx(EXIT_STARTUP, "event_base_new failed");
+	d->helper =
+	    helper_client_new(d->base, sock, pid, d->cfg.helper_timeout_ms, on_helper_failed, d);
 	if (!d->helper)
-		fatalx(1, "helper client setup failed");
+		fatalx(EXIT_STARTUP, "helper client setup failed");
 }
 
 int main(int argc, char **argv)
@@ -402,15 +604,12 @@ int main(int argc, char **argv)
 	d.ev_sigterm = evsignal_new(d.base, SIGTERM, on_terminate, &d);
 	d.ev_sigint = evsignal_new(d.base, SIGINT, on_terminate, &d);
 	d.ev_sigchld = evsignal_new(d.base, SIGCHLD, on_sigchld, &d);
-	d.ev_hello_timeout = evtimer_new(d.base, on_hello_timeout, &d);
 	d.ev_drain = evtimer_new(d.base, on_drain_tick, &d);
 	TAILQ_INIT(&d.watchers);
-	struct timeval hello_tv = {HELPER_HELLO_TIMEOUT_MS / 1000,
-				   (HELPER_HELLO_TIMEOUT_MS % 1000) * 1000};
-	if (!d.ev_sigterm || !d.ev_sigint || !d.ev_sigchld || !d.ev_hello_timeout || !d.ev_drain ||
+	if (!d.ev_sigterm || !d.ev_sigint || !d.ev_sigchld || !d.ev_drain ||
 	    evsignal_add(d.ev_sigterm, NULL) < 0 || evsignal_add(d.ev_sigint, NULL) < 0 ||
-	    evsignal_add(d.ev_sigchld, NULL) < 0 || evtimer_add(d.ev_hello_timeout, &hello_tv) < 0)
-		fatalx(1, "event setup failed");
+	    evsignal_add(d.ev_sigchld, NULL) < 0)
+		fatalx(EXIT_STARTUP, "event setup failed");
 
 	startup.uid = (uint32_t)getuid();
 	startup.gid = (uint32_t)getgid();
@@ -420,6 +619,18 @@ int main(int argc, char **argv)
 
 	event_base_dispatch(d.base);
 
+	/*
+	 * First the helper: requests still pending (a drain that timed out) are
+	 * failed now, while the calls, cache and store their callbacks touch
+	 * still exist. Closing our end makes the helper exit on EOF; reap it so
+	 * it is not left a zombie. A stuck one may never read the EOF, and we
+	 * cannot end it: it is root, and its PR_SET_PDEATHSIG is not delivered
+	 * once we have dropped to another uid (the kernel checks kill
+	 * permission). It is not waited for; the service manager's clean-up of
+	 * the unit ends it.
+	 */
+	helper_client_free(d.helper);
+	d.helper = NULL;
 	api_end_watchers(&d);
 	varlink_server_free(d.server);
 	cache_free_all(&d.cache);
@@ -427,16 +638,15 @@ int main(int argc, char **argv)
 	if (d.ev_persist_retry)
 		event_free(d.ev_persist_retry);
 	event_free(d.ev_drain);
-	/* Closing our end makes the helper exit on EOF; reap it so it is not left a zombie. */
-	pid_t helper_pid = d.helper_pid;
-	d.helper_pid = 0;
-	helper_client_free(d.helper);
-	if (helper_pid > 0)
-		waitpid(helper_pid, NULL, 0);
+	int status;
+	if (d.helper_pid > 0 &&
+	    !helper_reap(&d, d.helper_state == HELPER_STATE_STUCK ? 0 : SHUTDOWN_DRAIN_TIMEOUT_MS,
+			 &status))
+		log_warnx("banger-privhelper pid %d has not exited; bangerd cannot end it",
+			  (int)d.helper_pid);
 	event_free(d.ev_sigterm);
 	event_free(d.ev_sigint);
 	event_free(d.ev_sigchld);
-	event_free(d.ev_hello_timeout);
 	event_base_free(d.base);
 	log_info("exiting with status %d", d.exit_status);
 	return d.exit_status;

@@ -63,6 +63,7 @@ struct reconcile {
 	size_t n_orphans;
 	size_t pending; /* teardowns still out */
 	int err;
+	char why[640]; /* err < 0 because of the helper: its failure, for the report and callers */
 	struct rc_waiter *waiters;
 	size_t n_waiters;
 };
@@ -133,13 +134,23 @@ static void reconcile_finish(struct reconcile *rc)
 	reconcile_log(rc);
 	d->reconcile = NULL;
 	for (size_t i = 0; i < rc->n_waiters; i++)
-		rc->waiters[i].done(d, rc->err, reconcile_report(rc), rc->waiters[i].userdata);
+		rc->waiters[i].done(d, rc->err, rc->why[0] ? rc->why : NULL, reconcile_report(rc),
+				    rc->waiters[i].userdata);
 	for (size_t i = 0; i < rc->n; i++)
 		free(rc->vms[i].results);
 	free(rc->vms);
 	free(rc->orphans);
 	free(rc->waiters);
 	free(rc);
+}
+
+/* The helper failed under a reconcile: the report says so, and so does every caller. */
+static void reconcile_helper_failed(struct reconcile *rc, int err, const char *why)
+{
+	if (rc->err < 0)
+		return;
+	rc->err = err;
+	snprintf(rc->why, sizeof(rc->why), "%s", why ? why : strerror(-err));
 }
 
 static void on_vm_teardown(struct daemon *d, const char *id, const struct teardown_outcome *out,
@@ -150,10 +161,13 @@ static void on_vm_teardown(struct daemon *d, const char *id, const struct teardo
 	(void)d;
 	memcpy(key.id, id, sizeof(key.id));
 	v = bsearch(&key, rc->vms, rc->n, sizeof(*rc->vms), compare_ids);
+	if (out->err < 0)
+		reconcile_helper_failed(rc, out->err, out->why);
 	if (v) {
 		if (out->err < 0) {
+			/* Not torn down as far as we know: it may hold part of what it held. */
 			v->action = RC_UNKNOWN;
-			v->reason = "the helper is gone";
+			v->reason = rc->why;
 		} else {
 			v->action = out->complete ? RC_TORN_DOWN : RC_FAILED;
 			v->results = malloc(sizeof(*v->results));
@@ -216,9 +230,11 @@ static void send_teardowns(struct reconcile *rc)
 		    v->action == RC_TEAR_DOWN ? cache_find(&rc->d->cache, v->id) : NULL;
 		if (!e)
 			continue;
-		if (service_teardown(rc->d, e, &rc->caller, &held, on_vm_teardown, rc) < 0) {
+		int r = service_teardown(rc->d, e, &rc->caller, &held, on_vm_teardown, rc);
+		if (r < 0) {
+			reconcile_helper_failed(rc, r, service_helper_failure(rc->d, r));
 			v->action = RC_UNKNOWN;
-			v->reason = "the helper is gone";
+			v->reason = rc->why;
 			continue;
 		}
 		rc->pending++;
@@ -324,11 +340,15 @@ static void on_scan(struct helper_client *hc, struct helper_scan_result *res, vo
 	bool *decided = res->err < 0 ? NULL : calloc(rc->n ? rc->n : 1, sizeof(bool));
 	rc->orphans = decided ? calloc(res->count ? res->count : 1, sizeof(*rc->orphans)) : NULL;
 	if (res->err < 0 || !decided || !rc->orphans) {
-		rc->err = res->err < 0 ? res->err : -ENOMEM;
+		if (res->why)
+			reconcile_helper_failed(rc, res->err, res->why);
+		else
+			rc->err = res->err < 0 ? res->err : -ENOMEM;
 		for (size_t i = 0; i < rc->n; i++) {
 			rc->vms[i].action = RC_UNKNOWN;
-			rc->vms[i].reason =
-			    res->err < 0 ? "the helper could not scan" : "out of memory";
+			rc->vms[i].reason = res->why	   ? rc->why
+					    : res->err < 0 ? "the helper could not scan"
+							   : "out of memory";
 		}
 	} else {
 		apply_scan(rc, res, decided);

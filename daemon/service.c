@@ -40,8 +40,8 @@ void service_emit(struct daemon *d, const char *kind, const char *id, int pid, c
 	 * news. */
 	bool news = strcmp(kind, "registered") != 0 && strcmp(kind, "handles_set") != 0 &&
 		    strcmp(kind, "cleared") != 0 && strcmp(kind, "unregistered") != 0;
-	log_emit(news ? LOG_LEVEL_INFO : LOG_LEVEL_DEBUG, 0, "event %s vm %s%s%s", kind, id,
-		 detail ? ": " : "", detail ? detail : "");
+	log_emit(news ? LOG_LEVEL_INFO : LOG_LEVEL_DEBUG, 0, "event %s%s%s%s%s", kind,
+		 id ? " vm " : "", id ? id : "", detail ? ": " : "", detail ? detail : "");
 	TAILQ_FOREACH(w, &d->watchers, link)
 	{
 		yajl_gen g = varlink_params_begin();
@@ -50,7 +50,8 @@ void service_emit(struct daemon *d, const char *kind, const char *id, int pid, c
 		json_gen_string(g, "event");
 		yajl_gen_map_open(g);
 		json_gen_kv_string(g, "kind", kind);
-		json_gen_kv_string(g, "id", id);
+		if (id)
+			json_gen_kv_string(g, "id", id);
 		json_gen_kv_int(g, "time_usec", (int64_t)service_realtime_usec());
 		if (pid > 0)
 			json_gen_kv_int(g, "pid", pid);
@@ -59,6 +60,12 @@ void service_emit(struct daemon *d, const char *kind, const char *id, int pid, c
 		yajl_gen_map_close(g);
 		varlink_reply(w->call, varlink_params_end(g), true);
 	}
+}
+
+const char *service_helper_failure(const struct daemon *d, int err)
+{
+	const char *failure = d->helper ? helper_client_failure(d->helper) : NULL;
+	return failure ? failure : strerror(-err);
 }
 
 /* --- persisting, with retries ------------------------------------------- */
@@ -577,11 +584,18 @@ static void on_teardown_reply(struct helper_client *hc, struct helper_reply *rep
 	struct teardown_request *req = userdata;
 	struct daemon *d = req->d;
 	struct teardown_outcome out = {.err = reply->err};
-	char summary[2048];
+	char summary[2048], why[640];
 	(void)hc;
 
 	d->teardowns_in_flight--;
-	if (reply->err == 0) {
+	if (reply->err < 0) {
+		/* No reply: the helper may have removed some of it. Claim nothing. */
+		snprintf(why, sizeof(why), "%s; what it removed before that is not known",
+			 reply->why ? reply->why : strerror(-reply->err));
+		out.why = why;
+		log_warnx("vm %s: teardown not answered: %s", req->id, why);
+		service_emit(d, "teardown_failed", req->id, 0, why);
+	} else {
 		out.reply = &reply->msg->payload.teardown_reply;
 		out.complete = teardown_complete(out.reply);
 		teardown_summary(out.reply, summary, sizeof(summary));

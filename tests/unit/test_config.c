@@ -63,6 +63,29 @@ int main(void)
 	      "list replaced");
 	CHECK(strcmp(cfg.policy.tap_prefix, "bgx") == 0, "flag wins");
 
+	/* The helper's deadlines: defaults, the file's keys, flags over them, bounds. */
+	config_init(&cfg);
+	CHECK(cfg.helper_timeout_ms[HELPER_OP_HELLO] == 10000 &&
+		  cfg.helper_timeout_ms[HELPER_OP_PROBE] == 2000 &&
+		  cfg.helper_timeout_ms[HELPER_OP_SCAN] == 10000 &&
+		  cfg.helper_timeout_ms[HELPER_OP_TEARDOWN] == 30000,
+	      "deadline defaults");
+	path = write_file("helper_probe_timeout_ms = 750\nhelper_teardown_timeout_ms = 45000\n");
+	char *deadlines[] = {"bangerd", "--config", (char *)path, "--helper-probe-timeout-ms",
+			     "500",	NULL};
+	config_init(&cfg);
+	CHECK(config_parse_args(&cfg, 5, deadlines, why, sizeof(why)) == 0, "deadlines: %s", why);
+	unlink(path);
+	CHECK(cfg.helper_timeout_ms[HELPER_OP_PROBE] == 500 &&
+		  cfg.helper_timeout_ms[HELPER_OP_TEARDOWN] == 45000 &&
+		  cfg.helper_timeout_ms[HELPER_OP_SCAN] == 10000,
+	      "deadline flag over file");
+	CHECK(load("helper_scan_timeout_ms = 99\n", &cfg, why, sizeof(why)) < 0 &&
+		  strstr(why, ":1: bad value for helper_scan_timeout_ms"),
+	      "deadline below 100 ms: %s", why);
+	CHECK(load("helper_hello_timeout_ms = 600001\n", &cfg, why, sizeof(why)) < 0,
+	      "deadline above 600000 ms");
+
 	char *bad[] = {"bangerd", "--no-such-flag", NULL};
 	config_init(&cfg);
 	CHECK(config_parse_args(&cfg, 2, bad, why, sizeof(why)) < 0 &&
