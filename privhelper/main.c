@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -261,6 +262,13 @@ static void check_peer(struct helper *h, const char *daemon_user)
 	}
 }
 
+/* Has bangerd closed its end? Datagrams it sent before that are still queued for us. */
+static bool peer_gone(int sock)
+{
+	struct pollfd p = {.fd = sock, .events = POLLRDHUP};
+	return poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLRDHUP));
+}
+
 int main(int argc, char **argv)
 {
 	struct helper h = {.sock = HELPER_SOCKET_FD, .audit_fd = -1};
@@ -307,6 +315,16 @@ int main(int argc, char **argv)
 		}
 		if (r < 0)
 			fatalx(1, "receiving from bangerd: %s", strerror(-r));
+		if (peer_gone(h.sock)) {
+			/*
+			 * A request bangerd gave up on (it found us stuck and left): its names
+			 * may belong to someone else by now. Carry nothing out.
+			 */
+			log_info("bangerd closed the socket; a %s it sent is not carried out",
+				 ps_type_name(m.header.type));
+			ps_message_close_fds(&m);
+			return 0;
+		}
 		r = helper_dispatch(&h, &m, why, sizeof(why));
 		ps_message_close_fds(&m);
 		if (r == -EBADMSG) {

@@ -28,7 +28,12 @@
 #define VARLINK_READS_PER_EVENT 16
 #define VARLINK_MAX_QUEUED_FDS	16
 #define VARLINK_MAX_INTERFACES	8
-/* Freed buffers worth this much are handed back to the system (malloc_trim). */
+/*
+ * Freed buffers worth this much are handed back to the system (malloc_trim),
+ * at most once per VARLINK_TRIM_INTERVAL_MS: a trim walks the whole heap, and
+ * under a storm of dropped clients it must not run at every reap.
+ */
+#define VARLINK_TRIM_INTERVAL_MS	1000
 #define VARLINK_TRIM_BYTES		(1024 * 1024)
 #define VARLINK_REFUSAL_LOG_INTERVAL_MS 10000
 #ifndef SO_PASSRIGHTS
@@ -140,6 +145,7 @@ struct varlink_server {
 	struct fd_closer *closer;
 	uint64_t last_refusal_log_ms;
 	size_t freed_bytes; /* since the last malloc_trim */
+	struct event *ev_trim;
 };
 
 static uint64_t monotonic_ms(void)
@@ -860,6 +866,15 @@ static void conn_free(struct varlink_conn *conn)
 	free(conn);
 }
 
+static void on_trim(evutil_socket_t fd, short what, void *arg)
+{
+	struct varlink_server *s = arg;
+	(void)fd;
+	(void)what;
+	s->freed_bytes = 0;
+	malloc_trim(0);
+}
+
 static void on_reap(evutil_socket_t fd, short what, void *arg)
 {
 	struct varlink_server *s = arg;
@@ -877,9 +892,9 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
 		conn_free(conn);
 	}
 	/* What departed clients made us buffer goes back to the system, not to malloc's pools. */
-	if (s->freed_bytes >= VARLINK_TRIM_BYTES) {
-		s->freed_bytes = 0;
-		malloc_trim(0);
+	if (s->freed_bytes >= VARLINK_TRIM_BYTES && !evtimer_pending(s->ev_trim, NULL)) {
+		struct timeval tv = ms_timeval(VARLINK_TRIM_INTERVAL_MS);
+		evtimer_add(s->ev_trim, &tv);
 	}
 }
 
@@ -1055,10 +1070,13 @@ struct varlink_server *varlink_server_new(struct event_base *base,
 	TAILQ_INIT(&s->dead);
 	varlink_limits_default(&s->limits);
 	s->ev_reap = event_new(base, -1, 0, on_reap, s);
+	s->ev_trim = evtimer_new(base, on_trim, s);
 	s->closer = fd_closer_new();
-	if (!s->ev_reap || !s->closer) {
+	if (!s->ev_reap || !s->ev_trim || !s->closer) {
 		if (s->ev_reap)
 			event_free(s->ev_reap);
+		if (s->ev_trim)
+			event_free(s->ev_trim);
 		fd_closer_free(s->closer);
 		free(s);
 		return NULL;
@@ -1138,6 +1156,7 @@ void varlink_server_free(struct varlink_server *s)
 		conn_kill(c, NULL);
 	on_reap(-1, 0, s);
 	event_free(s->ev_reap);
+	event_free(s->ev_trim);
 	fd_closer_free(s->closer);
 	struct uid_count *u, *tmp;
 	HASH_ITER(hh, s->uids, u, tmp)
