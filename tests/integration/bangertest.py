@@ -161,8 +161,10 @@ class Stub:
 
     def wait_ready(self, timeout=5.0):
         """Wait for the stub's "ready" (it listens, or has failed to and said why on stderr)."""
-        ready, _, _ = select.select([self.ready], [], [], timeout)
-        line = self.ready.readline() if ready else b""
+        # poll, not select: a benchmark holds thousands of stubs, past select's 1024 fds.
+        p = select.poll()
+        p.register(self.ready, select.POLLIN)
+        line = self.ready.readline() if p.poll(timeout * 1000) else b""
         if line != b"ready\n":
             err = b""
             if self.proc.poll() is not None:
