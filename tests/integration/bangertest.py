@@ -6,6 +6,7 @@ speaks the wire protocol directly (NUL-terminated JSON, optional fds).
 Every wait is for an event and has a bound; nothing sleeps and hopes.
 """
 import array
+import atexit
 import ctypes
 import hashlib
 import json
@@ -29,6 +30,12 @@ STUB = os.environ.get("BANGER_STUB_FIRECRACKER", "")
 STUB_OTHER = os.environ.get("BANGER_STUB_OTHER", "")
 TEST_USER = os.environ.get("BANGER_TEST_USER", "nobody")
 PR_SET_PDEATHSIG = 1
+# What AddressSanitizer, UndefinedBehaviorSanitizer and LeakSanitizer print when they find
+# something (the ASan build of ./dev test runs the daemons' tests): in bangerd's log, or the
+# helper's (the same pipe), it fails the test however the test itself went.
+SANITIZER_REPORTS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer")
+# bangerd's one line once it serves (daemon/main.c); twice in one log is a second start.
+READY = "ready: running as"
 
 
 def fail(msg):
@@ -123,6 +130,21 @@ def wait_until(predicate, timeout, what):
         if time.monotonic() > deadline:
             fail(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.01)
+
+
+# The throw-away roots Daemon made, by the pid that made them. A restart (Daemon(root=d.dir))
+# takes its root over, so the last daemon's finish() removes it; whatever a test still holds
+# when it exits, however it exits (a failed check included), goes then, in the process that
+# made it (never in a forked child, whose exit would pull it from under the test).
+_ROOTS = {}
+
+
+@atexit.register
+def _remove_roots():
+    for path, pid in list(_ROOTS.items()):
+        if pid == os.getpid():
+            shutil.rmtree(path, ignore_errors=True)
+            del _ROOTS[path]
 
 
 def die_with_parent():
@@ -244,13 +266,30 @@ def _useradd_locked(cmd, timeout=30.0, ok_missing=False):
         time.sleep(0.05)
 
 
+class _Bangerd(subprocess.Popen):
+    """bangerd's process; knows whether the test signalled it (terminate, kill, send_signal)."""
+
+    signalled = False
+
+    def send_signal(self, sig):
+        self.signalled = True
+        super().send_signal(sig)
+
+
 class Daemon:
-    """bangerd with a throw-away state dir and socket, its stderr read line by line."""
+    """bangerd with a throw-away state dir and socket, its stderr read line by line.
+
+    Every test ends with finish(): bangerd must still run, started once, unless the test
+    ended it itself (stop(), wait_exit(), a signal through proc); whichever way it ends, its
+    log must hold no sanitizer report."""
 
     def __init__(self, extra=(), user=TEST_USER, preexec=None, config_text=None, root=None,
                  wait_ready=True, launcher=()):
         self.dir = root or tempfile.mkdtemp(prefix="banger-test-")
-        self.own_dir = root is None
+        self.own_dir = root is None or root in _ROOTS
+        if self.own_dir:
+            _ROOTS.setdefault(self.dir, os.getpid())
+        self.ended = False
         os.chmod(self.dir, 0o755)
         self.api_root = os.path.join(self.dir, "vms")
         self.loop_root = os.path.join(self.dir, "images")
@@ -276,9 +315,9 @@ class Daemon:
             args += ["--user", user]
         args += list(extra)
         # A launcher (systemd-socket-activate) passes the control socket; --listen is then unused.
-        self.proc = subprocess.Popen([*launcher, *args], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, preexec_fn=preexec)
+        self.proc = _Bangerd([*launcher, *args], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             preexec_fn=preexec)
         self.log = ""
         # Drain stderr all the time: a full pipe would block bangerd's next log line.
         self._log_cond = threading.Condition()
@@ -319,6 +358,9 @@ class Daemon:
         return pids[0]
 
     def wait_exit(self, timeout=10.0):
+        """Wait for bangerd to exit (the test ended it, or expects it to end); its exit
+        status. Its log, read to the end, must hold no sanitizer report."""
+        self.ended = True
         try:
             rc = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -326,7 +368,14 @@ class Daemon:
         # Its last lines may still be in the pipe: let the reader take them (the helper,
         # which shares the pipe, exits on bangerd's EOF).
         self._reader.join(timeout=5)
+        self.check_no_sanitizer_report()
         return rc
+
+    def check_no_sanitizer_report(self):
+        with self._log_cond:
+            found = [r for r in SANITIZER_REPORTS if r in self.log]
+        check(not found, f"bangerd's log (or its helper's) holds a sanitizer report {found}:\n"
+              f"{self.log}")
 
     def stop(self):
         """SIGTERM and wait: the orderly shutdown."""
@@ -342,11 +391,28 @@ class Daemon:
         return os.path.join(self.state, "vms", vm_id)
 
     def finish(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        if self.own_dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        """The end of the test. A bangerd the test did not end must still be the process
+        started here, running, started once: it is stopped as systemd would (SIGTERM) and
+        must exit 0. One the test ended is waited for. Either way, no sanitizer report; and
+        whatever happens, no process and (when it is ours) no root is left behind."""
+        try:
+            if self.ended or self.proc.signalled:
+                self.wait_exit()
+                return
+            rc = self.proc.poll()
+            check(rc is None, f"bangerd died during the test (exit status {rc}); log:\n{self.log}")
+            check(self.log.count(READY) <= 1, f"bangerd started more than once:\n{self.log}")
+            self.proc.terminate()
+            rc = self.wait_exit()
+            check(rc == 0, f"bangerd exited {rc} on SIGTERM at the end of the test; log:\n"
+                  f"{self.log}")
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            if self.own_dir:
+                shutil.rmtree(self.dir, ignore_errors=True)
+                _ROOTS.pop(self.dir, None)
 
 
 class VarlinkError(Exception):

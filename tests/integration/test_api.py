@@ -9,6 +9,7 @@ changed.
 import hashlib
 import json
 import os
+import re
 import resource
 import signal
 import socket
@@ -214,13 +215,29 @@ def bad_methods_and_types(f):
 
 
 def bad_not_object(f):
-    for raw in [b"[1,2]\0", b"42\0", b"\"str\"\0", b"{nope\0", b"{\"method\": 5}\0",
-                b"{\"method\":\"io.banger.Handles.List\",\"parameters\":[]}\0",
-                b"{\"method\":\"io.banger.Handles.List\",\"more\":\"yes\"}\0"]:
+    """A message that is not a call gets InvalidParameter naming what is wrong with it, and
+    the connection stays: all of these go one after another over one connection."""
+    not_object = "message: not a JSON object"
+    for raw, parameter in [
+            (b"[1,2]\0", not_object),
+            (b"42\0", not_object),
+            (b"\"str\"\0", not_object),
+            (b"{nope\0", None),  # the parser's own words after "message: "
+            (b"{\"method\": 5}\0", "method"),
+            (b"{\"method\":\"io.banger.Handles.List\",\"parameters\":[]}\0", "parameters"),
+            (b"{\"method\":\"io.banger.Handles.List\",\"more\":\"yes\"}\0",
+             "more/oneway/upgrade must be booleans")]:
         f.c.send_raw(raw)
         reply = f.c.receive()
-        check(reply is None or reply.get("error") == "org.varlink.service.InvalidParameter",
-              f"{raw!r}: {reply}")
+        check(reply is not None, f"{raw!r}: the connection was closed without an error reply")
+        got = reply.get("parameters", {}).get("parameter", "")
+        if parameter is None:
+            named = got.startswith("message: ") and got != not_object and len(got) > 9
+        else:
+            named = got == parameter
+        check(reply.get("error") == "org.varlink.service.InvalidParameter" and named,
+              f"{raw!r}: {reply}, want InvalidParameter {parameter or 'message: (parse error)'}")
+    check(f.c.call(IFACE + "List")["vms"][0]["id"] == "keep", "the same connection still serves")
 
 
 def bad_deep_nesting(f):
@@ -424,7 +441,11 @@ def case_missing_scratch(f):
     f.c.expect_error(IFACE + "GetHandles", {"id": "ms"}, IFACE + "NoHandles")
     vm = f.c.call(IFACE + "List")["vms"][0]
     check("problem" not in vm and vm["state"] == "stopped", str(vm))
-    check("error" not in f.d.log.lower() or "ms" not in f.d.log, f.d.log)
+    # Loaded like any record, and nothing about it worth a warning.
+    lines = f.d.log.splitlines()
+    check("<6>bangerd: loaded 1 VM records" in lines, f"no load line for the one record:\n{f.d.log}")
+    complaints = [line for line in lines if re.match(r"<[0-4]>", line) or "vm ms" in line]
+    check(not complaints, f"a missing handles.json is logged as a problem: {complaints}")
 
 
 def case_corrupt_scratch(f):

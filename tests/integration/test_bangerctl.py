@@ -22,6 +22,9 @@ from bangertest import (IFACE, STUB_OTHER, Daemon, Stub, check, fail,  # noqa: E
                         require_root, run_cases)
 
 CTL = ""  # argv[2]
+# meson.project_version(), from the test's environment: what bangerctl --version and
+# bangerd's status must both say (comparing bangerctl with itself would prove nothing).
+VERSION = os.environ.get("BANGER_PROJECT_VERSION", "")
 
 
 class Session:
@@ -234,6 +237,7 @@ def case_watch_end():
             fail("watch still running 10 s after bangerd was told to stop")
         check(rc == 0, f"watch exit {rc}: {watch.stderr.read().decode()}")
         check(watch.stdout.read() == b"", "watch printed the empty final reply")
+        check(d.daemon.wait_exit() == 0, f"bangerd's exit on SIGTERM:\n{d.daemon.log}")
     finally:
         d.finish()
 
@@ -301,14 +305,15 @@ def case_usage_errors():
                 "reconcile", "watch", "status"):
         check(f"\n    {cmd}" in out, f"--help lacks the command {cmd}")
     rc, out, _ = ctl(None, "--version")
-    check(rc == 0 and out.startswith("bangerctl "), f"--version: {rc} {out!r}")
+    check(rc == 0 and out == f"bangerctl {VERSION}\n",
+          f"--version: {rc} {out!r}, want 'bangerctl {VERSION}' (meson.project_version())")
 
 
 def case_status():
     require_root()
     d = Session()
     try:
-        version = ctl_ok(None, "--version").split()[1]
+        version = VERSION
         out = ctl_ok(d, "status")
         kv = {}
         for line in out.splitlines():
@@ -339,5 +344,7 @@ CASES = {
 if __name__ == "__main__":
     if len(sys.argv) != 3:
         fail(f"usage: {sys.argv[0]} {{{','.join(CASES)}}} BANGERCTL")
+    if not VERSION:
+        fail("BANGER_PROJECT_VERSION is not set (run through meson test)")
     CTL = os.path.abspath(sys.argv[2])
     run_cases(CASES)
