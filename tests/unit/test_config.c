@@ -43,12 +43,17 @@ static const char every_key[] = "# comment\n"
 				"audit_log = /var/log/banger/audit.log\n"
 				"log_level = debug\n"
 				"api_sock_wait_ms = 1500\n"
+				"helper_hello_timeout_ms = 1100\n"
+				"helper_probe_timeout_ms = 1200\n"
+				"helper_scan_timeout_ms = 1300\n"
+				"helper_teardown_timeout_ms = 1400\n"
 				"max_connections = 300\n"
 				"reserved_admin_connections = 7\n"
 				"max_connections_per_uid = 9\n"
 				"idle_timeout_ms = 45000\n"
 				"max_output_per_connection = 8192\n"
 				"max_output_total = 131072\n"
+				"max_input_total = 4194304\n"
 				"stall_timeout_ms = 2500\n"
 				"tap_prefix=bgt\n"
 				"dm_prefix = bangerx-\n"
@@ -109,7 +114,7 @@ static void every_key_is_tested(void)
 		keys++;
 	}
 	fclose(out);
-	CHECK(keys == 22, "--help names %d keys; this test knows 22", keys);
+	CHECK(keys == 27, "--help names %d keys; this test knows 27", keys);
 }
 
 static void every_key_read(void)
@@ -131,6 +136,14 @@ static void every_key_read(void)
 	      cfg.audit_log);
 	CHECK(cfg.log_level == LOG_LEVEL_DEBUG, "log_level %d", cfg.log_level);
 	CHECK(cfg.api_sock_wait_ms == 1500, "api_sock_wait_ms %u", cfg.api_sock_wait_ms);
+	CHECK(cfg.helper_timeout_ms[HELPER_OP_HELLO] == 1100, "helper_hello_timeout_ms %u",
+	      cfg.helper_timeout_ms[HELPER_OP_HELLO]);
+	CHECK(cfg.helper_timeout_ms[HELPER_OP_PROBE] == 1200, "helper_probe_timeout_ms %u",
+	      cfg.helper_timeout_ms[HELPER_OP_PROBE]);
+	CHECK(cfg.helper_timeout_ms[HELPER_OP_SCAN] == 1300, "helper_scan_timeout_ms %u",
+	      cfg.helper_timeout_ms[HELPER_OP_SCAN]);
+	CHECK(cfg.helper_timeout_ms[HELPER_OP_TEARDOWN] == 1400, "helper_teardown_timeout_ms %u",
+	      cfg.helper_timeout_ms[HELPER_OP_TEARDOWN]);
 	CHECK(l->max_connections == 300, "max_connections %zu", l->max_connections);
 	CHECK(l->reserved_admin == 7, "reserved_admin_connections %zu", l->reserved_admin);
 	CHECK(l->max_per_uid == 9, "max_connections_per_uid %zu", l->max_per_uid);
@@ -138,6 +151,7 @@ static void every_key_read(void)
 	CHECK(l->max_output_per_conn == 8192, "max_output_per_connection %zu",
 	      l->max_output_per_conn);
 	CHECK(l->max_output_total == 131072, "max_output_total %zu", l->max_output_total);
+	CHECK(l->max_input_total == 4194304, "max_input_total %zu", l->max_input_total);
 	CHECK(l->stall_timeout_ms == 2500, "stall_timeout_ms %u", l->stall_timeout_ms);
 	CHECK(strcmp(p->tap_prefix, "bgt") == 0, "tap_prefix %s", p->tap_prefix);
 	CHECK(strcmp(p->dm_prefix, "bangerx-") == 0, "dm_prefix %s", p->dm_prefix);
