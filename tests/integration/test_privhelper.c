@@ -179,6 +179,11 @@ static void probe_argv_position(void)
 		expect_probe(&f, pid, -1, 0, sock, PS_PROBE_NOT_RUNNING, PS_REASON_NO_LISTENER);
 		t_kill_and_reap(pid);
 	}
+	/* Holding a socket is not enough: one connected to the real listener is not it. */
+	pid_t client = spawn_firecracker(
+	    (const char *[]){"firecracker", "--api-sock", sock, "--connect-to", sock, NULL});
+	expect_probe(&f, client, -1, 0, sock, PS_PROBE_NOT_RUNNING, PS_REASON_NO_LISTENER);
+	t_kill_and_reap(client);
 	expect_probe(&f, real, -1, 0, sock, PS_PROBE_RUNNING, PS_REASON_NONE);
 	t_kill_and_reap(real);
 	fixture_teardown(&f);
