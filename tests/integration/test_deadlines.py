@@ -22,6 +22,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bangertest import (BANGERD, HELPER, IFACE, TEST_USER, Daemon, Stub,  # noqa: E402
                         check, fail, require_root, run_cases, skip, wait_pid_gone, wait_until)
+from test_reconcile import link_exists, loops_on, sh  # noqa: E402
 
 PROBE_MS, SCAN_MS, TEARDOWN_MS = 500, 1000, 1000
 DEADLINE_FLAGS = ["--helper-probe-timeout-ms", str(PROBE_MS),
@@ -31,18 +32,6 @@ EXIT_HELPER, EXIT_HELPER_STUCK = 3, 4
 READ_BOUND_S = 0.1  # what a cache read (IsAlive, List) may take while the helper is stuck
 SLACK_S = 1.0       # a stuck call is answered within its deadline + this
 
-
-def sh(*args):
-    return subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip()
-
-
-def link_exists(name):
-    return os.path.exists(f"/sys/class/net/{name}")
-
-
-def loops_on(path):
-    out = sh("losetup", "-j", path, "-O", "NAME", "-n")
-    return [line.strip() for line in out.splitlines() if line.strip()]
 
 
 class Kernel:
