@@ -106,8 +106,15 @@ struct varlink_conn {
 	struct event *ev_resume; /* the next turn of a connection that used up its call budget */
 	struct evbuffer_cb_entry *out_cb;
 	struct evbuffer_cb_entry *in_cb;
-	int fdq[VARLINK_MAX_QUEUED_FDS];
+	/* fds received and not yet given to a call, each with the stream offset of the last
+	 * byte that came with it: they belong to the message holding that byte. */
+	struct queued_fd {
+		int fd;
+		uint64_t at;
+	} fdq[VARLINK_MAX_QUEUED_FDS];
 	size_t nfdq;
+	uint64_t received; /* bytes read from the client so far */
+	uint64_t msg_end;  /* stream offset just past the NUL of the message being dispatched */
 	struct varlink_call *current;
 	bool admin;	  /* may send fds; exempt from the per-uid limit */
 	bool dispatching; /* inside process_input: replies must not recurse into it */
@@ -538,6 +545,27 @@ static int get_optional_bool(yajl_val obj, const char *key, bool *out)
 	return r;
 }
 
+/*
+ * Move the queued fds that came with the message being dispatched into fds (at most
+ * VARLINK_MAX_FDS_PER_MSG; the rest are closed); with fds NULL, close them. The kernel
+ * hands over a sendmsg's fds with a read that ends inside (or at the end of) that
+ * sendmsg's bytes, so a call pipelined ahead of the one that carries fds never gets them.
+ */
+static void conn_take_fds(struct varlink_conn *conn, int *fds, size_t *nfds)
+{
+	size_t kept = 0;
+	for (size_t i = 0; i < conn->nfdq; i++) {
+		struct queued_fd q = conn->fdq[i];
+		if (q.at >= conn->msg_end)
+			conn->fdq[kept++] = q;
+		else if (fds && *nfds < VARLINK_MAX_FDS_PER_MSG)
+			fds[(*nfds)++] = q.fd;
+		else
+			fd_closer_close(conn->server->closer, q.fd);
+	}
+	conn->nfdq = kept;
+}
+
 static void conn_dispatch(struct varlink_conn *conn, const char *text)
 {
 	struct varlink_server *s = conn->server;
@@ -591,14 +619,7 @@ static void conn_dispatch(struct varlink_conn *conn, const char *text)
 	c->id = ++s->next_call_id;
 	c->more = more;
 	c->oneway = oneway;
-	/* Every fd that arrived up to this message's end belongs to it. */
-	for (size_t i = 0; i < conn->nfdq; i++) {
-		if (c->nfds < VARLINK_MAX_FDS_PER_MSG)
-			c->fds[c->nfds++] = conn->fdq[i];
-		else
-			fd_closer_close(s->closer, conn->fdq[i]);
-	}
-	conn->nfdq = 0;
+	conn_take_fds(conn, c->fds, &c->nfds);
 	conn->current = c;
 	s->stats.calls++;
 	s->stats.calls_in_flight++;
@@ -636,11 +657,11 @@ static void conn_dispatch(struct varlink_conn *conn, const char *text)
 		return;
 	}
 	if (!iface) {
-		char name[256];
-		snprintf(name, sizeof(name), "%.*s",
-			 dot ? (int)(dot - method) : (int)strlen(method), method);
+		/* Whole, not cut: a cut can split a UTF-8 character, and yajl refuses that. */
+		_cleanup_free_ char *name =
+		    strndup(method, dot ? (size_t)(dot - method) : SIZE_MAX);
 		varlink_error(c, "org.varlink.service.InterfaceNotFound",
-			      params_one_string("interface", name));
+			      name ? params_one_string("interface", name) : NULL);
 		return;
 	}
 	if (m) {
@@ -697,7 +718,9 @@ static void conn_process_input(struct varlink_conn *conn)
 			break;
 		}
 		evbuffer_remove(conn->in, text, len + 1);
+		conn->msg_end += len + 1;
 		conn_dispatch(conn, text);
+		conn_take_fds(conn, NULL, NULL); /* a message refused before it became a call */
 	}
 	conn->dispatching = false;
 	if (!conn->dead) {
@@ -733,11 +756,13 @@ static void on_conn_readable(evutil_socket_t fd, short what, void *arg)
 			return;
 		}
 		for (size_t k = 0; k < in.nfds; k++) {
-			if (conn->nfdq < VARLINK_MAX_QUEUED_FDS)
-				conn->fdq[conn->nfdq++] = in.fds[k];
+			if (conn->nfdq < VARLINK_MAX_QUEUED_FDS && in.len > 0)
+				conn->fdq[conn->nfdq++] = (struct queued_fd){
+				    .fd = in.fds[k], .at = conn->received + in.len - 1};
 			else
 				fd_closer_close(conn->server->closer, in.fds[k]);
 		}
+		conn->received += in.len;
 		if (in.ctruncated || in.foreign_cmsg) {
 			conn_kill(conn, "too many file descriptors with one message");
 			return;
@@ -840,7 +865,7 @@ static void conn_free(struct varlink_conn *conn)
 {
 	struct varlink_server *s = conn->server;
 	for (size_t i = 0; i < conn->nfdq; i++)
-		fd_closer_close(s->closer, conn->fdq[i]);
+		fd_closer_close(s->closer, conn->fdq[i].fd);
 	struct event *events[] = {conn->ev_read, conn->ev_write, conn->ev_partial,
 				  conn->ev_idle, conn->ev_stall, conn->ev_resume};
 	for (size_t i = 0; i < ELEMENTSOF(events); i++)

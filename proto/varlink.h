@@ -2,7 +2,9 @@
  * A Varlink server on libevent (https://varlink.org): NUL-terminated JSON
  * calls over a Unix stream socket, org.varlink.service built in, file
  * descriptors accepted alongside a call (SCM_RIGHTS, as sd-varlink sends
- * them). Generic: bangerd's io.banger.Handles and the test server for
+ * them: with the call's own bytes; an fd belongs to the message that holds
+ * the last byte it was read with, so a call pipelined ahead of it never gets
+ * it). Generic: bangerd's io.banger.Handles and the test server for
  * org.varlink.certification both sit on it.
  *
  * Calls on one connection are answered in order, one at a time: a method
