@@ -15,6 +15,7 @@
 #include "log.h"
 
 #define CLOSER_STOP_WAIT_MS 1000
+#define CLOSER_STOP_WAITS   30 /* at most, while closes still begin */
 
 struct fd_closer {
 	pthread_mutex_t lock;
@@ -23,6 +24,8 @@ struct fd_closer {
 	int *queue;
 	size_t n, capacity;
 	unsigned long in_flight; /* queued plus the one being closed */
+	unsigned long closes;	 /* close() calls begun: a stuck one does not advance */
+	bool closing;		 /* inside close() now */
 	bool started, stopping;
 	pthread_t thread;
 };
@@ -48,9 +51,12 @@ static void *closer_main(void *arg)
 		if (c->n == 0)
 			break;
 		int fd = c->queue[--c->n];
+		c->closes++;
+		c->closing = true;
 		pthread_mutex_unlock(&c->lock);
 		close(fd); /* may take as long as the peer makes it */
 		pthread_mutex_lock(&c->lock);
+		c->closing = false;
 		if (--c->in_flight == 0)
 			pthread_cond_broadcast(&c->drained);
 	}
@@ -101,15 +107,24 @@ void fd_closer_free(struct fd_closer *c)
 	pthread_mutex_lock(&c->lock);
 	c->stopping = true;
 	pthread_cond_signal(&c->wake);
-	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_nsec += (long)CLOSER_STOP_WAIT_MS * 1000000L;
-	until.tv_sec += until.tv_nsec / 1000000000L;
-	until.tv_nsec %= 1000000000L;
-	int r = 0;
-	while (c->in_flight > 0 && r != ETIMEDOUT)
-		r = pthread_cond_timedwait(&c->drained, &c->lock, &until);
-	bool stuck = c->in_flight > 0;
+	/*
+	 * Stuck means one close() has lasted a whole wait: a thread that merely has not been
+	 * scheduled yet (a busy host, a nice'd process) is waited for, up to a ceiling.
+	 */
+	bool stuck = false;
+	for (unsigned waits = 0; c->in_flight > 0 && !stuck; waits++) {
+		unsigned long closes = c->closes;
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += (long)CLOSER_STOP_WAIT_MS * 1000000L;
+		until.tv_sec += until.tv_nsec / 1000000000L;
+		until.tv_nsec %= 1000000000L;
+		int r = 0;
+		while (c->in_flight > 0 && r != ETIMEDOUT)
+			r = pthread_cond_timedwait(&c->drained, &c->lock, &until);
+		stuck = c->in_flight > 0 &&
+			((c->closing && c->closes == closes) || waits + 1 == CLOSER_STOP_WAITS);
+	}
 	pthread_mutex_unlock(&c->lock);
 	if (stuck) {
 		/* A close is hanging: leave the thread and its state; joining would hang us too. */

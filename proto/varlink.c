@@ -786,16 +786,22 @@ static void on_conn_readable(evutil_socket_t fd, short what, void *arg)
 		}
 		/* A whole message to work on: the rest can wait in the kernel. */
 		if (memchr(buf, '\0', in.len) ||
-		    evbuffer_get_length(conn->in) > VARLINK_MAX_MESSAGE_BYTES) {
-			event_del(conn->ev_read);
+		    evbuffer_get_length(conn->in) > VARLINK_MAX_MESSAGE_BYTES)
 			break;
-		}
 	}
-	if (!conn->dead)
-		conn_arm_timers(conn); /* it spoke: not idle */
-	if (!conn->dead && !conn->current)
+	if (conn->dead)
+		return;
+	conn_arm_timers(conn); /* it spoke: not idle */
+	/*
+	 * Reading stops only while a whole message has to wait (a call is open): a client
+	 * that waits for each reply, as most do, costs no epoll_ctl per call.
+	 */
+	if (!conn->current) {
 		conn_process_input(conn);
-	else if (!conn->dead && conn->read_eof)
+		return;
+	}
+	conn_update_read(conn);
+	if (conn->read_eof)
 		conn_flush(conn);
 }
 
