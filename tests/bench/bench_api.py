@@ -12,7 +12,14 @@ shared and noisy), runs redis-benchmark and the C load generator bench_api
 redis). Prints medians over the rounds and the ratio bangerd/redis; never
 asserts a figure. Fails only on wrong replies, redis misses, or a leak.
 
-usage: bench_api.py BENCH_API_EXE [--rounds N] [--seconds S]
+With --baseline BUILD_DIR (another commit's build, e.g. a worktree of it
+configured with meson), that build's bangerd runs beside this one, each with
+its own VM, and every round measures both back to back (in alternating
+order); it then prints, per method and concurrency, the median over rounds
+of this build's calls/s over the baseline's in the same round: the noise of
+a shared machine hits both alike.
+
+usage: bench_api.py BENCH_API_EXE [--rounds N] [--seconds S] [--baseline BUILD_DIR]
 """
 import argparse
 import csv
@@ -178,12 +185,14 @@ def median_of(rounds):
     return {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
 
 
-def measure(args, d, pid, redis_path, bench_tool):
+def measure(args, d, pid, redis_path, bench_tool, base=None):
+    """Interleaved rounds: redis, then each method on bangerd (and on the baseline's)."""
     requests = {}
     for c in CLIENTS:
         calib = redis_benchmark(bench_tool, redis_path, c, CALIBRATION_REQUESTS[c])
         requests[c] = max(int(calib["rps"] * args.seconds), 1000)
     ours = {(m, c): [] for m in METHODS for c in CLIENTS}
+    based = {(m, c): [] for m in METHODS for c in CLIENTS}
     theirs = {c: [] for c in CLIENTS}
     for rnd in range(1, args.rounds + 1):
         for c in CLIENTS:
@@ -191,11 +200,28 @@ def measure(args, d, pid, redis_path, bench_tool):
             theirs[c].append(r)
             line = f"round {rnd} c={c}: redis GET {fmt(r, 'rps')}/s"
             for m in METHODS:
-                f = run_loadgen(args.loadgen, d, m, c, pid, args.seconds)
-                ours[(m, c)].append(f)
-                line += f", {m} {f['calls_per_s']:.0f}/s"
+                runs = [("", d, pid, ours)] + ([("baseline ", *base, based)] if base else [])
+                for label, daemon, vm_pid, into in runs[::1 if rnd % 2 else -1]:
+                    f = run_loadgen(args.loadgen, daemon, m, c, vm_pid, args.seconds)
+                    into[(m, c)].append(f)
+                    line += f", {label}{m} {f['calls_per_s']:.0f}/s"
             print(line, flush=True)
-    return ours, theirs
+    return ours, theirs, based
+
+
+def report_baseline(args, ours, based):
+    """Per method and concurrency: median of the per-round ratios this build / baseline."""
+    print(f"against the baseline build {args.baseline} (median of {args.rounds} per-round "
+          "ratios; > 1: this build is faster)")
+    for c in CLIENTS:
+        for m in METHODS:
+            pairs = list(zip(ours[(m, c)], based[(m, c)]))
+            ratios = [a["calls_per_s"] / b["calls_per_s"] for a, b in pairs]
+            p50 = [a["p50_us"] / max(b["p50_us"], 0.1) for a, b in pairs]
+            print(f"{m} c={c}: calls/s {statistics.median(a['calls_per_s'] for a, _ in pairs):.0f}"
+                  f" vs {statistics.median(b['calls_per_s'] for _, b in pairs):.0f}, "
+                  f"ratio {statistics.median(ratios):.3f}x (rounds {min(ratios):.2f}-"
+                  f"{max(ratios):.2f}); p50 latency ratio {statistics.median(p50):.3f}x")
 
 
 def report(args, ours, theirs, reply_bytes):
@@ -218,21 +244,28 @@ def main():
     p.add_argument("loadgen")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--baseline", help="another build directory whose bangerd to compare with")
     args = p.parse_args()
     with Bench() as bench:
         server, bench_tool = redis_tools()
         d = bench.start_daemon()
         pid, raw = setup_vm(bench, d)
+        base = None
+        if args.baseline:
+            bd = bench.start_daemon(build=args.baseline)
+            base = (bd, setup_vm(bench, bd)[0])
         redis_path = start_redis(bench, server, raw)
         hits0, misses0 = redis_stats(redis_path)
         fds0, rss0 = fd_count(d.proc.pid), rss_kib(d.proc.pid)
-        ours, theirs = measure(args, d, pid, redis_path, bench_tool)
+        ours, theirs, based = measure(args, d, pid, redis_path, bench_tool, base)
         hits, misses = redis_stats(redis_path)
         check(misses == misses0 and hits > hits0, f"redis GET missed {misses - misses0} times")
         wait_fds_back(d.proc.pid, fds0, "the load runs")
         status = d.client().call(IFACE + "GetStatus")
         check(status["counters"]["errors"] == 0, f"bangerd counted errors: {status['counters']}")
         report(args, ours, theirs, len(raw))
+        if base:
+            report_baseline(args, ours, based)
         print(f"bangerd: {status['counters']['calls']} calls, 0 errors; RSS {rss0} KiB before "
               f"the load, {rss_kib(d.proc.pid)} KiB after; fds back to {fds0}")
 

@@ -54,6 +54,7 @@ class Bench:
 
     def __init__(self):
         self.daemon = None
+        self.others = []  # more daemons (a baseline build's), stopped before self.daemon
         self.stubs = []
         self.procs = []
         self.dirs = []
@@ -73,23 +74,32 @@ class Bench:
                 p.kill()
             p.wait()
         # bangerd first: stubs that died under it would start exit handling and teardowns.
+        for d in self.others:
+            self._stop_daemon(d, show_log=failed)
         if self.daemon:
-            self._stop_daemon(show_log=failed)
+            self._stop_daemon(self.daemon, show_log=failed)
         for s in self.stubs:
             s.kill()
         for d in self.dirs:
             shutil.rmtree(d, ignore_errors=True)
         return False
 
-    def start_daemon(self):
-        """bangerd as the integration tests run it: root, --user nobody, throw-away dirs."""
-        # Daemon drains bangerd's log pipe itself, so a busy benchmark never blocks it.
-        self.daemon = Daemon(wait_ready=False)
-        check(self.daemon.read_until("ready:"), f"bangerd never became ready:\n{self.daemon.log}")
-        return self.daemon
+    def start_daemon(self, build=None):
+        """bangerd as the integration tests run it: root, --user nobody, throw-away dirs.
 
-    def _stop_daemon(self, show_log):
-        d = self.daemon
+        build: another build directory (a baseline commit's) whose bangerd and helper to run,
+        beside this build's; by default this build's, as self.daemon."""
+        # Daemon drains bangerd's log pipe itself, so a busy benchmark never blocks it.
+        if build:
+            d = Daemon(wait_ready=False, exe=os.path.join(build, "daemon", "bangerd"),
+                       helper=os.path.join(build, "privhelper", "banger-privhelper"))
+            self.others.append(d)
+        else:
+            d = self.daemon = Daemon(wait_ready=False)
+        check(d.read_until("ready:"), f"bangerd never became ready:\n{d.log}")
+        return d
+
+    def _stop_daemon(self, d, show_log):
         if d.proc.poll() is None:
             d.proc.terminate()
             try:

@@ -284,7 +284,7 @@ class Daemon:
     log must hold no sanitizer report."""
 
     def __init__(self, extra=(), user=TEST_USER, preexec=None, config_text=None, root=None,
-                 wait_ready=True, launcher=()):
+                 wait_ready=True, launcher=(), exe=None, helper=None):
         self.dir = root or tempfile.mkdtemp(prefix="banger-test-")
         self.own_dir = root is None or root in _ROOTS
         if self.own_dir:
@@ -301,7 +301,8 @@ class Daemon:
         os.chown(self.run_dir, pw.pw_uid, pw.pw_gid)
         self.state = os.path.join(self.dir, "state")
         self.socket = os.path.join(self.run_dir, "bangerd.sock")
-        args = [BANGERD, "--state-dir", self.state, "--helper", HELPER,
+        # exe/helper: another build's pair (a benchmark's baseline); the suite's by default.
+        args = [exe or BANGERD, "--state-dir", self.state, "--helper", helper or HELPER,
                 "--listen", self.socket,
                 "--tap-prefix", "bgt", "--dm-prefix", "bangertest-",
                 "--dm-uuid-prefix", "BANGERT-",
