@@ -5,7 +5,8 @@
 # (GOPROXY=off); the build cache lives under the build dir.
 #
 #   go.sh BUILD_DIR generate          (re)generate the bindings and the module's mirror
-#   go.sh BUILD_DIR build             cmd/fcmanager-example into BUILD_DIR
+#   go.sh BUILD_DIR build PKG NAME    build the command PKG (./cmd/fcmanager-example) as
+#                                     BUILD_DIR/NAME
 #   go.sh BUILD_DIR vet [TEST...]     go vet ./...; with TESTs, also check that they are
 #                                     exactly the package's tests (meson runs each alone)
 #   go.sh BUILD_DIR test TEST         go test -run '^TEST$' against a real bangerd (meson's
@@ -26,7 +27,7 @@ mode=${2:?usage: go.sh BUILD_DIR generate|build|vet|test|go [ARGS...]}
 shift 2
 
 export GOPATH=$build/gopath GOCACHE=$build/gocache GOMODCACHE=$build/gopath/pkg/mod
-export GOPROXY=off GOSUMDB=off GO111MODULE=on GOFLAGS=
+export GOPROXY=off GOSUMDB=off GO111MODULE=on GOFLAGS= GOENV=off GOTOOLCHAIN=local
 export CGO_ENABLED=0
 
 generate() {
@@ -53,7 +54,7 @@ fi
 cd "$build/mod"
 case $mode in
 generate) ;;
-build) go build -o "$build/fcmanager-example" ./cmd/fcmanager-example ;;
+build) go build -o "$build/${2:?usage: go.sh BUILD_DIR build PKG NAME}" "${1:?}" ;;
 vet)
 	go vet ./...
 	if (($#)); then
