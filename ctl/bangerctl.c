@@ -299,7 +299,7 @@ static const struct {
 	const char *sentence;
 } error_sentences[] = {
     {IFACE "NoSuchVM", "no VM has the id {id}"},
-    {IFACE "VMExists", "a VM with the id {id} is registered already"},
+    {IFACE "VMExists", "VM {id} is registered already and {state}: {reason}"},
     {IFACE "InvalidID", "{id} is not a valid VM id: {reason}"},
     {IFACE "InvalidParameter", "{parameter}: {reason}"},
     {IFACE "NotFirecracker", "pid {pid} is not the firecracker of VM {id}: {reason}"},

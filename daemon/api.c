@@ -344,17 +344,24 @@ static void method_register(struct varlink_call *c, yajl_val params, void *userd
 	if (!admit_mutation(d, c, id))
 		return;
 
-	if (cache_count(&d->cache) >= BANGER_MAX_VMS) {
+	struct vm_entry *e, *existing = cache_find(&d->cache, id);
+	if (!existing && cache_count(&d->cache) >= BANGER_MAX_VMS) {
 		yajl_gen g = varlink_params_begin();
 		if (g)
 			json_gen_kv_int(g, "limit", BANGER_MAX_VMS);
 		varlink_error(c, IFACE "TooManyVMs", varlink_params_end(g));
 		return;
 	}
-	struct vm_entry *e;
 	r = service_register(d, &rec, &e);
 	if (r == -EEXIST) {
-		error_with(c, "VMExists", "id", id, NULL, NULL);
+		/* Which state it is in, and what to call before it can take a next run. */
+		yajl_gen g = varlink_params_begin();
+		if (g) {
+			json_gen_kv_string(g, "id", id);
+			json_gen_kv_string(g, "state", vm_state_name(existing->state));
+			json_gen_kv_string(g, "reason", service_rearm_refusal(existing));
+		}
+		varlink_error(c, IFACE "VMExists", varlink_params_end(g));
 		return;
 	}
 	if (r < 0) {

@@ -77,7 +77,15 @@ uint64_t service_realtime_usec(void);
 void service_emit(struct daemon *d, const char *kind, const char *id, int pid, const char *detail);
 /* Why a request could not be sent: the helper's failure when it has failed, else strerror. */
 const char *service_helper_failure(const struct daemon *d, int err);
+/*
+ * Register a VM, or re-arm a stopped record that holds nothing for its next run
+ * (-EEXIST otherwise: service_rearm_refusal() says why). Durable when it returns 0.
+ */
 int service_register(struct daemon *d, const struct vm_record *rec, struct vm_entry **out);
+/* Why Register may not re-arm e (what to call first), or NULL when it may. */
+const char *service_rearm_refusal(const struct vm_entry *e);
+/* Does a dead VM hold (or may it hold) anything: handles, a mirror, a kept file, a start? */
+bool service_holds_resources(const struct vm_entry *e);
 bool service_set_handles(struct daemon *d, struct vm_entry *e, const struct vm_handles *h,
 			 int pidfd);
 void service_clear_handles(struct daemon *d, struct vm_entry *e);

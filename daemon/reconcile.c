@@ -179,16 +179,6 @@ static void on_vm_teardown(struct daemon *d, const char *id, const struct teardo
 		reconcile_finish(rc);
 }
 
-/* Does a dead VM hold (or may it hold) anything? */
-static bool holds_resources(const struct vm_entry *e)
-{
-	struct vm_record rec;
-	if (e->has_handles || e->state == VM_STARTING || e->kept_as)
-		return true;
-	cache_entry_get(e, &rec, NULL);
-	return rec.mirror.tap[0] || rec.mirror.n_loops || rec.mirror.n_dm;
-}
-
 /* One VM the scan did not find. */
 static void decide_unfound(struct rc_vm *v, struct vm_entry *e, bool scan_complete)
 {
@@ -206,7 +196,7 @@ static void decide_unfound(struct rc_vm *v, struct vm_entry *e, bool scan_comple
 		return;
 	}
 	e->liveness = VM_DEAD;
-	if (!holds_resources(e)) {
+	if (!service_holds_resources(e)) {
 		v->action = RC_CLEAN;
 		return;
 	}

@@ -210,17 +210,51 @@ enum vm_liveness service_liveness(const struct vm_entry *e)
 
 /* --- the rules ---------------------------------------------------------- */
 
+bool service_holds_resources(const struct vm_entry *e)
+{
+	struct vm_record rec;
+	if (e->has_handles || e->state == VM_STARTING || e->kept_as)
+		return true;
+	cache_entry_get(e, &rec, NULL);
+	return rec.mirror.tap[0] || rec.mirror.n_loops || rec.mirror.n_dm;
+}
+
+const char *service_rearm_refusal(const struct vm_entry *e)
+{
+	struct vm_record rec;
+	if (e->state == VM_STARTING)
+		return "it is starting: SetHandles it, or ClearHandles then Teardown it first";
+	if (e->state == VM_RUNNING)
+		return "it is running: once its firecracker has exited (or after ClearHandles), "
+		       "Teardown it first";
+	cache_entry_get(e, &rec, NULL);
+	/*
+	 * A plan outlives a run only when no teardown finished it (teardown_finish drops it):
+	 * a start that failed before SetHandles may have made what it names. Re-arming would
+	 * replace those names with the next run's, and nothing would ever remove them.
+	 */
+	if (service_holds_resources(e) || rec.has_planned || e->problem || !e->handles_persisted)
+		return "it is stopped but may still hold resources: Teardown it first";
+	return NULL;
+}
+
 int service_register(struct daemon *d, const struct vm_record *rec, struct vm_entry **out)
 {
-	if (cache_find(&d->cache, rec->id))
+	/* A VM has many runs under one id: a stopped record holding nothing takes the next plan. */
+	struct vm_entry *e = cache_find(&d->cache, rec->id);
+	if (e && service_rearm_refusal(e))
 		return -EEXIST;
 	/* Intent first: the record is durable before the manager creates anything. */
 	int r = store_write_record(&d->store, rec);
 	if (r < 0)
 		return r;
 	CRASH_POINT("register-after-record");
-	struct vm_entry *e = cache_add(&d->cache, rec);
-	if (!e)
+	if (e && cache_entry_put(e, rec, NULL) < 0)
+		return -ENOMEM; /* the cache still says stopped; vm.json is ahead, as after a crash
+				 */
+	if (e)
+		e->record_persisted = true;
+	else if (!(e = cache_add(&d->cache, rec)))
 		return -ENOMEM;
 	e->owner = d;
 	service_emit(d, "registered", rec->id, 0, NULL);
@@ -568,6 +602,9 @@ static void teardown_finish(struct daemon *d, struct vm_entry *e)
 	cache_entry_get(e, &rec, NULL);
 	rec.state = VM_STOPPED;
 	memset(&rec.mirror, 0, sizeof(rec.mirror));
+	/* The plan was torn down with the rest: the record holds nothing, ready for a next run. */
+	rec.has_planned = false;
+	memset(&rec.planned, 0, sizeof(rec.planned));
 	cache_entry_unwatch(e);
 	e->liveness = VM_DEAD;
 	if (cache_entry_put(e, &rec, NULL) < 0)
