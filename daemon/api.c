@@ -274,7 +274,7 @@ static struct ps_caller caller_of(struct varlink_call *c, const char *method)
 {
 	const struct varlink_peer *p = varlink_call_peer(c);
 	struct ps_caller caller = {.uid = (uint32_t)p->uid, .gid = (uint32_t)p->gid, .pid = p->pid};
-	snprintf(caller.what, sizeof(caller.what), "%s#%llu", method,
+	snprintf(caller.call, sizeof(caller.call), "%s#%llu", method,
 		 (unsigned long long)varlink_call_id(c));
 	return caller;
 }

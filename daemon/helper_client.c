@@ -496,7 +496,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 
 	while (!hc->dead) {
 		struct ps_message m;
-		int r = ps_recv(hc->sock, PS_TO_DAEMON, true, &m, why, sizeof(why));
+		int r = ps_recv_reply(hc->sock, true, &m, why, sizeof(why));
 		if (r == -EAGAIN)
 			return;
 		if (r == 0) {

@@ -173,7 +173,7 @@ static void on_firecracker_exit(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	struct ps_caller caller = {
-	    .uid = (uint32_t)d->uid, .gid = (uint32_t)d->gid, .what = "exit"};
+	    .uid = (uint32_t)d->uid, .gid = (uint32_t)d->gid, .call = "exit"};
 	CRASH_POINT("exit-before-teardown");
 	int r = service_teardown(d, e, &caller, NULL, NULL, NULL);
 	if (r < 0)

@@ -271,10 +271,11 @@ static bool peer_gone(int sock)
 
 int main(int argc, char **argv)
 {
-	struct helper h = {.sock = HELPER_SOCKET_FD, .audit_fd = -1};
+	struct helper h;
 	const char *audit_log = NULL, *daemon_user = NULL;
 	char why[512];
 
+	helper_init(&h);
 	log_init("banger-privhelper", LOG_LEVEL_INFO);
 	parse_args(argc, argv, &h.policy, &audit_log, &daemon_user);
 	bool split = socket_activated();
@@ -304,7 +305,7 @@ int main(int argc, char **argv)
 
 	for (;;) {
 		struct ps_message m;
-		r = ps_recv(h.sock, PS_TO_HELPER, false, &m, why, sizeof(why));
+		r = asroot_recv(h.sock, &m, why, sizeof(why));
 		if (r == 0) {
 			log_info("bangerd closed the socket; exiting");
 			return 0;
@@ -321,7 +322,7 @@ int main(int argc, char **argv)
 			 * may belong to someone else by now. Carry nothing out.
 			 */
 			log_info("bangerd closed the socket; a %s it sent is not carried out",
-				 ps_type_name(m.header.type));
+				 asroot_op_name(m.header.type));
 			ps_message_close_fds(&m);
 			return 0;
 		}
