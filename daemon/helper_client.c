@@ -135,8 +135,6 @@ static char **helper_environment(void)
 int helper_spawn(const char *helper_path, const struct ps_policy *policy, const char *audit_log,
 		 int log_level, pid_t *pid_out)
 {
-	static const char *const level_names[] = {
-	    [3] = "error", [4] = "warning", [5] = "notice", [6] = "info", [7] = "debug"};
 	const char *argv[POLICY_MAX_ARGS + 8];
 	int sv[2];
 	size_t n = 0;
@@ -148,9 +146,9 @@ int helper_spawn(const char *helper_path, const struct ps_policy *policy, const 
 		argv[n++] = "--audit-log";
 		argv[n++] = audit_log;
 	}
-	if (log_level >= 3 && log_level <= 7) {
+	if (log_level_name(log_level)) {
 		argv[n++] = "--log-level";
-		argv[n++] = level_names[log_level];
+		argv[n++] = log_level_name(log_level);
 	}
 	argv[n] = NULL;
 	_cleanup_free_ char **env = helper_environment();

@@ -2,6 +2,8 @@
 #include "policy.h"
 
 #include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -111,26 +113,58 @@ bool policy_equal(const struct ps_policy *a, const struct ps_policy *b)
 	return memcmp(a, b, sizeof(*a)) == 0;
 }
 
+#define SINGLE(field)                                                                              \
+	offsetof(struct ps_policy, field), sizeof(((struct ps_policy *)0)->field), 0, 0
+#define LIST(field, count)                                                                         \
+	offsetof(struct ps_policy, field), sizeof(((struct ps_policy *)0)->field),                 \
+	    sizeof(((struct ps_policy *)0)->field[0]), offsetof(struct ps_policy, count)
+
+const struct policy_flag policy_flags[POLICY_N_FLAGS] = {
+    {"--tap-prefix", "PREFIX", "tap devices banger may delete", policy_set_tap_prefix,
+     SINGLE(tap_prefix)},
+    {"--dm-prefix", "PREFIX", "DM names banger may remove", policy_set_dm_prefix,
+     SINGLE(dm_prefix)},
+    {"--dm-uuid-prefix", "PREFIX", "DM uuids banger may remove", policy_set_dm_uuid_prefix,
+     SINGLE(dm_uuid_prefix)},
+    {"--loop-root", "DIR", "loop backing files must lie below (repeatable)", policy_add_loop_root,
+     LIST(loop_roots, n_loop_roots)},
+    {"--api-sock-root", "DIR", "firecracker api sockets must lie below (repeatable)",
+     policy_add_api_sock_root, LIST(api_sock_roots, n_api_sock_roots)},
+    {"--firecracker-name", "NAME", "executable names that count as firecracker (repeatable)",
+     policy_add_firecracker_name, LIST(firecracker_names, n_firecracker_names)},
+};
+
+void policy_flag_clear(const struct policy_flag *f, struct ps_policy *p)
+{
+	if (f->entry_size == 0)
+		return;
+	memset((char *)p + f->offset, 0, f->size);
+	memset((char *)p + f->count_offset, 0, sizeof(uint32_t));
+}
+
+bool policy_flag_is_key(const struct policy_flag *f, const char *key)
+{
+	const char *flag = f->flag + 2;
+	for (; *flag && *key; flag++, key++)
+		if (*key != (*flag == '-' ? '_' : *flag))
+			return false;
+	return *flag == *key;
+}
+
 size_t policy_to_args(const struct ps_policy *p, const char **argv, size_t max)
 {
 	size_t n = 0;
-#define PUSH(flag, value)                                                                          \
-	do {                                                                                       \
-		if (n + 2 < max) {                                                                 \
-			argv[n++] = (flag);                                                        \
-			argv[n++] = (value);                                                       \
-		}                                                                                  \
-	} while (0)
-	PUSH("--tap-prefix", p->tap_prefix);
-	PUSH("--dm-prefix", p->dm_prefix);
-	PUSH("--dm-uuid-prefix", p->dm_uuid_prefix);
-	for (uint32_t i = 0; i < p->n_loop_roots; i++)
-		PUSH("--loop-root", p->loop_roots[i]);
-	for (uint32_t i = 0; i < p->n_api_sock_roots; i++)
-		PUSH("--api-sock-root", p->api_sock_roots[i]);
-	for (uint32_t i = 0; i < p->n_firecracker_names; i++)
-		PUSH("--firecracker-name", p->firecracker_names[i]);
-#undef PUSH
+	for (size_t i = 0; i < POLICY_N_FLAGS; i++) {
+		const struct policy_flag *f = &policy_flags[i];
+		const char *base = (const char *)p + f->offset;
+		uint32_t count = 1;
+		if (f->entry_size)
+			memcpy(&count, (const char *)p + f->count_offset, sizeof(count));
+		for (uint32_t k = 0; k < count && n + 2 < max; k++) {
+			argv[n++] = f->flag;
+			argv[n++] = base + k * f->entry_size;
+		}
+	}
 	argv[n] = NULL;
 	return n;
 }
