@@ -31,12 +31,16 @@
 #include "log.h"
 #include "path.h"
 #include "policy.h"
+#include "vm.h"
 
 #ifndef CLOSE_RANGE_CLOEXEC
 #include <linux/close_range.h>
 #endif
 
 #define HELPER_FD 3
+
+/* Every VM id fits the request's vm field, so every audit line can name its VM. */
+static_assert(VM_ID_MAX == PS_VM_ID_MAX, "a VM id fits struct ps_caller's vm");
 
 extern char **environ;
 

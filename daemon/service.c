@@ -619,6 +619,7 @@ int service_teardown(struct daemon *d, struct vm_entry *e, const struct ps_calle
 	cache_entry_get(e, &rec, &h);
 	memset(&q, 0, sizeof(q));
 	q.caller = *caller;
+	field_set(q.caller.vm, sizeof(q.caller.vm), e->id); /* the helper's audit line names it */
 	build_teardown(&rec, &h, e->has_handles, &q);
 	if (held) {
 		spare_live_neighbours(held, e, &q);
