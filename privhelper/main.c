@@ -234,11 +234,44 @@ static bool peer_gone(int sock)
 	return poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLRDHUP));
 }
 
+/* Answer requests one at a time until EOF; returns the exit status. */
+static int serve(struct helper *h)
+{
+	char why[512];
+	for (;;) {
+		struct ps_message m;
+		int r = asroot_recv(h->sock, &m, why, sizeof(why));
+		if (r > 0 && peer_gone(h->sock)) {
+			/*
+			 * A request bangerd gave up on (it found us stuck and left): its names
+			 * may belong to someone else by now. Carry nothing out.
+			 */
+			log_info("bangerd closed the socket; a %s it sent is not carried out",
+				 asroot_op_name(m.header.type));
+			ps_message_close_fds(&m);
+			return 0;
+		}
+		if (r > 0) {
+			r = helper_dispatch(h, &m, why, sizeof(why));
+			ps_message_close_fds(&m);
+			if (r == 0)
+				continue;
+		} else if (r == 0) {
+			log_info("bangerd closed the socket; exiting");
+			return 0;
+		}
+		if (r == -EBADMSG) {
+			audit_violation(h, why);
+			return 1;
+		}
+		fatalx(1, "talking to bangerd: %s", strerror(-r));
+	}
+}
+
 int main(int argc, char **argv)
 {
 	struct helper h;
 	const char *audit_log = NULL, *daemon_user = NULL;
-	char why[512];
 
 	helper_init(&h);
 	log_init("banger-privhelper", LOG_LEVEL_INFO);
@@ -256,48 +289,15 @@ int main(int argc, char **argv)
 		fatalx(1, "cannot open /proc/self/ns/net: %s", strerror(-r));
 	r = unixsock_available(&h.netns);
 	if (r < 0)
-		fatalx(
-		    1,
-		    "the kernel does not say which unix socket listens where (sock_diag for "
-		    "AF_UNIX: CONFIG_UNIX_DIAG, module unix_diag): %s; without it no firecracker "
-		    "can be identified",
-		    strerror(-r));
+		fatalx(1,
+		       "the kernel does not say which unix socket listens where (sock_diag for "
+		       "AF_UNIX: CONFIG_UNIX_DIAG, module unix_diag): %s; without it no "
+		       "firecracker can be identified",
+		       strerror(-r));
 	if (split)
 		check_peer(&h, daemon_user);
 	drop_privileges(&h);
 	log_info("ready (pid %d, uid %d, %s)", getpid(), geteuid(),
 		 h.privileged ? "four capabilities" : "unprivileged");
-
-	for (;;) {
-		struct ps_message m;
-		r = asroot_recv(h.sock, &m, why, sizeof(why));
-		if (r == 0) {
-			log_info("bangerd closed the socket; exiting");
-			return 0;
-		}
-		if (r == -EBADMSG) {
-			audit_violation(&h, why);
-			return 1;
-		}
-		if (r < 0)
-			fatalx(1, "receiving from bangerd: %s", strerror(-r));
-		if (peer_gone(h.sock)) {
-			/*
-			 * A request bangerd gave up on (it found us stuck and left): its names
-			 * may belong to someone else by now. Carry nothing out.
-			 */
-			log_info("bangerd closed the socket; a %s it sent is not carried out",
-				 asroot_op_name(m.header.type));
-			ps_message_close_fds(&m);
-			return 0;
-		}
-		r = helper_dispatch(&h, &m, why, sizeof(why));
-		ps_message_close_fds(&m);
-		if (r == -EBADMSG) {
-			audit_violation(&h, why);
-			return 1;
-		}
-		if (r < 0)
-			fatalx(1, "replying to bangerd: %s", strerror(-r));
-	}
+	return serve(&h);
 }

@@ -260,7 +260,7 @@ struct ps_teardown_result {
 };
 
 struct ps_teardown_reply {
-	int32_t err; /* a failure of the whole request (-ENOSYS before teardown exists) */
+	int32_t err; /* a failure of the whole request, or 0 */
 	uint32_t count;
 	struct ps_teardown_result results[PS_TEARDOWN_MAX_RESULTS];
 };
