@@ -107,12 +107,6 @@ int policy_finish(struct ps_policy *p, char *why, size_t why_size)
 	return 0;
 }
 
-bool policy_equal(const struct ps_policy *a, const struct ps_policy *b)
-{
-	/* Fields are zero-filled after their terminators, so bytes compare as values. */
-	return memcmp(a, b, sizeof(*a)) == 0;
-}
-
 #define SINGLE(field)                                                                              \
 	offsetof(struct ps_policy, field), sizeof(((struct ps_policy *)0)->field), 0, 0
 #define LIST(field, count)                                                                         \
@@ -133,41 +127,6 @@ const struct policy_flag policy_flags[POLICY_N_FLAGS] = {
     {"--firecracker-name", "NAME", "executable names that count as firecracker (repeatable)",
      policy_add_firecracker_name, LIST(firecracker_names, n_firecracker_names)},
 };
-
-void policy_flag_clear(const struct policy_flag *f, struct ps_policy *p)
-{
-	if (f->entry_size == 0)
-		return;
-	memset((char *)p + f->offset, 0, f->size);
-	memset((char *)p + f->count_offset, 0, sizeof(uint32_t));
-}
-
-bool policy_flag_is_key(const struct policy_flag *f, const char *key)
-{
-	const char *flag = f->flag + 2;
-	for (; *flag && *key; flag++, key++)
-		if (*key != (*flag == '-' ? '_' : *flag))
-			return false;
-	return *flag == *key;
-}
-
-size_t policy_to_args(const struct ps_policy *p, const char **argv, size_t max)
-{
-	size_t n = 0;
-	for (size_t i = 0; i < POLICY_N_FLAGS; i++) {
-		const struct policy_flag *f = &policy_flags[i];
-		const char *base = (const char *)p + f->offset;
-		uint32_t count = 1;
-		if (f->entry_size)
-			memcpy(&count, (const char *)p + f->count_offset, sizeof(count));
-		for (uint32_t k = 0; k < count && n + 2 < max; k++) {
-			argv[n++] = f->flag;
-			argv[n++] = base + k * f->entry_size;
-		}
-	}
-	argv[n] = NULL;
-	return n;
-}
 
 static const char *root_of(const char (*roots)[PS_PATH_MAX], uint32_t n, const char *path)
 {
