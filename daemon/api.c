@@ -3,7 +3,7 @@
  * parameter at the top, checks access, calls the service, and ends the
  * call exactly once. Nothing here touches the disk or the cache directly.
  * Mutating calls are logged with the caller's uid/pid and the call id that
- * the helper's audit line carries too (caller="SetHandles#17").
+ * the helper's audit line carries too (call=SetHandles#17, with vm= the VM's id).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -274,7 +274,7 @@ static struct ps_caller caller_of(struct varlink_call *c, const char *method)
 {
 	const struct varlink_peer *p = varlink_call_peer(c);
 	struct ps_caller caller = {.uid = (uint32_t)p->uid, .gid = (uint32_t)p->gid, .pid = p->pid};
-	snprintf(caller.what, sizeof(caller.what), "%s#%llu", method,
+	snprintf(caller.call, sizeof(caller.call), "%s#%llu", method,
 		 (unsigned long long)varlink_call_id(c));
 	return caller;
 }
@@ -571,6 +571,7 @@ static void method_set_handles(struct varlink_call *c, yajl_val params, void *us
 		return;
 	}
 	req->caller = caller_of(c, "SetHandles");
+	field_set(req->caller.vm, sizeof(req->caller.vm), e->id); /* the helper audits it */
 	req->deadline_ms = monotonic_ms() + d->cfg.api_sock_wait_ms;
 	int r = set_probe_send(req);
 	if (r < 0) {

@@ -173,7 +173,7 @@ static void on_firecracker_exit(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	struct ps_caller caller = {
-	    .uid = (uint32_t)d->uid, .gid = (uint32_t)d->gid, .what = "exit"};
+	    .uid = (uint32_t)d->uid, .gid = (uint32_t)d->gid, .call = "exit"};
 	CRASH_POINT("exit-before-teardown");
 	int r = service_teardown(d, e, &caller, NULL, NULL, NULL);
 	if (r < 0)
@@ -656,6 +656,7 @@ int service_teardown(struct daemon *d, struct vm_entry *e, const struct ps_calle
 	cache_entry_get(e, &rec, &h);
 	memset(&q, 0, sizeof(q));
 	q.caller = *caller;
+	field_set(q.caller.vm, sizeof(q.caller.vm), e->id); /* the helper's audit line names it */
 	build_teardown(&rec, &h, e->has_handles, &q);
 	if (held) {
 		spare_live_neighbours(held, e, &q);

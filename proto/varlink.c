@@ -566,14 +566,108 @@ static void conn_take_fds(struct varlink_conn *conn, int *fds, size_t *nfds)
 	conn->nfdq = kept;
 }
 
-static void conn_dispatch(struct varlink_conn *conn, const char *text)
+/* The envelope of one call, checked before the call exists. */
+struct call_envelope {
+	const char *method;
+	yajl_val params; /* NULL when the call has none */
+	bool more, oneway, upgrade;
+};
+
+/* Read the envelope of msg; false after replying with a protocol error. */
+static bool parse_envelope(struct varlink_conn *conn, yajl_val msg, struct call_envelope *env)
+{
+	if (!YAJL_IS_OBJECT(msg)) {
+		conn_reply_protocol_error(conn, "message: not a JSON object");
+		return false;
+	}
+	if (json_get_string(msg, "method", &env->method) < 0) {
+		conn_reply_protocol_error(conn, "method");
+		return false;
+	}
+	if (get_optional_bool(msg, "more", &env->more) < 0 ||
+	    get_optional_bool(msg, "oneway", &env->oneway) < 0 ||
+	    get_optional_bool(msg, "upgrade", &env->upgrade) < 0) {
+		conn_reply_protocol_error(conn, "more/oneway/upgrade must be booleans");
+		return false;
+	}
+	env->params = NULL;
+	if (json_get_object(msg, "parameters", &env->params) == -EINVAL) {
+		conn_reply_protocol_error(conn, "parameters");
+		return false;
+	}
+	return true;
+}
+
+/* The call now in flight on conn, owning every fd that arrived up to its message's end. */
+static struct varlink_call *call_start(struct varlink_conn *conn, const struct call_envelope *env)
 {
 	struct varlink_server *s = conn->server;
-	char why[256];
+	struct varlink_call *c = calloc(1, sizeof(*c));
+	if (!c || !(c->method = strdup(env->method))) {
+		free(c);
+		conn_kill(conn, "out of memory");
+		return NULL;
+	}
+	c->conn = conn;
+	c->server = s;
+	c->id = ++s->next_call_id;
+	c->more = env->more;
+	c->oneway = env->oneway;
+	conn_take_fds(conn, c->fds, &c->nfds);
+	conn->current = c;
+	s->stats.calls++;
+	s->stats.calls_in_flight++;
+	return c;
+}
+
+/* fds only where a method declares them: anything else is a protocol error. */
+static void refuse_fds(struct varlink_call *c)
+{
+	c->conn->close_after_flush = true;
+	c->server->stats.connections_dropped++;
+	varlink_error_invalid_parameter(c, "file descriptors: this method takes none");
+}
+
+/* Hand the call to its method, or answer it with the error that says why there is none. */
+static void call_route(struct varlink_call *c, const char *method, yajl_val params)
+{
+	struct varlink_server *s = c->server;
+	const char *dot = strrchr(method, '.');
+	const struct varlink_interface *iface =
+	    dot ? server_find_interface(s, method, (size_t)(dot - method)) : NULL;
+	const struct varlink_method *m = NULL;
+	for (size_t i = 0; iface && i < iface->n_methods; i++)
+		if (strcmp(iface->methods[i].name, dot + 1) == 0)
+			m = &iface->methods[i];
+
+	if (c->nfds > 0 && (strncmp(method, "org.varlink.service.", 20) == 0 || !m ||
+			    !(m->flags & VARLINK_METHOD_TAKES_FDS))) {
+		refuse_fds(c);
+	} else if (strcmp(method, "org.varlink.service.GetInfo") == 0) {
+		service_get_info(c, params);
+	} else if (strcmp(method, "org.varlink.service.GetInterfaceDescription") == 0) {
+		service_get_interface_description(c, params);
+	} else if (!iface) {
+		/* Whole, not cut: a cut can split a UTF-8 character, and yajl refuses that. */
+		_cleanup_free_ char *name =
+		    strndup(method, dot ? (size_t)(dot - method) : SIZE_MAX);
+		varlink_error(c, "org.varlink.service.InterfaceNotFound",
+			      name ? params_one_string("interface", name) : NULL);
+	} else if (m) {
+		m->fn(c, params, s->userdata);
+	} else {
+		varlink_error(c, "org.varlink.service.MethodNotFound",
+			      params_one_string("method", method));
+	}
+}
+
+static void conn_dispatch(struct varlink_conn *conn, const char *text)
+{
+	static const char empty_object[] = "{}";
 	_cleanup_(yajl_tree_freep) yajl_val msg = NULL;
-	const char *method;
-	yajl_val params = NULL;
-	bool more, oneway, upgrade;
+	_cleanup_(yajl_tree_freep) yajl_val empty = NULL;
+	struct call_envelope env;
+	char why[256];
 
 	if (json_parse_bounded(text, JSON_MAX_DEPTH, VARLINK_MAX_MESSAGE_NODES, &msg, why,
 			       sizeof(why)) < 0) {
@@ -582,93 +676,21 @@ static void conn_dispatch(struct varlink_conn *conn, const char *text)
 		conn_reply_protocol_error(conn, what);
 		return;
 	}
-	if (!YAJL_IS_OBJECT(msg)) {
-		conn_reply_protocol_error(conn, "message: not a JSON object");
+	if (!parse_envelope(conn, msg, &env))
 		return;
-	}
-	if (json_get_string(msg, "method", &method) < 0) {
-		conn_reply_protocol_error(conn, "method");
-		return;
-	}
-	if (get_optional_bool(msg, "more", &more) < 0 ||
-	    get_optional_bool(msg, "oneway", &oneway) < 0 ||
-	    get_optional_bool(msg, "upgrade", &upgrade) < 0) {
-		conn_reply_protocol_error(conn, "more/oneway/upgrade must be booleans");
-		return;
-	}
-	int r = json_get_object(msg, "parameters", &params);
-	if (r == -EINVAL) {
-		conn_reply_protocol_error(conn, "parameters");
-		return;
-	}
-	static const char empty_object[] = "{}";
-	_cleanup_(yajl_tree_freep) yajl_val empty = NULL;
-	if (r == -ENOENT) {
-		json_parse(empty_object, JSON_MAX_DEPTH, &empty, NULL, 0);
-		params = empty;
-	}
-
-	struct varlink_call *c = calloc(1, sizeof(*c));
-	if (!c || !params || !(c->method = strdup(method))) {
-		free(c);
+	if (!env.params && json_parse(empty_object, JSON_MAX_DEPTH, &empty, NULL, 0) == 0)
+		env.params = empty;
+	if (!env.params) {
 		conn_kill(conn, "out of memory");
 		return;
 	}
-	c->conn = conn;
-	c->server = s;
-	c->id = ++s->next_call_id;
-	c->more = more;
-	c->oneway = oneway;
-	conn_take_fds(conn, c->fds, &c->nfds);
-	conn->current = c;
-	s->stats.calls++;
-	s->stats.calls_in_flight++;
-
-	if (upgrade) {
+	struct varlink_call *c = call_start(conn, &env);
+	if (!c)
+		return;
+	if (env.upgrade)
 		varlink_error_invalid_parameter(c, "upgrade");
-		return;
-	}
-	if (c->nfds > 0 && strncmp(method, "org.varlink.service.", 20) == 0) {
-		conn->close_after_flush = true;
-		s->stats.connections_dropped++;
-		varlink_error_invalid_parameter(c, "file descriptors: this method takes none");
-		return;
-	}
-	if (strcmp(method, "org.varlink.service.GetInfo") == 0) {
-		service_get_info(c, params);
-		return;
-	}
-	if (strcmp(method, "org.varlink.service.GetInterfaceDescription") == 0) {
-		service_get_interface_description(c, params);
-		return;
-	}
-	const char *dot = strrchr(method, '.');
-	const struct varlink_interface *iface =
-	    dot ? server_find_interface(s, method, (size_t)(dot - method)) : NULL;
-	const struct varlink_method *m = NULL;
-	for (size_t i = 0; iface && i < iface->n_methods; i++)
-		if (strcmp(iface->methods[i].name, dot + 1) == 0)
-			m = &iface->methods[i];
-	if (c->nfds > 0 && !(m && (m->flags & VARLINK_METHOD_TAKES_FDS))) {
-		/* fds only where a method declares them: anything else is a protocol error. */
-		conn->close_after_flush = true;
-		s->stats.connections_dropped++;
-		varlink_error_invalid_parameter(c, "file descriptors: this method takes none");
-		return;
-	}
-	if (!iface) {
-		/* Whole, not cut: a cut can split a UTF-8 character, and yajl refuses that. */
-		_cleanup_free_ char *name =
-		    strndup(method, dot ? (size_t)(dot - method) : SIZE_MAX);
-		varlink_error(c, "org.varlink.service.InterfaceNotFound",
-			      name ? params_one_string("interface", name) : NULL);
-		return;
-	}
-	if (m) {
-		m->fn(c, params, s->userdata);
-		return;
-	}
-	varlink_error(c, "org.varlink.service.MethodNotFound", params_one_string("method", method));
+	else
+		call_route(c, env.method, env.params);
 }
 
 static void conn_arm_timers(struct varlink_conn *conn)
@@ -731,6 +753,33 @@ static void conn_process_input(struct varlink_conn *conn)
 	}
 }
 
+/* Queue the fds that came with a read for the call they belong to; false when conn was killed. */
+static bool conn_queue_fds(struct varlink_conn *conn, const struct fdpass_recv *in)
+{
+	if (in->nfds > 0 && !conn->admin) {
+		/* Where the kernel cannot refuse them (no SO_PASSRIGHTS), we do. */
+		for (size_t k = 0; k < in->nfds; k++)
+			fd_closer_close(conn->server->closer, in->fds[k]);
+		conn->server->stats.connections_dropped++;
+		conn_kill(conn, "file descriptors from a client who may not send any");
+		return false;
+	}
+	/* The last byte read with them names their message (conn_take_fds). */
+	for (size_t k = 0; k < in->nfds; k++) {
+		if (conn->nfdq < VARLINK_MAX_QUEUED_FDS && in->len > 0)
+			conn->fdq[conn->nfdq++] = (struct queued_fd){
+			    .fd = in->fds[k], .at = conn->received + in->len - 1};
+		else
+			fd_closer_close(conn->server->closer, in->fds[k]);
+	}
+	conn->received += in->len;
+	if (in->ctruncated || in->foreign_cmsg) {
+		conn_kill(conn, "too many file descriptors with one message");
+		return false;
+	}
+	return true;
+}
+
 static void on_conn_readable(evutil_socket_t fd, short what, void *arg)
 {
 	struct varlink_conn *conn = arg;
@@ -747,26 +796,8 @@ static void on_conn_readable(evutil_socket_t fd, short what, void *arg)
 			conn_kill(conn, "read failed");
 			return;
 		}
-		if (in.nfds > 0 && !conn->admin) {
-			/* Where the kernel cannot refuse them (no SO_PASSRIGHTS), we do. */
-			for (size_t k = 0; k < in.nfds; k++)
-				fd_closer_close(conn->server->closer, in.fds[k]);
-			conn->server->stats.connections_dropped++;
-			conn_kill(conn, "file descriptors from a client who may not send any");
+		if (!conn_queue_fds(conn, &in))
 			return;
-		}
-		for (size_t k = 0; k < in.nfds; k++) {
-			if (conn->nfdq < VARLINK_MAX_QUEUED_FDS && in.len > 0)
-				conn->fdq[conn->nfdq++] = (struct queued_fd){
-				    .fd = in.fds[k], .at = conn->received + in.len - 1};
-			else
-				fd_closer_close(conn->server->closer, in.fds[k]);
-		}
-		conn->received += in.len;
-		if (in.ctruncated || in.foreign_cmsg) {
-			conn_kill(conn, "too many file descriptors with one message");
-			return;
-		}
 		if (r == 0) {
 			conn->read_eof = true;
 			event_del(conn->ev_read);

@@ -326,6 +326,11 @@ def case_set_order(f):
     handles = f.c.call(IFACE + "GetHandles", {"id": "s1"})["handles"]
     check(handles["pid"] == s.pid and handles["start_time"] > 0 and handles["boot_id"], str(handles))
     check(f.c.call(IFACE + "IsAlive", {"id": "s1"})["alive"] == "alive", "alive")
+    # The helper's audit line names bangerd's call and the VM, each a field of its own.
+    audit = re.compile(r"audit req=\d+ caller_uid=\d+ caller_gid=\d+ caller_pid=\d+ "
+                       r"call=SetHandles#\d+ vm=s1 op=probe ")
+    check(f.d.read_until("op=probe") and audit.search(f.d.log),
+          f"no probe audit line naming call= and vm=:\n{f.d.log}")
 
 
 def case_not_firecracker(f):

@@ -8,6 +8,7 @@ meson test (argv[1]); every wait is for an event and bounded.
 """
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -161,6 +162,9 @@ def case_keep_then_teardown(f):
     f.nothing_left(tap, files)
     again = f.c.call(IFACE + "Teardown", {"id": "vm-kp1"})["results"]
     check(again == [], f"a second teardown has nothing left to name: {again}")
+    check(f.d.read_until("vm=vm-kp1 op=teardown")
+          and re.search(r" call=Teardown#\d+ vm=vm-kp1 op=teardown .*result=ok", f.d.log),
+          f"no teardown audit line naming call= and vm=:\n{f.d.log}")
 
 
 @with_fixture("st")
