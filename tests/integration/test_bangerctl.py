@@ -324,7 +324,8 @@ def case_status():
         check(kv.get("vms") == "0" and "uptime" in kv and "calls" in kv, f"status: {out}")
         st = ctl_json(d, "status")
         check(st["version"] == version and st["helper_privileged"] is True, f"{st}")
-        check(st["counts"] == {"vms": 0, "starting": 0, "running": 0, "stopped": 0}, f"{st}")
+        check(st["counts"] == {"vms": 0, "starting": 0, "running": 0, "stopped": 0,
+                               "liveness_unknown": 0}, f"{st}")
         with open(f"/proc/{d.proc.pid}/task/{d.proc.pid}/children") as f:
             check(st["helper_pid"] == int(f.read().split()[0]), f"helper_pid: {st}")
         check(st["uptime_usec"] > 0 and st["counters"]["calls"] >= 2, f"{st}")
