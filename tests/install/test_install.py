@@ -116,7 +116,7 @@ def expected_files():
         os.path.join(layout("completiondir"), "bangerctl"): 0o644,
     }
     for unit in ("bangerd.socket", "bangerd.service", "banger-privhelper.socket",
-                 "banger-privhelper@.service"):
+                 "banger-privhelper@.service", "banger-metrics.service", "banger-metrics.timer"):
         files[os.path.join(layout("unitdir"), unit)] = 0o644
     for page in man_pages():
         files[os.path.join(p, page)] = 0o644
@@ -265,7 +265,7 @@ def case_verify():
     work = tempfile.mkdtemp(prefix="banger-test-verify-")
     try:
         units = units_for_verify(inst, work)
-        check(len(units) == 4, f"expected 4 units, found {units}")
+        check(len(units) == 6, f"expected 6 units, found {units}")
         env = dict(os.environ)
         # Documentation=man:... is checked with man(1): against the installed pages.
         man_args = ["--man=yes"] if man_pages() and shutil.which("man") else ["--man=no"]
@@ -316,6 +316,10 @@ def case_security_bangerd():
 
 def case_security_helper():
     security_case("banger-privhelper@.service", 26)
+
+
+def case_security_metrics():
+    security_case("banger-metrics.service", 5)
 
 
 def case_man_pages():
@@ -1135,6 +1139,7 @@ CASES = {
     "verify": case_verify,
     "security-bangerd": case_security_bangerd,
     "security-helper": case_security_helper,
+    "security-metrics": case_security_metrics,
     "man-pages": case_man_pages,
     "example-config": case_example_config,
     "consistency": case_consistency,
