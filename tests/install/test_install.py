@@ -585,7 +585,7 @@ try bangerctl --socket /nonexistent.sock get ''
         got = dict(l.split("|", 1) for l in r.stdout.splitlines() if "|" in l)
         want = {
             "bangerctl ": "register set get alive clear teardown unregister list reconcile "
-                          "watch status",
+                          "watch status metrics",
             "bangerctl re": "register reconcile",
             "bangerctl --js": "--json",
             "bangerctl register vm1 --on-exit ": "teardown keep",
