@@ -192,7 +192,8 @@ def populate(bench, c, root, have, want):
 def check_counts(c, n, live):
     status = c.call(IFACE + "GetStatus")
     counts, counters = status["counts"], status["counters"]
-    check(counts == {"vms": n, "starting": 0, "running": live, "stopped": n - live},
+    check(counts == {"vms": n, "starting": 0, "running": live, "stopped": n - live,
+                     "liveness_unknown": 0},
           f"GetStatus counts {counts}, want {n} VMs, {live} running, {n - live} stopped")
     check(counters["errors"] == 0, f"bangerd counted errors: {counters}")
 
