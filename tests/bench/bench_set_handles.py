@@ -33,7 +33,7 @@ def handles_of():
 
 
 def setup_vm(bench, d):
-    """Register the VM, start two identical stubs, and SetHandles once so vm.json is final."""
+    """Register the VM, start its stub, and SetHandles once so vm.json is final."""
     sock = os.path.join(d.api_root, VM_ID, "api.sock")
     h = handles_of()
     c = d.client()
@@ -42,7 +42,8 @@ def setup_vm(bench, d):
         "tap": h["tap"], "loop_files": [os.path.join(d.loop_root, "base.ext4"),
                                         os.path.join(d.loop_root, VM_ID, "cow.img")],
         "dm": h["dm"]}})
-    stubs = bench.stubs_for([sock, sock])
+    # One stub: a second live process on the same socket would be refused (StillRunning).
+    stubs = bench.stubs_for([sock])
     reply = c.call(IFACE + "SetHandles", {"id": VM_ID, "pid": stubs[0].pid, **h})
     check(reply["persisted"] is True, f"first SetHandles: {reply}")
     c.close()
