@@ -98,13 +98,14 @@ def report(args, rss, anon, seconds, d):
     print(f"RSS per VM overall: ({rss[2]} - {rss[0]}) KiB / {nvm} = "
           f"{(rss[2] - rss[0]) * 1024 / nvm:.0f} bytes")
     files, size, alloc = disk_bytes(d, "vm.json")
+    json_bytes = size / files
     print(f"on disk, vm.json: {files} files, {size / files:.0f} bytes per VM "
           f"(st_size; {alloc / files:.0f} bytes allocated); ratio RSS/vm.json "
           f"{per_vm / (size / files):.2f}x")
     files, size, alloc = disk_bytes(d, "handles.json")
     print(f"on disk, handles.json: {files} files, {size / max(files, 1):.0f} bytes each")
     print("issue target (reported, never asserted): <= 2 KiB (2048 bytes) per VM")
-    return per_vm, size / files
+    return per_vm, json_bytes
 
 
 def main():
