@@ -97,7 +97,7 @@ def plot_scan(recs, meta, out):
             "set ylabel 'time for all N (ms, log)'\nset format y '%g'\n"
             "plot $D using 1:3 with linespoints lw 2 pt 7 title 'pgrep -f per socket (Go daemon)',"
             " $D using 1:2 with linespoints lw 2 pt 5 title 'one SCAN by banger-privhelper',"
-            " $D using 1:2:(sprintf('%.0fx', $3/$2)) with labels offset 0,-1.2 notitle\n")
+            " $D using 1:3:(sprintf('%.0fx', $3/$2)) with labels offset 0,1.2 notitle\n")
 
 
 def plot_reconcile(recs, meta, out):
@@ -122,7 +122,7 @@ def plot_reconcile(recs, meta, out):
             "title 'pgrep: extrapolated from a sample',"
             " $D using 1:2 with linespoints lw 2 pt 5 "
             "title 'bangerd: exec to READY=1 (load, one SCAN, adopt)',"
-            " $D using 1:2:(sprintf('%.0fx', $3/$2)) with labels offset 0,-1.2 notitle\n")
+            " $D using 1:3:(sprintf('%.0fx', $3/$2)) with labels offset 0,1.2 notitle\n")
     return text
 
 
