@@ -715,19 +715,28 @@ static void print_answer(const struct ctl *ctl, yajl_val params)
 		ctl->cmd->print(params);
 }
 
+/* Send one call, wait for its answer: EXIT_OK with reply filled, else the failure, said. */
+static int call_answered(struct ctl *ctl, yajl_gen call, struct varlink_client_reply *reply)
+{
+	int r = varlink_client_call(ctl->client, call, ctl->pidfd >= 0 ? &ctl->pidfd : NULL,
+				    ctl->pidfd >= 0 ? 1 : 0, reply);
+	if (r < 0)
+		return transport_error(ctl, r, reply);
+	if (reply->error) {
+		print_error_reply(reply);
+		varlink_client_reply_clear(reply);
+		return EXIT_FAILED;
+	}
+	return EXIT_OK;
+}
+
 /* One call, one answer. */
 static int run_call(struct ctl *ctl, yajl_gen call)
 {
 	struct varlink_client_reply reply = {.why = ""};
-	int r = varlink_client_call(ctl->client, call, ctl->pidfd >= 0 ? &ctl->pidfd : NULL,
-				    ctl->pidfd >= 0 ? 1 : 0, &reply);
-	if (r < 0)
-		return transport_error(ctl, r, &reply);
-	if (reply.error) {
-		print_error_reply(&reply);
-		varlink_client_reply_clear(&reply);
-		return EXIT_FAILED;
-	}
+	int r = call_answered(ctl, call, &reply);
+	if (r != EXIT_OK)
+		return r;
 	print_answer(ctl, reply.parameters);
 	int status = ctl->cmd->verdict ? ctl->cmd->verdict(reply.parameters) : EXIT_OK;
 	varlink_client_reply_clear(&reply);
@@ -766,15 +775,9 @@ static int run_stream(struct ctl *ctl, yajl_gen call)
 static int run_metrics(struct ctl *ctl, yajl_gen call)
 {
 	struct varlink_client_reply reply = {.why = ""};
-	int r = varlink_client_call(ctl->client, call, NULL, 0, &reply);
-	if (r < 0)
-		return transport_error(ctl, r, &reply);
-	if (reply.error) {
-		print_error_reply(&reply);
-		varlink_client_reply_clear(&reply);
-		return EXIT_FAILED;
-	}
-	int status = EXIT_OK;
+	int r, status = call_answered(ctl, call, &reply);
+	if (status != EXIT_OK)
+		return status;
 	if (ctl->json) {
 		print_json(reply.parameters);
 	} else if (!ctl->output) {

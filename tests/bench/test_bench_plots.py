@@ -19,19 +19,13 @@ import sys
 import tempfile
 import zlib
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+from bangertest import check, fail  # noqa: E402
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 WANT = ("bench-scan.png", "bench-reconcile.png", "bench-api.png", "bench-set-handles.png",
         "bench-rss.png")
-
-
-def fail(msg):
-    print(f"FAIL: {msg}", file=sys.stderr)
-    sys.exit(1)
-
-
-def check(cond, msg):
-    if not cond:
-        fail(msg)
 
 
 def png_facts(path):
