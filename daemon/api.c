@@ -815,20 +815,66 @@ void api_end_watchers(struct daemon *d)
 	}
 }
 
+static void gen_method_counters(yajl_gen g, const struct daemon *d)
+{
+	const struct varlink_method_stats *m =
+	    varlink_server_method_stats(d->server, &banger_handles_interface);
+	json_gen_string(g, "methods");
+	yajl_gen_array_open(g);
+	for (size_t i = 0; m && i < banger_handles_interface.n_methods; i++) {
+		yajl_gen_map_open(g);
+		json_gen_kv_string(g, "method", banger_handles_interface.methods[i].name);
+		json_gen_kv_int(g, "calls", (int64_t)m[i].calls);
+		json_gen_kv_int(g, "errors", (int64_t)m[i].errors);
+		yajl_gen_map_close(g);
+	}
+	yajl_gen_array_close(g);
+}
+
+static void gen_reconcile_counters(yajl_gen g, const struct daemon_counters *n)
+{
+	json_gen_string(g, "reconciles");
+	yajl_gen_map_open(g);
+	json_gen_kv_int(g, "runs", (int64_t)n->reconciles);
+	json_gen_kv_int(g, "failed", (int64_t)n->reconciles_failed);
+	json_gen_kv_int(g, "duration_usec_total", (int64_t)n->reconcile_usec_total);
+	json_gen_kv_int(g, "duration_usec_last", (int64_t)n->reconcile_usec_last);
+	json_gen_string(g, "vms");
+	yajl_gen_map_open(g);
+	for (size_t i = 0; i < RECONCILE_ACTIONS; i++)
+		json_gen_kv_int(g, reconcile_action_name(i), (int64_t)n->reconcile_vms[i]);
+	yajl_gen_map_close(g);
+	yajl_gen_map_close(g);
+}
+
+static void gen_teardown_counters(yajl_gen g, const struct daemon_counters *n)
+{
+	json_gen_string(g, "teardown_results");
+	yajl_gen_map_open(g);
+	for (int status = PS_TEARDOWN_REMOVED; status <= PS_TEARDOWN_FAILED; status++)
+		json_gen_kv_int(g, ps_teardown_status_name(status),
+				(int64_t)n->teardown_results[status]);
+	yajl_gen_map_close(g);
+	json_gen_kv_int(g, "teardowns_unanswered", (int64_t)n->teardowns_unanswered);
+}
+
 static void method_get_status(struct varlink_call *c, yajl_val params, void *userdata)
 {
 	static const char *const helper_state_names[] = {
 	    [HELPER_STATE_OK] = "ok", [HELPER_STATE_STUCK] = "stuck", [HELPER_STATE_GONE] = "gone"};
 	struct daemon *d = userdata;
 	struct vm_entry *e, *tmp;
-	int64_t counts[3] = {0};
+	int64_t counts[3] = {0}, unknown = 0;
 	struct varlink_stats st;
 	struct timespec now;
 
 	if (!check_keys(c, params, (const char *const[]){NULL}))
 		return;
 	CACHE_FOREACH(&d->cache, e, tmp)
-	counts[e->state]++;
+	{
+		counts[e->state]++;
+		unknown += service_liveness(e) == VM_UNKNOWN;
+	}
 	varlink_server_stats(d->server, &st);
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	int64_t uptime = (int64_t)(now.tv_sec - d->started.tv_sec) * 1000000 +
@@ -843,6 +889,7 @@ static void method_get_status(struct varlink_call *c, yajl_val params, void *use
 		json_gen_kv_int(g, "starting", counts[VM_STARTING]);
 		json_gen_kv_int(g, "running", counts[VM_RUNNING]);
 		json_gen_kv_int(g, "stopped", counts[VM_STOPPED]);
+		json_gen_kv_int(g, "liveness_unknown", unknown);
 		yajl_gen_map_close(g);
 		json_gen_kv_int(g, "helper_pid", d->helper_said_pid);
 		json_gen_kv_bool(g, "helper_privileged", d->helper_privileged);
@@ -861,7 +908,12 @@ static void method_get_status(struct varlink_call *c, yajl_val params, void *use
 		json_gen_kv_int(g, "persist_failures", (int64_t)d->persist_failures);
 		json_gen_kv_int(g, "events", (int64_t)d->events);
 		json_gen_kv_int(g, "helper_replacements", (int64_t)d->helper_replacements);
+		json_gen_kv_int(g, "exits", (int64_t)d->counters.exits);
+		json_gen_kv_int(g, "persist_retries", (int64_t)d->counters.persist_retries);
+		gen_teardown_counters(g, &d->counters);
+		gen_reconcile_counters(g, &d->counters);
 		yajl_gen_map_close(g);
+		gen_method_counters(g, d);
 	}
 	varlink_reply(c, varlink_params_end(g), false);
 }

@@ -30,6 +30,22 @@ enum helper_state {
 	HELPER_STATE_GONE,  /* died or broke the protocol; bangerd is exiting */
 };
 
+/* Report actions of a reconcile, per VM: kept, torn_down, failed, unknown, clean, retained. */
+#define RECONCILE_ACTIONS 6
+
+/* Totals since bangerd started, for GetStatus and `bangerctl metrics`: they only grow. */
+struct daemon_counters {
+	uint64_t exits;					   /* firecracker exits seen on a pidfd */
+	uint64_t teardown_results[PS_TEARDOWN_FAILED + 1]; /* per resource, by its status */
+	uint64_t teardowns_unanswered; /* the helper never answered: what it did is unknown */
+	uint64_t persist_retries;      /* a write that had failed, tried again */
+	uint64_t reconciles;
+	uint64_t reconciles_failed; /* the helper failed under it */
+	uint64_t reconcile_usec_total;
+	uint64_t reconcile_usec_last;
+	uint64_t reconcile_vms[RECONCILE_ACTIONS]; /* per VM of each report, by its action */
+};
+
 struct watcher {
 	struct varlink_call *call;
 	TAILQ_ENTRY(watcher) link;
@@ -59,6 +75,7 @@ struct daemon {
 	unsigned persist_retry_ms;
 	uint64_t persist_failures;
 	uint64_t events;
+	struct daemon_counters counters;
 	int exit_status;
 	int drain_status; /* what to exit with once the drain ends */
 	bool ready;
@@ -126,6 +143,8 @@ typedef void (*reconcile_done_fn)(struct daemon *d, int err, const char *why, ya
 				  void *userdata);
 int reconcile_start(struct daemon *d, const struct ps_caller *caller, reconcile_done_fn done,
 		    void *userdata);
+/* The name of a report action (0 to RECONCILE_ACTIONS - 1): "kept", "torn_down", ... */
+const char *reconcile_action_name(size_t action);
 /* Watch the verified firecracker of e (adopting a new pid if it moved). */
 void service_adopt_process(struct daemon *d, struct vm_entry *e, int32_t pid, uint64_t start_time,
 			   int pidfd);

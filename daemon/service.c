@@ -111,6 +111,7 @@ void service_flush_pending(struct daemon *d)
 	{
 		if (e->record_persisted && e->handles_persisted)
 			continue;
+		d->counters.persist_retries++;
 		if (persist_entry(d, e))
 			service_emit(d, "persist_recovered", e->id, e->pid, NULL);
 		else
@@ -157,6 +158,7 @@ static void on_firecracker_exit(evutil_socket_t fd, short what, void *arg)
 
 	cache_entry_unwatch(e);
 	e->liveness = VM_DEAD;
+	d->counters.exits++;
 	service_emit(d, "exited", e->id, e->pid, NULL);
 	struct vm_record rec;
 	cache_entry_get(e, &rec, NULL);
@@ -630,11 +632,15 @@ static void on_teardown_reply(struct helper_client *hc, struct helper_reply *rep
 		snprintf(why, sizeof(why), "%s; what it removed before that is not known",
 			 reply->why ? reply->why : strerror(-reply->err));
 		out.why = why;
+		d->counters.teardowns_unanswered++;
 		log_warnx("vm %s: teardown not answered: %s", req->id, why);
 		service_emit(d, "teardown_failed", req->id, 0, why);
 	} else {
 		out.reply = &reply->msg->payload.teardown_reply;
 		out.complete = teardown_complete(out.reply);
+		for (uint32_t i = 0; i < out.reply->count; i++)
+			if (out.reply->results[i].status <= PS_TEARDOWN_FAILED)
+				d->counters.teardown_results[out.reply->results[i].status]++;
 		teardown_summary(out.reply, summary, sizeof(summary));
 		struct vm_entry *e = cache_find(&d->cache, req->id);
 		if (e && out.complete)

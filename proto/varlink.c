@@ -90,6 +90,7 @@ struct varlink_call {
 	size_t nfds;
 	void (*cancel)(struct varlink_call *c, void *ud);
 	void *cancel_ud;
+	struct varlink_method_stats *counted; /* its method's counters, or NULL */
 };
 
 struct varlink_conn {
@@ -140,6 +141,7 @@ struct varlink_server {
 	struct event *ev_accept;
 	struct event *ev_reap; /* frees dead connections from the loop */
 	const struct varlink_interface *ifaces[VARLINK_MAX_INTERFACES];
+	struct varlink_method_stats method_stats[VARLINK_MAX_INTERFACES][VARLINK_MAX_METHODS];
 	size_t n_ifaces;
 	TAILQ_HEAD(, varlink_conn) conns;
 	TAILQ_HEAD(, varlink_conn) dead;
@@ -374,6 +376,8 @@ void varlink_reply(struct varlink_call *c, yajl_gen params, bool continues)
 void varlink_error(struct varlink_call *c, const char *error, yajl_gen params)
 {
 	c->server->stats.errors++;
+	if (c->counted)
+		c->counted->errors++;
 	if (c->conn && !c->conn->dead && !c->oneway) {
 		char prefix[256];
 		snprintf(prefix, sizeof(prefix), "{\"error\":\"%s\",\"parameters\":", error);
@@ -476,6 +480,22 @@ static void service_get_info(struct varlink_call *c, yajl_val params)
 		json_gen_string(g, s->ifaces[i]->name);
 	yajl_gen_array_close(g);
 	varlink_reply(c, varlink_params_end(g), false);
+}
+
+/* Where iface sits among the added interfaces, or -1. */
+static int server_iface_index(const struct varlink_server *s, const struct varlink_interface *iface)
+{
+	for (size_t i = 0; i < s->n_ifaces; i++)
+		if (s->ifaces[i] == iface)
+			return (int)i;
+	return -1;
+}
+
+const struct varlink_method_stats *
+varlink_server_method_stats(const struct varlink_server *s, const struct varlink_interface *iface)
+{
+	int i = server_iface_index(s, iface);
+	return i < 0 ? NULL : s->method_stats[i];
 }
 
 static const struct varlink_interface *server_find_interface(struct varlink_server *s,
@@ -639,6 +659,10 @@ static void call_route(struct varlink_call *c, const char *method, yajl_val para
 	for (size_t i = 0; iface && i < iface->n_methods; i++)
 		if (strcmp(iface->methods[i].name, dot + 1) == 0)
 			m = &iface->methods[i];
+	if (m) {
+		c->counted = &s->method_stats[server_iface_index(s, iface)][m - iface->methods];
+		c->counted->calls++;
+	}
 
 	if (c->nfds > 0 && (strncmp(method, "org.varlink.service.", 20) == 0 || !m ||
 			    !(m->flags & VARLINK_METHOD_TAKES_FDS))) {
@@ -1157,7 +1181,7 @@ void varlink_server_set_limits(struct varlink_server *s, const struct varlink_li
 
 int varlink_server_add_interface(struct varlink_server *s, const struct varlink_interface *iface)
 {
-	if (s->n_ifaces >= VARLINK_MAX_INTERFACES)
+	if (s->n_ifaces >= VARLINK_MAX_INTERFACES || iface->n_methods > VARLINK_MAX_METHODS)
 		return -E2BIG;
 	s->ifaces[s->n_ifaces++] = iface;
 	return 0;

@@ -45,6 +45,7 @@ type (
 	Orphan         = iobangerhandles.Orphan
 	Counts         = iobangerhandles.Counts
 	Counters       = iobangerhandles.Counters
+	MethodCounters = iobangerhandles.MethodCounters
 )
 
 // Liveness is IsAlive's answer. Unknown is never dead: nothing is torn down on it.
@@ -89,6 +90,7 @@ type Status struct {
 	HelperState      string // ok, stuck or gone
 	HelperProblem    string // why, when HelperState is not ok
 	Counters         Counters
+	Methods          []MethodCounters // calls and errors per io.banger.Handles method
 }
 
 // Client is one connection to bangerd. Its methods may be called from
@@ -339,13 +341,17 @@ func (c *Client) Rediscover(ctx context.Context, id string) (*ReconcileEntry, er
 func (c *Client) Status(ctx context.Context) (Status, error) {
 	var s Status
 	var problem *string
+	var methods *[]MethodCounters
 	err := c.call(ctx, true, func(conn *varlink.Connection) (err error) {
 		s.Version, s.UptimeUsec, s.Counts, s.HelperPid, s.HelperPrivileged, s.HelperState,
-			problem, s.Counters, err = iobangerhandles.GetStatus().Call(ctx, conn)
+			problem, s.Counters, methods, err = iobangerhandles.GetStatus().Call(ctx, conn)
 		return err
 	})
 	if problem != nil {
 		s.HelperProblem = *problem
+	}
+	if methods != nil {
+		s.Methods = *methods
 	}
 	return s, err
 }

@@ -32,8 +32,8 @@ import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import (IFACE, Bench, check, fd_count, key_values, rss_kib,  # noqa: E402
-                      run_checked, skip, wait_fds_back, wait_until)
+from benchlib import (IFACE, Bench, add_json_option, check, fd_count, key_values,  # noqa: E402
+                      record, rss_kib, run_checked, skip, wait_fds_back, wait_until)
 
 CLIENTS = (1, 50)
 METHODS = ("GetHandles", "IsAlive")
@@ -132,7 +132,8 @@ def start_redis(bench, server, value):
 
 
 def redis_benchmark(tool, path, clients, requests):
-    """One redis-benchmark GET run: requests/s, and p50/p99 in us when this version prints them."""
+    """One redis-benchmark GET run: requests/s, and p50/p95/p99 in us when this version prints
+    them."""
     out = run_checked([tool, "-s", path, "-t", "get", "-c", str(clients), "-n", str(requests),
                        "-P", "1", "--csv"], "redis-benchmark", timeout=300)
     rows = [r for r in csv.reader(out.splitlines()) if r]
@@ -141,7 +142,7 @@ def redis_benchmark(tool, path, clients, requests):
     check(data is not None, f"no GET line in redis-benchmark output:\n{out}")
     row = dict(zip(header, data))
     result = {"rps": float(row["rps"])}
-    for key in ("p50", "p99"):
+    for key in ("p50", "p95", "p99"):
         if f"{key}_latency_ms" in row:
             result[f"{key}_us"] = float(row[f"{key}_latency_ms"]) * 1000
     return result
@@ -235,6 +236,10 @@ def report(args, ours, theirs, reply_bytes):
                   f"p99 {f['p99_us']:.0f} us | redis GET c={c}: {r['rps']:.0f} req/s "
                   f"p50 {fmt(r, 'p50_us')} us p99 {fmt(r, 'p99_us')} us | "
                   f"ratio {f['calls_per_s'] / r['rps']:.2f}x")
+            record(args.json, "api", method=m, clients=c, calls_per_s=f["calls_per_s"],
+                   **{k: f[k] for k in ("p50_us", "p95_us", "p99_us")})
+        record(args.json, "api", method="redis GET", clients=c, calls_per_s=r["rps"],
+               **{k: r[k] for k in ("p50_us", "p95_us", "p99_us") if k in r})
     print("issue targets (reported, never asserted): >= 0.7x redis at c=50; "
           "p99 <= 200 us at c=1")
 
@@ -245,6 +250,7 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--baseline", help="another build directory whose bangerd to compare with")
+    add_json_option(p)
     args = p.parse_args()
     with Bench() as bench:
         server, bench_tool = redis_tools()

@@ -13,6 +13,7 @@ the stderr pipe that bangertest.Daemon reads; a benchmark makes thousands,
 so a thread drains the pipe for the whole run or bangerd would block on a
 full pipe and the benchmark would measure that.
 """
+import json
 import os
 import shutil
 import signal
@@ -27,6 +28,20 @@ from bangertest import (IFACE, SKIP, STUB, Daemon, Stub, check, die_with_parent,
                         fail, require_root, skip, status_of, wait_until)
 
 LOG_KEEP_BYTES = 256 * 1024
+
+
+def add_json_option(parser):
+    parser.add_argument("--json", metavar="FILE",
+                        help="also append each figure to FILE as one JSON object per line "
+                             "(what tools/bench-plots.py reads)")
+
+
+def record(path, bench, **fields):
+    """Append one figure to path (--json) as a JSON line {"bench": bench, ...}; no path, no-op.
+    The printed lines stay for people; these are the stable form for scripts."""
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"bench": bench, **fields}, sort_keys=True) + "\n")
 
 
 def _stop_on_signal(signum, _frame):

@@ -791,6 +791,26 @@ static size_t count_open_fds(void)
 	return n;
 }
 
+static void print_open_fds(void)
+{
+	char buf[4096], path[64], target[256];
+	long got;
+
+	INVARIANT(lseek(fuzz_process.proc_fd, 0, SEEK_SET) == 0);
+	while ((got = syscall(SYS_getdents64, fuzz_process.proc_fd, buf, sizeof(buf))) > 0) {
+		for (long off = 0; off < got;) {
+			const struct dirent64 *e = (const struct dirent64 *)(buf + off);
+			off += e->d_reclen;
+			if (e->d_name[0] == '.')
+				continue;
+			snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+			ssize_t n = readlink(path, target, sizeof(target) - 1);
+			target[n > 0 ? n : 0] = '\0';
+			fprintf(stderr, "open fd %s -> %s\n", e->d_name, target);
+		}
+	}
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
@@ -848,6 +868,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		step(&run, op_byte, &in);
 	run_finish(&run);
 
-	INVARIANT(count_open_fds() <= fuzz_process.fds_at_start);
+	if (count_open_fds() > fuzz_process.fds_at_start) {
+		/* Say which, before failing: what the server left open names the culprit. */
+		print_open_fds();
+		INVARIANT(count_open_fds() <= fuzz_process.fds_at_start);
+	}
 	return 0;
 }
