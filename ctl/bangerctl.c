@@ -325,7 +325,6 @@ static const struct {
     {IFACE "PermissionDenied", "not allowed to call {method}"},
     {IFACE "StorageFailed", "could not write {file} of VM {id}"},
     {IFACE "CorruptState", "{file} of VM {id} was unreadable; it was kept as {kept_as}"},
-    {IFACE "NotImplemented", "this bangerd does not implement {method} yet"},
     {"org.varlink.service.InvalidParameter", "bangerd refused the parameter {parameter}"},
     {"org.varlink.service.MethodNotFound", "bangerd has no method {method}"},
     {"org.varlink.service.InterfaceNotFound", "bangerd has no interface {interface}"},
