@@ -5,8 +5,10 @@
 #include "closer.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -25,7 +27,7 @@ struct fd_closer {
 	size_t n, capacity;
 	unsigned long in_flight; /* queued plus the one being closed */
 	unsigned long closes;	 /* close() calls begun: a stuck one does not advance */
-	bool closing;		 /* inside close() now */
+	pid_t tid;		 /* the thread's, for its scheduler state in /proc */
 	bool started, stopping;
 	pthread_t thread;
 };
@@ -45,6 +47,7 @@ static void *closer_main(void *arg)
 {
 	struct fd_closer *c = arg;
 	pthread_mutex_lock(&c->lock);
+	c->tid = gettid();
 	for (;;) {
 		while (c->n == 0 && !c->stopping)
 			pthread_cond_wait(&c->wake, &c->lock);
@@ -52,11 +55,9 @@ static void *closer_main(void *arg)
 			break;
 		int fd = c->queue[--c->n];
 		c->closes++;
-		c->closing = true;
 		pthread_mutex_unlock(&c->lock);
 		close(fd); /* may take as long as the peer makes it */
 		pthread_mutex_lock(&c->lock);
-		c->closing = false;
 		if (--c->in_flight == 0)
 			pthread_cond_broadcast(&c->drained);
 	}
@@ -100,6 +101,26 @@ unsigned long fd_closer_backlog(struct fd_closer *c)
 	return n;
 }
 
+/*
+ * The kernel's word on the thread: R, it wants a CPU (a busy host, a nice'd process) and
+ * is no more stuck than we are; S or D, it sleeps, in a close() that waits on its peer.
+ */
+static bool closer_runnable(const struct fd_closer *c)
+{
+	char path[64], stat[512];
+	if (c->tid <= 0)
+		return true; /* not started yet: it will be */
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)c->tid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	ssize_t n = read(fd, stat, sizeof(stat) - 1);
+	close(fd);
+	stat[n > 0 ? n : 0] = '\0';
+	const char *paren = strrchr(stat, ')'); /* the name before it may hold anything */
+	return paren && paren[1] == ' ' && paren[2] == 'R';
+}
+
 void fd_closer_free(struct fd_closer *c)
 {
 	if (!c)
@@ -108,8 +129,8 @@ void fd_closer_free(struct fd_closer *c)
 	c->stopping = true;
 	pthread_cond_signal(&c->wake);
 	/*
-	 * Stuck means one close() has lasted a whole wait: a thread that merely has not been
-	 * scheduled yet (a busy host, a nice'd process) is waited for, up to a ceiling.
+	 * Stuck means a close() that sleeps through a whole wait: a thread that only waits for
+	 * a CPU (a busy host, a nice'd process) is waited for, up to a ceiling.
 	 */
 	bool stuck = false;
 	for (unsigned waits = 0; c->in_flight > 0 && !stuck; waits++) {
@@ -122,8 +143,8 @@ void fd_closer_free(struct fd_closer *c)
 		int r = 0;
 		while (c->in_flight > 0 && r != ETIMEDOUT)
 			r = pthread_cond_timedwait(&c->drained, &c->lock, &until);
-		stuck = c->in_flight > 0 &&
-			((c->closing && c->closes == closes) || waits + 1 == CLOSER_STOP_WAITS);
+		stuck = c->in_flight > 0 && ((c->closes == closes && !closer_runnable(c)) ||
+					     waits + 1 == CLOSER_STOP_WAITS);
 	}
 	pthread_mutex_unlock(&c->lock);
 	if (stuck) {
