@@ -7,8 +7,9 @@
 // proto/io.banger.Handles.varlink by Debian's varlink-go-interface-generator
 // (internal/iobangerhandles); this file is the small layer over them: one
 // connection per Client, dialled again after bangerd restarts, context
-// deadlines honoured, errors typed. SetHandles passes a pidfd (SCM_RIGHTS),
-// which varlink-go cannot: fdcall.go does that one call itself.
+// deadlines honoured, errors typed. The calls run over the client's own
+// synchronous transport (transport.go), not varlink-go's connection; it also
+// passes SetHandles' pidfd (SCM_RIGHTS), which varlink-go cannot.
 //
 // A manager's run of a VM:
 //
@@ -32,7 +33,6 @@ import (
 	"syscall"
 
 	"banger.local/client/internal/iobangerhandles"
-	"github.com/varlink/go/varlink"
 )
 
 // The replies of io.banger.Handles, as generated from the IDL.
@@ -103,17 +103,17 @@ type Client struct {
 	path   string
 	closed atomic.Bool
 	turn   chan struct{} // holds a token while a call uses conn
-	conn   *varlink.Connection
+	conn   *conn
 }
 
 // Dial connects to bangerd's control socket.
 func Dial(ctx context.Context, socketPath string) (*Client, error) {
 	c := &Client{path: socketPath, turn: make(chan struct{}, 1)}
-	conn, err := c.dial(ctx)
+	t, err := dialConn(ctx, c.path)
 	if err != nil {
 		return nil, err
 	}
-	c.conn = conn
+	c.conn = t
 	return c, nil
 }
 
@@ -132,18 +132,10 @@ func (c *Client) Close() error {
 	return err
 }
 
-func (c *Client) dial(ctx context.Context) (*varlink.Connection, error) {
-	conn, err := varlink.NewConnection(ctx, "unix:"+c.path)
-	if err != nil {
-		return nil, fmt.Errorf("banger: cannot reach bangerd at %s: %w", c.path, transportError(ctx, err))
-	}
-	return conn, nil
-}
-
 // call runs fn on the connection, dialling first when there is none. A
 // failure other than bangerd's error reply drops the connection (a reply
 // may still be on its way, and would answer the next call).
-func (c *Client) call(ctx context.Context, read bool, fn func(*varlink.Connection) error) error {
+func (c *Client) call(ctx context.Context, read bool, fn func(*conn) error) error {
 	select {
 	case c.turn <- struct{}{}:
 	case <-ctx.Done():
@@ -154,12 +146,16 @@ func (c *Client) call(ctx context.Context, read bool, fn func(*varlink.Connectio
 		if c.closed.Load() {
 			return ErrClosed
 		}
+		// An ended context sends nothing, and leaves the connection as it was.
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if c.conn == nil {
-			conn, err := c.dial(ctx)
+			t, err := dialConn(ctx, c.path)
 			if err != nil {
 				return err
 			}
-			c.conn = conn
+			c.conn = t
 		}
 		err := fn(c.conn)
 		if err == nil || !isTransport(err) {
@@ -187,7 +183,8 @@ func isTransport(err error) bool {
 	var syntax *json.SyntaxError
 	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.As(err, &netErr) || errors.As(err, &errno) || errors.As(err, &syntax)
+		errors.As(err, &netErr) || errors.As(err, &errno) || errors.As(err, &syntax) ||
+		errors.Is(err, errReplyTooLarge)
 }
 
 // transportError says what a connection failure means to the caller: the
@@ -248,8 +245,8 @@ func (c *Client) Register(ctx context.Context, id, apiSock string, plan *Plan, o
 		o(&onExit)
 	}
 	var vm VM
-	err := c.call(ctx, false, func(conn *varlink.Connection) (err error) {
-		vm, err = iobangerhandles.Register().Call(ctx, conn, id, apiSock, planned, onExit)
+	err := c.call(ctx, false, func(t *conn) (err error) {
+		vm, err = iobangerhandles.Register().Call(ctx, t, id, apiSock, planned, onExit)
 		return err
 	})
 	return vm, err
@@ -258,8 +255,8 @@ func (c *Client) Register(ctx context.Context, id, apiSock string, plan *Plan, o
 // GetHandles returns the live handles of VM id (*NoHandles when it has none).
 func (c *Client) GetHandles(ctx context.Context, id string) (Handles, error) {
 	var h Handles
-	err := c.call(ctx, true, func(conn *varlink.Connection) (err error) {
-		h, err = iobangerhandles.GetHandles().Call(ctx, conn, id)
+	err := c.call(ctx, true, func(t *conn) (err error) {
+		h, err = iobangerhandles.GetHandles().Call(ctx, t, id)
 		return err
 	})
 	return h, err
@@ -269,8 +266,8 @@ func (c *Client) GetHandles(ctx context.Context, id string) (Handles, error) {
 // cache, which a pidfd keeps true. Unknown means it could not be verified.
 func (c *Client) Alive(ctx context.Context, id string) (Liveness, error) {
 	var alive string
-	err := c.call(ctx, true, func(conn *varlink.Connection) (err error) {
-		alive, err = iobangerhandles.IsAlive().Call(ctx, conn, id)
+	err := c.call(ctx, true, func(t *conn) (err error) {
+		alive, err = iobangerhandles.IsAlive().Call(ctx, t, id)
 		return err
 	})
 	return Liveness(alive), err
@@ -279,8 +276,8 @@ func (c *Client) Alive(ctx context.Context, id string) (Liveness, error) {
 // ClearHandles forgets the handles of a VM that stopped: the record is
 // marked stopped and still names what it held, for Teardown.
 func (c *Client) ClearHandles(ctx context.Context, id string) error {
-	return c.call(ctx, false, func(conn *varlink.Connection) error {
-		return iobangerhandles.ClearHandles().Call(ctx, conn, id)
+	return c.call(ctx, false, func(t *conn) error {
+		return iobangerhandles.ClearHandles().Call(ctx, t, id)
 	})
 }
 
@@ -288,8 +285,8 @@ func (c *Client) ClearHandles(ctx context.Context, id string) error {
 // (*StillRunning while it lives or its liveness is unknown).
 func (c *Client) Teardown(ctx context.Context, id string) ([]TeardownResult, error) {
 	var results []TeardownResult
-	err := c.call(ctx, false, func(conn *varlink.Connection) (err error) {
-		results, err = iobangerhandles.Teardown().Call(ctx, conn, id)
+	err := c.call(ctx, false, func(t *conn) (err error) {
+		results, err = iobangerhandles.Teardown().Call(ctx, t, id)
 		return err
 	})
 	return results, err
@@ -297,16 +294,16 @@ func (c *Client) Teardown(ctx context.Context, id string) ([]TeardownResult, err
 
 // Unregister forgets VM id for good (*StillRunning while it lives).
 func (c *Client) Unregister(ctx context.Context, id string) error {
-	return c.call(ctx, false, func(conn *varlink.Connection) error {
-		return iobangerhandles.Unregister().Call(ctx, conn, id)
+	return c.call(ctx, false, func(t *conn) error {
+		return iobangerhandles.Unregister().Call(ctx, t, id)
 	})
 }
 
 // List returns every VM record.
 func (c *Client) List(ctx context.Context) ([]VM, error) {
 	var vms []VM
-	err := c.call(ctx, true, func(conn *varlink.Connection) (err error) {
-		vms, err = iobangerhandles.List().Call(ctx, conn)
+	err := c.call(ctx, true, func(t *conn) (err error) {
+		vms, err = iobangerhandles.List().Call(ctx, t)
 		return err
 	})
 	return vms, err
@@ -319,8 +316,8 @@ func (c *Client) List(ctx context.Context) ([]VM, error) {
 func (c *Client) Reconcile(ctx context.Context) ([]ReconcileEntry, []Orphan, error) {
 	var entries []ReconcileEntry
 	var orphans []Orphan
-	err := c.call(ctx, false, func(conn *varlink.Connection) (err error) {
-		entries, orphans, err = iobangerhandles.Reconcile().Call(ctx, conn)
+	err := c.call(ctx, false, func(t *conn) (err error) {
+		entries, orphans, err = iobangerhandles.Reconcile().Call(ctx, t)
 		return err
 	})
 	return entries, orphans, err
@@ -342,9 +339,9 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	var s Status
 	var problem *string
 	var methods *[]MethodCounters
-	err := c.call(ctx, true, func(conn *varlink.Connection) (err error) {
+	err := c.call(ctx, true, func(t *conn) (err error) {
 		s.Version, s.UptimeUsec, s.Counts, s.HelperPid, s.HelperPrivileged, s.HelperState,
-			problem, s.Counters, methods, err = iobangerhandles.GetStatus().Call(ctx, conn)
+			problem, s.Counters, methods, err = iobangerhandles.GetStatus().Call(ctx, t)
 		return err
 	})
 	if problem != nil {

@@ -349,6 +349,78 @@ func TestContextDeadline(t *testing.T) {
 	}
 }
 
+// The transport's contexts: a cancel ends a call bangerd is working on, and
+// one connection serves, in turn, a context that was cancelled while it
+// idled, one whose deadline passed, and context.Background() (which starts
+// no watcher goroutine).
+func TestContextSwitch(t *testing.T) {
+	d := startDaemon(t)
+	_, err := d.client(t).Register(ctxFor(t), "cw", d.apiSock("cw"), nil)
+	must(t, err)
+
+	// Background alone: no watcher.
+	c, err := Dial(context.Background(), d.socket)
+	must(t, err)
+	defer c.Close()
+	for i := 0; i < 3; i++ {
+		if alive, err := c.Alive(context.Background(), "cw"); err != nil || alive != Dead {
+			t.Fatalf("Alive(Background): %s %v", alive, err)
+		}
+	}
+	if c.conn.watching != nil {
+		t.Fatal("context.Background() started a watcher")
+	}
+	first := c.conn
+
+	// waitExpired waits (bounded) for the watcher to set the idle socket's deadline in the past.
+	waitExpired := func(what string) {
+		t.Helper()
+		for end := time.Now().Add(5 * time.Second); !c.conn.expired.Load(); {
+			if time.Now().After(end) {
+				t.Fatalf("%s: the watcher did not expire the connection in 5 s", what)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	alive := func(ctx context.Context, what string) {
+		t.Helper()
+		if l, err := c.Alive(ctx, "cw"); err != nil || l != Dead {
+			t.Fatalf("Alive %s: %s %v", what, l, err)
+		}
+	}
+	ctxA, cancelA := context.WithCancel(context.Background())
+	alive(ctxA, "with a cancellable context")
+	cancelA()
+	waitExpired("cancelled while idle")
+	if _, err := c.Alive(ctxA, "cw"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Alive(cancelled context): %v", err)
+	}
+	alive(context.Background(), "(Background) after a cancel while idle")
+
+	ctxD, cancelD := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancelD()
+	alive(ctxD, "with a deadline")
+	<-ctxD.Done()
+	waitExpired("deadline passed while idle")
+	alive(context.Background(), "(Background) after a deadline passed")
+	alive(ctxFor(t), "with a later deadline")
+	if c.conn != first {
+		t.Fatal("the connection was dropped on the way")
+	}
+
+	// A cancel mid-call: bangerd waits for the api socket (a stub that binds after 5 s).
+	slow := startStub(t, d.apiSock("cw"), false, "--listen-after-ms", "5000")
+	ctxC, cancelC := context.WithCancel(context.Background())
+	timer := time.AfterFunc(200*time.Millisecond, cancelC)
+	defer timer.Stop()
+	start := time.Now()
+	_, _, err = c.SetHandlesProcess(ctxC, "cw", slow.cmd.Process, Resources{})
+	if took := time.Since(start); !errors.Is(err, context.Canceled) || took > 1500*time.Millisecond {
+		t.Fatalf("SetHandles cancelled after 200 ms: %v after %v", err, took)
+	}
+	alive(context.Background(), "after a call was cancelled")
+}
+
 // bangerd restarts while the client holds a connection: the next call dials
 // the new bangerd; a call while none listens says so; a Watch ends with
 // ErrConnectionLost.

@@ -16,8 +16,9 @@
 # The bindings are generated from proto/io.banger.Handles.varlink every time,
 # never kept in git. go runs in BUILD_DIR/mod: the module's directories, its
 # files as symlinks to the source (so edits count at once), and the
-# generated file in internal/iobangerhandles/. (go's -overlay would spare
-# the copy, but go vet 1.19 reads the files themselves and misses it.)
+# generated file in internal/iobangerhandles/, its calls taking the Conn of
+# conn.go there. (go's -overlay would spare the copy, but go vet 1.19 reads
+# the files themselves and misses it.)
 set -euo pipefail
 
 src=$(cd "$(dirname "$0")" && pwd)
@@ -43,6 +44,11 @@ generate() {
 		{ echo "go.sh: $idl does not declare interface io.banger.Handles" >&2; exit 1; }
 	(cd "$gen" && varlink-go-interface-generator io.banger.handles.varlink)
 	sed -i 's/io\.banger\.handles/io.banger.Handles/g' "$out"
+	# The calls take a Conn (internal/iobangerhandles/conn.go: Send and Upgrade)
+	# instead of a *varlink.Connection, so the client's own transport runs them.
+	sed -i 's/c \*varlink\.Connection/c Conn/g' "$out"
+	! grep -q 'varlink\.Connection' "$out" ||
+		{ echo "go.sh: the generated calls still name *varlink.Connection" >&2; exit 1; }
 	cp -rs "$src/." "$build/mod/"
 	cp "$out" "$build/mod/internal/iobangerhandles/"
 	touch "$build/go-mirror.stamp"

@@ -27,11 +27,12 @@ func (c *Client) Watch(ctx context.Context) (*Watcher, error) {
 	if c.closed.Load() {
 		return nil, ErrClosed
 	}
-	conn, err := c.dial(ctx)
+	conn, err := dialConn(ctx, c.path)
 	if err != nil {
 		return nil, err
 	}
-	// The generated receiver reads with the context given to Send: ctx ends the stream.
+	// The generated receiver reads with the context given to Send: ctx ends the
+	// stream (the connection's watcher ends a read that waits for an event).
 	receive, err := iobangerhandles.Watch().Send(ctx, conn, varlink.More)
 	var first Event
 	if err == nil {

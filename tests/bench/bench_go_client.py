@@ -7,8 +7,8 @@ runs bench_api (C: one epoll loop, N connections, no client library to speak
 of) and benchalive (Go: N goroutines, each a banger.Client with its own
 connection, closed loops of Client.Alive). Prints medians over the rounds
 and the Go client's p50 minus the C figure: the cost of the client library
-(JSON encoding through the generated bindings, varlink-go's framing, the
-context plumbing). Never asserts a figure; fails only on wrong replies or a
+(JSON encoding through the generated bindings, the client's transport
+and its context handling). Never asserts a figure; fails only on wrong replies or a
 leak. Issue 15's target, reported: <= 30 us added at p50.
 
 usage: bench_go_client.py BENCH_API_EXE BENCHALIVE_EXE [--rounds N] [--seconds S]
