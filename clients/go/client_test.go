@@ -210,6 +210,102 @@ func TestTypedErrors(t *testing.T) {
 	}
 }
 
+// The helper dies with a TEARDOWN in flight: the relaying proxy
+// (tests/stub/helper_proxy.c) holds the first TEARDOWN and is killed, the
+// real helper with it. Teardown answers HelperUnavailable with its reason,
+// nothing is torn down, and bangerd, which has lost its helper, exits 3.
+func TestHelperUnavailable(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "proxy.fifo")
+	must(t, unix.Mkfifo(fifo, 0o600))
+	// Read-write: the FIFO always has a writer, so a read waits for "held"
+	// (a reader alone would see EOF until the proxy opens it).
+	held, err := os.OpenFile(fifo, os.O_RDWR, 0)
+	must(t, err)
+	defer held.Close()
+	d := startDaemon(t, losingHelper, withHelper(env(t, "BANGER_HELPER_PROXY"),
+		"BANGER_PROXY_HOLD_TYPE=7", // PS_TEARDOWN (proto/privsep.h)
+		"BANGER_PROXY_FIFO="+fifo))
+	c := d.client(t)
+	ctx := ctxFor(t)
+	w, err := c.Watch(ctx)
+	must(t, err)
+
+	const id = "vm-hu"
+	tap := tag("bgtgoh")
+	files := []string{filepath.Join(d.loopRoot, tag("hu")+"-0.img"), filepath.Join(d.loopRoot, tag("hu")+"-1.img")}
+	_, err = c.Register(ctx, id, d.apiSock(id), &Plan{Tap: tap, LoopFiles: files}, WithOnExit(KeepOnExit))
+	must(t, err)
+	makeTap(t, tap) // removed at the test's end: no next helper here finishes the job
+	loops := []string{makeLoop(t, files[0]), makeLoop(t, files[1])}
+	fc := startStub(t, d.apiSock(id), true)
+	_, _, err = c.SetHandlesProcess(ctx, id, fc.cmd.Process, Resources{Tap: tap, Loops: loops})
+	must(t, err)
+	fc.kill()
+	nextEvent(t, w, id, "exited") // on_exit keep: no TEARDOWN of bangerd's own
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Teardown(ctx, id)
+		done <- err
+	}()
+	must(t, held.SetReadDeadline(time.Now().Add(10*time.Second)))
+	buf := make([]byte, 64)
+	n, err := held.Read(buf)
+	if err != nil || string(buf[:n]) != "held\n" {
+		t.Fatalf("the proxy does not hold the TEARDOWN: %q %v\n%s", buf[:n], err, d.logText())
+	}
+	proxy := d.helperPid()
+	real := childrenOf(t, proxy)
+	if len(real) != 1 {
+		t.Fatalf("the proxy has children %v, want the real helper alone", real)
+	}
+	must(t, syscall.Kill(proxy, syscall.SIGKILL))
+	waitPidGone(t, real[0], 5*time.Second) // PR_SET_PDEATHSIG: it follows its proxy
+
+	select {
+	case err = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("Teardown not answered 10 s after the helper died:\n%s", d.logText())
+	}
+	var unavailable *HelperUnavailable
+	if !errors.As(err, &unavailable) {
+		t.Fatalf("Teardown with the helper gone: %v (%T), want *HelperUnavailable", err, err)
+	}
+	if unavailable.Reason == "" {
+		t.Fatalf("HelperUnavailable without a reason: %+v", unavailable)
+	}
+	// The stream says the helper is gone, never torn_down, and ends with bangerd.
+	gone := false
+	for timeout := time.After(10 * time.Second); ; {
+		select {
+		case ev, ok := <-w.Events:
+			if !ok {
+				goto ended
+			}
+			if ev.Kind == "torn_down" {
+				t.Fatalf("torn_down with the TEARDOWN lost: %+v", ev)
+			}
+			gone = gone || ev.Kind == "helper_gone"
+		case <-timeout:
+			t.Fatal("Watch not ended 10 s after the helper died")
+		}
+	}
+ended:
+	if !gone {
+		t.Fatalf("no helper_gone event before the stream ended (%v)", w.Err())
+	}
+	d.waitExit() // and the cleanup checks its status: 3 (losingHelper)
+	if !linkExists(tap) {
+		t.Fatalf("tap %s torn down though the TEARDOWN never reached the helper", tap)
+	}
+	for _, f := range files {
+		if l := loopsOn(t, f); len(l) != 1 {
+			t.Fatalf("loops %v on %s, want the one the record names", l, f)
+		}
+	}
+	t.Logf("HelperUnavailable: %q; bangerd exited 3; tap and 2 loops kept", unavailable.Reason)
+}
+
 // expectChild runs this test binary again as uid 1 ("daemon": no admin) to call
 // ClearHandles on VM id.
 func expectChild(t *testing.T, d *daemon, id, want string) {

@@ -10,6 +10,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -21,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 const readyLine = "ready: running as" // bangerd's line once it serves (daemon/main.c)
@@ -44,10 +47,28 @@ type daemon struct {
 	readyCount                               int
 	ready                                    chan struct{}
 	exited                                   chan struct{}
+	helper                                   string   // what bangerd execs as its helper
+	env                                      []string // added to bangerd's (and so its helper's) environment
+	exitStatus                               int      // bangerd's exit status at the test's end
 }
 
-// startDaemon starts bangerd on a fresh root; it is stopped (SIGTERM, exit 0) at the test's end.
-func startDaemon(t *testing.T) *daemon {
+// daemonOption changes how startDaemon starts bangerd.
+type daemonOption func(*daemon)
+
+// withHelper: bangerd execs helper instead of banger-privhelper (the relaying
+// proxy: tests/stub/helper_proxy.c), with env added to its environment.
+func withHelper(helper string, env ...string) daemonOption {
+	return func(d *daemon) { d.helper, d.env = helper, env }
+}
+
+// losingHelper: the test makes bangerd lose its helper; bangerd must have
+// exited by itself, with EXIT_HELPER (3, daemon/main.c), by the test's end
+// (a test that failed before then has it stopped as usual).
+func losingHelper(d *daemon) { d.exitStatus = 3 }
+
+// startDaemon starts bangerd on a fresh root; it is stopped (SIGTERM, exit 0)
+// at the test's end unless an option says otherwise.
+func startDaemon(t *testing.T, opts ...daemonOption) *daemon {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("the Go client's tests start bangerd with --user: they run as root")
@@ -60,6 +81,10 @@ func startDaemon(t *testing.T) *daemon {
 		loopRoot: filepath.Join(dir, "images"), runDir: filepath.Join(dir, "run"),
 		stateDir: filepath.Join(dir, "state")}
 	d.socket = filepath.Join(d.runDir, "bangerd.sock")
+	d.helper = env(t, "BANGER_HELPER")
+	for _, o := range opts {
+		o(d)
+	}
 	must(t, os.Chmod(dir, 0o755))
 	for _, p := range []string{d.apiRoot, d.loopRoot, d.runDir} {
 		must(t, os.MkdirAll(p, 0o755))
@@ -97,9 +122,10 @@ func (d *daemon) start() {
 	t := d.t
 	t.Helper()
 	d.cmd = exec.Command(env(t, "BANGERD"), "--state-dir", d.stateDir,
-		"--helper", env(t, "BANGER_HELPER"), "--listen", d.socket,
+		"--helper", d.helper, "--listen", d.socket,
 		"--tap-prefix", "bgt", "--dm-prefix", "bangertest-", "--dm-uuid-prefix", "BANGERT-",
 		"--loop-root", d.loopRoot, "--api-sock-root", d.apiRoot, "--user", testUser())
+	d.cmd.Env = append(os.Environ(), d.env...)
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := d.cmd.StderrPipe()
 	must(t, err)
@@ -164,6 +190,13 @@ func (d *daemon) restart() {
 }
 
 func (d *daemon) stop() {
+	if d.exitStatus != 0 && !d.t.Failed() {
+		d.waitExit()
+		if code := d.cmd.ProcessState.ExitCode(); code != d.exitStatus {
+			d.t.Errorf("bangerd exited %d, want %d:\n%s", code, d.exitStatus, d.logText())
+		}
+		return
+	}
 	select {
 	case <-d.exited:
 		return // the test ended it
@@ -173,6 +206,53 @@ func (d *daemon) stop() {
 	d.waitExit()
 	if code := d.cmd.ProcessState.ExitCode(); code != 0 {
 		d.t.Errorf("bangerd exited %d on SIGTERM:\n%s", code, d.logText())
+	}
+}
+
+// helperPid is bangerd's one child: its helper (or the proxy standing in for it).
+func (d *daemon) helperPid() int {
+	pids := childrenOf(d.t, d.cmd.Process.Pid)
+	if len(pids) != 1 {
+		d.t.Fatalf("bangerd has children %v, want its helper alone", pids)
+	}
+	return pids[0]
+}
+
+func childrenOf(t *testing.T, pid int) []int {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	must(t, err)
+	var pids []int
+	for _, f := range strings.Fields(string(data)) {
+		p, err := strconv.Atoi(f)
+		must(t, err)
+		pids = append(pids, p)
+	}
+	return pids
+}
+
+// waitPidGone waits (bounded, through a pidfd) for pid to exit.
+func waitPidGone(t *testing.T, pid int, timeout time.Duration) {
+	t.Helper()
+	fd, err := unix.PidfdOpen(pid, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return
+	}
+	must(t, err)
+	defer unix.Close(fd)
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for end := time.Now().Add(timeout); ; {
+		left := time.Until(end)
+		if left <= 0 {
+			t.Fatalf("pid %d still there after %v", pid, timeout)
+		}
+		n, err := unix.Poll(fds, int(left.Milliseconds())+1)
+		if n == 1 {
+			return
+		}
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			t.Fatal(err)
+		}
 	}
 }
 
