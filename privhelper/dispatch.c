@@ -114,22 +114,7 @@ int asroot_recv(int sock, struct ps_message *msg, char *why, size_t why_size)
 {
 	/* One byte more than the largest request, so that an oversize one shows as MSG_TRUNC. */
 	unsigned char buf[PS_MAX_REQUEST_BYTES + 1];
-	struct fdpass_recv in;
-
-	ps_message_init(msg);
-	int r = fdpass_recv(sock, buf, sizeof(buf), 1, false, &in);
-	if (r <= 0)
-		return r;
-	r = ps_check_received(&in, sizeof(buf), why, why_size);
-	if (r == 0)
-		r = asroot_decode(buf, in.len, in.nfds, msg, why, why_size);
-	if (r < 0) {
-		fdpass_close_all(in.fds, &in.nfds);
-		return r;
-	}
-	memcpy(msg->fds, in.fds, sizeof(int) * in.nfds);
-	msg->nfds = in.nfds;
-	return 1;
+	return ps_recv_decoded(sock, buf, sizeof(buf), 1, false, asroot_decode, msg, why, why_size);
 }
 
 /* Why a request that is not permitted now came at the wrong time. */

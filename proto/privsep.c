@@ -141,7 +141,7 @@ int ps_message_take_fd(struct ps_message *msg, size_t i)
 	return TAKE_FD(msg->fds[i]);
 }
 
-int ps_check_received(const struct fdpass_recv *in, size_t cap, char *why, size_t why_size)
+static int check_received(const struct fdpass_recv *in, size_t cap, char *why, size_t why_size)
 {
 	if (in->truncated || in->len >= cap)
 		return ps_violation(why, why_size, "oversize message (over %zu bytes)", cap - 1);
@@ -151,6 +151,27 @@ int ps_check_received(const struct fdpass_recv *in, size_t cap, char *why, size_
 	if (in->foreign_cmsg)
 		return ps_violation(why, why_size, "control message other than SCM_RIGHTS");
 	return 0;
+}
+
+int ps_recv_decoded(int sock, unsigned char *buf, size_t cap, size_t max_fds, bool nonblock,
+		    ps_decode_fn decode, struct ps_message *msg, char *why, size_t why_size)
+{
+	struct fdpass_recv in;
+
+	ps_message_init(msg);
+	int r = fdpass_recv(sock, buf, cap, max_fds, nonblock, &in);
+	if (r <= 0)
+		return r;
+	r = check_received(&in, cap, why, why_size);
+	if (r == 0)
+		r = decode(buf, in.len, in.nfds, msg, why, why_size);
+	if (r < 0) {
+		fdpass_close_all(in.fds, &in.nfds);
+		return r;
+	}
+	memcpy(msg->fds, in.fds, sizeof(int) * in.nfds);
+	msg->nfds = in.nfds;
+	return 1;
 }
 
 int ps_decode_header(const void *buf, size_t len, size_t nfds_received, struct ps_header *h,

@@ -338,12 +338,19 @@ int ps_check_string(const char *field, size_t size, const char *label, char *why
 /* Reserved bytes that must be zero. */
 int ps_check_zero(const void *field, size_t size, const char *label, char *why, size_t why_size);
 
+/* A decoder of one received datagram: ps_decode_reply(), or the helper's of requests. */
+typedef int (*ps_decode_fn)(const void *buf, size_t len, size_t nfds_received,
+			    struct ps_message *msg, char *why, size_t why_size);
+
 /*
- * Judge what the kernel delivered for one datagram read into a buffer of
- * cap bytes: truncation, MSG_CTRUNC and foreign control messages are
- * violations. 0 or -EBADMSG (the fds are then still the caller's to close).
+ * Receive one datagram into buf (cap bytes: one more than the largest message it may be,
+ * so that an oversize one shows as MSG_TRUNC) with at most max_fds fds, and decode it.
+ * Truncation, MSG_CTRUNC and foreign control messages are violations. 1 with msg filled
+ * (its fds are the caller's), 0 at EOF, -EAGAIN (nonblock), -EBADMSG with why (every fd
+ * that came is closed), or another -errno.
  */
-int ps_check_received(const struct fdpass_recv *in, size_t cap, char *why, size_t why_size);
+int ps_recv_decoded(int sock, unsigned char *buf, size_t cap, size_t max_fds, bool nonblock,
+		    ps_decode_fn decode, struct ps_message *msg, char *why, size_t why_size);
 
 /*
  * Decode one received datagram. Pure: no I/O, no fds opened or closed.

@@ -184,20 +184,6 @@ int ps_recv_reply(int sock, bool nonblock, struct ps_message *msg, char *why, si
 {
 	/* One byte more than the largest message, so that an oversize one shows as MSG_TRUNC. */
 	static _Thread_local unsigned char buf[PS_MAX_MESSAGE_BYTES + 1];
-	struct fdpass_recv in;
-
-	ps_message_init(msg);
-	int r = fdpass_recv(sock, buf, sizeof(buf), PS_SCAN_REPLY_MAX, nonblock, &in);
-	if (r <= 0)
-		return r;
-	r = ps_check_received(&in, sizeof(buf), why, why_size);
-	if (r == 0)
-		r = ps_decode_reply(buf, in.len, in.nfds, msg, why, why_size);
-	if (r < 0) {
-		fdpass_close_all(in.fds, &in.nfds);
-		return r;
-	}
-	memcpy(msg->fds, in.fds, sizeof(int) * in.nfds);
-	msg->nfds = in.nfds;
-	return 1;
+	return ps_recv_decoded(sock, buf, sizeof(buf), PS_SCAN_REPLY_MAX, nonblock, ps_decode_reply,
+			       msg, why, why_size);
 }
