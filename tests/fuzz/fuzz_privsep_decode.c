@@ -21,23 +21,13 @@
 #include <string.h>
 
 #include "fuzz_privsep_input.h"
+#include "fuzz_invariant.h"
 #include "macro.h"
 #include "privsep.h"
 
 /* Large enough for every message the decoders write; a short one tests truncation. */
 #define WHY_BUFFER_BYTES       256
 #define SHORT_WHY_BUFFER_BYTES 8
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define INVARIANT(cond)                                                                            \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "%s:%d: invariant violated: %s\n", __FILE__, __LINE__,     \
-				#cond);                                                            \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
 
 static bool field_is_terminated(const char *field, size_t size)
 {

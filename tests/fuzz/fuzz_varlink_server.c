@@ -41,6 +41,7 @@
 #include "fuzz_varlink_input.h"
 #include "json.h"
 #include "log.h"
+#include "fuzz_invariant.h"
 #include "macro.h"
 #include "varlink.h"
 
@@ -60,16 +61,6 @@
 #define FUZZ_READ_CHUNK_BYTES	       65536
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define INVARIANT(cond)                                                                            \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "%s:%d: invariant violated: %s\n", __FILE__, __LINE__,     \
-				#cond);                                                            \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
 
 static const char fuzz_description[] =
     "# The fuzz target's own interface (tests/fuzz/fuzz_varlink_server.c).\n"
