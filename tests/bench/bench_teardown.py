@@ -42,7 +42,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import (IFACE, Bench, Daemon, add_json_option, check, fail, fd_count,  # noqa: E402
-                      record, skip, wait_fds_back)
+                      link_exists, loops_on, record, skip, wait_fds_back)
 
 NS_PER_MS = 1e6
 TAP_PREFIX = "bgtb"  # under the test daemon's tap prefix "bgt"
@@ -55,15 +55,6 @@ def sh(*argv):
     out = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     check(out.returncode == 0, f"{' '.join(argv)}: exit {out.returncode}: {out.stderr.strip()}")
     return out.stdout.strip()
-
-
-def link_exists(name):
-    return os.path.exists(f"/sys/class/net/{name}")
-
-
-def loops_on(path):
-    out = sh("losetup", "-j", path, "-O", "NAME", "-n")
-    return [line.strip() for line in out.splitlines() if line.strip()]
 
 
 class Kernel:

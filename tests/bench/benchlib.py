@@ -25,7 +25,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 from bangertest import (IFACE, SKIP, STUB, Daemon, Stub, check, die_with_parent,  # noqa: E402,F401
-                        fail, require_root, skip, status_of, wait_until)
+                        fail, link_exists, loops_on, require_root, skip, status_of, wait_until)
 
 LOG_KEEP_BYTES = 256 * 1024
 

@@ -35,9 +35,8 @@ import time
 # Throw-away accounts (a reader, a stand-in daemon user) come from the integration tests'
 # support, which retries the passwd lock that other tests hold at the same time.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from bangertest import Account, _useradd_locked  # noqa: E402
+from bangertest import SKIP, Account, _useradd_locked, check, fail, skip  # noqa: E402
 
-SKIP = 77
 BUILD_ROOT = os.environ.get("BANGER_BUILD_ROOT", "")
 TEST_USER = os.environ.get("BANGER_TEST_USER", "nobody")
 
@@ -47,21 +46,6 @@ def layout(name):
     if value is None:
         fail(f"BANGER_INSTALL_{name.upper()} is not set (run through meson test)")
     return value
-
-
-def fail(msg):
-    print(f"FAIL: {msg}", file=sys.stderr, flush=True)
-    sys.exit(1)
-
-
-def check(cond, msg):
-    if not cond:
-        fail(msg)
-
-
-def skip(msg):
-    print(f"SKIP: {msg}", flush=True)
-    sys.exit(SKIP)
 
 
 def need_tool(name, package):

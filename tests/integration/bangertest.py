@@ -39,7 +39,7 @@ READY = "ready: running as"
 
 
 def fail(msg):
-    print(f"FAIL: {msg}", file=sys.stderr)
+    print(f"FAIL: {msg}", file=sys.stderr, flush=True)
     sys.exit(1)
 
 
@@ -274,6 +274,58 @@ class _Bangerd(subprocess.Popen):
     def send_signal(self, sig):
         self.signalled = True
         super().send_signal(sig)
+
+
+# --- taps and loops: the kernel resources a test VM holds ---------------------------------
+
+def sh(*args):
+    return subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def link_exists(name):
+    return os.path.exists(f"/sys/class/net/{name}")
+
+
+def loops_on(path):
+    out = sh("losetup", "-j", path, "-O", "NAME", "-n")
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+class Kernel:
+    """Taps and loops made for one test; whatever survives is removed at the end.
+
+    high_loops: loops get high device numbers (400 and up, per pid), for a case that lets one
+    detach and then names it again: it must not find another test's loop there (losetup -f
+    takes the lowest free)."""
+
+    def __init__(self, tag, high_loops=False):
+        self.tag = f"{tag}{os.getpid() % 10000}"
+        self.high_loops = high_loops
+        self.taps = []
+        self.files = []
+
+    def tap(self, suffix, prefix="bgt"):
+        name = f"{prefix}{self.tag}{suffix}"[:15]
+        sh("ip", "tuntap", "add", "dev", name, "mode", "tap")
+        self.taps.append(name)
+        return name
+
+    def loop(self, path):
+        with open(path, "wb") as f:
+            f.truncate(1 << 20)
+        self.files.append(path)
+        for n in range(400 + (os.getpid() % 100) * 4, 1000) if self.high_loops else ():
+            r = subprocess.run(["losetup", f"/dev/loop{n}", path], capture_output=True)
+            if r.returncode == 0:
+                return f"/dev/loop{n}"
+        return sh("losetup", "-f", "--show", path)
+
+    def cleanup(self):
+        for t in self.taps:
+            subprocess.run(["ip", "link", "del", t], capture_output=True)
+        for f in self.files:
+            for dev in loops_on(f):
+                subprocess.run(["losetup", "-d", dev], capture_output=True)
 
 
 class Daemon:

@@ -6,7 +6,6 @@ the test user; stub firecrackers stand in for VMs. Bad-input cases check
 afterwards that a second client is still served and that no state file
 changed.
 """
-import hashlib
 import json
 import os
 import re
@@ -18,21 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bangertest import (IFACE, STUB_OTHER, Daemon, Stub, Varlink, VarlinkError,  # noqa: E402
-                        check, fail, require_root, run_cases, wait_until)
-
-
-def snapshot(root):
-    """Every file under root with a digest of its content: 'no state file changed' is equality."""
-    result = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            if os.path.isfile(path):
-                with open(path, "rb") as f:
-                    result[path] = hashlib.sha256(f.read()).hexdigest()
-            else:
-                result[path] = "dir"
-    return result
+                        check, fail, require_root, run_cases, snapshot, wait_until)
 
 
 class Fixture:

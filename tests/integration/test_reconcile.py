@@ -15,49 +15,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bangertest import (IFACE, Daemon, Stub, check, fail, require_root, run_cases,  # noqa: E402
-                        skip, wait_until)
-
-
-def sh(*args):
-    return subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip()
-
-
-def link_exists(name):
-    return os.path.exists(f"/sys/class/net/{name}")
-
-
-def loops_on(path):
-    out = sh("losetup", "-j", path, "-O", "NAME", "-n")
-    return [line.strip() for line in out.splitlines() if line.strip()]
-
-
-class Kernel:
-    """Taps and loops made for one test; whatever survives is removed at the end."""
-
-    def __init__(self, tag):
-        self.tag = f"{tag}{os.getpid() % 10000}"
-        self.taps = []
-        self.files = []
-
-    def tap(self, suffix, prefix="bgt"):
-        name = f"{prefix}{self.tag}{suffix}"[:15]
-        sh("ip", "tuntap", "add", "dev", name, "mode", "tap")
-        self.taps.append(name)
-        return name
-
-    def loop(self, path):
-        with open(path, "wb") as f:
-            f.truncate(1 << 20)
-        self.files.append(path)
-        return sh("losetup", "-f", "--show", path)
-
-    def cleanup(self):
-        for t in self.taps:
-            subprocess.run(["ip", "link", "del", t], capture_output=True)
-        for f in self.files:
-            for dev in loops_on(f):
-                subprocess.run(["losetup", "-d", dev], capture_output=True)
+from bangertest import (IFACE, Daemon, Kernel, Stub, check, fail, link_exists,  # noqa: E402
+                        loops_on, require_root, run_cases, sh, skip, wait_until)
 
 
 class Fixture:
