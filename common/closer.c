@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,7 @@ struct fd_closer {
 	size_t n, capacity;
 	unsigned long in_flight; /* queued plus the one being closed */
 	unsigned long closes;	 /* close() calls begun: a stuck one does not advance */
+	atomic_bool closing;	 /* between the thread's entering close() and its return */
 	pid_t tid;		 /* the thread's, for its scheduler state in /proc */
 	bool started, stopping;
 	pthread_t thread;
@@ -56,7 +58,9 @@ static void *closer_main(void *arg)
 		int fd = c->queue[--c->n];
 		c->closes++;
 		pthread_mutex_unlock(&c->lock);
+		atomic_store(&c->closing, true);
 		close(fd); /* may take as long as the peer makes it */
+		atomic_store(&c->closing, false);
 		pthread_mutex_lock(&c->lock);
 		if (--c->in_flight == 0)
 			pthread_cond_broadcast(&c->drained);
@@ -129,8 +133,9 @@ void fd_closer_free(struct fd_closer *c)
 	c->stopping = true;
 	pthread_cond_signal(&c->wake);
 	/*
-	 * Stuck means a close() that sleeps through a whole wait: a thread that only waits for
-	 * a CPU (a busy host, a nice'd process) is waited for, up to a ceiling.
+	 * Stuck means one close() that sleeps through a whole wait: inside it still, and S or D
+	 * to the kernel. A thread that only waits for a CPU (a busy host, a nice'd process), or
+	 * for this lock, is waited for, up to a ceiling.
 	 */
 	bool stuck = false;
 	for (unsigned waits = 0; c->in_flight > 0 && !stuck; waits++) {
@@ -143,8 +148,9 @@ void fd_closer_free(struct fd_closer *c)
 		int r = 0;
 		while (c->in_flight > 0 && r != ETIMEDOUT)
 			r = pthread_cond_timedwait(&c->drained, &c->lock, &until);
-		stuck = c->in_flight > 0 && ((c->closes == closes && !closer_runnable(c)) ||
-					     waits + 1 == CLOSER_STOP_WAITS);
+		stuck = c->in_flight > 0 &&
+			((c->closes == closes && atomic_load(&c->closing) && !closer_runnable(c)) ||
+			 waits + 1 == CLOSER_STOP_WAITS);
 	}
 	pthread_mutex_unlock(&c->lock);
 	if (stuck) {
