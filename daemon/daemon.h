@@ -68,6 +68,8 @@ struct daemon {
 	struct event *ev_sigterm, *ev_sigint, *ev_sigchld, *ev_drain;
 	unsigned teardowns_in_flight;
 	struct reconcile *reconcile; /* the one under way, or NULL */
+	struct service_lane *lanes;  /* a VM's mutations, one at a time (service.c) */
+	unsigned registers_in_flight;
 };
 
 /* service.c: the rules of DESIGN §2 */
@@ -77,11 +79,33 @@ uint64_t service_realtime_usec(void);
 void service_emit(struct daemon *d, const char *kind, const char *id, int pid, const char *detail);
 /* Why a request could not be sent: the helper's failure when it has failed, else strerror. */
 const char *service_helper_failure(const struct daemon *d, int err);
-int service_register(struct daemon *d, const struct vm_record *rec, struct vm_entry **out);
-bool service_set_handles(struct daemon *d, struct vm_entry *e, const struct vm_handles *h,
-			 int pidfd);
-void service_clear_handles(struct daemon *d, struct vm_entry *e);
-int service_unregister(struct daemon *d, struct vm_entry *e);
+/*
+ * Mutations are answered once what they changed is durable: done runs on
+ * the loop's thread with the VM's id, its entry (NULL when there is none,
+ * or no longer one) and 0 or -errno. A VM's mutations run one at a time, in
+ * the order they were asked for; each decides on the cache as the one
+ * before it left it. The writes themselves are the store writer's
+ * (store_writer.h): reads never wait behind them.
+ */
+typedef void (*service_done_fn)(struct daemon *d, const char *id, struct vm_entry *e, int err,
+				void *userdata);
+/* -EEXIST: the id is taken; -ENOSPC: BANGER_MAX_VMS; else vm.json could not be written. */
+void service_register(struct daemon *d, const struct vm_record *rec, service_done_fn done,
+		      void *userdata);
+/*
+ * Takes pidfd. 0: cached and persisted; -EIO: cached, not persisted (retried,
+ * the reply says persisted false); -ENOENT: unregistered meanwhile.
+ */
+void service_set_handles(struct daemon *d, struct vm_entry *e, const struct vm_handles *h,
+			 int pidfd, service_done_fn done, void *userdata);
+void service_clear_handles(struct daemon *d, struct vm_entry *e, service_done_fn done,
+			   void *userdata);
+/* -EBUSY: not known to be dead (e is the entry); -ENOENT; else the files could not go. */
+void service_unregister(struct daemon *d, struct vm_entry *e, service_done_fn done, void *userdata);
+/* done runs once every mutation of id asked for so far has finished. */
+void service_after_writes(struct daemon *d, const char *id, service_done_fn done, void *userdata);
+/* Every write queued so far made (or failed) and answered, here (shutdown). */
+void service_flush_writes(struct daemon *d);
 enum vm_liveness service_liveness(const struct vm_entry *e);
 
 /* What a teardown came to: err < 0 when the helper could not answer at all (why says so). */

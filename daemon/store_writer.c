@@ -1,0 +1,511 @@
+/*
+ * See store_writer.h. One thread, a queue under a mutex (as common/closer.c),
+ * and an eventfd that wakes the loop when transactions are done. A batch is
+ * a prefix of the queue (FIFO), cut before a second transaction of a VM
+ * already in it, so the order of one VM's changes is the order they came.
+ *
+ * Why a step's durability comes before the next one's: each step is one of
+ * DESIGN §2's ordered writes (a SetHandles makes vm.json's mirror durable
+ * before handles.json appears; Unregister removes the record last). Rounds
+ * keep that order across a batch at the cost of one sync per round, not
+ * per file.
+ */
+#include "store_writer.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "atomicfile.h"
+#include "crashpoint.h"
+#include "log.h"
+#include "macro.h"
+
+#define STATE_FILE_MODE 0600
+
+struct store_writer {
+	struct event_base *base;
+	struct event *ev_done;
+	int efd;
+	int vms_fd;
+	enum store_sync_mode mode;
+	size_t pending; /* the loop's own: submitted, done not run yet */
+
+	pthread_mutex_t lock;
+	pthread_cond_t wake; /* the thread: work, or stop */
+	pthread_cond_t idle; /* flush: a batch was done */
+	struct store_txn *queue, **queue_tail;
+	struct store_txn *done, **done_tail;
+	size_t in_thread; /* queued or being written */
+	bool started, stopping;
+	pthread_t thread;
+	struct store_writer_stats stats;
+};
+
+/* --- running a batch (the writer thread, or the caller for run_now) ----------- */
+
+/* What a sync makes durable: a step, or (step NULL) every step of a transaction. */
+struct sync_entry {
+	int fd;
+	struct store_txn *t;
+	struct store_step *s;
+};
+
+struct sync_list {
+	struct sync_entry *e;
+	size_t n, cap;
+	uint64_t syncs; /* calls made */
+};
+
+static void sync_add(struct sync_list *l, int fd, struct store_txn *t, struct store_step *s)
+{
+	/* cap is sized for the whole batch before it runs (run_batch): this never grows. */
+	if (l->n < l->cap)
+		l->e[l->n++] = (struct sync_entry){fd, t, s};
+}
+
+static void sync_failed(const struct sync_entry *e, int r)
+{
+	if (e->s) {
+		if (e->s->err == 0)
+			e->s->err = r;
+		return;
+	}
+	for (size_t i = 0; i < e->t->n_steps; i++)
+		if (e->t->steps[i].err == 0)
+			e->t->steps[i].err = r;
+}
+
+/*
+ * Make every entry durable: one syncfs, or one fdatasync/fsync per distinct
+ * fd (the list is small: one entry per step of the round). data: the fds
+ * are temp files (fdatasync is enough), else directories.
+ */
+static void sync_run(struct sync_list *l, int vms_fd, enum store_sync_mode mode, bool data)
+{
+	if (l->n == 0)
+		return;
+	if (mode == STORE_SYNC_FS) {
+		l->syncs++;
+		if (syncfs(vms_fd) < 0) {
+			int r = negative_errno();
+			for (size_t i = 0; i < l->n; i++)
+				sync_failed(&l->e[i], r);
+		}
+		l->n = 0;
+		return;
+	}
+	for (size_t i = 0; i < l->n; i++) {
+		bool seen = false;
+		for (size_t j = 0; j < i && !seen; j++)
+			seen = l->e[j].fd == l->e[i].fd;
+		if (seen)
+			continue;
+		l->syncs++;
+		int r =
+		    (data ? fdatasync(l->e[i].fd) : fsync(l->e[i].fd)) < 0 ? negative_errno() : 0;
+		for (size_t j = i; r < 0 && j < l->n; j++)
+			if (l->e[j].fd == l->e[i].fd)
+				sync_failed(&l->e[j], r);
+	}
+	l->n = 0;
+}
+
+/* ".vm.json.tmp.*": what an interrupted write leaves behind. */
+static bool is_temp_name(const char *entry)
+{
+	static const char *const files[] = {"vm.json", "handles.json"};
+	for (size_t i = 0; i < ELEMENTSOF(files); i++) {
+		size_t n = strlen(files[i]);
+		if (entry[0] == '.' && strncmp(entry + 1, files[i], n) == 0 &&
+		    strncmp(entry + 1 + n, ".tmp.", 5) == 0)
+			return true;
+	}
+	return false;
+}
+
+int store_remove_temps_at(int dir_fd)
+{
+	int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return negative_errno();
+	_cleanup_closedir_ DIR *dir = fdopendir(fd);
+	if (!dir) {
+		safe_close(fd);
+		return negative_errno();
+	}
+	struct dirent *de;
+	while ((de = readdir(dir)))
+		if (is_temp_name(de->d_name) && unlinkat(dir_fd, de->d_name, 0) < 0 &&
+		    errno != ENOENT)
+			return negative_errno();
+	return 0;
+}
+
+static bool txn_writes(const struct store_txn *t)
+{
+	for (size_t i = 0; i < t->n_steps; i++)
+		if (t->steps[i].kind == STORE_STEP_WRITE)
+			return true;
+	return false;
+}
+
+/* Open vms/<id>/, made when the transaction writes (its entry in vms/ then wants a sync). */
+static int open_dir(int vms_fd, struct store_txn *t, struct sync_list *dirs)
+{
+	if (txn_writes(t)) {
+		if (mkdirat(vms_fd, t->id, 0700) == 0)
+			sync_add(dirs, vms_fd, t, NULL);
+		else if (errno != EEXIST)
+			return negative_errno();
+	}
+	int fd = openat(vms_fd, t->id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	return fd < 0 ? negative_errno() : fd;
+}
+
+/*
+ * Round 0: every VM dir opened (made, if need be: made records its entry in
+ * vms/ for a sync), every temp written; then one sync makes them all durable.
+ */
+static void prepare(int vms_fd, enum store_sync_mode mode, struct store_txn *batch,
+		    struct sync_list *l, struct sync_list *made)
+{
+	for (struct store_txn *t = batch; t; t = t->next) {
+		t->cursor = 0;
+		t->dir_fd = open_dir(vms_fd, t, made);
+		for (size_t i = 0; i < t->n_steps; i++) {
+			struct store_step *s = &t->steps[i];
+			s->temp_fd = -1;
+			s->temp[0] = '\0';
+			s->err = 0;
+			if (t->dir_fd < 0) {
+				/* Nothing to remove where there is no dir; nothing can be written.
+				 */
+				s->err = t->dir_fd == -ENOENT && s->kind != STORE_STEP_WRITE
+					     ? 0
+					     : t->dir_fd;
+				continue;
+			}
+			if (s->kind != STORE_STEP_WRITE)
+				continue;
+			int fd = atomic_temp_write(t->dir_fd, s->name, s->text, s->len,
+						   STATE_FILE_MODE, s->temp, sizeof(s->temp));
+			if (fd < 0) {
+				s->err = fd;
+				s->temp[0] = '\0'; /* nothing was left behind */
+				continue;
+			}
+			s->temp_fd = fd;
+			sync_add(l, fd, t, s);
+		}
+	}
+	if (mode == STORE_SYNC_FS) {
+		/* One syncfs covers the temps and the new dirs alike. */
+		for (size_t i = 0; i < made->n; i++)
+			sync_add(l, made->e[i].fd, made->e[i].t, NULL);
+		made->n = 0;
+	}
+	sync_run(l, vms_fd, mode, true);
+	sync_run(made, vms_fd, mode, false);
+}
+
+/* One step of t, up to the sync that makes it durable. Returns false when it needs none. */
+static bool step_run(int vms_fd, struct store_txn *t, struct store_step *s, struct sync_list *l)
+{
+	if (s->needs_previous && t->cursor > 0 && t->steps[t->cursor - 1].err != 0) {
+		s->err = -ECANCELED;
+		return false;
+	}
+	if (s->err != 0 || t->dir_fd < 0)
+		return false;
+	switch (s->kind) {
+	case STORE_STEP_WRITE:
+		s->err = atomic_temp_commit(t->dir_fd, s->temp, s->name);
+		s->temp[0] = '\0'; /* renamed, or unlinked by the failed commit */
+		if (s->err < 0)
+			return false;
+		sync_add(l, t->dir_fd, t, s);
+		return true;
+	case STORE_STEP_UNLINK: {
+		bool changed = unlinkat(t->dir_fd, s->name, 0) == 0;
+		if (!changed && errno != ENOENT) {
+			s->err = negative_errno();
+			return false;
+		}
+		if (s->remove_temps && (s->err = store_remove_temps_at(t->dir_fd)) < 0)
+			return false;
+		if (changed)
+			sync_add(l, t->dir_fd, t, s);
+		return changed;
+	}
+	case STORE_STEP_RMDIR:
+		if (unlinkat(vms_fd, t->id, AT_REMOVEDIR) < 0) {
+			/* Kept-aside corrupt copies hold the dir: evidence, not ours to delete. */
+			if (errno != ENOENT && errno != ENOTEMPTY)
+				s->err = negative_errno();
+			return false;
+		}
+		sync_add(l, vms_fd, t, s);
+		return true;
+	}
+	return false;
+}
+
+static void finish_txn(struct store_txn *t)
+{
+	for (size_t i = 0; i < t->n_steps; i++) {
+		struct store_step *s = &t->steps[i];
+		if (s->temp[0] && t->dir_fd >= 0)
+			unlinkat(t->dir_fd, s->temp, 0); /* written, never committed */
+		s->temp[0] = '\0';
+		s->temp_fd = safe_close(s->temp_fd);
+	}
+	t->dir_fd = safe_close(t->dir_fd);
+}
+
+static void run_batch(int vms_fd, enum store_sync_mode mode, struct store_txn *batch, size_t n_txns,
+		      uint64_t *syncs)
+{
+	struct sync_list l = {.cap = n_txns * (STORE_TXN_MAX_STEPS + 1)};
+	struct sync_list made = {.cap = n_txns};
+	l.e = calloc(l.cap, sizeof(*l.e));
+	made.e = calloc(made.cap, sizeof(*made.e));
+	if (!l.e || !made.e) {
+		for (struct store_txn *t = batch; t; t = t->next)
+			for (size_t i = 0; i < t->n_steps; i++)
+				t->steps[i].err = -ENOMEM;
+		free(l.e);
+		free(made.e);
+		return;
+	}
+	prepare(vms_fd, mode, batch, &l, &made);
+	for (bool more = true; more;) {
+		more = false;
+		for (struct store_txn *t = batch; t; t = t->next)
+			if (t->cursor < t->n_steps)
+				step_run(vms_fd, t, &t->steps[t->cursor], &l);
+		sync_run(&l, vms_fd, mode, false);
+		for (struct store_txn *t = batch; t; t = t->next) {
+			if (t->cursor >= t->n_steps)
+				continue;
+			const struct store_step *s = &t->steps[t->cursor];
+			if (s->err == 0 && s->crash_after)
+				CRASH_POINT(s->crash_after);
+			t->cursor++;
+			more = more || t->cursor < t->n_steps;
+		}
+	}
+	for (struct store_txn *t = batch; t; t = t->next)
+		finish_txn(t);
+	*syncs += l.syncs + made.syncs;
+	free(l.e);
+	free(made.e);
+}
+
+void store_txn_run_now(int vms_fd, enum store_sync_mode mode, struct store_txn *t)
+{
+	uint64_t syncs = 0;
+	t->next = NULL;
+	run_batch(vms_fd, mode, t, 1, &syncs);
+}
+
+void store_txn_free(struct store_txn *t)
+{
+	if (!t)
+		return;
+	for (size_t i = 0; i < t->n_steps; i++)
+		free(t->steps[i].text);
+	free(t);
+}
+
+/* --- the thread ------------------------------------------------------------------ */
+
+/* Cut a batch off the queue's head (lock held). */
+static struct store_txn *take_batch(struct store_writer *w, size_t *count)
+{
+	struct store_txn *batch = w->queue, *last = NULL;
+	size_t n = 0;
+	for (struct store_txn *t = w->queue; t && n < STORE_BATCH_MAX; t = t->next) {
+		bool same_vm = false;
+		for (struct store_txn *b = batch; b != t && !same_vm; b = b->next)
+			same_vm = strcmp(b->id, t->id) == 0;
+		if (same_vm)
+			break;
+		last = t;
+		n++;
+	}
+	w->queue = last->next;
+	if (!w->queue)
+		w->queue_tail = &w->queue;
+	last->next = NULL;
+	*count = n;
+	return batch;
+}
+
+static void batch_done(struct store_writer *w, struct store_txn *batch, size_t n, uint64_t syncs)
+{
+	pthread_mutex_lock(&w->lock);
+	*w->done_tail = batch;
+	struct store_txn *t = batch;
+	while (t->next)
+		t = t->next;
+	w->done_tail = &t->next;
+	w->in_thread -= n;
+	w->stats.batches++;
+	w->stats.txns += n;
+	w->stats.syncs += syncs;
+	if (n > w->stats.max_batch)
+		w->stats.max_batch = n;
+	pthread_cond_broadcast(&w->idle);
+	pthread_mutex_unlock(&w->lock);
+	uint64_t one = 1;
+	/* Only EAGAIN can fail this (the counter is full): the loop is woken already. */
+	(void)!write(w->efd, &one, sizeof(one));
+}
+
+static void *writer_main(void *arg)
+{
+	struct store_writer *w = arg;
+	pthread_mutex_lock(&w->lock);
+	for (;;) {
+		while (!w->queue && !w->stopping)
+			pthread_cond_wait(&w->wake, &w->lock);
+		if (!w->queue)
+			break;
+		size_t n;
+		struct store_txn *batch = take_batch(w, &n);
+		pthread_mutex_unlock(&w->lock);
+		uint64_t syncs = 0;
+		run_batch(w->vms_fd, w->mode, batch, n, &syncs);
+		batch_done(w, batch, n, syncs);
+		pthread_mutex_lock(&w->lock);
+	}
+	pthread_mutex_unlock(&w->lock);
+	return NULL;
+}
+
+/* --- the loop's side ----------------------------------------------------------------- */
+
+static void run_callbacks(struct store_writer *w)
+{
+	pthread_mutex_lock(&w->lock);
+	struct store_txn *list = w->done;
+	w->done = NULL;
+	w->done_tail = &w->done;
+	pthread_mutex_unlock(&w->lock);
+	while (list) {
+		struct store_txn *t = list;
+		list = t->next;
+		w->pending--;
+		t->done(t, t->userdata);
+		store_txn_free(t);
+	}
+}
+
+static void on_done(evutil_socket_t fd, short what, void *arg)
+{
+	struct store_writer *w = arg;
+	uint64_t n;
+	(void)what;
+	(void)!read(fd, &n, sizeof(n));
+	run_callbacks(w);
+}
+
+struct store_writer *store_writer_new(struct event_base *base, int vms_fd,
+				      enum store_sync_mode mode)
+{
+	struct store_writer *w = calloc(1, sizeof(*w));
+	if (!w)
+		return NULL;
+	w->base = base;
+	w->vms_fd = vms_fd;
+	w->mode = mode;
+	w->queue_tail = &w->queue;
+	w->done_tail = &w->done;
+	w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	w->ev_done = w->efd >= 0 ? event_new(base, w->efd, EV_READ | EV_PERSIST, on_done, w) : NULL;
+	if (!w->ev_done || event_add(w->ev_done, NULL) < 0) {
+		if (w->ev_done)
+			event_free(w->ev_done);
+		safe_close(w->efd);
+		free(w);
+		return NULL;
+	}
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->wake, NULL);
+	pthread_cond_init(&w->idle, NULL);
+	return w;
+}
+
+void store_writer_submit(struct store_writer *w, struct store_txn *t)
+{
+	t->next = NULL;
+	w->pending++;
+	pthread_mutex_lock(&w->lock);
+	if (!w->started && pthread_create(&w->thread, NULL, writer_main, w) == 0)
+		w->started = true;
+	*w->queue_tail = t;
+	w->queue_tail = &t->next;
+	w->in_thread++;
+	pthread_cond_signal(&w->wake);
+	bool started = w->started;
+	pthread_mutex_unlock(&w->lock);
+	if (!started) {
+		/* No thread to be had: write here, answer from the loop as ever. */
+		log_warnx("store writer thread unavailable: writing on the event loop");
+		pthread_mutex_lock(&w->lock);
+		size_t n;
+		struct store_txn *batch = take_batch(w, &n);
+		pthread_mutex_unlock(&w->lock);
+		uint64_t syncs = 0;
+		run_batch(w->vms_fd, w->mode, batch, n, &syncs);
+		batch_done(w, batch, n, syncs);
+	}
+}
+
+size_t store_writer_pending(const struct store_writer *w)
+{
+	return w ? w->pending : 0;
+}
+
+void store_writer_flush(struct store_writer *w)
+{
+	while (w && w->pending > 0) {
+		pthread_mutex_lock(&w->lock);
+		while (w->in_thread > 0)
+			pthread_cond_wait(&w->idle, &w->lock);
+		pthread_mutex_unlock(&w->lock);
+		run_callbacks(w); /* which may submit more */
+	}
+}
+
+void store_writer_stats(struct store_writer *w, struct store_writer_stats *st)
+{
+	pthread_mutex_lock(&w->lock);
+	*st = w->stats;
+	pthread_mutex_unlock(&w->lock);
+}
+
+void store_writer_free(struct store_writer *w)
+{
+	if (!w)
+		return;
+	store_writer_flush(w);
+	pthread_mutex_lock(&w->lock);
+	w->stopping = true;
+	pthread_cond_signal(&w->wake);
+	pthread_mutex_unlock(&w->lock);
+	if (w->started)
+		pthread_join(w->thread, NULL);
+	event_free(w->ev_done);
+	safe_close(w->efd);
+	pthread_cond_destroy(&w->wake);
+	pthread_cond_destroy(&w->idle);
+	pthread_mutex_destroy(&w->lock);
+	free(w);
+}
