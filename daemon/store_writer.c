@@ -256,6 +256,15 @@ static bool step_run(int vms_fd, struct store_txn *t, struct store_step *s, stru
 	return false;
 }
 
+/* t's current step is as durable as it will get: its crash point, then the next step. */
+static void step_durable(struct store_txn *t)
+{
+	const struct store_step *s = &t->steps[t->cursor];
+	if (s->err == 0 && s->crash_after)
+		CRASH_POINT(s->crash_after);
+	t->cursor++;
+}
+
 static void finish_txn(struct store_txn *t)
 {
 	for (size_t i = 0; i < t->n_steps; i++) {
@@ -271,6 +280,8 @@ static void finish_txn(struct store_txn *t)
 static void run_batch(int vms_fd, enum store_sync_mode mode, struct store_txn *batch, size_t n_txns,
 		      uint64_t *syncs)
 {
+	if (mode == STORE_SYNC_AUTO)
+		mode = n_txns > 1 ? STORE_SYNC_FS : STORE_SYNC_EACH;
 	struct sync_list l = {.cap = n_txns * (STORE_TXN_MAX_STEPS + 1)};
 	struct sync_list made = {.cap = n_txns};
 	l.e = calloc(l.cap, sizeof(*l.e));
@@ -286,17 +297,18 @@ static void run_batch(int vms_fd, enum store_sync_mode mode, struct store_txn *b
 	prepare(vms_fd, mode, batch, &l, &made);
 	for (bool more = true; more;) {
 		more = false;
-		for (struct store_txn *t = batch; t; t = t->next)
-			if (t->cursor < t->n_steps)
-				step_run(vms_fd, t, &t->steps[t->cursor], &l);
+		for (struct store_txn *t = batch; t; t = t->next) {
+			/* A step that changed nothing (a file already gone) needs no sync of its
+			 * own: the next one runs in this round. */
+			while (t->cursor < t->n_steps &&
+			       !step_run(vms_fd, t, &t->steps[t->cursor], &l))
+				step_durable(t);
+		}
 		sync_run(&l, vms_fd, mode, false);
 		for (struct store_txn *t = batch; t; t = t->next) {
 			if (t->cursor >= t->n_steps)
 				continue;
-			const struct store_step *s = &t->steps[t->cursor];
-			if (s->err == 0 && s->crash_after)
-				CRASH_POINT(s->crash_after);
-			t->cursor++;
+			step_durable(t);
 			more = more || t->cursor < t->n_steps;
 		}
 	}
@@ -312,6 +324,15 @@ void store_txn_run_now(int vms_fd, enum store_sync_mode mode, struct store_txn *
 	uint64_t syncs = 0;
 	t->next = NULL;
 	run_batch(vms_fd, mode, t, 1, &syncs);
+}
+
+void store_batch_run_now(int vms_fd, enum store_sync_mode mode, struct store_txn *batch,
+			 uint64_t *syncs)
+{
+	size_t n = 0;
+	for (struct store_txn *t = batch; t; t = t->next)
+		n++;
+	run_batch(vms_fd, mode, batch, n, syncs);
 }
 
 void store_txn_free(struct store_txn *t)
@@ -497,6 +518,9 @@ void store_writer_free(struct store_writer *w)
 		return;
 	store_writer_flush(w);
 	pthread_mutex_lock(&w->lock);
+	log_info("store writer: %llu transactions in %llu batches (largest %zu), %llu syncs",
+		 (unsigned long long)w->stats.txns, (unsigned long long)w->stats.batches,
+		 w->stats.max_batch, (unsigned long long)w->stats.syncs);
 	w->stopping = true;
 	pthread_cond_signal(&w->wake);
 	pthread_mutex_unlock(&w->lock);

@@ -67,10 +67,14 @@ struct store_txn {
 };
 
 enum store_sync_mode {
-	/* fdatasync every temp, fsync every changed dir: on ext4 the first sync of a round
-	 * commits the journal for the whole batch and the others find little left to do. */
+	/* EACH for a batch of one transaction, FS for more (the default; README, "The write
+	 * path", has the figures that chose it). */
+	STORE_SYNC_AUTO,
+	/* fdatasync every temp, fsync every changed dir: exactly what atomic_write_at costs,
+	 * but each sync flushes the disk's cache again (ext4 on a write-back disk). */
 	STORE_SYNC_EACH,
-	/* one syncfs(2) per round: flushes everything dirty on the filesystem, ours or not. */
+	/* one syncfs(2) per round: one journal commit and one flush for the whole batch, but
+	 * it also writes back whatever else is dirty on the filesystem, ours or not. */
 	STORE_SYNC_FS,
 };
 
@@ -102,6 +106,9 @@ void store_writer_free(struct store_writer *w);
 
 /* Run one transaction now, on the caller's thread (a batch of one). */
 void store_txn_run_now(int vms_fd, enum store_sync_mode mode, struct store_txn *t);
+/* Run a batch (linked by next, one transaction per VM) now, on the caller's thread. */
+void store_batch_run_now(int vms_fd, enum store_sync_mode mode, struct store_txn *batch,
+			 uint64_t *syncs);
 void store_txn_free(struct store_txn *t);
 /* Remove the temps an interrupted write left in a VM's dir. 0 or -errno. */
 int store_remove_temps_at(int dir_fd);
