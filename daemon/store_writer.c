@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "atomicfile.h"
@@ -59,8 +60,16 @@ struct sync_entry {
 struct sync_list {
 	struct sync_entry *e;
 	size_t n, cap;
-	uint64_t syncs; /* calls made */
+	uint64_t syncs;	  /* calls made */
+	uint64_t sync_us; /* time they took */
 };
+
+static uint64_t monotonic_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
 
 static void sync_add(struct sync_list *l, int fd, struct store_txn *t, struct store_step *s)
 {
@@ -90,6 +99,7 @@ static void sync_run(struct sync_list *l, int vms_fd, enum store_sync_mode mode,
 {
 	if (l->n == 0)
 		return;
+	uint64_t t0 = monotonic_us();
 	if (mode == STORE_SYNC_FS) {
 		l->syncs++;
 		if (syncfs(vms_fd) < 0) {
@@ -98,6 +108,7 @@ static void sync_run(struct sync_list *l, int vms_fd, enum store_sync_mode mode,
 				sync_failed(&l->e[i], r);
 		}
 		l->n = 0;
+		l->sync_us += monotonic_us() - t0;
 		return;
 	}
 	for (size_t i = 0; i < l->n; i++) {
@@ -114,6 +125,7 @@ static void sync_run(struct sync_list *l, int vms_fd, enum store_sync_mode mode,
 				sync_failed(&l->e[j], r);
 	}
 	l->n = 0;
+	l->sync_us += monotonic_us() - t0;
 }
 
 /* ".vm.json.tmp.*": what an interrupted write leaves behind. */
@@ -156,11 +168,11 @@ static bool txn_writes(const struct store_txn *t)
 }
 
 /* Open vms/<id>/, made when the transaction writes (its entry in vms/ then wants a sync). */
-static int open_dir(int vms_fd, struct store_txn *t, struct sync_list *dirs)
+static int open_dir(int vms_fd, struct store_txn *t)
 {
 	if (txn_writes(t)) {
 		if (mkdirat(vms_fd, t->id, 0700) == 0)
-			sync_add(dirs, vms_fd, t, NULL);
+			t->made_dir = true;
 		else if (errno != EEXIST)
 			return negative_errno();
 	}
@@ -168,54 +180,59 @@ static int open_dir(int vms_fd, struct store_txn *t, struct sync_list *dirs)
 	return fd < 0 ? negative_errno() : fd;
 }
 
-/*
- * Round 0: every VM dir opened (made, if need be: made records its entry in
- * vms/ for a sync), every temp written; then one sync makes them all durable.
- */
-static void prepare(int vms_fd, enum store_sync_mode mode, struct store_txn *batch,
+/* Round 0 of one transaction: its dir opened (or made), its temps written. */
+static void prepare_one(int vms_fd, struct store_txn *t)
+{
+	t->cursor = 0;
+	t->made_dir = false;
+	t->sync_fd = -1;
+	t->dir_fd = open_dir(vms_fd, t);
+	for (size_t k = 0; k < t->n_steps; k++) {
+		struct store_step *s = &t->steps[k];
+		s->temp_fd = -1;
+		s->temp[0] = '\0';
+		s->err = 0;
+		if (t->dir_fd < 0) {
+			/* Nothing to remove where there is no dir; nothing can be written. */
+			s->err =
+			    t->dir_fd == -ENOENT && s->kind != STORE_STEP_WRITE ? 0 : t->dir_fd;
+			continue;
+		}
+		if (s->kind != STORE_STEP_WRITE)
+			continue;
+		int fd = atomic_temp_write(t->dir_fd, s->name, s->text, s->len, STATE_FILE_MODE,
+					   s->temp, sizeof(s->temp));
+		if (fd < 0) {
+			s->err = fd;
+			s->temp[0] = '\0'; /* nothing was left behind */
+			continue;
+		}
+		s->temp_fd = fd;
+	}
+}
+
+/* Round 0 for all, then one sync makes every temp (and every new dir) durable. */
+static void prepare(int vms_fd, struct store_txn *batch, enum store_sync_mode mode,
 		    struct sync_list *l, struct sync_list *made)
 {
 	for (struct store_txn *t = batch; t; t = t->next) {
-		t->cursor = 0;
-		t->dir_fd = open_dir(vms_fd, t, made);
-		for (size_t i = 0; i < t->n_steps; i++) {
-			struct store_step *s = &t->steps[i];
-			s->temp_fd = -1;
-			s->temp[0] = '\0';
-			s->err = 0;
-			if (t->dir_fd < 0) {
-				/* Nothing to remove where there is no dir; nothing can be written.
-				 */
-				s->err = t->dir_fd == -ENOENT && s->kind != STORE_STEP_WRITE
-					     ? 0
-					     : t->dir_fd;
-				continue;
-			}
-			if (s->kind != STORE_STEP_WRITE)
-				continue;
-			int fd = atomic_temp_write(t->dir_fd, s->name, s->text, s->len,
-						   STATE_FILE_MODE, s->temp, sizeof(s->temp));
-			if (fd < 0) {
-				s->err = fd;
-				s->temp[0] = '\0'; /* nothing was left behind */
-				continue;
-			}
-			s->temp_fd = fd;
-			sync_add(l, fd, t, s);
-		}
-	}
-	if (mode == STORE_SYNC_FS) {
+		prepare_one(vms_fd, t);
+		for (size_t k = 0; k < t->n_steps; k++)
+			if (t->steps[k].temp_fd >= 0)
+				sync_add(l, t->steps[k].temp_fd, t, &t->steps[k]);
 		/* One syncfs covers the temps and the new dirs alike. */
-		for (size_t i = 0; i < made->n; i++)
-			sync_add(l, made->e[i].fd, made->e[i].t, NULL);
-		made->n = 0;
+		if (t->made_dir)
+			sync_add(mode == STORE_SYNC_FS ? l : made, vms_fd, t, NULL);
 	}
 	sync_run(l, vms_fd, mode, true);
 	sync_run(made, vms_fd, mode, false);
 }
 
-/* One step of t, up to the sync that makes it durable. Returns false when it needs none. */
-static bool step_run(int vms_fd, struct store_txn *t, struct store_step *s, struct sync_list *l)
+/*
+ * One step of t, up to the sync that makes it durable (t->sync_fd). Returns
+ * false when it needs none.
+ */
+static bool step_run(int vms_fd, struct store_txn *t, struct store_step *s)
 {
 	if (s->needs_previous && t->cursor > 0 && t->steps[t->cursor - 1].err != 0) {
 		s->err = -ECANCELED;
@@ -229,7 +246,7 @@ static bool step_run(int vms_fd, struct store_txn *t, struct store_step *s, stru
 		s->temp[0] = '\0'; /* renamed, or unlinked by the failed commit */
 		if (s->err < 0)
 			return false;
-		sync_add(l, t->dir_fd, t, s);
+		t->sync_fd = t->dir_fd;
 		return true;
 	case STORE_STEP_UNLINK: {
 		bool changed = unlinkat(t->dir_fd, s->name, 0) == 0;
@@ -240,7 +257,7 @@ static bool step_run(int vms_fd, struct store_txn *t, struct store_step *s, stru
 		if (s->remove_temps && (s->err = store_remove_temps_at(t->dir_fd)) < 0)
 			return false;
 		if (changed)
-			sync_add(l, t->dir_fd, t, s);
+			t->sync_fd = t->dir_fd;
 		return changed;
 	}
 	case STORE_STEP_RMDIR:
@@ -250,7 +267,7 @@ static bool step_run(int vms_fd, struct store_txn *t, struct store_step *s, stru
 				s->err = negative_errno();
 			return false;
 		}
-		sync_add(l, vms_fd, t, s);
+		t->sync_fd = vms_fd;
 		return true;
 	}
 	return false;
@@ -277,9 +294,20 @@ static void finish_txn(struct store_txn *t)
 	t->dir_fd = safe_close(t->dir_fd);
 }
 
-static void run_batch(int vms_fd, enum store_sync_mode mode, struct store_txn *batch, size_t n_txns,
-		      uint64_t *syncs)
+/* One round of one transaction: its steps up to the first that wants a sync. */
+static void round_one(int vms_fd, struct store_txn *t)
 {
+	t->sync_fd = -1;
+	/* A step that changed nothing (a file already gone) needs no sync of its own: the
+	 * next one runs in this round. */
+	while (t->cursor < t->n_steps && !step_run(vms_fd, t, &t->steps[t->cursor]))
+		step_durable(t);
+}
+
+static void run_batch(int vms_fd, enum store_sync_mode mode, struct store_txn *batch, size_t n_txns,
+		      struct store_writer_stats *st)
+{
+	uint64_t t0 = monotonic_us();
 	if (mode == STORE_SYNC_AUTO)
 		mode = n_txns > 1 ? STORE_SYNC_FS : STORE_SYNC_EACH;
 	struct sync_list l = {.cap = n_txns * (STORE_TXN_MAX_STEPS + 1)};
@@ -290,19 +318,15 @@ static void run_batch(int vms_fd, enum store_sync_mode mode, struct store_txn *b
 		for (struct store_txn *t = batch; t; t = t->next)
 			for (size_t i = 0; i < t->n_steps; i++)
 				t->steps[i].err = -ENOMEM;
-		free(l.e);
-		free(made.e);
-		return;
+		goto out;
 	}
-	prepare(vms_fd, mode, batch, &l, &made);
+	prepare(vms_fd, batch, mode, &l, &made);
 	for (bool more = true; more;) {
 		more = false;
 		for (struct store_txn *t = batch; t; t = t->next) {
-			/* A step that changed nothing (a file already gone) needs no sync of its
-			 * own: the next one runs in this round. */
-			while (t->cursor < t->n_steps &&
-			       !step_run(vms_fd, t, &t->steps[t->cursor], &l))
-				step_durable(t);
+			round_one(vms_fd, t);
+			if (t->sync_fd >= 0)
+				sync_add(&l, t->sync_fd, t, &t->steps[t->cursor]);
 		}
 		sync_run(&l, vms_fd, mode, false);
 		for (struct store_txn *t = batch; t; t = t->next) {
@@ -314,25 +338,32 @@ static void run_batch(int vms_fd, enum store_sync_mode mode, struct store_txn *b
 	}
 	for (struct store_txn *t = batch; t; t = t->next)
 		finish_txn(t);
-	*syncs += l.syncs + made.syncs;
+	st->syncs += l.syncs + made.syncs;
+	st->sync_us += l.sync_us + made.sync_us;
+	st->batches++;
+	st->txns += n_txns;
+	if (n_txns > st->max_batch)
+		st->max_batch = n_txns;
+	st->busy_us += monotonic_us() - t0;
+out:
 	free(l.e);
 	free(made.e);
 }
 
 void store_txn_run_now(int vms_fd, enum store_sync_mode mode, struct store_txn *t)
 {
-	uint64_t syncs = 0;
+	struct store_writer_stats st = {0};
 	t->next = NULL;
-	run_batch(vms_fd, mode, t, 1, &syncs);
+	run_batch(vms_fd, mode, t, 1, &st);
 }
 
 void store_batch_run_now(int vms_fd, enum store_sync_mode mode, struct store_txn *batch,
-			 uint64_t *syncs)
+			 struct store_writer_stats *st)
 {
 	size_t n = 0;
 	for (struct store_txn *t = batch; t; t = t->next)
 		n++;
-	run_batch(vms_fd, mode, batch, n, syncs);
+	run_batch(vms_fd, mode, batch, n, st);
 }
 
 void store_txn_free(struct store_txn *t)
@@ -368,7 +399,8 @@ static struct store_txn *take_batch(struct store_writer *w, size_t *count)
 	return batch;
 }
 
-static void batch_done(struct store_writer *w, struct store_txn *batch, size_t n, uint64_t syncs)
+static void batch_done(struct store_writer *w, struct store_txn *batch, size_t n,
+		       const struct store_writer_stats *st)
 {
 	pthread_mutex_lock(&w->lock);
 	*w->done_tail = batch;
@@ -377,11 +409,13 @@ static void batch_done(struct store_writer *w, struct store_txn *batch, size_t n
 		t = t->next;
 	w->done_tail = &t->next;
 	w->in_thread -= n;
-	w->stats.batches++;
-	w->stats.txns += n;
-	w->stats.syncs += syncs;
-	if (n > w->stats.max_batch)
-		w->stats.max_batch = n;
+	w->stats.batches += st->batches;
+	w->stats.txns += st->txns;
+	w->stats.syncs += st->syncs;
+	w->stats.busy_us += st->busy_us;
+	w->stats.sync_us += st->sync_us;
+	if (st->max_batch > w->stats.max_batch)
+		w->stats.max_batch = st->max_batch;
 	pthread_cond_broadcast(&w->idle);
 	pthread_mutex_unlock(&w->lock);
 	uint64_t one = 1;
@@ -401,9 +435,9 @@ static void *writer_main(void *arg)
 		size_t n;
 		struct store_txn *batch = take_batch(w, &n);
 		pthread_mutex_unlock(&w->lock);
-		uint64_t syncs = 0;
-		run_batch(w->vms_fd, w->mode, batch, n, &syncs);
-		batch_done(w, batch, n, syncs);
+		struct store_writer_stats st = {0};
+		run_batch(w->vms_fd, w->mode, batch, n, &st);
+		batch_done(w, batch, n, &st);
 		pthread_mutex_lock(&w->lock);
 	}
 	pthread_mutex_unlock(&w->lock);
@@ -483,9 +517,9 @@ void store_writer_submit(struct store_writer *w, struct store_txn *t)
 		size_t n;
 		struct store_txn *batch = take_batch(w, &n);
 		pthread_mutex_unlock(&w->lock);
-		uint64_t syncs = 0;
-		run_batch(w->vms_fd, w->mode, batch, n, &syncs);
-		batch_done(w, batch, n, syncs);
+		struct store_writer_stats st = {0};
+		run_batch(w->vms_fd, w->mode, batch, n, &st);
+		batch_done(w, batch, n, &st);
 	}
 }
 
@@ -518,9 +552,12 @@ void store_writer_free(struct store_writer *w)
 		return;
 	store_writer_flush(w);
 	pthread_mutex_lock(&w->lock);
-	log_info("store writer: %llu transactions in %llu batches (largest %zu), %llu syncs",
+	log_info("store writer: %llu transactions in %llu batches (largest %zu), %llu syncs; "
+		 "busy %llu ms, of which %llu ms in syncs",
 		 (unsigned long long)w->stats.txns, (unsigned long long)w->stats.batches,
-		 w->stats.max_batch, (unsigned long long)w->stats.syncs);
+		 w->stats.max_batch, (unsigned long long)w->stats.syncs,
+		 (unsigned long long)w->stats.busy_us / 1000,
+		 (unsigned long long)w->stats.sync_us / 1000);
 	w->stopping = true;
 	pthread_cond_signal(&w->wake);
 	pthread_mutex_unlock(&w->lock);

@@ -64,14 +64,16 @@ struct store_txn {
 	/* The writer's own while it runs the transaction. */
 	int dir_fd;
 	size_t cursor;
+	bool made_dir; /* its dir was made: vms/ wants a sync */
+	int sync_fd;   /* what this round's step wants synced, or -1 */
 };
 
 enum store_sync_mode {
 	/* EACH for a batch of one transaction, FS for more (the default; README, "The write
 	 * path", has the figures that chose it). */
 	STORE_SYNC_AUTO,
-	/* fdatasync every temp, fsync every changed dir: exactly what atomic_write_at costs,
-	 * but each sync flushes the disk's cache again (ext4 on a write-back disk). */
+	/* fdatasync every temp, fsync every changed dir: one file costs what atomic_write_at
+	 * costs, but every sync flushes the disk's cache again (ext4, write-back cache). */
 	STORE_SYNC_EACH,
 	/* one syncfs(2) per round: one journal commit and one flush for the whole batch, but
 	 * it also writes back whatever else is dirty on the filesystem, ours or not. */
@@ -82,6 +84,8 @@ struct store_writer_stats {
 	uint64_t batches;
 	uint64_t txns;
 	uint64_t syncs;	  /* fdatasync/fsync/syncfs calls */
+	uint64_t busy_us; /* time spent writing batches */
+	uint64_t sync_us; /* of which waiting for syncs */
 	size_t max_batch; /* the most transactions one batch held */
 };
 
@@ -108,7 +112,7 @@ void store_writer_free(struct store_writer *w);
 void store_txn_run_now(int vms_fd, enum store_sync_mode mode, struct store_txn *t);
 /* Run a batch (linked by next, one transaction per VM) now, on the caller's thread. */
 void store_batch_run_now(int vms_fd, enum store_sync_mode mode, struct store_txn *batch,
-			 uint64_t *syncs);
+			 struct store_writer_stats *st);
 void store_txn_free(struct store_txn *t);
 /* Remove the temps an interrupted write left in a VM's dir. 0 or -errno. */
 int store_remove_temps_at(int dir_fd);

@@ -15,10 +15,17 @@
  *     fsync of the parent; temp vm.json, fdatasync, rename, fsync of the
  *     dir; unlink, fsync of the dir; rmdir, fsync of the parent.
  *
+ *   bench_write_path syncs DIR K ROUNDS
+ *     What making K fresh 300-byte files durable costs three ways: an
+ *     fdatasync each, one after another (bangerd's EACH mode); one syncfs
+ *     (its FS mode); and K fdatasyncs issued at once from K threads
+ *     ("parallel fdatasync", which the kernel may merge). Medians of ROUNDS.
+ *
  * Each prints one line of key=value figures.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -213,6 +220,73 @@ static int run_floor(char **argv)
 	return 0;
 }
 
+#define SYNCS_MAX_FILES 512
+
+static void *fdatasync_thread(void *arg)
+{
+	if (fdatasync(*(int *)arg) < 0)
+		die("fdatasync");
+	return NULL;
+}
+
+/* K fresh files in dir, written and not synced. */
+static void fresh_files(int dir, int *fds, size_t k)
+{
+	char name[32], text[RECORD_EXAMPLE_BYTES];
+	memset(text, 'x', sizeof(text));
+	for (size_t i = 0; i < k; i++) {
+		snprintf(name, sizeof(name), "f%zu", i);
+		unlinkat(dir, name, 0);
+		fds[i] = openat(dir, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (fds[i] < 0 || write(fds[i], text, sizeof(text)) != (ssize_t)sizeof(text))
+			die("fresh file");
+	}
+}
+
+static int run_syncs(char **argv)
+{
+	size_t k = strtoul(argv[1], NULL, 10), rounds = strtoul(argv[2], NULL, 10);
+	int dir = open(argv[0], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int fds[SYNCS_MAX_FILES];
+	pthread_t threads[SYNCS_MAX_FILES];
+	struct samples ways[3] = {{0}};
+	if (dir < 0 || k == 0 || k > SYNCS_MAX_FILES || rounds == 0)
+		return fprintf(stderr, "bench_write_path syncs: bad arguments\n"), 2;
+	for (size_t r = 0; r < rounds; r++) {
+		for (int way = 0; way < 3; way++) {
+			fresh_files(dir, fds, k);
+			uint64_t t0 = now_ns();
+			if (way == 0) {
+				for (size_t i = 0; i < k; i++)
+					sync_or_die(fds[i], true);
+			} else if (way == 1) {
+				if (syncfs(dir) < 0)
+					die("syncfs");
+			} else {
+				for (size_t i = 0; i < k; i++)
+					if (pthread_create(&threads[i], NULL, fdatasync_thread,
+							   &fds[i]) != 0)
+						die("pthread_create");
+				for (size_t i = 0; i < k; i++)
+					pthread_join(threads[i], NULL);
+			}
+			samples_add(&ways[way], now_ns() - t0);
+			for (size_t i = 0; i < k; i++)
+				close(fds[i]);
+		}
+	}
+	for (int way = 0; way < 3; way++)
+		samples_sort(&ways[way]);
+	printf("files=%zu rounds=%zu each_ms=%.2f syncfs_ms=%.2f parallel_ms=%.2f\n", k, rounds,
+	       (double)samples_percentile(&ways[0], 50) / NS_PER_MS,
+	       (double)samples_percentile(&ways[1], 50) / NS_PER_MS,
+	       (double)samples_percentile(&ways[2], 50) / NS_PER_MS);
+	for (int way = 0; way < 3; way++)
+		samples_free(&ways[way]);
+	close(dir);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -220,7 +294,10 @@ int main(int argc, char **argv)
 		return run_writers(argv + 2);
 	if (argc == 4 && strcmp(argv[1], "floor") == 0)
 		return run_floor(argv + 2);
+	if (argc == 5 && strcmp(argv[1], "syncs") == 0)
+		return run_syncs(argv + 2);
 	fprintf(stderr, "usage: bench_write_path writers SOCKET API_ROOT PREFIX N WARMUP_MS "
-			"DURATION_MS\n       bench_write_path floor DIR ITERATIONS\n");
+			"DURATION_MS\n       bench_write_path floor DIR ITERATIONS\n"
+			"       bench_write_path syncs DIR K ROUNDS\n");
 	return 2;
 }

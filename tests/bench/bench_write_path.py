@@ -2,6 +2,9 @@
 """The write path (issue 14): reads never wait behind fsync, and writes pending together
 share their syncs.
 
+syncs: what making 1, 8 and 50 fresh files durable costs: an fdatasync each, one
+  syncfs, or fdatasyncs issued in parallel (bangerd's writer uses the first for a lone
+  transaction and the second for a batch: this is why).
 load (bench_write_path.c does the measuring):
   - floor: the durable file operations of one Register + one Unregister, one at a time,
     in a directory beside the state dir (same filesystem);
@@ -16,7 +19,7 @@ restart:
 
 Ratios only, in one run; the issue's goals are printed beside them, never asserted.
 
-usage: bench_write_path.py BENCH_WRITE_PATH_EXE BENCH_API_EXE [--part load|restart|all]
+usage: bench_write_path.py BENCH_WRITE_PATH_EXE BENCH_API_EXE [--part syncs|load|restart|all]
        [--seconds S] [--rounds R] [--records N]
 """
 import argparse
@@ -64,6 +67,16 @@ def storm(args, bench, d, pid, n, rnd):
     out, _ = p.communicate(timeout=args.seconds + 120)
     check(p.returncode == 0, f"writers n={n} failed")
     return key_values(out.strip().splitlines()[-1]), alive
+
+
+def part_syncs(args, bench):
+    d = bench.temp_dir("syncs")
+    for k in (1, 8, 50):
+        f = key_values(run_checked([args.bench_write, "syncs", d, str(k), "15"], "syncs",
+                                   timeout=600).strip())
+        print(f"{k:2d} fresh files made durable: fdatasync each {f['each_ms']:.1f} ms, "
+              f"one syncfs {f['syncfs_ms']:.1f} ms, parallel fdatasync "
+              f"{f['parallel_ms']:.1f} ms (medians of 15)", flush=True)
 
 
 def median_of(rounds, key):
@@ -161,11 +174,14 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("bench_write")
     p.add_argument("bench_api")
-    p.add_argument("--part", choices=("load", "restart", "all"), default="all")
+    p.add_argument("--part", choices=("syncs", "load", "restart", "all"), default="all")
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--records", type=int, default=1000)
     args = p.parse_args()
+    if args.part in ("syncs", "all"):
+        with Bench() as bench:
+            part_syncs(args, bench)
     if args.part in ("load", "all"):
         with Bench() as bench:
             part_load(args, bench)
