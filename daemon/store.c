@@ -807,15 +807,10 @@ int store_list_ids(struct store *s, char ***ids, size_t *count)
 	char **list = NULL;
 	size_t n = 0, cap = 0;
 
-	/* A fresh fd: a DIR stream shares its offset with the fd it reads. */
-	int fd = openat(s->vms_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return negative_errno();
-	_cleanup_closedir_ DIR *dir = fdopendir(fd);
-	if (!dir) {
-		safe_close(fd);
-		return negative_errno();
-	}
+	_cleanup_closedir_ DIR *dir = NULL;
+	int r = store_opendir_at(s->vms_fd, &dir);
+	if (r < 0)
+		return r;
 	struct dirent *de;
 	while ((errno = 0, de = readdir(dir))) {
 		struct stat st;
@@ -839,7 +834,7 @@ int store_list_ids(struct store *s, char ***ids, size_t *count)
 		n++;
 	}
 	if (errno != 0) {
-		int r = negative_errno();
+		r = negative_errno();
 		free_ids(list, n);
 		return r;
 	}

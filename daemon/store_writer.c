@@ -141,16 +141,27 @@ static bool is_temp_name(const char *entry)
 	return false;
 }
 
-int store_remove_temps_at(int dir_fd)
+int store_opendir_at(int dir_fd, DIR **dir)
 {
+	/* A fresh fd: a DIR stream shares its offset with the fd it reads. */
 	int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return negative_errno();
-	_cleanup_closedir_ DIR *dir = fdopendir(fd);
-	if (!dir) {
+	*dir = fdopendir(fd);
+	if (!*dir) {
+		int r = negative_errno();
 		safe_close(fd);
-		return negative_errno();
+		return r;
 	}
+	return 0;
+}
+
+int store_remove_temps_at(int dir_fd)
+{
+	_cleanup_closedir_ DIR *dir = NULL;
+	int r = store_opendir_at(dir_fd, &dir);
+	if (r < 0)
+		return r;
 	struct dirent *de;
 	while ((de = readdir(dir)))
 		if (is_temp_name(de->d_name) && unlinkat(dir_fd, de->d_name, 0) < 0 &&
@@ -423,6 +434,18 @@ static void batch_done(struct store_writer *w, struct store_txn *batch, size_t n
 	(void)!write(w->efd, &one, sizeof(one));
 }
 
+/* Cut a batch off the queue, write it, hand it to the loop (called without the lock). */
+static void write_next_batch(struct store_writer *w)
+{
+	size_t n;
+	pthread_mutex_lock(&w->lock);
+	struct store_txn *batch = take_batch(w, &n);
+	pthread_mutex_unlock(&w->lock);
+	struct store_writer_stats st = {0};
+	run_batch(w->vms_fd, w->mode, batch, n, &st);
+	batch_done(w, batch, n, &st);
+}
+
 static void *writer_main(void *arg)
 {
 	struct store_writer *w = arg;
@@ -432,12 +455,8 @@ static void *writer_main(void *arg)
 			pthread_cond_wait(&w->wake, &w->lock);
 		if (!w->queue)
 			break;
-		size_t n;
-		struct store_txn *batch = take_batch(w, &n);
 		pthread_mutex_unlock(&w->lock);
-		struct store_writer_stats st = {0};
-		run_batch(w->vms_fd, w->mode, batch, n, &st);
-		batch_done(w, batch, n, &st);
+		write_next_batch(w);
 		pthread_mutex_lock(&w->lock);
 	}
 	pthread_mutex_unlock(&w->lock);
@@ -513,13 +532,7 @@ void store_writer_submit(struct store_writer *w, struct store_txn *t)
 	if (!started) {
 		/* No thread to be had: write here, answer from the loop as ever. */
 		log_warnx("store writer thread unavailable: writing on the event loop");
-		pthread_mutex_lock(&w->lock);
-		size_t n;
-		struct store_txn *batch = take_batch(w, &n);
-		pthread_mutex_unlock(&w->lock);
-		struct store_writer_stats st = {0};
-		run_batch(w->vms_fd, w->mode, batch, n, &st);
-		batch_done(w, batch, n, &st);
+		write_next_batch(w);
 	}
 }
 

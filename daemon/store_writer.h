@@ -18,6 +18,7 @@
  */
 #pragma once
 
+#include <dirent.h>
 #include <event2/event.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -114,5 +115,7 @@ void store_txn_run_now(int vms_fd, enum store_sync_mode mode, struct store_txn *
 void store_batch_run_now(int vms_fd, enum store_sync_mode mode, struct store_txn *batch,
 			 struct store_writer_stats *st);
 void store_txn_free(struct store_txn *t);
+/* A DIR stream on a fresh fd of dir_fd (the stream shares its offset with the fd it reads). */
+int store_opendir_at(int dir_fd, DIR **dir);
 /* Remove the temps an interrupted write left in a VM's dir. 0 or -errno. */
 int store_remove_temps_at(int dir_fd);
