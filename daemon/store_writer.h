@@ -30,6 +30,8 @@
 #define STORE_TXN_MAX_STEPS 3
 /* Transactions made durable by one batch at most (a few syncs for a thousand teardowns). */
 #define STORE_BATCH_MAX 512
+/* Replaced or removed files held open for the reaper at most (their fds are ours). */
+#define STORE_REAP_MAX 1024
 
 enum store_step_kind {
 	STORE_STEP_WRITE,  /* replace name with text: temp, sync, rename, sync the dir */

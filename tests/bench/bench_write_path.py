@@ -13,9 +13,9 @@ load (bench_write_path.c does the measuring):
     inside the storm's window; the storm's pairs/s and pair latency are printed against
     the floor's.
 restart:
-  - 1000 records, 500 of them SetHandles'd on stubs that are then killed while bangerd
-    is stopped (a host reboot); exec to READY with those 500 to tear down, against exec
-    to READY of the same records once nothing is left to do. Repeated, medians.
+  - 1000 records, stopped; 500 of them SetHandles'd on stubs that are then killed while
+    bangerd is stopped (a host reboot); exec to READY with those 500 to tear down, against
+    exec to READY of the same records once nothing is left to do. Repeated, medians.
 
 Ratios only, in one run; the issue's goals are printed beside them, never asserted.
 
@@ -24,6 +24,7 @@ usage: bench_write_path.py BENCH_WRITE_PATH_EXE BENCH_API_EXE [--part syncs|load
 """
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -129,8 +130,14 @@ def timed_start(bench, root):
 
 
 def stop(d):
+    """SIGTERM; returns the writer's totals and the helper's teardown time (its audit lines)."""
     d.proc.terminate()
     check(d.wait_exit(timeout=60) == 0, "bangerd did not exit 0 on SIGTERM")
+    writer = next((ln.split("store writer: ", 1)[1] for ln in d.log.splitlines()
+                   if "store writer: " in ln), "no writes")
+    helper_us = sum(int(m) for m in re.findall(
+        r'caller="startup-reconcile" op=teardown .*? dur_us=(\d+)', d.log))
+    return writer, helper_us
 
 
 def part_restart(args, bench):
@@ -142,6 +149,7 @@ def part_restart(args, bench):
     c = d.client()
     for i in ids:
         c.call(IFACE + "Register", {"id": i, "api_sock": socks[i]})
+        c.call(IFACE + "ClearHandles", {"id": i})  # stopped, holding nothing
     c.close()
     down, clean = [], []
     for rnd in range(args.rounds):
@@ -157,11 +165,12 @@ def part_restart(args, bench):
         ms, summary, d = timed_start(bench, root)
         check(f"{dead} torn down, 0 failed, 0 unknown" in summary, f"restart: {summary}")
         down.append(ms)
-        stop(d)
+        writer, helper_us = stop(d)
         ms, summary, d = timed_start(bench, root)
         check(f"0 torn down, 0 failed, 0 unknown, {n} clean" in summary, f"restart: {summary}")
         clean.append(ms)
-        print(f"round {rnd + 1}: exec->READY {down[-1]:.0f} ms with {dead} to tear down, "
+        print(f"round {rnd + 1}: exec->READY {down[-1]:.0f} ms with {dead} to tear down "
+              f"(helper's teardowns {helper_us / 1000:.0f} ms; writer: {writer}), "
               f"{clean[-1]:.0f} ms with none", flush=True)
     a, b = statistics.median(down), statistics.median(clean)
     print(f"restart N={n}: exec->READY with {dead} dead VMs to tear down {a:.0f} ms vs "
