@@ -42,7 +42,8 @@ def setup_vm(bench, d):
         "tap": h["tap"], "loop_files": [os.path.join(d.loop_root, "base.ext4"),
                                         os.path.join(d.loop_root, VM_ID, "cow.img")],
         "dm": h["dm"]}})
-    stubs = bench.stubs_for([sock, sock])
+    # One stub: only the process that holds the api socket's listener is its firecracker.
+    stubs = bench.stubs_for([sock]) * 2
     reply = c.call(IFACE + "SetHandles", {"id": VM_ID, "pid": stubs[0].pid, **h})
     check(reply["persisted"] is True, f"first SetHandles: {reply}")
     c.close()
