@@ -5,8 +5,10 @@
 #include "closer.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -15,6 +17,7 @@
 #include "log.h"
 
 #define CLOSER_STOP_WAIT_MS 1000
+#define CLOSER_STOP_WAITS   30 /* at most, while closes still begin */
 
 struct fd_closer {
 	pthread_mutex_t lock;
@@ -23,6 +26,8 @@ struct fd_closer {
 	int *queue;
 	size_t n, capacity;
 	unsigned long in_flight; /* queued plus the one being closed */
+	unsigned long closes;	 /* close() calls begun: a stuck one does not advance */
+	pid_t tid;		 /* the thread's, for its scheduler state in /proc */
 	bool started, stopping;
 	pthread_t thread;
 };
@@ -42,12 +47,14 @@ static void *closer_main(void *arg)
 {
 	struct fd_closer *c = arg;
 	pthread_mutex_lock(&c->lock);
+	c->tid = gettid();
 	for (;;) {
 		while (c->n == 0 && !c->stopping)
 			pthread_cond_wait(&c->wake, &c->lock);
 		if (c->n == 0)
 			break;
 		int fd = c->queue[--c->n];
+		c->closes++;
 		pthread_mutex_unlock(&c->lock);
 		close(fd); /* may take as long as the peer makes it */
 		pthread_mutex_lock(&c->lock);
@@ -94,6 +101,26 @@ unsigned long fd_closer_backlog(struct fd_closer *c)
 	return n;
 }
 
+/*
+ * The kernel's word on the thread: R, it wants a CPU (a busy host, a nice'd process) and
+ * is no more stuck than we are; S or D, it sleeps, in a close() that waits on its peer.
+ */
+static bool closer_runnable(const struct fd_closer *c)
+{
+	char path[64], stat[512];
+	if (c->tid <= 0)
+		return true; /* not started yet: it will be */
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)c->tid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	ssize_t n = read(fd, stat, sizeof(stat) - 1);
+	close(fd);
+	stat[n > 0 ? n : 0] = '\0';
+	const char *paren = strrchr(stat, ')'); /* the name before it may hold anything */
+	return paren && paren[1] == ' ' && paren[2] == 'R';
+}
+
 void fd_closer_free(struct fd_closer *c)
 {
 	if (!c)
@@ -101,15 +128,24 @@ void fd_closer_free(struct fd_closer *c)
 	pthread_mutex_lock(&c->lock);
 	c->stopping = true;
 	pthread_cond_signal(&c->wake);
-	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_nsec += (long)CLOSER_STOP_WAIT_MS * 1000000L;
-	until.tv_sec += until.tv_nsec / 1000000000L;
-	until.tv_nsec %= 1000000000L;
-	int r = 0;
-	while (c->in_flight > 0 && r != ETIMEDOUT)
-		r = pthread_cond_timedwait(&c->drained, &c->lock, &until);
-	bool stuck = c->in_flight > 0;
+	/*
+	 * Stuck means a close() that sleeps through a whole wait: a thread that only waits for
+	 * a CPU (a busy host, a nice'd process) is waited for, up to a ceiling.
+	 */
+	bool stuck = false;
+	for (unsigned waits = 0; c->in_flight > 0 && !stuck; waits++) {
+		unsigned long closes = c->closes;
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += (long)CLOSER_STOP_WAIT_MS * 1000000L;
+		until.tv_sec += until.tv_nsec / 1000000000L;
+		until.tv_nsec %= 1000000000L;
+		int r = 0;
+		while (c->in_flight > 0 && r != ETIMEDOUT)
+			r = pthread_cond_timedwait(&c->drained, &c->lock, &until);
+		stuck = c->in_flight > 0 && ((c->closes == closes && !closer_runnable(c)) ||
+					     waits + 1 == CLOSER_STOP_WAITS);
+	}
 	pthread_mutex_unlock(&c->lock);
 	if (stuck) {
 		/* A close is hanging: leave the thread and its state; joining would hang us too. */

@@ -21,7 +21,8 @@ void fd_closer_close(struct fd_closer *c, int fd);
 /* fds handed over and not yet closed (a blocked close shows here). */
 unsigned long fd_closer_backlog(struct fd_closer *c);
 /*
- * Stop: waits a bounded time for the queue to drain. A thread stuck in a
- * close is left behind, with its state (the process is ending anyway).
+ * Stop: waits for the queue to drain, up to 1 s for any one close and 30 s in
+ * all. A thread stuck in a close is left behind, with its state (the process
+ * is ending anyway).
  */
 void fd_closer_free(struct fd_closer *c);

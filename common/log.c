@@ -24,19 +24,22 @@ void log_set_level(enum log_level max_level)
 	log_state.max_level = max_level;
 }
 
+static const char *const level_names[] = {
+    [LOG_LEVEL_ERR] = "error", [LOG_LEVEL_WARNING] = "warning", [LOG_LEVEL_NOTICE] = "notice",
+    [LOG_LEVEL_INFO] = "info", [LOG_LEVEL_DEBUG] = "debug",
+};
+
 int log_level_from_string(const char *s)
 {
-	static const struct {
-		const char *name;
-		enum log_level level;
-	} names[] = {
-	    {"error", LOG_LEVEL_ERR}, {"warning", LOG_LEVEL_WARNING}, {"notice", LOG_LEVEL_NOTICE},
-	    {"info", LOG_LEVEL_INFO}, {"debug", LOG_LEVEL_DEBUG},
-	};
-	for (size_t i = 0; i < ELEMENTSOF(names); i++)
-		if (strcasecmp(s, names[i].name) == 0)
-			return (int)names[i].level;
+	for (size_t i = LOG_LEVEL_ERR; i < ELEMENTSOF(level_names); i++)
+		if (strcasecmp(s, level_names[i]) == 0)
+			return (int)i;
 	return -EINVAL;
+}
+
+const char *log_level_name(int level)
+{
+	return level >= LOG_LEVEL_ERR && level <= LOG_LEVEL_DEBUG ? level_names[level] : NULL;
 }
 
 _printf_(3, 0) static void log_vemit(enum log_level level, int errnum, const char *fmt, va_list ap)

@@ -22,6 +22,8 @@ enum log_level {
 void log_init(const char *progname, enum log_level max_level);
 void log_set_level(enum log_level max_level);
 int log_level_from_string(const char *s);
+/* "error" ... "debug", as log_level_from_string() takes them; NULL for no level. */
+const char *log_level_name(int level);
 
 void log_emit(enum log_level level, int errnum, const char *fmt, ...) _printf_(3, 4);
 
@@ -30,7 +32,6 @@ void log_emit(enum log_level level, int errnum, const char *fmt, ...) _printf_(3
 
 #define log_warn(...)	log_emit(LOG_LEVEL_WARNING, errno, __VA_ARGS__)
 #define log_warnx(...)	log_emit(LOG_LEVEL_WARNING, 0, __VA_ARGS__)
-#define log_err(...)	log_emit(LOG_LEVEL_ERR, errno, __VA_ARGS__)
 #define log_errx(...)	log_emit(LOG_LEVEL_ERR, 0, __VA_ARGS__)
 #define log_notice(...) log_emit(LOG_LEVEL_NOTICE, 0, __VA_ARGS__)
 #define log_info(...)	log_emit(LOG_LEVEL_INFO, 0, __VA_ARGS__)

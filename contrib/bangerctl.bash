@@ -25,12 +25,12 @@ _bangerctl()
 		cword=$COMP_CWORD
 	fi
 
-	local commands="register set get alive clear teardown unregister list reconcile watch status"
+	local commands="register set get alive clear teardown unregister list reconcile watch status metrics"
 	local global_opts="--socket --json --help --version"
 
 	# Values of options that take one.
 	case $prev in
-	--socket | --api-sock | --loop-file)
+	--socket | --api-sock | --loop-file | --output)
 		compopt -o filenames 2>/dev/null
 		COMPREPLY=($(compgen -f -- "$cur"))
 		return
@@ -57,7 +57,7 @@ _bangerctl()
 			i=$((i + 1))
 			;;
 		--socket=*) socket=${words[i]#--socket=} ;;
-		--api-sock | --tap | --loop-file | --loop | --dm | --on-exit) i=$((i + 1)) ;;
+		--api-sock | --tap | --loop-file | --loop | --dm | --on-exit | --output) i=$((i + 1)) ;;
 		-*) ;;
 		*)
 			if [[ -z $command ]]; then
@@ -82,6 +82,7 @@ _bangerctl()
 	case $command in
 	register) opts="--api-sock --tap --loop-file --dm --on-exit" ;;
 	set) opts="--tap --loop --dm" ;;
+	metrics) opts="--output" ;;
 	esac
 	if [[ $cur == -* ]]; then
 		COMPREPLY=($(compgen -W "$opts $global_opts" -- "$cur"))

@@ -5,7 +5,8 @@
  * table, key: value lines or JSON, and says how it went in its exit status.
  * For `set` it opens a pidfd on the pid it is given and sends it with the
  * call, so that bangerd verifies exactly that process and no other that
- * might reuse the pid meanwhile. It never retries and never guesses.
+ * might reuse the pid meanwhile. `metrics` prints GetStatus for Prometheus
+ * (metrics.c). It never retries and never guesses.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -22,6 +23,7 @@
 #include "build_config.h"
 #include "json.h"
 #include "macro.h"
+#include "metrics.h"
 #include "varlink_client.h"
 
 #define DEFAULT_SOCKET_PATH "/run/banger/bangerd.sock"
@@ -46,6 +48,7 @@ enum command_option {
 	OPT_LOOP = 1 << 3,
 	OPT_DM = 1 << 4,
 	OPT_ON_EXIT = 1 << 5,
+	OPT_OUTPUT = 1 << 6,
 };
 
 struct repeated {
@@ -60,6 +63,7 @@ struct ctl {
 	const char *api_sock;
 	const char *tap;
 	const char *on_exit;
+	const char *output; /* metrics --output FILE */
 	struct repeated loop_files, loops, dm;
 	char **args; /* positional arguments after the command name */
 	int nargs;
@@ -67,6 +71,9 @@ struct ctl {
 	int pidfd; /* sent with the call when >= 0 */
 	struct varlink_client *client;
 };
+
+/* How a command talks to bangerd once connected: the exit status. */
+typedef int (*run_fn)(struct ctl *ctl, yajl_gen call);
 
 struct command {
 	const char *name;
@@ -78,7 +85,7 @@ struct command {
 	int (*build)(struct ctl *ctl, yajl_gen call);
 	void (*print)(yajl_val params);	 /* the human form of a normal answer, or NULL for none */
 	int (*verdict)(yajl_val params); /* the exit status of a normal answer, when not always 0 */
-	bool stream;			 /* a "more" call */
+	run_fn run;			 /* run_call, run_stream (a "more" call) or run_metrics */
 };
 
 static const char usage_text[] =
@@ -146,6 +153,13 @@ static const char usage_text[] =
     "        Print bangerd's version, uptime, VM counts, helper and counters\n"
     "        (GetStatus).\n"
     "\n"
+    "    metrics [--output FILE]\n"
+    "        Print GetStatus in the Prometheus text format (version 0.0.4), the\n"
+    "        metric names listed in bangerd(8). With --output, write FILE\n"
+    "        atomically instead (a temp file beside it, renamed over it; mode\n"
+    "        0644), for node_exporter's textfile collector; when bangerd cannot\n"
+    "        be asked, FILE then says banger_up 0 and bangerctl exits 3.\n"
+    "\n"
     "OPTIONS\n"
     "    --socket PATH\n"
     "        The control socket of bangerd. Default: $BANGER_SOCKET, else\n"
@@ -182,6 +196,7 @@ static const char usage_text[] =
     "    bangerctl alive vm1 && echo running\n"
     "    bangerctl --json list | jq -r '.vms[].id'\n"
     "    bangerctl watch\n"
+    "    bangerctl metrics --output /var/lib/prometheus/node-exporter/banger.prom\n"
     "    BANGER_SOCKET=/var/lib/banger-dev/run/bangerd.sock bangerctl status\n";
 
 /* --- output ----------------------------------------------------------------- */
@@ -299,7 +314,7 @@ static const struct {
 	const char *sentence;
 } error_sentences[] = {
     {IFACE "NoSuchVM", "no VM has the id {id}"},
-    {IFACE "VMExists", "a VM with the id {id} is registered already"},
+    {IFACE "VMExists", "VM {id} is registered already and {state}: {reason}"},
     {IFACE "InvalidID", "{id} is not a valid VM id: {reason}"},
     {IFACE "InvalidParameter", "{parameter}: {reason}"},
     {IFACE "NotFirecracker", "pid {pid} is not the firecracker of VM {id}: {reason}"},
@@ -310,7 +325,6 @@ static const struct {
     {IFACE "PermissionDenied", "not allowed to call {method}"},
     {IFACE "StorageFailed", "could not write {file} of VM {id}"},
     {IFACE "CorruptState", "{file} of VM {id} was unreadable; it was kept as {kept_as}"},
-    {IFACE "NotImplemented", "this bangerd does not implement {method} yet"},
     {"org.varlink.service.InvalidParameter", "bangerd refused the parameter {parameter}"},
     {"org.varlink.service.MethodNotFound", "bangerd has no method {method}"},
     {"org.varlink.service.InterfaceNotFound", "bangerd has no interface {interface}"},
@@ -700,19 +714,28 @@ static void print_answer(const struct ctl *ctl, yajl_val params)
 		ctl->cmd->print(params);
 }
 
+/* Send one call, wait for its answer: EXIT_OK with reply filled, else the failure, said. */
+static int call_answered(struct ctl *ctl, yajl_gen call, struct varlink_client_reply *reply)
+{
+	int r = varlink_client_call(ctl->client, call, ctl->pidfd >= 0 ? &ctl->pidfd : NULL,
+				    ctl->pidfd >= 0 ? 1 : 0, reply);
+	if (r < 0)
+		return transport_error(ctl, r, reply);
+	if (reply->error) {
+		print_error_reply(reply);
+		varlink_client_reply_clear(reply);
+		return EXIT_FAILED;
+	}
+	return EXIT_OK;
+}
+
 /* One call, one answer. */
 static int run_call(struct ctl *ctl, yajl_gen call)
 {
 	struct varlink_client_reply reply = {.why = ""};
-	int r = varlink_client_call(ctl->client, call, ctl->pidfd >= 0 ? &ctl->pidfd : NULL,
-				    ctl->pidfd >= 0 ? 1 : 0, &reply);
-	if (r < 0)
-		return transport_error(ctl, r, &reply);
-	if (reply.error) {
-		print_error_reply(&reply);
-		varlink_client_reply_clear(&reply);
-		return EXIT_FAILED;
-	}
+	int r = call_answered(ctl, call, &reply);
+	if (r != EXIT_OK)
+		return r;
 	print_answer(ctl, reply.parameters);
 	int status = ctl->cmd->verdict ? ctl->cmd->verdict(reply.parameters) : EXIT_OK;
 	varlink_client_reply_clear(&reply);
@@ -747,20 +770,40 @@ static int run_stream(struct ctl *ctl, yajl_gen call)
 	}
 }
 
+/* metrics: GetStatus for Prometheus, on stdout or atomically into --output. */
+static int run_metrics(struct ctl *ctl, yajl_gen call)
+{
+	struct varlink_client_reply reply = {.why = ""};
+	int r, status = call_answered(ctl, call, &reply);
+	if (status != EXIT_OK)
+		return status;
+	if (ctl->json) {
+		print_json(reply.parameters);
+	} else if (!ctl->output) {
+		metrics_format(stdout, reply.parameters);
+	} else if ((r = metrics_write_file(ctl->output, reply.parameters)) < 0) {
+		fprintf(stderr, "bangerctl: cannot write %s: %s\n", ctl->output, strerror(-r));
+		status = EXIT_FAILED;
+	}
+	varlink_client_reply_clear(&reply);
+	return status;
+}
+
 static const struct command commands[] = {
     {"register", "Register", "ID", 1, OPT_API_SOCK | OPT_TAP | OPT_LOOP_FILE | OPT_DM | OPT_ON_EXIT,
-     build_register, print_vm_reply, NULL, false},
+     build_register, print_vm_reply, NULL, run_call},
     {"set", "SetHandles", "ID PID", 2, OPT_TAP | OPT_LOOP | OPT_DM, build_set, print_vm_reply, NULL,
-     false},
-    {"get", "GetHandles", "ID", 1, 0, build_id, print_get_reply, NULL, false},
-    {"alive", "IsAlive", "ID", 1, 0, build_id, print_alive, verdict_alive, false},
-    {"clear", "ClearHandles", "ID", 1, 0, build_id, NULL, NULL, false},
-    {"teardown", "Teardown", "ID", 1, 0, build_id, NULL, NULL, false},
-    {"unregister", "Unregister", "ID", 1, 0, build_id, NULL, NULL, false},
-    {"list", "List", "", 0, 0, NULL, print_list, NULL, false},
-    {"reconcile", "Reconcile", "", 0, 0, NULL, NULL, NULL, false},
-    {"watch", "Watch", "", 0, 0, NULL, print_event_reply, NULL, true},
-    {"status", "GetStatus", "", 0, 0, NULL, print_status, NULL, false},
+     run_call},
+    {"get", "GetHandles", "ID", 1, 0, build_id, print_get_reply, NULL, run_call},
+    {"alive", "IsAlive", "ID", 1, 0, build_id, print_alive, verdict_alive, run_call},
+    {"clear", "ClearHandles", "ID", 1, 0, build_id, NULL, NULL, run_call},
+    {"teardown", "Teardown", "ID", 1, 0, build_id, NULL, NULL, run_call},
+    {"unregister", "Unregister", "ID", 1, 0, build_id, NULL, NULL, run_call},
+    {"list", "List", "", 0, 0, NULL, print_list, NULL, run_call},
+    {"reconcile", "Reconcile", "", 0, 0, NULL, NULL, NULL, run_call},
+    {"watch", "Watch", "", 0, 0, NULL, print_event_reply, NULL, run_stream},
+    {"status", "GetStatus", "", 0, 0, NULL, print_status, NULL, run_call},
+    {"metrics", "GetStatus", "", 0, OPT_OUTPUT, NULL, NULL, NULL, run_metrics},
 };
 
 /* --- command line ----------------------------------------------------------- */
@@ -775,6 +818,7 @@ enum long_option {
 	LONG_LOOP,
 	LONG_DM,
 	LONG_ON_EXIT,
+	LONG_OUTPUT,
 };
 
 static const struct option long_options[] = {
@@ -788,6 +832,7 @@ static const struct option long_options[] = {
     {"loop", required_argument, NULL, LONG_LOOP},
     {"dm", required_argument, NULL, LONG_DM},
     {"on-exit", required_argument, NULL, LONG_ON_EXIT},
+    {"output", required_argument, NULL, LONG_OUTPUT},
     {NULL, 0, NULL, 0},
 };
 
@@ -804,6 +849,8 @@ static const char *option_name(unsigned bit)
 		return "--loop";
 	case OPT_DM:
 		return "--dm";
+	case OPT_OUTPUT:
+		return "--output";
 	default:
 		return "--on-exit";
 	}
@@ -858,6 +905,10 @@ static int parse_command_line(int argc, char **argv, struct ctl *ctl)
 		case LONG_ON_EXIT:
 			ctl->given |= OPT_ON_EXIT;
 			status = set_once(&ctl->on_exit, "--on-exit", optarg);
+			break;
+		case LONG_OUTPUT:
+			ctl->given |= OPT_OUTPUT;
+			status = set_once(&ctl->output, "--output", optarg);
 			break;
 		case LONG_LOOP_FILE:
 			ctl->given |= OPT_LOOP_FILE;
@@ -941,12 +992,15 @@ int main(int argc, char **argv)
 	if (r < 0) {
 		fprintf(stderr, "bangerctl: cannot connect to %s: %s\n", ctl.socket_path,
 			strerror(-r));
-		safe_close(ctl.pidfd);
-		return EXIT_FAILED;
+		status = EXIT_FAILED;
+	} else {
+		ctl.client = client;
+		status = cmd->run(&ctl, TAKE_PTR(call));
 	}
-	ctl.client = client;
-	status = cmd->stream ? run_stream(&ctl, TAKE_PTR(call)) : run_call(&ctl, TAKE_PTR(call));
 	safe_close(ctl.pidfd);
+	/* A scraper must not take the last file's figures for today's: say bangerd is down. */
+	if (status == EXIT_FAILED && ctl.output && (r = metrics_write_file(ctl.output, NULL)) < 0)
+		fprintf(stderr, "bangerctl: cannot write %s: %s\n", ctl.output, strerror(-r));
 	if (fflush(stdout) != 0 || ferror(stdout)) {
 		fprintf(stderr, "bangerctl: writing the answer failed\n");
 		return EXIT_FAILED;

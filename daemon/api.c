@@ -3,7 +3,7 @@
  * parameter at the top, checks access, calls the service, and ends the
  * call exactly once. Nothing here touches the disk or the cache directly.
  * Mutating calls are logged with the caller's uid/pid and the call id that
- * the helper's audit line carries too (caller="SetHandles#17").
+ * the helper's audit line carries too (call=SetHandles#17, with vm= the VM's id).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -274,7 +274,7 @@ static struct ps_caller caller_of(struct varlink_call *c, const char *method)
 {
 	const struct varlink_peer *p = varlink_call_peer(c);
 	struct ps_caller caller = {.uid = (uint32_t)p->uid, .gid = (uint32_t)p->gid, .pid = p->pid};
-	snprintf(caller.what, sizeof(caller.what), "%s#%llu", method,
+	snprintf(caller.call, sizeof(caller.call), "%s#%llu", method,
 		 (unsigned long long)varlink_call_id(c));
 	return caller;
 }
@@ -301,9 +301,19 @@ static void on_registered(struct daemon *d, const char *id, struct vm_entry *e, 
 			  void *userdata)
 {
 	struct varlink_call *c = userdata;
-	if (err == -EEXIST)
-		error_with(c, "VMExists", "id", id, NULL, NULL);
-	else if (err == -ENOSPC)
+	const char *refusal = err == -EEXIST && e ? service_rearm_refusal(e) : NULL;
+	if (err == -EEXIST) {
+		/* Which state it is in, and what to call before it can take a next run. */
+		yajl_gen g = varlink_params_begin();
+		if (g) {
+			json_gen_kv_string(g, "id", id);
+			if (e)
+				json_gen_kv_string(g, "state", vm_state_name(e->state));
+			if (refusal)
+				json_gen_kv_string(g, "reason", refusal);
+		}
+		varlink_error(c, IFACE "VMExists", varlink_params_end(g));
+	} else if (err == -ENOSPC)
 		error_too_many_vms(c);
 	else if (err < 0)
 		error_storage(c, d, id, "vm.json");
@@ -374,7 +384,7 @@ static void method_register(struct varlink_call *c, yajl_val params, void *userd
 	if (!admit_mutation(d, c, id))
 		return;
 
-	if (cache_count(&d->cache) >= BANGER_MAX_VMS) {
+	if (!cache_find(&d->cache, id) && cache_count(&d->cache) >= BANGER_MAX_VMS) {
 		error_too_many_vms(c);
 		return;
 	}
@@ -591,6 +601,7 @@ static void method_set_handles(struct varlink_call *c, yajl_val params, void *us
 		return;
 	}
 	req->caller = caller_of(c, "SetHandles");
+	field_set(req->caller.vm, sizeof(req->caller.vm), e->id); /* the helper audits it */
 	req->deadline_ms = monotonic_ms() + d->cfg.api_sock_wait_ms;
 	int r = set_probe_send(req);
 	if (r < 0) {
@@ -851,20 +862,66 @@ void api_end_watchers(struct daemon *d)
 	}
 }
 
+static void gen_method_counters(yajl_gen g, const struct daemon *d)
+{
+	const struct varlink_method_stats *m =
+	    varlink_server_method_stats(d->server, &banger_handles_interface);
+	json_gen_string(g, "methods");
+	yajl_gen_array_open(g);
+	for (size_t i = 0; m && i < banger_handles_interface.n_methods; i++) {
+		yajl_gen_map_open(g);
+		json_gen_kv_string(g, "method", banger_handles_interface.methods[i].name);
+		json_gen_kv_int(g, "calls", (int64_t)m[i].calls);
+		json_gen_kv_int(g, "errors", (int64_t)m[i].errors);
+		yajl_gen_map_close(g);
+	}
+	yajl_gen_array_close(g);
+}
+
+static void gen_reconcile_counters(yajl_gen g, const struct daemon_counters *n)
+{
+	json_gen_string(g, "reconciles");
+	yajl_gen_map_open(g);
+	json_gen_kv_int(g, "runs", (int64_t)n->reconciles);
+	json_gen_kv_int(g, "failed", (int64_t)n->reconciles_failed);
+	json_gen_kv_int(g, "duration_usec_total", (int64_t)n->reconcile_usec_total);
+	json_gen_kv_int(g, "duration_usec_last", (int64_t)n->reconcile_usec_last);
+	json_gen_string(g, "vms");
+	yajl_gen_map_open(g);
+	for (size_t i = 0; i < RECONCILE_ACTIONS; i++)
+		json_gen_kv_int(g, reconcile_action_name(i), (int64_t)n->reconcile_vms[i]);
+	yajl_gen_map_close(g);
+	yajl_gen_map_close(g);
+}
+
+static void gen_teardown_counters(yajl_gen g, const struct daemon_counters *n)
+{
+	json_gen_string(g, "teardown_results");
+	yajl_gen_map_open(g);
+	for (int status = PS_TEARDOWN_REMOVED; status <= PS_TEARDOWN_FAILED; status++)
+		json_gen_kv_int(g, ps_teardown_status_name(status),
+				(int64_t)n->teardown_results[status]);
+	yajl_gen_map_close(g);
+	json_gen_kv_int(g, "teardowns_unanswered", (int64_t)n->teardowns_unanswered);
+}
+
 static void method_get_status(struct varlink_call *c, yajl_val params, void *userdata)
 {
 	static const char *const helper_state_names[] = {
 	    [HELPER_STATE_OK] = "ok", [HELPER_STATE_STUCK] = "stuck", [HELPER_STATE_GONE] = "gone"};
 	struct daemon *d = userdata;
 	struct vm_entry *e, *tmp;
-	int64_t counts[3] = {0};
+	int64_t counts[3] = {0}, unknown = 0;
 	struct varlink_stats st;
 	struct timespec now;
 
 	if (!check_keys(c, params, (const char *const[]){NULL}))
 		return;
 	CACHE_FOREACH(&d->cache, e, tmp)
-	counts[e->state]++;
+	{
+		counts[e->state]++;
+		unknown += service_liveness(e) == VM_UNKNOWN;
+	}
 	varlink_server_stats(d->server, &st);
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	int64_t uptime = (int64_t)(now.tv_sec - d->started.tv_sec) * 1000000 +
@@ -879,6 +936,7 @@ static void method_get_status(struct varlink_call *c, yajl_val params, void *use
 		json_gen_kv_int(g, "starting", counts[VM_STARTING]);
 		json_gen_kv_int(g, "running", counts[VM_RUNNING]);
 		json_gen_kv_int(g, "stopped", counts[VM_STOPPED]);
+		json_gen_kv_int(g, "liveness_unknown", unknown);
 		yajl_gen_map_close(g);
 		json_gen_kv_int(g, "helper_pid", d->helper_said_pid);
 		json_gen_kv_bool(g, "helper_privileged", d->helper_privileged);
@@ -897,7 +955,12 @@ static void method_get_status(struct varlink_call *c, yajl_val params, void *use
 		json_gen_kv_int(g, "persist_failures", (int64_t)d->persist_failures);
 		json_gen_kv_int(g, "events", (int64_t)d->events);
 		json_gen_kv_int(g, "helper_replacements", (int64_t)d->helper_replacements);
+		json_gen_kv_int(g, "exits", (int64_t)d->counters.exits);
+		json_gen_kv_int(g, "persist_retries", (int64_t)d->counters.persist_retries);
+		gen_teardown_counters(g, &d->counters);
+		gen_reconcile_counters(g, &d->counters);
 		yajl_gen_map_close(g);
+		gen_method_counters(g, d);
 	}
 	varlink_reply(c, varlink_params_end(g), false);
 }

@@ -114,112 +114,83 @@ COUNT_SETTER(set_max_output_total, limits.max_output_total, 65536, 1ull << 34)
 COUNT_SETTER(set_stall_timeout_ms, limits.stall_timeout_ms, 1, 3600000)
 COUNT_SETTER(set_max_input_total, limits.max_input_total, 2 * VARLINK_MAX_MESSAGE_BYTES, 1ull << 34)
 
-static int set_tap_prefix(struct banger_config *c, const char *v)
-{
-	return policy_set_tap_prefix(&c->policy, v);
-}
-
-static int set_dm_prefix(struct banger_config *c, const char *v)
-{
-	return policy_set_dm_prefix(&c->policy, v);
-}
-
-static int set_dm_uuid_prefix(struct banger_config *c, const char *v)
-{
-	return policy_set_dm_uuid_prefix(&c->policy, v);
-}
-
-static int add_loop_root(struct banger_config *c, const char *v)
-{
-	return policy_add_loop_root(&c->policy, v);
-}
-
-static int add_api_sock_root(struct banger_config *c, const char *v)
-{
-	return policy_add_api_sock_root(&c->policy, v);
-}
-
-static int add_firecracker_name(struct banger_config *c, const char *v)
-{
-	return policy_add_firecracker_name(&c->policy, v);
-}
-
-static void clear_loop_roots(struct banger_config *c)
-{
-	memset(c->policy.loop_roots, 0, sizeof(c->policy.loop_roots));
-	c->policy.n_loop_roots = 0;
-}
-
-static void clear_api_sock_roots(struct banger_config *c)
-{
-	memset(c->policy.api_sock_roots, 0, sizeof(c->policy.api_sock_roots));
-	c->policy.n_api_sock_roots = 0;
-}
-
-static void clear_firecracker_names(struct banger_config *c)
-{
-	memset(c->policy.firecracker_names, 0, sizeof(c->policy.firecracker_names));
-	c->policy.n_firecracker_names = 0;
-}
-
 struct config_key {
 	const char *key; /* in the file; the flag is the same with '-' for '_' */
 	const char *flag;
 	config_setter set;
-	void (*clear)(
-	    struct banger_config *c); /* list keys: the command line replaces the file's list */
 	const char *meta;
 	const char *help;
 };
 
 static const struct config_key config_keys[] = {
-    {"state_dir", "state-dir", set_state_dir, NULL, "DIR", "state directory"},
-    {"listen", "listen", set_listen, NULL, "PATH", "control socket (when not socket-activated)"},
-    {"user", "user", set_user, NULL, "NAME", "user to run as after start-up"},
-    {"admin_group", "admin-group", set_admin_group, NULL, "GROUP",
-     "members may call mutating methods"},
-    {"helper", "helper", set_helper, NULL, "PATH", "banger-privhelper executable"},
-    {"helper_socket", "helper-socket", set_helper_socket, NULL, "PATH",
+    {"state_dir", "state-dir", set_state_dir, "DIR", "state directory"},
+    {"listen", "listen", set_listen, "PATH", "control socket (when not socket-activated)"},
+    {"user", "user", set_user, "NAME", "user to run as after start-up"},
+    {"admin_group", "admin-group", set_admin_group, "GROUP", "members may call mutating methods"},
+    {"helper", "helper", set_helper, "PATH", "banger-privhelper executable"},
+    {"helper_socket", "helper-socket", set_helper_socket, "PATH",
      "split mode: the helper\'s socket (no spawn)"},
-    {"audit_log", "audit-log", set_audit_log, NULL, "FILE", "helper's audit log file"},
-    {"log_level", "log-level", set_log_level, NULL, "LEVEL", "error|warning|notice|info|debug"},
-    {"api_sock_wait_ms", "api-sock-wait-ms", set_api_sock_wait_ms, NULL, "MS",
+    {"audit_log", "audit-log", set_audit_log, "FILE", "helper's audit log file"},
+    {"log_level", "log-level", set_log_level, "LEVEL", "error|warning|notice|info|debug"},
+    {"api_sock_wait_ms", "api-sock-wait-ms", set_api_sock_wait_ms, "MS",
      "how long SetHandles waits for firecracker to listen on its api socket"},
-    {"helper_hello_timeout_ms", "helper-hello-timeout-ms", set_helper_hello_timeout_ms, NULL, "MS",
+    {"helper_hello_timeout_ms", "helper-hello-timeout-ms", set_helper_hello_timeout_ms, "MS",
      "the helper must answer HELLO within this, or it is stuck"},
-    {"helper_probe_timeout_ms", "helper-probe-timeout-ms", set_helper_probe_timeout_ms, NULL, "MS",
+    {"helper_probe_timeout_ms", "helper-probe-timeout-ms", set_helper_probe_timeout_ms, "MS",
      "the helper must answer PROBE (SetHandles) within this"},
-    {"helper_scan_timeout_ms", "helper-scan-timeout-ms", set_helper_scan_timeout_ms, NULL, "MS",
+    {"helper_scan_timeout_ms", "helper-scan-timeout-ms", set_helper_scan_timeout_ms, "MS",
      "the helper must answer SCAN (reconcile) within this"},
     {"helper_teardown_timeout_ms", "helper-teardown-timeout-ms", set_helper_teardown_timeout_ms,
-     NULL, "MS", "the helper must answer TEARDOWN within this"},
-    {"max_connections", "max-connections", set_max_connections, NULL, "N",
-     "client connections in all"},
-    {"reserved_admin_connections", "reserved-admin-connections", set_reserved_admin, NULL, "N",
+     "MS", "the helper must answer TEARDOWN within this"},
+    {"max_connections", "max-connections", set_max_connections, "N", "client connections in all"},
+    {"reserved_admin_connections", "reserved-admin-connections", set_reserved_admin, "N",
      "of those, kept for admins (root, the daemon user, the admin group)"},
-    {"max_connections_per_uid", "max-connections-per-uid", set_max_per_uid, NULL, "N",
+    {"max_connections_per_uid", "max-connections-per-uid", set_max_per_uid, "N",
      "connections of each non-admin uid"},
-    {"idle_timeout_ms", "idle-timeout-ms", set_idle_timeout_ms, NULL, "MS",
+    {"idle_timeout_ms", "idle-timeout-ms", set_idle_timeout_ms, "MS",
      "close a connection with no call in flight after this (0: never)"},
-    {"max_output_per_connection", "max-output-per-connection", set_max_output_per_conn, NULL,
-     "BYTES", "unread replies past this: stop reading that client"},
-    {"max_output_total", "max-output-total", set_max_output_total, NULL, "BYTES",
+    {"max_output_per_connection", "max-output-per-connection", set_max_output_per_conn, "BYTES",
+     "unread replies past this: stop reading that client"},
+    {"max_output_total", "max-output-total", set_max_output_total, "BYTES",
      "all clients' unread replies past this: drop the one adding"},
-    {"max_input_total", "max-input-total", set_max_input_total, NULL, "BYTES",
+    {"max_input_total", "max-input-total", set_max_input_total, "BYTES",
      "readers' unparsed input past this: drop the reader adding"},
-    {"stall_timeout_ms", "stall-timeout-ms", set_stall_timeout_ms, NULL, "MS",
+    {"stall_timeout_ms", "stall-timeout-ms", set_stall_timeout_ms, "MS",
      "drop a stopped client that still does not read after this"},
-    {"tap_prefix", "tap-prefix", set_tap_prefix, NULL, "PREFIX", "tap devices banger may delete"},
-    {"dm_prefix", "dm-prefix", set_dm_prefix, NULL, "PREFIX", "DM names banger may remove"},
-    {"dm_uuid_prefix", "dm-uuid-prefix", set_dm_uuid_prefix, NULL, "PREFIX",
-     "DM uuids banger may remove"},
-    {"loop_root", "loop-root", add_loop_root, clear_loop_roots, "DIR",
-     "loop backing files must lie below (repeatable)"},
-    {"api_sock_root", "api-sock-root", add_api_sock_root, clear_api_sock_roots, "DIR",
-     "firecracker api sockets must lie below (repeatable)"},
-    {"firecracker_name", "firecracker-name", add_firecracker_name, clear_firecracker_names, "NAME",
-     "executable names that count as firecracker (repeatable)"},
 };
+
+/*
+ * Settings are numbered: bangerd's own keys first, then the helper's policy
+ * flags (policy_flags[], proto/policy.h), which bangerd takes from its file
+ * and command line alike and passes on to the helper.
+ */
+#define N_OWN_KEYS ELEMENTSOF(config_keys)
+#define N_SETTINGS (N_OWN_KEYS + POLICY_N_FLAGS)
+
+static const struct policy_flag *policy_setting(size_t i)
+{
+	return i >= N_OWN_KEYS ? &policy_flags[i - N_OWN_KEYS] : NULL;
+}
+
+/* The flag's name without its dashes: "state-dir". */
+static const char *setting_flag(size_t i)
+{
+	return policy_setting(i) ? policy_setting(i)->flag + 2 : config_keys[i].flag;
+}
+
+static int setting_set(struct banger_config *cfg, size_t i, const char *value)
+{
+	const struct policy_flag *f = policy_setting(i);
+	return f ? f->set(&cfg->policy, value) : config_keys[i].set(cfg, value);
+}
+
+/* A list setting given on the command line replaces the file's list (only policy has lists). */
+static void setting_clear(struct banger_config *cfg, size_t i)
+{
+	const struct policy_flag *f = policy_setting(i);
+	if (f)
+		policy_flag_clear(f, &cfg->policy);
+}
 
 void config_init(struct banger_config *cfg)
 {
@@ -247,12 +218,14 @@ static char *trim(char *s)
 	return s;
 }
 
-static const struct config_key *key_by_name(const char *key)
+/* The setting a file key names, or -1. */
+static int setting_by_key(const char *key)
 {
-	for (size_t i = 0; i < ELEMENTSOF(config_keys); i++)
-		if (strcmp(config_keys[i].key, key) == 0)
-			return &config_keys[i];
-	return NULL;
+	for (size_t i = 0; i < N_SETTINGS; i++)
+		if (policy_setting(i) ? policy_flag_is_key(policy_setting(i), key)
+				      : strcmp(config_keys[i].key, key) == 0)
+			return (int)i;
+	return -1;
 }
 
 int config_load_file(struct banger_config *cfg, const char *path, char *why, size_t why_size)
@@ -282,12 +255,12 @@ int config_load_file(struct banger_config *cfg, const char *path, char *why, siz
 		}
 		*eq = '\0';
 		char *key = trim(s), *value = trim(eq + 1);
-		const struct config_key *k = key_by_name(key);
-		if (!k) {
+		int k = setting_by_key(key);
+		if (k < 0) {
 			snprintf(why, why_size, "%s:%u: unknown key '%s'", path, lineno, key);
 			return -EINVAL;
 		}
-		int r = k->set(cfg, value);
+		int r = setting_set(cfg, (size_t)k, value);
 		if (r < 0) {
 			snprintf(why, why_size, "%s:%u: bad value for %s: '%s' (%s)", path, lineno,
 				 key, value, strerror(-r));
@@ -309,10 +282,12 @@ static void print_usage(FILE *out)
 		"they leave behind. See bangerd(8) and bangerd.conf(5).\n\n"
 		"  --config FILE             configuration file (default " BANGER_DEFAULT_CONFIG
 		" if it exists)\n");
-	for (size_t i = 0; i < ELEMENTSOF(config_keys); i++) {
+	for (size_t i = 0; i < N_SETTINGS; i++) {
+		const struct policy_flag *f = policy_setting(i);
 		char left[64];
-		snprintf(left, sizeof(left), "--%s %s", config_keys[i].flag, config_keys[i].meta);
-		fprintf(out, "  %-25s %s\n", left, config_keys[i].help);
+		snprintf(left, sizeof(left), "--%s %s", setting_flag(i),
+			 f ? f->meta : config_keys[i].meta);
+		fprintf(out, "  %-25s %s\n", left, f ? f->help : config_keys[i].help);
 	}
 	fprintf(out, "  %-25s %s\n  %-25s %s\n", "--help", "show this help", "--version",
 		"show the version");
@@ -321,19 +296,17 @@ static void print_usage(FILE *out)
 int config_parse_args(struct banger_config *cfg, int argc, char **argv, char *why, size_t why_size)
 {
 	enum { OPT_CONFIG = 1000, OPT_HELP, OPT_VERSION };
-	struct option options[ELEMENTSOF(config_keys) + 4];
-	bool replaced[ELEMENTSOF(config_keys)] = {false};
+	struct option options[N_SETTINGS + 4];
+	bool replaced[N_SETTINGS] = {false};
 	const char *config_path = NULL;
 	int c, r;
 
-	for (size_t i = 0; i < ELEMENTSOF(config_keys); i++)
-		options[i] = (struct option){config_keys[i].flag, required_argument, NULL, (int)i};
-	options[ELEMENTSOF(config_keys) + 0] =
-	    (struct option){"config", required_argument, NULL, OPT_CONFIG};
-	options[ELEMENTSOF(config_keys) + 1] = (struct option){"help", no_argument, NULL, OPT_HELP};
-	options[ELEMENTSOF(config_keys) + 2] =
-	    (struct option){"version", no_argument, NULL, OPT_VERSION};
-	options[ELEMENTSOF(config_keys) + 3] = (struct option){0};
+	for (size_t i = 0; i < N_SETTINGS; i++)
+		options[i] = (struct option){setting_flag(i), required_argument, NULL, (int)i};
+	options[N_SETTINGS + 0] = (struct option){"config", required_argument, NULL, OPT_CONFIG};
+	options[N_SETTINGS + 1] = (struct option){"help", no_argument, NULL, OPT_HELP};
+	options[N_SETTINGS + 2] = (struct option){"version", no_argument, NULL, OPT_VERSION};
+	options[N_SETTINGS + 3] = (struct option){0};
 
 	/* Pass 1: only --config, --help, --version, and the syntax of everything. */
 	opterr = 0;
@@ -369,16 +342,16 @@ int config_parse_args(struct banger_config *cfg, int argc, char **argv, char *wh
 	/* Pass 2: flags over the file. */
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
-		if (c < 0 || c >= (int)ELEMENTSOF(config_keys))
+		if (c < 0 || c >= (int)N_SETTINGS)
 			continue;
-		const struct config_key *k = &config_keys[c];
-		if (k->clear && !replaced[c]) {
-			k->clear(cfg);
+		if (!replaced[c]) {
+			setting_clear(cfg, (size_t)c);
 			replaced[c] = true;
 		}
-		r = k->set(cfg, optarg);
+		r = setting_set(cfg, (size_t)c, optarg);
 		if (r < 0) {
-			snprintf(why, why_size, "--%s '%s': %s", k->flag, optarg, strerror(-r));
+			snprintf(why, why_size, "--%s '%s': %s", setting_flag((size_t)c), optarg,
+				 strerror(-r));
 			return -EINVAL;
 		}
 	}

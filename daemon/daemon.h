@@ -30,6 +30,22 @@ enum helper_state {
 	HELPER_STATE_GONE,  /* died or broke the protocol; bangerd is exiting */
 };
 
+/* Report actions of a reconcile, per VM: kept, torn_down, failed, unknown, clean, retained. */
+#define RECONCILE_ACTIONS 6
+
+/* Totals since bangerd started, for GetStatus and `bangerctl metrics`: they only grow. */
+struct daemon_counters {
+	uint64_t exits;					   /* firecracker exits seen on a pidfd */
+	uint64_t teardown_results[PS_TEARDOWN_FAILED + 1]; /* per resource, by its status */
+	uint64_t teardowns_unanswered; /* the helper never answered: what it did is unknown */
+	uint64_t persist_retries;      /* a write that had failed, tried again */
+	uint64_t reconciles;
+	uint64_t reconciles_failed; /* the helper failed under it */
+	uint64_t reconcile_usec_total;
+	uint64_t reconcile_usec_last;
+	uint64_t reconcile_vms[RECONCILE_ACTIONS]; /* per VM of each report, by its action */
+};
+
 struct watcher {
 	struct varlink_call *call;
 	TAILQ_ENTRY(watcher) link;
@@ -59,6 +75,7 @@ struct daemon {
 	unsigned persist_retry_ms;
 	uint64_t persist_failures;
 	uint64_t events;
+	struct daemon_counters counters;
 	int exit_status;
 	int drain_status; /* what to exit with once the drain ends */
 	bool ready;
@@ -89,7 +106,11 @@ const char *service_helper_failure(const struct daemon *d, int err);
  */
 typedef void (*service_done_fn)(struct daemon *d, const char *id, struct vm_entry *e, int err,
 				void *userdata);
-/* -EEXIST: the id is taken; -ENOSPC: BANGER_MAX_VMS; else vm.json could not be written. */
+/*
+ * Register a VM, or re-arm a stopped record that holds nothing for its next
+ * run. -EEXIST otherwise (e is the entry: service_rearm_refusal() says why);
+ * -ENOSPC: BANGER_MAX_VMS; else vm.json could not be written.
+ */
 void service_register(struct daemon *d, const struct vm_record *rec, service_done_fn done,
 		      void *userdata);
 /*
@@ -106,6 +127,10 @@ void service_unregister(struct daemon *d, struct vm_entry *e, service_done_fn do
 void service_after_writes(struct daemon *d, const char *id, service_done_fn done, void *userdata);
 /* Every write queued so far made (or failed) and answered, here (shutdown). */
 void service_flush_writes(struct daemon *d);
+/* Why Register may not re-arm e (what to call first), or NULL when it may. */
+const char *service_rearm_refusal(const struct vm_entry *e);
+/* Does a dead VM hold (or may it hold) anything: handles, a mirror, a kept file, a start? */
+bool service_holds_resources(const struct vm_entry *e);
 enum vm_liveness service_liveness(const struct vm_entry *e);
 
 /* What a teardown came to: err < 0 when the helper could not answer at all (why says so). */
@@ -142,6 +167,8 @@ typedef void (*reconcile_done_fn)(struct daemon *d, int err, const char *why, ya
 				  void *userdata);
 int reconcile_start(struct daemon *d, const struct ps_caller *caller, reconcile_done_fn done,
 		    void *userdata);
+/* The name of a report action (0 to RECONCILE_ACTIONS - 1): "kept", "torn_down", ... */
+const char *reconcile_action_name(size_t action);
 /* Watch the verified firecracker of e (adopting a new pid if it moved). */
 void service_adopt_process(struct daemon *d, struct vm_entry *e, int32_t pid, uint64_t start_time,
 			   int pidfd);

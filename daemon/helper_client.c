@@ -31,12 +31,16 @@
 #include "log.h"
 #include "path.h"
 #include "policy.h"
+#include "vm.h"
 
 #ifndef CLOSE_RANGE_CLOEXEC
 #include <linux/close_range.h>
 #endif
 
 #define HELPER_FD 3
+
+/* Every VM id fits the request's vm field, so every audit line can name its VM. */
+static_assert(VM_ID_MAX == PS_VM_ID_MAX, "a VM id fits struct ps_caller's vm");
 
 extern char **environ;
 
@@ -135,8 +139,6 @@ static char **helper_environment(void)
 int helper_spawn(const char *helper_path, const struct ps_policy *policy, const char *audit_log,
 		 int log_level, pid_t *pid_out)
 {
-	static const char *const level_names[] = {
-	    [3] = "error", [4] = "warning", [5] = "notice", [6] = "info", [7] = "debug"};
 	const char *argv[POLICY_MAX_ARGS + 8];
 	int sv[2];
 	size_t n = 0;
@@ -148,9 +150,9 @@ int helper_spawn(const char *helper_path, const struct ps_policy *policy, const 
 		argv[n++] = "--audit-log";
 		argv[n++] = audit_log;
 	}
-	if (log_level >= 3 && log_level <= 7) {
+	if (log_level_name(log_level)) {
 		argv[n++] = "--log-level";
-		argv[n++] = level_names[log_level];
+		argv[n++] = log_level_name(log_level);
 	}
 	argv[n] = NULL;
 	_cleanup_free_ char **env = helper_environment();
@@ -496,7 +498,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 
 	while (!hc->dead) {
 		struct ps_message m;
-		int r = ps_recv(hc->sock, PS_TO_DAEMON, true, &m, why, sizeof(why));
+		int r = ps_recv_reply(hc->sock, true, &m, why, sizeof(why));
 		if (r == -EAGAIN)
 			return;
 		if (r == 0) {

@@ -143,7 +143,7 @@ static void helper_free_later(evutil_socket_t fd, short what, void *arg)
 static bool helper_replace(struct daemon *d, struct helper_client *stuck)
 {
 	struct ps_caller caller = {
-	    .uid = (uint32_t)d->uid, .gid = (uint32_t)d->gid, .what = "helper-replacement"};
+	    .uid = (uint32_t)d->uid, .gid = (uint32_t)d->gid, .call = "helper-replacement"};
 	int sock = helper_connect(d->cfg.helper_socket);
 	if (sock < 0) {
 		log_errx("cannot connect to the helper at %s again: %s", d->cfg.helper_socket,
@@ -438,7 +438,7 @@ static void on_replacement_hello(struct helper_client *hc, struct helper_reply *
 		   "may have left half done",
 		   d->helper_said_pid);
 	struct ps_caller caller = {
-	    .uid = (uint32_t)d->uid, .gid = (uint32_t)d->gid, .what = "helper-replaced"};
+	    .uid = (uint32_t)d->uid, .gid = (uint32_t)d->gid, .call = "helper-replaced"};
 	int r = reconcile_start(d, &caller, on_replacement_reconciled, NULL);
 	if (r < 0)
 		on_replacement_reconciled(d, r, service_helper_failure(d, r), NULL, NULL);
@@ -466,7 +466,7 @@ static void on_hello(struct helper_client *hc, struct helper_reply *reply, void 
 	if (store_start_writer(&d->store, d->base) < 0)
 		log_warnx("no store writer: durable writes run on the event loop");
 	struct ps_caller caller = {
-	    .uid = (uint32_t)d->uid, .gid = (uint32_t)d->gid, .what = "startup-reconcile"};
+	    .uid = (uint32_t)d->uid, .gid = (uint32_t)d->gid, .call = "startup-reconcile"};
 	int err = service_load(d);
 	if (err < 0) {
 		log_errx("cannot load the VM records: %s", strerror(-err));
@@ -596,7 +596,7 @@ static void startup_as_root_or_user(struct daemon *d, int argc, char **argv)
 int main(int argc, char **argv)
 {
 	struct daemon d = {0};
-	struct ps_caller startup = {.what = "startup"};
+	struct ps_caller startup = {.call = "startup"};
 
 	log_init("bangerd", LOG_LEVEL_INFO);
 	/* The helper's death is noticed by SIGCHLD and EOF; a write to it must not kill us. */

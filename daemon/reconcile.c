@@ -10,11 +10,13 @@
  * failure never stops the others'. Orphans (firecrackers under the roots
  * that no record owns) are reported, never killed.
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "daemon.h"
 #include "json.h"
@@ -39,6 +41,12 @@ static const char *const rc_action_names[] = {
     [RC_RETAINED] = "retained",
     [RC_TEAR_DOWN] = "tearing_down",
 };
+static_assert(RC_TEAR_DOWN == RECONCILE_ACTIONS, "the report's actions come first");
+
+const char *reconcile_action_name(size_t action)
+{
+	return action < RECONCILE_ACTIONS ? rc_action_names[action] : "?";
+}
 
 struct rc_vm {
 	char id[VM_ID_MAX + 1];
@@ -66,7 +74,15 @@ struct reconcile {
 	char why[640]; /* err < 0 because of the helper: its failure, for the report and callers */
 	struct rc_waiter *waiters;
 	size_t n_waiters;
+	uint64_t started_usec; /* CLOCK_MONOTONIC */
 };
+
+static uint64_t monotonic_usec(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
 
 static int compare_ids(const void *a, const void *b)
 {
@@ -128,10 +144,25 @@ static void reconcile_log(const struct reconcile *rc)
 		 counts[RC_UNKNOWN], counts[RC_CLEAN], counts[RC_RETAINED], rc->n_orphans);
 }
 
+/* What GetStatus counts of every reconcile. */
+static void reconcile_count(const struct reconcile *rc)
+{
+	struct daemon_counters *n = &rc->d->counters;
+	uint64_t usec = monotonic_usec() - rc->started_usec;
+	n->reconciles++;
+	n->reconciles_failed += rc->err < 0;
+	n->reconcile_usec_total += usec;
+	n->reconcile_usec_last = usec;
+	for (size_t i = 0; i < rc->n; i++)
+		if (rc->vms[i].action < RECONCILE_ACTIONS)
+			n->reconcile_vms[rc->vms[i].action]++;
+}
+
 static void reconcile_finish(struct reconcile *rc)
 {
 	struct daemon *d = rc->d;
 	reconcile_log(rc);
+	reconcile_count(rc);
 	d->reconcile = NULL;
 	for (size_t i = 0; i < rc->n_waiters; i++)
 		rc->waiters[i].done(d, rc->err, rc->why[0] ? rc->why : NULL, reconcile_report(rc),
@@ -179,16 +210,6 @@ static void on_vm_teardown(struct daemon *d, const char *id, const struct teardo
 		reconcile_finish(rc);
 }
 
-/* Does a dead VM hold (or may it hold) anything? */
-static bool holds_resources(const struct vm_entry *e)
-{
-	struct vm_record rec;
-	if (e->has_handles || e->state == VM_STARTING || e->kept_as)
-		return true;
-	cache_entry_get(e, &rec, NULL);
-	return rec.mirror.tap[0] || rec.mirror.n_loops || rec.mirror.n_dm;
-}
-
 /* One VM the scan did not find. */
 static void decide_unfound(struct rc_vm *v, struct vm_entry *e, bool scan_complete)
 {
@@ -206,7 +227,7 @@ static void decide_unfound(struct rc_vm *v, struct vm_entry *e, bool scan_comple
 		return;
 	}
 	e->liveness = VM_DEAD;
-	if (!holds_resources(e)) {
+	if (!service_holds_resources(e)) {
 		v->action = RC_CLEAN;
 		return;
 	}
@@ -408,6 +429,7 @@ int reconcile_start(struct daemon *d, const struct ps_caller *caller, reconcile_
 		return -ENOMEM;
 	rc->d = d;
 	rc->caller = *caller;
+	rc->started_usec = monotonic_usec();
 	rc->vms = calloc(cap ? cap : 1, sizeof(*rc->vms));
 	char(*socks)[PS_SOCK_PATH_MAX] = calloc(cap ? cap : 1, PS_SOCK_PATH_MAX);
 	const char **sock_ptrs = calloc(cap ? cap : 1, sizeof(char *));

@@ -97,6 +97,7 @@ struct mutation {
 	int pid;	  /* for the event */
 	uint32_t version; /* the entry's version the write was made from */
 	bool announce;	  /* a retry: persist_recovered on success, backoff on failure */
+	bool rearm;	  /* Register of a stopped record that holds nothing: its next run */
 	struct teardown_request *teardown;
 	struct vm_record rec;
 	struct vm_handles h;
@@ -328,8 +329,10 @@ void service_flush_pending(struct daemon *d)
 	struct vm_entry *e, *tmp;
 	CACHE_FOREACH(&d->cache, e, tmp)
 	{
-		if (!e->record_persisted || !e->handles_persisted)
+		if (!e->record_persisted || !e->handles_persisted) {
+			d->counters.persist_retries++;
 			persist_enqueue(d, e->id, true);
+		}
 	}
 }
 
@@ -352,6 +355,7 @@ static void on_firecracker_exit(evutil_socket_t fd, short what, void *arg)
 
 	cache_entry_unwatch(e);
 	e->liveness = VM_DEAD;
+	d->counters.exits++;
 	service_emit(d, "exited", e->id, e->pid, NULL);
 	struct vm_record rec;
 	cache_entry_get(e, &rec, NULL);
@@ -370,7 +374,7 @@ static void on_firecracker_exit(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	struct ps_caller caller = {
-	    .uid = (uint32_t)d->uid, .gid = (uint32_t)d->gid, .what = "exit"};
+	    .uid = (uint32_t)d->uid, .gid = (uint32_t)d->gid, .call = "exit"};
 	CRASH_POINT("exit-before-teardown");
 	int r = service_teardown(d, e, &caller, NULL, NULL, NULL);
 	if (r < 0)
@@ -407,18 +411,55 @@ enum vm_liveness service_liveness(const struct vm_entry *e)
 
 /* --- the rules ---------------------------------------------------------- */
 
+bool service_holds_resources(const struct vm_entry *e)
+{
+	struct vm_record rec;
+	if (e->has_handles || e->state == VM_STARTING || e->kept_as)
+		return true;
+	cache_entry_get(e, &rec, NULL);
+	return rec.mirror.tap[0] || rec.mirror.n_loops || rec.mirror.n_dm;
+}
+
+const char *service_rearm_refusal(const struct vm_entry *e)
+{
+	struct vm_record rec;
+	if (e->state == VM_STARTING)
+		return "it is starting: SetHandles it, or ClearHandles then Teardown it first";
+	if (e->state == VM_RUNNING)
+		return "it is running: once its firecracker has exited (or after ClearHandles), "
+		       "Teardown it first";
+	cache_entry_get(e, &rec, NULL);
+	/*
+	 * A plan outlives a run only when no teardown finished it (teardown_finish drops it):
+	 * a start that failed before SetHandles may have made what it names. Re-arming would
+	 * replace those names with the next run's, and nothing would ever remove them.
+	 */
+	if (service_holds_resources(e) || rec.has_planned || e->problem || !e->handles_persisted)
+		return "it is stopped but may still hold resources: Teardown it first";
+	return NULL;
+}
+
 static void register_written(struct mutation *m, struct vm_entry *e, const struct store_txn *t)
 {
 	struct daemon *d = m->d;
 	int r = step_err(t, m->step_record, m->record_err);
-	d->registers_in_flight--;
+	if (!m->rearm)
+		d->registers_in_flight--;
 	if (r == 0) {
 		CRASH_POINT("register-after-record");
-		e = cache_add(&d->cache, &m->rec);
-		r = e ? 0 : -ENOMEM;
+		if (m->rearm && e) {
+			/* On failure the cache still says stopped; vm.json is ahead, as after a
+			 * crash. */
+			r = cache_entry_put(e, &m->rec, NULL);
+			if (r == 0)
+				e->record_persisted = true;
+		} else {
+			e = cache_add(&d->cache, &m->rec);
+			r = e ? 0 : -ENOMEM;
+		}
 	}
 	if (r < 0) {
-		m->done(d, m->id, NULL, r, m->userdata);
+		m->done(d, m->id, m->rearm ? e : NULL, r, m->userdata);
 		return;
 	}
 	e->owner = d;
@@ -429,12 +470,15 @@ static void register_written(struct mutation *m, struct vm_entry *e, const struc
 static void register_start(struct mutation *m)
 {
 	struct daemon *d = m->d;
-	if (cache_find(&d->cache, m->id)) {
+	/* A VM has many runs under one id: a stopped record holding nothing takes the next plan. */
+	struct vm_entry *e = cache_find(&d->cache, m->id);
+	if (e && service_rearm_refusal(e)) {
 		mutation_answer(m, -EEXIST);
 		return;
 	}
+	m->rearm = e != NULL;
 	/* Registrations in flight count: each may become a VM. */
-	if (cache_count(&d->cache) + d->registers_in_flight >= BANGER_MAX_VMS) {
+	if (!m->rearm && cache_count(&d->cache) + d->registers_in_flight >= BANGER_MAX_VMS) {
 		mutation_answer(m, -ENOSPC);
 		return;
 	}
@@ -446,7 +490,8 @@ static void register_start(struct mutation *m)
 	if (m->step_record < 0)
 		m->record_err = m->step_record;
 	m->written = register_written;
-	d->registers_in_flight++;
+	if (!m->rearm)
+		d->registers_in_flight++;
 	mutation_submit(m, t);
 }
 
@@ -951,6 +996,9 @@ static void teardown_finish_start(struct mutation *m)
 	cache_entry_get(e, &rec, NULL);
 	rec.state = VM_STOPPED;
 	memset(&rec.mirror, 0, sizeof(rec.mirror));
+	/* The plan was torn down with the rest: the record holds nothing, ready for a next run. */
+	rec.has_planned = false;
+	memset(&rec.planned, 0, sizeof(rec.planned));
 	cache_entry_unwatch(e);
 	e->liveness = VM_DEAD;
 	if (cache_entry_put(e, &rec, NULL) < 0)
@@ -972,6 +1020,7 @@ static void on_teardown_reply(struct helper_client *hc, struct helper_reply *rep
 		snprintf(why, sizeof(why), "%s; what it removed before that is not known",
 			 reply->why ? reply->why : strerror(-reply->err));
 		req->out.why = why;
+		d->counters.teardowns_unanswered++;
 		log_warnx("vm %s: teardown not answered: %s", req->id, why);
 		service_emit(d, "teardown_failed", req->id, 0, why);
 		teardown_report(req);
@@ -980,6 +1029,9 @@ static void on_teardown_reply(struct helper_client *hc, struct helper_reply *rep
 	req->reply = reply->msg->payload.teardown_reply;
 	req->out.reply = &req->reply;
 	req->out.complete = teardown_complete(&req->reply);
+	for (uint32_t i = 0; i < req->reply.count; i++)
+		if (req->reply.results[i].status <= PS_TEARDOWN_FAILED)
+			d->counters.teardown_results[req->reply.results[i].status]++;
 	teardown_summary(&req->reply, req->summary, sizeof(req->summary));
 	struct mutation *m = req->out.complete && cache_find(&d->cache, req->id)
 				 ? mutation_new(d, req->id, teardown_finish_start, NULL, NULL)
@@ -1002,6 +1054,7 @@ int service_teardown(struct daemon *d, struct vm_entry *e, const struct ps_calle
 	cache_entry_get(e, &rec, &h);
 	memset(&q, 0, sizeof(q));
 	q.caller = *caller;
+	field_set(q.caller.vm, sizeof(q.caller.vm), e->id); /* the helper's audit line names it */
 	build_teardown(&rec, &h, e->has_handles, &q);
 	if (held) {
 		spare_live_neighbours(held, e, &q);

@@ -1,32 +1,25 @@
 /*
  * The helper's audit trail: one structured (logfmt) line per request with
- * the request id, the client bangerd acted for, the operation, its
- * arguments, result, errno and duration. Lines go to stderr (journald
- * keeps them with the unit) and, when configured, to an append-only file.
- * Never skips a line on an error path: the handlers call audit_finish() on
- * every path before they reply.
+ * the request id, the client bangerd acted for (its uid, gid and pid,
+ * bangerd's call id and the VM), the operation, its arguments, result,
+ * errno and duration. Lines go to stderr (journald keeps them with the
+ * unit) and, when configured, to an append-only file. The dispatcher
+ * writes the line for every request it answers, so none is ever skipped.
  */
+#include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "helper.h"
 #include "log.h"
 
-static uint64_t now_us(void)
+uint64_t audit_clock_us(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-void audit_start(struct audit_record *a, uint64_t request_id, const struct ps_caller *caller,
-		 const char *op)
-{
-	a->request_id = request_id;
-	a->caller = caller;
-	a->op = op;
-	a->started_us = now_us();
-	strbuf_init(&a->args);
 }
 
 static void audit_write(struct helper *h, const char *line)
@@ -54,26 +47,31 @@ static void audit_write(struct helper *h, const char *line)
 		log_warn("audit log write failed");
 }
 
-void audit_finish(struct helper *h, struct audit_record *a, const char *result, const char *reason,
-		  int err)
+/* Every request starts with its caller (privsep.h), so any request's payload names it. */
+static_assert(offsetof(struct ps_probe, caller) == 0 && offsetof(struct ps_scan, caller) == 0 &&
+		  offsetof(struct ps_teardown, caller) == 0,
+	      "caller first");
+
+void audit_request(struct helper *h, const char *op, const struct asroot_call *c)
 {
+	const struct ps_caller *caller = &c->m->payload.hello.caller;
 	struct strbuf sb;
 	strbuf_init(&sb);
-	strbuf_appendf(&sb, "req=%llu", (unsigned long long)a->request_id);
-	if (a->caller) {
-		strbuf_appendf(&sb, " caller_uid=%u caller_gid=%u caller_pid=%d", a->caller->uid,
-			       a->caller->gid, a->caller->pid);
-		strbuf_append_kv_quoted(&sb, "caller", a->caller->what);
-	}
-	strbuf_appendf(&sb, " op=%s", a->op);
-	if (a->args.len > 0)
-		strbuf_appendf(&sb, " %s", strbuf_str(&a->args));
-	strbuf_appendf(&sb, " result=%s", result);
-	if (reason)
-		strbuf_appendf(&sb, " reason=%s", reason);
-	const char *errname = err ? strerrorname_np(-err) : NULL;
-	strbuf_appendf(&sb, " errno=%s", errname ? errname : "0");
-	strbuf_appendf(&sb, " dur_us=%llu", (unsigned long long)(now_us() - a->started_us));
+	/* call and vm are printable words (the decoder checked): they need no quoting. */
+	strbuf_appendf(&sb, "req=%llu caller_uid=%u caller_gid=%u caller_pid=%d call=%s",
+		       (unsigned long long)c->m->header.request_id, caller->uid, caller->gid,
+		       caller->pid, caller->call[0] ? caller->call : "-");
+	if (caller->vm[0])
+		strbuf_appendf(&sb, " vm=%s", caller->vm);
+	strbuf_appendf(&sb, " op=%s", op);
+	if (c->args.len > 0)
+		strbuf_appendf(&sb, " %s", c->args.buf);
+	strbuf_appendf(&sb, " result=%s", c->result);
+	if (c->reason)
+		strbuf_appendf(&sb, " reason=%s", c->reason);
+	const char *errname = c->err ? strerrorname_np(-c->err) : NULL;
+	strbuf_appendf(&sb, " errno=%s dur_us=%llu", errname ? errname : "0",
+		       (unsigned long long)(audit_clock_us() - c->started_us));
 	audit_write(h, strbuf_str(&sb));
 }
 

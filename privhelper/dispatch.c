@@ -1,10 +1,14 @@
 /*
- * The helper's request table and the small handlers that need no kernel
- * work. Sizes, fd allowances and field checks of every message type are in
- * the codec's own table (proto/privsep.c), which has rejected anything
- * malformed before a handler here runs; this table adds what only the
- * helper knows: which handler answers a type and whether it may come
- * before HELLO. A request type with no entry here is a violation.
+ * The helper's one table of requests, after OpenSSH's mon_table: per type
+ * the payload it must carry (size, fds allowed, field checks), when it is
+ * permitted, its reply and its handler. A type with no row is a violation.
+ *
+ * The dispatcher owns the envelope: it reads and decodes the datagram,
+ * checks the permit, lets the handler fill in the reply, writes the one
+ * audit line and sends the one reply, so that every request is audited and
+ * answered exactly once by construction. After each request it recomputes
+ * what may come next: before HELLO only HELLO; HELLO only once; inside a
+ * multi-part request only its next part. Handlers are policy and action.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -14,69 +18,178 @@
 #include "helper.h"
 #include "log.h"
 
+enum {
+	PERMIT_BEFORE_HELLO = 1 << 0, /* the handshake: the only thing before it is answered */
+	PERMIT_AFTER_HELLO = 1 << 1,
+	PERMIT_ONCE = 1 << 2,
+	PERMIT_MULTIPART = 1 << 3, /* may leave the exchange open for its next part */
+};
+
 struct asroot_entry {
-	uint16_t type;
-	const char *op;
-	bool before_hello; /* may arrive before the handshake */
+	struct ps_spec request;
+	unsigned permit;
+	size_t reply_size; /* of the reply, type PS_REPLY_TO(request.type); 0: send() streams it */
 	asroot_handler handler;
+	int (*send)(struct helper *h, struct asroot_call *c);
 };
 
 static const struct asroot_entry asroot_table[] = {
-    {PS_HELLO, "hello", true, asroot_hello},
-    {PS_PROBE, "probe", false, asroot_probe},
-    {PS_SCAN, "scan", false, asroot_scan},
-    {PS_TEARDOWN, "teardown", false, asroot_teardown},
+    {{PS_HELLO, "hello", sizeof(struct ps_hello), 0, ps_validate_hello},
+     PERMIT_BEFORE_HELLO | PERMIT_ONCE,
+     sizeof(struct ps_hello_reply),
+     asroot_hello,
+     NULL},
+    {{PS_PROBE, "probe", sizeof(struct ps_probe), 1, ps_validate_probe},
+     PERMIT_AFTER_HELLO,
+     sizeof(struct ps_probe_reply),
+     asroot_probe,
+     NULL},
+    {{PS_SCAN, "scan", sizeof(struct ps_scan), 0, ps_validate_scan},
+     PERMIT_AFTER_HELLO | PERMIT_MULTIPART,
+     0,
+     asroot_scan,
+     asroot_scan_send},
+    {{PS_TEARDOWN, "teardown", sizeof(struct ps_teardown), 0, ps_validate_teardown},
+     PERMIT_AFTER_HELLO,
+     sizeof(struct ps_teardown_reply),
+     asroot_teardown,
+     NULL},
 };
 
-int asroot_hello(struct helper *h, struct ps_message *m, char *why, size_t why_size)
-{
-	const struct ps_hello *q = &m->payload.hello;
-	struct ps_hello_reply rep;
-	struct audit_record a;
+#define TYPE_BIT(type) (1u << (type))
+static_assert(PS_TEARDOWN_REPLY < 32, "a permit mask holds every type");
 
-	if (h->hello_done) {
-		snprintf(why, why_size, "second hello");
-		return -EBADMSG;
-	}
-	audit_start(&a, m->header.request_id, &q->caller, "hello");
-	strbuf_appendf(&a.args, "protocol_version=%u", q->protocol_version);
-	memset(&rep, 0, sizeof(rep));
-	rep.protocol_version = PS_PROTOCOL_VERSION;
-	rep.helper_pid = (int32_t)getpid();
-	rep.helper_uid = (uint32_t)geteuid();
-	rep.flags = h->privileged ? PS_HELLO_PRIVILEGED : 0;
-	rep.policy = h->policy;
-	if (q->protocol_version != PS_PROTOCOL_VERSION) {
-		audit_finish(h, &a, "refused", "protocol-version", -EPROTONOSUPPORT);
-		snprintf(why, why_size, "hello for protocol version %u, helper speaks %d",
-			 q->protocol_version, PS_PROTOCOL_VERSION);
-		/* Answer first so the daemon can say what went wrong, then exit. */
-		ps_send(h->sock, PS_HELLO_REPLY, m->header.request_id, &rep, sizeof(rep), NULL, 0);
-		return -EBADMSG;
-	}
-	h->hello_done = true;
-	audit_finish(h, &a, "ok", NULL, 0);
-	return ps_send(h->sock, PS_HELLO_REPLY, m->header.request_id, &rep, sizeof(rep), NULL, 0);
+static const struct asroot_entry *entry_for(uint16_t type)
+{
+	for (size_t i = 0; i < ELEMENTSOF(asroot_table); i++)
+		if (asroot_table[i].request.type == type)
+			return &asroot_table[i];
+	return NULL;
+}
+
+const char *asroot_op_name(uint16_t type)
+{
+	const struct asroot_entry *e = entry_for(type);
+	return e ? e->request.name : "unknown";
+}
+
+/* The types whose rows carry flag, but for those in except. */
+static uint32_t permits_where(unsigned flag, uint32_t except)
+{
+	uint32_t mask = 0;
+	for (size_t i = 0; i < ELEMENTSOF(asroot_table); i++)
+		if (asroot_table[i].permit & flag)
+			mask |= TYPE_BIT(asroot_table[i].request.type);
+	return mask & ~except;
+}
+
+void helper_init(struct helper *h)
+{
+	memset(h, 0, sizeof(*h));
+	h->sock = HELPER_SOCKET_FD;
+	h->audit_fd = -1;
+	h->permitted = permits_where(PERMIT_BEFORE_HELLO, 0);
+}
+
+int asroot_decode(const void *buf, size_t len, size_t nfds, struct ps_message *msg, char *why,
+		  size_t why_size)
+{
+	struct ps_header hdr;
+	int r = ps_decode_header(buf, len, nfds, &hdr, why, why_size);
+	if (r < 0)
+		return r;
+	const struct asroot_entry *e = entry_for(hdr.type);
+	if (e)
+		return ps_decode_payload(&e->request, buf, len, nfds, msg, why, why_size);
+	for (size_t i = 0; i < ELEMENTSOF(asroot_table); i++)
+		if (PS_REPLY_TO(asroot_table[i].request.type) == hdr.type)
+			return ps_violation(why, why_size,
+					    "message type %u (the %s reply) sent in the wrong "
+					    "direction",
+					    hdr.type, asroot_table[i].request.name);
+	return ps_violation(why, why_size, "unknown message type %u", hdr.type);
+}
+
+int asroot_recv(int sock, struct ps_message *msg, char *why, size_t why_size)
+{
+	/* One byte more than the largest request, so that an oversize one shows as MSG_TRUNC. */
+	unsigned char buf[PS_MAX_REQUEST_BYTES + 1];
+	return ps_recv_decoded(sock, buf, sizeof(buf), 1, false, asroot_decode, msg, why, why_size);
+}
+
+/* Why a request that is not permitted now came at the wrong time. */
+static int not_permitted(const struct helper *h, const struct asroot_entry *e, char *why,
+			 size_t why_size)
+{
+	if (h->open)
+		return ps_violation(why, why_size, "%s in the middle of a multi-part %s",
+				    e->request.name, h->open->request.name);
+	if (h->answered_once & TYPE_BIT(e->request.type))
+		return ps_violation(why, why_size, "second %s", e->request.name);
+	return ps_violation(why, why_size, "%s before hello", e->request.name);
+}
+
+/* After a whole request: every answer but a refused HELLO means the handshake is done. */
+static void permits_after(struct helper *h, const struct asroot_entry *e)
+{
+	if (e->permit & PERMIT_ONCE)
+		h->answered_once |= TYPE_BIT(e->request.type);
+	h->open = NULL;
+	h->permitted = permits_where(PERMIT_AFTER_HELLO, h->answered_once);
+}
+
+static int send_reply(struct helper *h, const struct asroot_entry *e, struct asroot_call *c)
+{
+	if (e->send)
+		return e->send(h, c);
+	return ps_send(h->sock, PS_REPLY_TO(e->request.type), c->m->header.request_id, &c->reply,
+		       e->reply_size, c->fds, c->nfds);
 }
 
 int helper_dispatch(struct helper *h, struct ps_message *m, char *why, size_t why_size)
 {
-	const struct asroot_entry *e = NULL;
-	for (size_t i = 0; i < ELEMENTSOF(asroot_table); i++)
-		if (asroot_table[i].type == m->header.type)
-			e = &asroot_table[i];
-	if (!e) {
-		snprintf(why, why_size, "no handler for message type %u", m->header.type);
-		return -EBADMSG;
+	const struct asroot_entry *e = entry_for(m->header.type);
+	if (!e) /* asroot_decode() lets no such message through */
+		return ps_violation(why, why_size, "no handler for type %u", m->header.type);
+	if (!(h->permitted & TYPE_BIT(e->request.type)))
+		return not_permitted(h, e, why, why_size);
+
+	struct asroot_call c = {.m = m, .result = "ok", .why = why, .why_size = why_size};
+	c.started_us = audit_clock_us();
+	strbuf_init(&c.args);
+	int r = e->handler(h, &c);
+	if (r == 0 && c.more && (e->permit & PERMIT_MULTIPART)) {
+		h->open = e;
+		h->permitted = TYPE_BIT(e->request.type);
+		return 0;
 	}
-	if (!h->hello_done && !e->before_hello) {
-		snprintf(why, why_size, "%s before hello", e->op);
-		return -EBADMSG;
+	if (r == 0) {
+		permits_after(h, e);
+		audit_request(h, e->request.name, &c);
+		r = send_reply(h, e, &c);
 	}
-	/* A multi-part scan is one request: nothing may come between its parts. */
-	if (h->scan.active && m->header.type != PS_SCAN) {
-		snprintf(why, why_size, "%s in the middle of a multi-part scan", e->op);
-		return -EBADMSG;
+	fdpass_close_all(c.fds, &c.nfds);
+	return r == 0 && c.fatal ? -EBADMSG : r;
+}
+
+/* The handshake: our protocol version, pid, uid and the policy we hold, for bangerd to check. */
+int asroot_hello(struct helper *h, struct asroot_call *c)
+{
+	const struct ps_hello *q = &c->m->payload.hello;
+	struct ps_hello_reply *rep = &c->reply.hello;
+
+	strbuf_appendf(&c->args, "protocol_version=%u", q->protocol_version);
+	rep->protocol_version = PS_PROTOCOL_VERSION;
+	rep->helper_pid = (int32_t)getpid();
+	rep->helper_uid = (uint32_t)geteuid();
+	rep->flags = h->privileged ? PS_HELLO_PRIVILEGED : 0;
+	rep->policy = h->policy;
+	if (q->protocol_version != PS_PROTOCOL_VERSION) {
+		/* Answered, so that bangerd can say what went wrong; then we exit. */
+		c->result = "refused", c->reason = "protocol-version", c->err = -EPROTONOSUPPORT;
+		c->fatal = true;
+		snprintf(c->why, c->why_size, "hello for protocol version %u, helper speaks %d",
+			 q->protocol_version, PS_PROTOCOL_VERSION);
 	}
-	return e->handler(h, m, why, why_size);
+	return 0;
 }

@@ -37,93 +37,58 @@
 static const int HELPER_CAPS[] = {CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_SYS_PTRACE,
 				  CAP_DAC_READ_SEARCH};
 
+/* The helper's own flags; the policy's come from policy_flags[] (proto/policy.h). */
+enum { OPT_AUDIT = POLICY_N_FLAGS, OPT_LOG, OPT_DAEMON_USER, OPT_HELP };
+
+static const struct option helper_options[] = {
+    {"audit-log", required_argument, NULL, OPT_AUDIT},
+    {"log-level", required_argument, NULL, OPT_LOG},
+    {"daemon-user", required_argument, NULL, OPT_DAEMON_USER},
+    {"help", no_argument, NULL, OPT_HELP},
+};
+
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"Usage: banger-privhelper --tap-prefix P --dm-prefix P --dm-uuid-prefix P\n"
-		"                         --loop-root DIR... --api-sock-root DIR...\n"
-		"                         [--firecracker-name NAME...] [--audit-log FILE]\n"
-		"                         [--log-level LEVEL] [--daemon-user NAME]\n"
-		"\n"
+		"Usage: banger-privhelper POLICY [--audit-log FILE] [--log-level LEVEL]\n"
+		"                         [--daemon-user NAME]\n\n"
 		"Privileged helper of bangerd. Not for interactive use: bangerd starts it with\n"
 		"a connected SOCK_SEQPACKET socket on fd 3, or systemd hands it one accepted\n"
 		"connection (LISTEN_FDS=1) from bangerd, which must run as --daemon-user.\n"
-		"See banger-privhelper(8).\n");
+		"See banger-privhelper(8). POLICY:\n");
+	for (size_t i = 0; i < POLICY_N_FLAGS; i++)
+		fprintf(out, "  %-18s %-7s %s\n", policy_flags[i].flag, policy_flags[i].meta,
+			policy_flags[i].help);
 }
 
 static void parse_args(int argc, char **argv, struct ps_policy *policy, const char **audit_log,
 		       const char **daemon_user)
 {
-	enum {
-		OPT_TAP = 256,
-		OPT_DM,
-		OPT_DM_UUID,
-		OPT_LOOP,
-		OPT_API,
-		OPT_NAME,
-		OPT_AUDIT,
-		OPT_LOG,
-		OPT_DAEMON_USER
-	};
-	static const struct option options[] = {
-	    {"tap-prefix", required_argument, NULL, OPT_TAP},
-	    {"dm-prefix", required_argument, NULL, OPT_DM},
-	    {"dm-uuid-prefix", required_argument, NULL, OPT_DM_UUID},
-	    {"loop-root", required_argument, NULL, OPT_LOOP},
-	    {"api-sock-root", required_argument, NULL, OPT_API},
-	    {"firecracker-name", required_argument, NULL, OPT_NAME},
-	    {"audit-log", required_argument, NULL, OPT_AUDIT},
-	    {"log-level", required_argument, NULL, OPT_LOG},
-	    {"daemon-user", required_argument, NULL, OPT_DAEMON_USER},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
+	struct option options[POLICY_N_FLAGS + ELEMENTSOF(helper_options) + 1] = {{0}};
 	char why[256];
 	int c;
 
+	for (size_t i = 0; i < POLICY_N_FLAGS; i++)
+		options[i] =
+		    (struct option){policy_flags[i].flag + 2, required_argument, NULL, (int)i};
+	memcpy(options + POLICY_N_FLAGS, helper_options, sizeof(helper_options));
 	policy_init(policy);
 	while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1) {
 		int r = 0;
-		switch (c) {
-		case OPT_TAP:
-			r = policy_set_tap_prefix(policy, optarg);
-			break;
-		case OPT_DM:
-			r = policy_set_dm_prefix(policy, optarg);
-			break;
-		case OPT_DM_UUID:
-			r = policy_set_dm_uuid_prefix(policy, optarg);
-			break;
-		case OPT_LOOP:
-			r = policy_add_loop_root(policy, optarg);
-			break;
-		case OPT_API:
-			r = policy_add_api_sock_root(policy, optarg);
-			break;
-		case OPT_NAME:
-			r = policy_add_firecracker_name(policy, optarg);
-			break;
-		case OPT_AUDIT:
+		if (c >= 0 && c < POLICY_N_FLAGS)
+			r = policy_flags[c].set(policy, optarg);
+		else if (c == OPT_AUDIT)
 			*audit_log = optarg;
-			break;
-		case OPT_DAEMON_USER:
+		else if (c == OPT_DAEMON_USER)
 			*daemon_user = optarg;
-			break;
-		case OPT_LOG:
-			r = log_level_from_string(optarg);
-			if (r >= 0)
-				log_set_level((enum log_level)r);
-			break;
-		case 'h':
-			usage(stdout);
-			exit(0);
-		default:
-			usage(stderr);
-			exit(EXIT_USAGE);
-		}
+		else if (c == OPT_LOG && (r = log_level_from_string(optarg)) >= 0)
+			log_set_level((enum log_level)r);
+		else if (c == OPT_HELP || c == 'h')
+			usage(stdout), exit(0);
+		else if (c != OPT_LOG)
+			usage(stderr), exit(EXIT_USAGE);
 		if (r < 0)
-			fatalx(EXIT_USAGE, "--%s %s: %s", options[c - OPT_TAP].name, optarg,
-			       strerror(-r));
+			fatalx(EXIT_USAGE, "--%s %s: %s", options[c].name, optarg, strerror(-r));
 	}
 	if (optind != argc)
 		fatalx(EXIT_USAGE, "unexpected argument '%s'", argv[optind]);
@@ -269,12 +234,46 @@ static bool peer_gone(int sock)
 	return poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLRDHUP));
 }
 
+/* Answer requests one at a time until EOF; returns the exit status. */
+static int serve(struct helper *h)
+{
+	char why[512];
+	for (;;) {
+		struct ps_message m;
+		int r = asroot_recv(h->sock, &m, why, sizeof(why));
+		if (r > 0 && peer_gone(h->sock)) {
+			/*
+			 * A request bangerd gave up on (it found us stuck and left): its names
+			 * may belong to someone else by now. Carry nothing out.
+			 */
+			log_info("bangerd closed the socket; a %s it sent is not carried out",
+				 asroot_op_name(m.header.type));
+			ps_message_close_fds(&m);
+			return 0;
+		}
+		if (r > 0) {
+			r = helper_dispatch(h, &m, why, sizeof(why));
+			ps_message_close_fds(&m);
+			if (r == 0)
+				continue;
+		} else if (r == 0) {
+			log_info("bangerd closed the socket; exiting");
+			return 0;
+		}
+		if (r == -EBADMSG) {
+			audit_violation(h, why);
+			return 1;
+		}
+		fatalx(1, "talking to bangerd: %s", strerror(-r));
+	}
+}
+
 int main(int argc, char **argv)
 {
-	struct helper h = {.sock = HELPER_SOCKET_FD, .audit_fd = -1};
+	struct helper h;
 	const char *audit_log = NULL, *daemon_user = NULL;
-	char why[512];
 
+	helper_init(&h);
 	log_init("banger-privhelper", LOG_LEVEL_INFO);
 	parse_args(argc, argv, &h.policy, &audit_log, &daemon_user);
 	bool split = socket_activated();
@@ -290,48 +289,15 @@ int main(int argc, char **argv)
 		fatalx(1, "cannot open /proc/self/ns/net: %s", strerror(-r));
 	r = unixsock_available(&h.netns);
 	if (r < 0)
-		fatalx(
-		    1,
-		    "the kernel does not say which unix socket listens where (sock_diag for "
-		    "AF_UNIX: CONFIG_UNIX_DIAG, module unix_diag): %s; without it no firecracker "
-		    "can be identified",
-		    strerror(-r));
+		fatalx(1,
+		       "the kernel does not say which unix socket listens where (sock_diag for "
+		       "AF_UNIX: CONFIG_UNIX_DIAG, module unix_diag): %s; without it no "
+		       "firecracker can be identified",
+		       strerror(-r));
 	if (split)
 		check_peer(&h, daemon_user);
 	drop_privileges(&h);
 	log_info("ready (pid %d, uid %d, %s)", getpid(), geteuid(),
 		 h.privileged ? "four capabilities" : "unprivileged");
-
-	for (;;) {
-		struct ps_message m;
-		r = ps_recv(h.sock, PS_TO_HELPER, false, &m, why, sizeof(why));
-		if (r == 0) {
-			log_info("bangerd closed the socket; exiting");
-			return 0;
-		}
-		if (r == -EBADMSG) {
-			audit_violation(&h, why);
-			return 1;
-		}
-		if (r < 0)
-			fatalx(1, "receiving from bangerd: %s", strerror(-r));
-		if (peer_gone(h.sock)) {
-			/*
-			 * A request bangerd gave up on (it found us stuck and left): its names
-			 * may belong to someone else by now. Carry nothing out.
-			 */
-			log_info("bangerd closed the socket; a %s it sent is not carried out",
-				 ps_type_name(m.header.type));
-			ps_message_close_fds(&m);
-			return 0;
-		}
-		r = helper_dispatch(&h, &m, why, sizeof(why));
-		ps_message_close_fds(&m);
-		if (r == -EBADMSG) {
-			audit_violation(&h, why);
-			return 1;
-		}
-		if (r < 0)
-			fatalx(1, "replying to bangerd: %s", strerror(-r));
-	}
+	return serve(&h);
 }

@@ -133,64 +133,51 @@ static void probe_judge(const struct helper *h, const struct ps_probe *q, int pi
 		rep->status = PS_PROBE_RUNNING, rep->start_time = start_time;
 }
 
-int asroot_probe(struct helper *h, struct ps_message *m, char *why, size_t why_size)
+int asroot_probe(struct helper *h, struct asroot_call *c)
 {
-	(void)why;
-	(void)why_size;
-	const struct ps_probe *q = &m->payload.probe;
-	struct ps_probe_reply rep = {.status = PS_PROBE_NOT_RUNNING};
-	struct audit_record a;
+	const struct ps_probe *q = &c->m->payload.probe;
+	struct ps_probe_reply *rep = &c->reply.probe;
 	_cleanup_close_ int pidfd = -1;
 	pid_t pid = q->pid;
 
-	audit_start(&a, m->header.request_id, &q->caller, "probe");
-	strbuf_appendf(&a.args, "pid=%d pidfd=%s start_time=%llu", q->pid,
+	strbuf_appendf(&c->args, "pid=%d pidfd=%s start_time=%llu", q->pid,
 		       (q->flags & PS_PROBE_HAS_PIDFD) ? "yes" : "no",
 		       (unsigned long long)q->start_time);
-	strbuf_append_kv_quoted(&a.args, "api_sock", q->api_sock);
-
+	strbuf_append_kv_quoted(&c->args, "api_sock", q->api_sock);
+	rep->status = PS_PROBE_NOT_RUNNING;
 	if (q->flags & PS_PROBE_HAS_PIDFD) {
 		/* The pidfd names the process; a pid in the payload is not trusted. */
-		pidfd = ps_message_take_fd(m, 0);
-		int p = pidfd_get_pid(pidfd);
-		if (p > 0)
-			pid = p;
-		else if (p == -ESRCH)
-			rep.reason = PS_REASON_NO_PROCESS;
+		pidfd = ps_message_take_fd(c->m, 0);
+		pid = pidfd_get_pid(pidfd);
+		if (pid > 0)
+			strbuf_appendf(&c->args, " pidfd_pid=%d", pid);
 		else
-			rep.reason = PS_REASON_PIDFD_INVALID;
-		if (p > 0)
-			strbuf_appendf(&a.args, " pidfd_pid=%d", p);
+			rep->reason =
+			    pid == -ESRCH ? PS_REASON_NO_PROCESS : PS_REASON_PIDFD_INVALID;
 	}
 
 	if (!policy_api_sock_allowed(&h->policy, q->api_sock)) {
-		rep.status = PS_PROBE_REFUSED;
-		rep.reason = PS_REASON_OUTSIDE_ROOTS;
-	} else if (rep.reason == PS_REASON_NONE) {
+		rep->status = PS_PROBE_REFUSED;
+		rep->reason = PS_REASON_OUTSIDE_ROOTS;
+	} else if (rep->reason == PS_REASON_NONE) {
 		if (pidfd < 0)
 			pidfd = pidfd_open_pid(pid);
 		if (pidfd == -ESRCH)
-			rep.reason = PS_REASON_NO_PROCESS;
+			rep->reason = PS_REASON_NO_PROCESS;
 		else if (pidfd < 0)
-			rep.status = PS_PROBE_FAILED, rep.err = pidfd;
+			rep->status = PS_PROBE_FAILED, rep->err = pidfd;
 		else
-			probe_judge(h, q, pidfd, pid, &rep);
+			probe_judge(h, q, pidfd, pid, rep);
 	}
-	if (rep.status != PS_PROBE_RUNNING)
-		pidfd = safe_close(pidfd);
-
-	audit_finish(h, &a, ps_probe_status_name(rep.status),
-		     rep.reason ? ps_reason_name(rep.reason) : NULL, rep.err);
-	return ps_send(h->sock, PS_PROBE_REPLY, m->header.request_id, &rep, sizeof(rep),
-		       pidfd >= 0 ? &pidfd : NULL, pidfd >= 0 ? 1 : 0);
+	if (rep->status == PS_PROBE_RUNNING)
+		c->fds[c->nfds++] = TAKE_FD(pidfd);
+	c->result = ps_probe_status_name(rep->status);
+	c->reason = rep->reason ? ps_reason_name(rep->reason) : NULL;
+	c->err = rep->err;
+	return 0;
 }
 
 /* --- SCAN ------------------------------------------------------------------ */
-
-struct scan_hit {
-	struct ps_scan_entry entry;
-	int pidfd;
-};
 
 /* One /proc walk: the listeners of every namespace met, and what was found. */
 struct scan_walk {
@@ -218,14 +205,6 @@ static int compare_nodes(const void *a, const void *b)
 	if (x->dev != y->dev)
 		return x->dev < y->dev ? -1 : 1;
 	return x->ino < y->ino ? -1 : x->ino > y->ino;
-}
-
-static void scan_walk_free(struct scan_walk *w)
-{
-	for (size_t i = 0; i < w->count; i++)
-		safe_close(w->hits[i].pidfd);
-	free(w->hits);
-	listener_table_free(&w->listeners);
 }
 
 static int scan_hit_add(struct scan_walk *w, uint32_t kind, uint32_t index, pid_t pid,
@@ -445,31 +424,32 @@ static int scan_add_unknown(struct scan_walk *w)
 	return 0;
 }
 
-static int scan_reply_send(struct helper *h, uint64_t request_id, struct scan_walk *w, int err)
+int asroot_scan_send(struct helper *h, struct asroot_call *c)
 {
-	static struct ps_scan_reply rep; /* 8 KiB: kept off the stack */
+	struct scan_request *s = &h->scan;
+	struct ps_scan_reply *rep = &c->reply.scan;
 	size_t off = 0;
 	uint32_t part = 0;
+	int r;
 
 	do {
 		int fds[PS_SCAN_REPLY_MAX];
 		size_t nfds = 0;
-		memset(&rep, 0, sizeof(rep));
-		rep.part = part++;
-		rep.err = err;
-		rep.uninspected = w->uninspected;
-		for (; !err && off < w->count && rep.count < PS_SCAN_REPLY_MAX; off++) {
-			rep.entries[rep.count++] = w->hits[off].entry;
-			if (w->hits[off].pidfd >= 0)
-				fds[nfds++] = w->hits[off].pidfd;
+		memset(rep, 0, sizeof(*rep));
+		rep->part = part++;
+		rep->err = s->err;
+		rep->uninspected = s->uninspected;
+		for (; !s->err && off < s->n_hits && rep->count < PS_SCAN_REPLY_MAX; off++) {
+			rep->entries[rep->count++] = s->hits[off].entry;
+			if (s->hits[off].pidfd >= 0)
+				fds[nfds++] = s->hits[off].pidfd;
 		}
-		if (err || off == w->count)
-			rep.flags = PS_SCAN_LAST;
-		int r = ps_send(h->sock, PS_SCAN_REPLY, request_id, &rep, sizeof(rep), fds, nfds);
-		if (r < 0)
-			return r;
-	} while (!err && off < w->count);
-	return 0;
+		if (s->err || off == s->n_hits)
+			rep->flags = PS_SCAN_LAST;
+		r = ps_send(h->sock, PS_SCAN_REPLY, s->request_id, rep, sizeof(*rep), fds, nfds);
+	} while (r == 0 && !s->err && off < s->n_hits);
+	scan_request_reset(s);
+	return r;
 }
 
 static void scan_close_roots(struct scan_request *s)
@@ -481,6 +461,9 @@ static void scan_close_roots(struct scan_request *s)
 
 void scan_request_reset(struct scan_request *s)
 {
+	for (size_t i = 0; i < s->n_hits; i++)
+		safe_close(s->hits[i].pidfd);
+	free(s->hits);
 	free(s->wanted);
 	scan_close_roots(s);
 	memset(s, 0, sizeof(*s));
@@ -530,23 +513,21 @@ static int scan_collect(struct helper *h, const struct ps_message *m, char *why,
 	struct scan_request *s = &h->scan;
 	const struct ps_scan *q = &m->payload.scan;
 
-	if (q->part == 0 && !s->active) {
+	if (q->part == 0 && s->next_part == 0) {
 		scan_open_roots(s, &h->policy);
-		s->active = true;
 		s->request_id = m->header.request_id;
 		s->nparts = q->nparts;
 		s->caller = q->caller;
-	} else if (!s->active || q->part != s->next_part || q->nparts != s->nparts ||
+	} else if (s->next_part == 0 || q->part != s->next_part || q->nparts != s->nparts ||
 		   m->header.request_id != s->request_id ||
 		   memcmp(&q->caller, &s->caller, sizeof(q->caller)) != 0) {
-		snprintf(why, why_size, "scan part %u/%u does not continue the scan under way",
-			 q->part, q->nparts);
-		return -EBADMSG;
+		return ps_violation(why, why_size,
+				    "scan part %u/%u does not continue the scan under way", q->part,
+				    q->nparts);
 	}
-	if (q->part + 1 < q->nparts && q->count != PS_SCAN_PART_MAX) {
-		snprintf(why, why_size, "scan part %u/%u is not full", q->part, q->nparts);
-		return -EBADMSG;
-	}
+	if (q->part + 1 < q->nparts && q->count != PS_SCAN_PART_MAX)
+		return ps_violation(why, why_size, "scan part %u/%u is not full", q->part,
+				    q->nparts);
 	s->next_part = q->part + 1;
 	s->sockets += q->count;
 	if (s->err == 0)
@@ -554,21 +535,13 @@ static int scan_collect(struct helper *h, const struct ps_message *m, char *why,
 	return 0;
 }
 
-int asroot_scan(struct helper *h, struct ps_message *m, char *why, size_t why_size)
+/* One /proc walk for every socket of the request; the hits go to s for asroot_scan_send(). */
+static int scan_run(struct helper *h, struct strbuf *args)
 {
 	struct scan_request *s = &h->scan;
 	struct scan_walk w = {.h = h, .s = s};
-	struct audit_record a;
+	int err = s->err;
 
-	int err = scan_collect(h, m, why, why_size);
-	if (err < 0)
-		return err;
-	if (s->next_part < s->nparts)
-		return 0; /* more parts to come; the reply follows the last one */
-	err = s->err;
-
-	audit_start(&a, s->request_id, &s->caller, "scan");
-	strbuf_appendf(&a.args, "sockets=%zu parts=%u", s->sockets, s->nparts);
 	if (err == 0) {
 		if (s->count) /* qsort(NULL, 0, ...) is undefined behaviour */
 			qsort(s->wanted, s->count, sizeof(*s->wanted), compare_nodes);
@@ -577,19 +550,35 @@ int asroot_scan(struct helper *h, struct ps_message *m, char *why, size_t why_si
 	if (err == 0)
 		err = scan_add_unknown(&w);
 	if (err == 0)
-		scan_mark_ambiguous(&w, &a.args);
+		scan_mark_ambiguous(&w, args);
 	size_t kinds[PS_SCAN_UNKNOWN + 1] = {0};
 	for (size_t i = 0; i < w.count; i++)
 		kinds[w.hits[i].entry.kind]++;
-	strbuf_appendf(&a.args, " matched=%zu orphans=%zu ambiguous=%zu unknown=%zu uninspected=%u",
+	strbuf_appendf(args, " matched=%zu orphans=%zu ambiguous=%zu unknown=%zu uninspected=%u",
 		       kinds[PS_SCAN_MATCH], kinds[PS_SCAN_ORPHAN], kinds[PS_SCAN_AMBIGUOUS],
 		       kinds[PS_SCAN_UNKNOWN], w.uninspected);
-	audit_finish(h, &a, err ? "failed" : "ok", NULL, err);
 	/* Hold nothing of the walk's once bangerd has its answer (it may look at our fds then). */
 	scan_close_roots(s);
 	listener_table_free(&w.listeners);
-	int r = scan_reply_send(h, s->request_id, &w, err);
-	scan_walk_free(&w);
-	scan_request_reset(s);
-	return r;
+	s->hits = TAKE_PTR(w.hits);
+	s->n_hits = w.count;
+	s->uninspected = w.uninspected;
+	s->err = err;
+	return err;
+}
+
+int asroot_scan(struct helper *h, struct asroot_call *c)
+{
+	struct scan_request *s = &h->scan;
+	int r = scan_collect(h, c->m, c->why, c->why_size);
+	if (r < 0)
+		return r;
+	if (s->next_part < s->nparts) {
+		c->more = true; /* the answer follows the last part */
+		return 0;
+	}
+	strbuf_appendf(&c->args, "sockets=%zu parts=%u", s->sockets, s->nparts);
+	c->err = scan_run(h, &c->args);
+	c->result = c->err ? "failed" : "ok";
+	return 0;
 }

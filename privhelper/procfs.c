@@ -66,8 +66,8 @@ static int readlink_at(int dirfd, const char *name, char *buf, size_t size)
 	return 0;
 }
 
-/* Read a whole small /proc file; *truncated is set when it did not fit. */
-static int read_at(int dirfd, const char *name, char *buf, size_t cap, size_t *len, bool *truncated)
+int read_small_file_at(int dirfd, const char *name, char *buf, size_t cap, size_t *len,
+		       bool *truncated)
 {
 	_cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -132,7 +132,7 @@ bool proc_comm_may_be_firecracker(const struct ps_policy *policy, int proc_dirfd
 	char comm[64];
 	size_t len;
 	bool truncated;
-	if (read_at(proc_dirfd, "comm", comm, sizeof(comm) - 1, &len, &truncated) < 0)
+	if (read_small_file_at(proc_dirfd, "comm", comm, sizeof(comm) - 1, &len, &truncated) < 0)
 		return true; /* cannot tell: assume it may be */
 	comm[len] = '\0';
 	comm[strcspn(comm, "\n")] = '\0';
@@ -147,7 +147,7 @@ int proc_start_time(int dirfd, uint64_t *start_time)
 	char buf[1024];
 	size_t len;
 	bool truncated;
-	int r = read_at(dirfd, "stat", buf, sizeof(buf) - 1, &len, &truncated);
+	int r = read_small_file_at(dirfd, "stat", buf, sizeof(buf) - 1, &len, &truncated);
 	if (r < 0)
 		return gone_as_esrch(r);
 	buf[len] = '\0';

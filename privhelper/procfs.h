@@ -25,6 +25,10 @@ int pidfd_open_pid(pid_t pid);
 int pidfd_get_pid(int pidfd);
 bool pidfd_has_exited(int pidfd);
 
+/* Read a whole small /proc or sysfs file into buf; *truncated is set when it did not fit. */
+int read_small_file_at(int dirfd, const char *name, char *buf, size_t cap, size_t *len,
+		       bool *truncated);
+
 /* /proc/PID as an O_PATH directory fd, or -ESRCH. */
 int proc_open_dir(pid_t pid);
 

@@ -13,13 +13,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "atomicfile.h"
 #include "helper.h"
 #include "log.h"
 #include "path.h"
+#include "procfs.h"
 #include "teardown.h"
-
-#define SYSFS_ATTR_MAX_BYTES 4096
 
 static_assert(PS_DM_NAME_MAX <= PS_PATH_MAX && PS_IFNAME_MAX <= PS_PATH_MAX,
 	      "every requested name fits a result's name");
@@ -38,19 +36,17 @@ static const struct teardown_kind teardown_kinds[] = {
 
 int sysfs_read_line(int dirfd, const char *name, char *buf, size_t size)
 {
-	_cleanup_free_ char *data = NULL;
 	size_t len;
-
-	/* A sysfs attribute is at most a page. */
-	int r = read_file_at(dirfd, name, SYSFS_ATTR_MAX_BYTES, &data, &len);
+	bool truncated;
+	int r = read_small_file_at(dirfd, name, buf, size, &len, &truncated);
 	if (r < 0)
 		return r;
-	if (len > 0 && data[len - 1] == '\n')
-		data[--len] = '\0';
-	if (len >= size || strlen(data) != len)
-		return len >= size ? -ENAMETOOLONG : -EINVAL;
-	memcpy(buf, data, len + 1);
-	return 0;
+	if (len > 0 && buf[len - 1] == '\n')
+		len--;
+	if (truncated || len >= size)
+		return -ENAMETOOLONG;
+	buf[len] = '\0';
+	return strlen(buf) == len ? 0 : -EINVAL;
 }
 
 void sleep_ms(long ms)
@@ -111,7 +107,7 @@ static void teardown_run(const struct ps_policy *p, struct ps_teardown_reply *re
 	}
 }
 
-static void audit_results(struct audit_record *a, const struct ps_teardown_reply *rep,
+static void audit_results(struct strbuf *args, const struct ps_teardown_reply *rep,
 			  enum ps_resource_kind kind, const char *key)
 {
 	struct strbuf list;
@@ -127,7 +123,7 @@ static void audit_results(struct audit_record *a, const struct ps_teardown_reply
 		else if (r->err && strerrorname_np(-r->err))
 			strbuf_appendf(&list, "(%s)", strerrorname_np(-r->err));
 	}
-	strbuf_append_kv_quoted(&a->args, key, strbuf_str(&list));
+	strbuf_append_kv_quoted(args, key, strbuf_str(&list));
 }
 
 /* True when every item is removed or absent; *err gets the first errno of any other. */
@@ -146,25 +142,15 @@ static bool teardown_complete(const struct ps_teardown_reply *rep, int *err)
 	return complete;
 }
 
-int asroot_teardown(struct helper *h, struct ps_message *m, char *why, size_t why_size)
+int asroot_teardown(struct helper *h, struct asroot_call *c)
 {
-	(void)why;
-	(void)why_size;
-	const struct ps_teardown *q = &m->payload.teardown;
-	struct ps_teardown_reply rep;
-	struct audit_record a;
-	int err;
+	struct ps_teardown_reply *rep = &c->reply.teardown;
 
-	audit_start(&a, m->header.request_id, &q->caller, "teardown");
-	memset(&rep, 0, sizeof(rep));
-	teardown_plan(&h->policy, q, &rep);
-	teardown_run(&h->policy, &rep);
-
-	audit_results(&a, &rep, PS_RESOURCE_DM, "dm");
-	audit_results(&a, &rep, PS_RESOURCE_LOOP, "loops");
-	audit_results(&a, &rep, PS_RESOURCE_TAP, "tap");
-	bool complete = teardown_complete(&rep, &err);
-	audit_finish(h, &a, complete ? "ok" : "partial", NULL, err);
-	return ps_send(h->sock, PS_TEARDOWN_REPLY, m->header.request_id, &rep, sizeof(rep), NULL,
-		       0);
+	teardown_plan(&h->policy, &c->m->payload.teardown, rep);
+	teardown_run(&h->policy, rep);
+	audit_results(&c->args, rep, PS_RESOURCE_DM, "dm");
+	audit_results(&c->args, rep, PS_RESOURCE_LOOP, "loops");
+	audit_results(&c->args, rep, PS_RESOURCE_TAP, "tap");
+	c->result = teardown_complete(rep, &c->err) ? "ok" : "partial";
+	return 0;
 }

@@ -2,6 +2,8 @@
 #include "policy.h"
 
 #include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -105,35 +107,26 @@ int policy_finish(struct ps_policy *p, char *why, size_t why_size)
 	return 0;
 }
 
-bool policy_equal(const struct ps_policy *a, const struct ps_policy *b)
-{
-	/* Fields are zero-filled after their terminators, so bytes compare as values. */
-	return memcmp(a, b, sizeof(*a)) == 0;
-}
+#define SINGLE(field)                                                                              \
+	offsetof(struct ps_policy, field), sizeof(((struct ps_policy *)0)->field), 0, 0
+#define LIST(field, count)                                                                         \
+	offsetof(struct ps_policy, field), sizeof(((struct ps_policy *)0)->field),                 \
+	    sizeof(((struct ps_policy *)0)->field[0]), offsetof(struct ps_policy, count)
 
-size_t policy_to_args(const struct ps_policy *p, const char **argv, size_t max)
-{
-	size_t n = 0;
-#define PUSH(flag, value)                                                                          \
-	do {                                                                                       \
-		if (n + 2 < max) {                                                                 \
-			argv[n++] = (flag);                                                        \
-			argv[n++] = (value);                                                       \
-		}                                                                                  \
-	} while (0)
-	PUSH("--tap-prefix", p->tap_prefix);
-	PUSH("--dm-prefix", p->dm_prefix);
-	PUSH("--dm-uuid-prefix", p->dm_uuid_prefix);
-	for (uint32_t i = 0; i < p->n_loop_roots; i++)
-		PUSH("--loop-root", p->loop_roots[i]);
-	for (uint32_t i = 0; i < p->n_api_sock_roots; i++)
-		PUSH("--api-sock-root", p->api_sock_roots[i]);
-	for (uint32_t i = 0; i < p->n_firecracker_names; i++)
-		PUSH("--firecracker-name", p->firecracker_names[i]);
-#undef PUSH
-	argv[n] = NULL;
-	return n;
-}
+const struct policy_flag policy_flags[POLICY_N_FLAGS] = {
+    {"--tap-prefix", "PREFIX", "tap devices banger may delete", policy_set_tap_prefix,
+     SINGLE(tap_prefix)},
+    {"--dm-prefix", "PREFIX", "DM names banger may remove", policy_set_dm_prefix,
+     SINGLE(dm_prefix)},
+    {"--dm-uuid-prefix", "PREFIX", "DM uuids banger may remove", policy_set_dm_uuid_prefix,
+     SINGLE(dm_uuid_prefix)},
+    {"--loop-root", "DIR", "loop backing files must lie below (repeatable)", policy_add_loop_root,
+     LIST(loop_roots, n_loop_roots)},
+    {"--api-sock-root", "DIR", "firecracker api sockets must lie below (repeatable)",
+     policy_add_api_sock_root, LIST(api_sock_roots, n_api_sock_roots)},
+    {"--firecracker-name", "NAME", "executable names that count as firecracker (repeatable)",
+     policy_add_firecracker_name, LIST(firecracker_names, n_firecracker_names)},
+};
 
 static const char *root_of(const char (*roots)[PS_PATH_MAX], uint32_t n, const char *path)
 {

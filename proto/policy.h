@@ -29,6 +29,31 @@ int policy_finish(struct ps_policy *p, char *why, size_t why_size);
 
 bool policy_equal(const struct ps_policy *a, const struct ps_policy *b);
 
+/*
+ * The policy's settings, one row each: the helper parses its command line
+ * with this table, bangerd's configuration takes the same settings from
+ * its file (key: the flag with '_' for '-') and its own flags, and bangerd
+ * builds the helper's command line from it. A list setting (repeatable
+ * flag) keeps entry_size-byte entries at offset and their count at
+ * count_offset; a single one is one string field.
+ */
+struct policy_flag {
+	const char *flag; /* "--tap-prefix" */
+	const char *meta;
+	const char *help;
+	int (*set)(struct ps_policy *p, const char *value); /* a list's adds one entry */
+	size_t offset, size;
+	size_t entry_size, count_offset; /* lists only; entry_size 0 for a single value */
+};
+
+#define POLICY_N_FLAGS 6
+extern const struct policy_flag policy_flags[POLICY_N_FLAGS];
+
+/* Empty a list setting (the command line replaces the file's list); a single one is left. */
+void policy_flag_clear(const struct policy_flag *f, struct ps_policy *p);
+/* Does a configuration key ("loop_root") name this setting? */
+bool policy_flag_is_key(const struct policy_flag *f, const char *key);
+
 /* Helper command-line flags for this policy: a NULL-terminated vector of static storage in p. */
 size_t policy_to_args(const struct ps_policy *p, const char **argv, size_t max);
 #define POLICY_MAX_ARGS (2 * (3 + 2 * PS_POLICY_MAX_ROOTS + PS_POLICY_MAX_NAMES))

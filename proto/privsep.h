@@ -19,9 +19,10 @@
 #include <stdint.h>
 
 #include "fdpass.h"
+#include "macro.h"
 
 #define PS_MAGIC	    0x52474e42u /* "BNGR" in little-endian byte order */
-#define PS_PROTOCOL_VERSION 2		/* 2: identity by the listening socket held (SCAN kinds) */
+#define PS_PROTOCOL_VERSION 3		/* 3: the caller names bangerd's call and the VM apart */
 
 /* An api socket path must fit sockaddr_un.sun_path, or firecracker could not bind it. */
 #define PS_SOCK_PATH_MAX 108
@@ -30,7 +31,8 @@
 #define PS_DM_UUID_MAX	 129 /* DM_UUID_LEN */
 #define PS_IFNAME_MAX	 16  /* IFNAMSIZ */
 #define PS_EXE_NAME_MAX	 64
-#define PS_WHAT_MAX	 32
+#define PS_CALL_MAX	 32 /* bangerd's call id, "SetHandles#17" */
+#define PS_VM_ID_MAX	 64 /* bangerd's VM ids: [A-Za-z0-9][A-Za-z0-9_.-]{0,63} */
 
 #define PS_POLICY_MAX_ROOTS 16
 #define PS_POLICY_MAX_NAMES 4
@@ -62,6 +64,9 @@ enum ps_direction {
 	PS_TO_DAEMON,
 };
 
+/* Every request's reply is the next type number. */
+#define PS_REPLY_TO(type) ((uint16_t)((type) + 1))
+
 struct ps_header {
 	uint32_t magic;
 	uint16_t version;
@@ -75,14 +80,19 @@ static_assert(sizeof(struct ps_header) == 24, "header layout");
 /*
  * The client that caused a request, sent along by bangerd so that the
  * helper's audit line names it. pid 0 means bangerd acted on its own
- * (reconcile, exit watching); what says which method or task.
+ * (reconcile, exit watching). call is bangerd's id for the call or task
+ * ("SetHandles#17", "startup"), the one its own log lines carry; vm is the
+ * VM the request is about, empty when it is about none or many (SCAN).
+ * Both are printable ASCII without spaces (vm: a VM id's own grammar), so
+ * that each can become a log field of its own.
  */
 struct ps_caller {
 	uint32_t uid;
 	uint32_t gid;
 	int32_t pid;
 	uint32_t reserved;
-	char what[PS_WHAT_MAX];
+	char call[PS_CALL_MAX];
+	char vm[PS_VM_ID_MAX + 8]; /* the id, its NUL, zero fill */
 };
 
 /* The helper's policy, fixed on its command line; HELLO_REPLY echoes it. */
@@ -144,7 +154,6 @@ enum ps_reason {
 	PS_REASON_OUTSIDE_ROOTS,
 	PS_REASON_EXITED_DURING_PROBE,
 	PS_REASON_PIDFD_INVALID,
-	PS_REASON_NOT_IMPLEMENTED,
 	PS_REASON_MISSING_PREFIX,
 	PS_REASON_MISSING_UUID_PREFIX,
 	PS_REASON_WRONG_LINK_KIND,
@@ -251,7 +260,7 @@ struct ps_teardown_result {
 };
 
 struct ps_teardown_reply {
-	int32_t err; /* a failure of the whole request (-ENOSYS before teardown exists) */
+	int32_t err; /* a failure of the whole request, or 0 */
 	uint32_t count;
 	struct ps_teardown_result results[PS_TEARDOWN_MAX_RESULTS];
 };
@@ -267,7 +276,16 @@ union ps_payload {
 	struct ps_teardown_reply teardown_reply;
 };
 
+/* The requests alone: what the helper's receive buffer must hold. */
+union ps_request {
+	struct ps_hello hello;
+	struct ps_probe probe;
+	struct ps_scan scan;
+	struct ps_teardown teardown;
+};
+
 #define PS_MAX_MESSAGE_BYTES (sizeof(struct ps_header) + sizeof(union ps_payload))
+#define PS_MAX_REQUEST_BYTES (sizeof(struct ps_header) + sizeof(union ps_request))
 
 /* A decoded message. fds are owned by it until a handler takes them (sets the slot to -1). */
 struct ps_message {
@@ -277,36 +295,103 @@ struct ps_message {
 	size_t nfds;
 };
 
+/*
+ * The codec comes in two halves so that each side links only what it runs:
+ * the helper decodes requests and encodes replies (privsep.c and
+ * privsep_request.c), bangerd encodes requests and decodes replies (all of
+ * it, plus privsep_reply.c). Which types a side accepts, and how each must
+ * look, is that side's own table of struct ps_spec rows: the helper's
+ * request table lives with its handlers (privhelper/dispatch.c), bangerd's
+ * reply table in privsep_reply.c.
+ */
+
+/* Checks a payload whose size is already exact; 0 or -EBADMSG with why filled in. */
+typedef int (*ps_validator)(const union ps_payload *p, size_t nfds, char *why, size_t why_size);
+
+/* How one message type looks on the wire. */
+struct ps_spec {
+	uint16_t type;
+	const char *name;
+	size_t payload_size;
+	size_t max_fds;
+	ps_validator validate;
+};
+
+/* --- Both sides (privsep.c) ---------------------------------------------- */
+
 void ps_message_init(struct ps_message *msg);
 void ps_message_close_fds(struct ps_message *msg);
 /* Take fd i out of the message; the caller owns it. */
 int ps_message_take_fd(struct ps_message *msg, size_t i);
 
-/* Largest number of fds a message of this direction may carry (sizes the receive buffer). */
-size_t ps_max_fds(enum ps_direction dir);
-
-const char *ps_type_name(uint16_t type);
 const char *ps_reason_name(int reason);
 const char *ps_probe_status_name(int status);
 const char *ps_teardown_status_name(int status);
-const char *ps_resource_kind_name(int kind);
+
+/* Fill why and return -EBADMSG: every violation is reported through this. */
+int ps_violation(char *why, size_t why_size, const char *fmt, ...) _printf_(3, 4);
+/* A counted array of string fields: entries below count non-empty and clean, the rest zero. */
+int ps_check_string_array(const char *base, size_t entry_size, size_t capacity, uint32_t count,
+			  const char *label, char *why, size_t why_size);
+/* A string field that must be terminated and zero-filled after its terminator. */
+int ps_check_string(const char *field, size_t size, const char *label, char *why, size_t why_size);
+/* Reserved bytes that must be zero. */
+int ps_check_zero(const void *field, size_t size, const char *label, char *why, size_t why_size);
+
+/* A decoder of one received datagram: ps_decode_reply(), or the helper's of requests. */
+typedef int (*ps_decode_fn)(const void *buf, size_t len, size_t nfds_received,
+			    struct ps_message *msg, char *why, size_t why_size);
+
+/*
+ * Receive one datagram into buf (cap bytes: one more than the largest message it may be,
+ * so that an oversize one shows as MSG_TRUNC) with at most max_fds fds, and decode it.
+ * Truncation, MSG_CTRUNC and foreign control messages are violations. 1 with msg filled
+ * (its fds are the caller's), 0 at EOF, -EAGAIN (nonblock), -EBADMSG with why (every fd
+ * that came is closed), or another -errno.
+ */
+int ps_recv_decoded(int sock, unsigned char *buf, size_t cap, size_t max_fds, bool nonblock,
+		    ps_decode_fn decode, struct ps_message *msg, char *why, size_t why_size);
 
 /*
  * Decode one received datagram. Pure: no I/O, no fds opened or closed.
- * Returns 0, or -EBADMSG with a description of the violation in why.
- * On success msg->header and msg->payload are set; fds are not touched.
+ * ps_decode_header() checks magic, version, that the header's length is the
+ * datagram's and its fd count what arrived, and returns the header in h.
+ * ps_decode_payload() then checks it against spec (exact size, fds allowed,
+ * spec->validate) and copies header and payload into msg. Each returns 0 or
+ * -EBADMSG with the violation described in why.
  */
-int ps_decode(enum ps_direction dir, const void *buf, size_t len, size_t nfds_received,
-	      struct ps_message *msg, char *why, size_t why_size);
+int ps_decode_header(const void *buf, size_t len, size_t nfds_received, struct ps_header *h,
+		     char *why, size_t why_size);
+int ps_decode_payload(const struct ps_spec *spec, const void *buf, size_t len, size_t nfds_received,
+		      struct ps_message *msg, char *why, size_t why_size);
 
-/* Send one message; payload must be the exact fixed layout for type. Returns 0 or -errno. */
+/*
+ * Send one message; the payload must be the exact fixed layout for type (the
+ * sender's own table says so; here only its bounds are checked). 0 or -errno.
+ */
 int ps_send(int sock, uint16_t type, uint64_t request_id, const void *payload, size_t payload_len,
 	    const int *fds, size_t nfds);
 
+/* --- The helper's half (privsep_request.c): request payload validators ---- */
+
+int ps_validate_hello(const union ps_payload *p, size_t nfds, char *why, size_t why_size);
+int ps_validate_probe(const union ps_payload *p, size_t nfds, char *why, size_t why_size);
+int ps_validate_scan(const union ps_payload *p, size_t nfds, char *why, size_t why_size);
+int ps_validate_teardown(const union ps_payload *p, size_t nfds, char *why, size_t why_size);
+
+/* --- bangerd's half (privsep_reply.c) ------------------------------------- */
+
+/* Every type's name, requests and replies. */
+const char *ps_type_name(uint16_t type);
+const char *ps_resource_kind_name(int kind);
+
+/* Decode a reply (see ps_decode_header); a request type here is a violation. */
+int ps_decode_reply(const void *buf, size_t len, size_t nfds_received, struct ps_message *msg,
+		    char *why, size_t why_size);
+
 /*
- * Receive and decode one message. Returns 1 with msg filled (owning its fds),
+ * Receive and decode one reply. Returns 1 with msg filled (owning its fds),
  * 0 on EOF, -EAGAIN when nonblock and nothing is queued, -EBADMSG on a
  * violation (why says what; every received fd already closed), or -errno.
  */
-int ps_recv(int sock, enum ps_direction dir, bool nonblock, struct ps_message *msg, char *why,
-	    size_t why_size);
+int ps_recv_reply(int sock, bool nonblock, struct ps_message *msg, char *why, size_t why_size);

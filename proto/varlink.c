@@ -90,6 +90,7 @@ struct varlink_call {
 	size_t nfds;
 	void (*cancel)(struct varlink_call *c, void *ud);
 	void *cancel_ud;
+	struct varlink_method_stats *counted; /* its method's counters, or NULL */
 };
 
 struct varlink_conn {
@@ -106,8 +107,15 @@ struct varlink_conn {
 	struct event *ev_resume; /* the next turn of a connection that used up its call budget */
 	struct evbuffer_cb_entry *out_cb;
 	struct evbuffer_cb_entry *in_cb;
-	int fdq[VARLINK_MAX_QUEUED_FDS];
+	/* fds received and not yet given to a call, each with the stream offset of the last
+	 * byte that came with it: they belong to the message holding that byte. */
+	struct queued_fd {
+		int fd;
+		uint64_t at;
+	} fdq[VARLINK_MAX_QUEUED_FDS];
 	size_t nfdq;
+	uint64_t received; /* bytes read from the client so far */
+	uint64_t msg_end;  /* stream offset just past the NUL of the message being dispatched */
 	struct varlink_call *current;
 	bool admin;	  /* may send fds; exempt from the per-uid limit */
 	bool dispatching; /* inside process_input: replies must not recurse into it */
@@ -133,6 +141,7 @@ struct varlink_server {
 	struct event *ev_accept;
 	struct event *ev_reap; /* frees dead connections from the loop */
 	const struct varlink_interface *ifaces[VARLINK_MAX_INTERFACES];
+	struct varlink_method_stats method_stats[VARLINK_MAX_INTERFACES][VARLINK_MAX_METHODS];
 	size_t n_ifaces;
 	TAILQ_HEAD(, varlink_conn) conns;
 	TAILQ_HEAD(, varlink_conn) dead;
@@ -367,6 +376,8 @@ void varlink_reply(struct varlink_call *c, yajl_gen params, bool continues)
 void varlink_error(struct varlink_call *c, const char *error, yajl_gen params)
 {
 	c->server->stats.errors++;
+	if (c->counted)
+		c->counted->errors++;
 	if (c->conn && !c->conn->dead && !c->oneway) {
 		char prefix[256];
 		snprintf(prefix, sizeof(prefix), "{\"error\":\"%s\",\"parameters\":", error);
@@ -471,6 +482,22 @@ static void service_get_info(struct varlink_call *c, yajl_val params)
 	varlink_reply(c, varlink_params_end(g), false);
 }
 
+/* Where iface sits among the added interfaces, or -1. */
+static int server_iface_index(const struct varlink_server *s, const struct varlink_interface *iface)
+{
+	for (size_t i = 0; i < s->n_ifaces; i++)
+		if (s->ifaces[i] == iface)
+			return (int)i;
+	return -1;
+}
+
+const struct varlink_method_stats *
+varlink_server_method_stats(const struct varlink_server *s, const struct varlink_interface *iface)
+{
+	int i = server_iface_index(s, iface);
+	return i < 0 ? NULL : s->method_stats[i];
+}
+
 static const struct varlink_interface *server_find_interface(struct varlink_server *s,
 							     const char *name, size_t len)
 {
@@ -538,14 +565,133 @@ static int get_optional_bool(yajl_val obj, const char *key, bool *out)
 	return r;
 }
 
-static void conn_dispatch(struct varlink_conn *conn, const char *text)
+/*
+ * Move the queued fds that came with the message being dispatched into fds (at most
+ * VARLINK_MAX_FDS_PER_MSG; the rest are closed); with fds NULL, close them. The kernel
+ * hands over a sendmsg's fds with a read that ends inside (or at the end of) that
+ * sendmsg's bytes, so a call pipelined ahead of the one that carries fds never gets them.
+ */
+static void conn_take_fds(struct varlink_conn *conn, int *fds, size_t *nfds)
+{
+	size_t kept = 0;
+	for (size_t i = 0; i < conn->nfdq; i++) {
+		struct queued_fd q = conn->fdq[i];
+		if (q.at >= conn->msg_end)
+			conn->fdq[kept++] = q;
+		else if (fds && *nfds < VARLINK_MAX_FDS_PER_MSG)
+			fds[(*nfds)++] = q.fd;
+		else
+			fd_closer_close(conn->server->closer, q.fd);
+	}
+	conn->nfdq = kept;
+}
+
+/* The envelope of one call, checked before the call exists. */
+struct call_envelope {
+	const char *method;
+	yajl_val params; /* NULL when the call has none */
+	bool more, oneway, upgrade;
+};
+
+/* Read the envelope of msg; false after replying with a protocol error. */
+static bool parse_envelope(struct varlink_conn *conn, yajl_val msg, struct call_envelope *env)
+{
+	if (!YAJL_IS_OBJECT(msg)) {
+		conn_reply_protocol_error(conn, "message: not a JSON object");
+		return false;
+	}
+	if (json_get_string(msg, "method", &env->method) < 0) {
+		conn_reply_protocol_error(conn, "method");
+		return false;
+	}
+	if (get_optional_bool(msg, "more", &env->more) < 0 ||
+	    get_optional_bool(msg, "oneway", &env->oneway) < 0 ||
+	    get_optional_bool(msg, "upgrade", &env->upgrade) < 0) {
+		conn_reply_protocol_error(conn, "more/oneway/upgrade must be booleans");
+		return false;
+	}
+	env->params = NULL;
+	if (json_get_object(msg, "parameters", &env->params) == -EINVAL) {
+		conn_reply_protocol_error(conn, "parameters");
+		return false;
+	}
+	return true;
+}
+
+/* The call now in flight on conn, owning every fd that arrived up to its message's end. */
+static struct varlink_call *call_start(struct varlink_conn *conn, const struct call_envelope *env)
 {
 	struct varlink_server *s = conn->server;
-	char why[256];
+	struct varlink_call *c = calloc(1, sizeof(*c));
+	if (!c || !(c->method = strdup(env->method))) {
+		free(c);
+		conn_kill(conn, "out of memory");
+		return NULL;
+	}
+	c->conn = conn;
+	c->server = s;
+	c->id = ++s->next_call_id;
+	c->more = env->more;
+	c->oneway = env->oneway;
+	conn_take_fds(conn, c->fds, &c->nfds);
+	conn->current = c;
+	s->stats.calls++;
+	s->stats.calls_in_flight++;
+	return c;
+}
+
+/* fds only where a method declares them: anything else is a protocol error. */
+static void refuse_fds(struct varlink_call *c)
+{
+	c->conn->close_after_flush = true;
+	c->server->stats.connections_dropped++;
+	varlink_error_invalid_parameter(c, "file descriptors: this method takes none");
+}
+
+/* Hand the call to its method, or answer it with the error that says why there is none. */
+static void call_route(struct varlink_call *c, const char *method, yajl_val params)
+{
+	struct varlink_server *s = c->server;
+	const char *dot = strrchr(method, '.');
+	const struct varlink_interface *iface =
+	    dot ? server_find_interface(s, method, (size_t)(dot - method)) : NULL;
+	const struct varlink_method *m = NULL;
+	for (size_t i = 0; iface && i < iface->n_methods; i++)
+		if (strcmp(iface->methods[i].name, dot + 1) == 0)
+			m = &iface->methods[i];
+	if (m) {
+		c->counted = &s->method_stats[server_iface_index(s, iface)][m - iface->methods];
+		c->counted->calls++;
+	}
+
+	if (c->nfds > 0 && (strncmp(method, "org.varlink.service.", 20) == 0 || !m ||
+			    !(m->flags & VARLINK_METHOD_TAKES_FDS))) {
+		refuse_fds(c);
+	} else if (strcmp(method, "org.varlink.service.GetInfo") == 0) {
+		service_get_info(c, params);
+	} else if (strcmp(method, "org.varlink.service.GetInterfaceDescription") == 0) {
+		service_get_interface_description(c, params);
+	} else if (!iface) {
+		/* Whole, not cut: a cut can split a UTF-8 character, and yajl refuses that. */
+		_cleanup_free_ char *name =
+		    strndup(method, dot ? (size_t)(dot - method) : SIZE_MAX);
+		varlink_error(c, "org.varlink.service.InterfaceNotFound",
+			      name ? params_one_string("interface", name) : NULL);
+	} else if (m) {
+		m->fn(c, params, s->userdata);
+	} else {
+		varlink_error(c, "org.varlink.service.MethodNotFound",
+			      params_one_string("method", method));
+	}
+}
+
+static void conn_dispatch(struct varlink_conn *conn, const char *text)
+{
+	static const char empty_object[] = "{}";
 	_cleanup_(yajl_tree_freep) yajl_val msg = NULL;
-	const char *method;
-	yajl_val params = NULL;
-	bool more, oneway, upgrade;
+	_cleanup_(yajl_tree_freep) yajl_val empty = NULL;
+	struct call_envelope env;
+	char why[256];
 
 	if (json_parse_bounded(text, JSON_MAX_DEPTH, VARLINK_MAX_MESSAGE_NODES, &msg, why,
 			       sizeof(why)) < 0) {
@@ -554,100 +700,21 @@ static void conn_dispatch(struct varlink_conn *conn, const char *text)
 		conn_reply_protocol_error(conn, what);
 		return;
 	}
-	if (!YAJL_IS_OBJECT(msg)) {
-		conn_reply_protocol_error(conn, "message: not a JSON object");
+	if (!parse_envelope(conn, msg, &env))
 		return;
-	}
-	if (json_get_string(msg, "method", &method) < 0) {
-		conn_reply_protocol_error(conn, "method");
-		return;
-	}
-	if (get_optional_bool(msg, "more", &more) < 0 ||
-	    get_optional_bool(msg, "oneway", &oneway) < 0 ||
-	    get_optional_bool(msg, "upgrade", &upgrade) < 0) {
-		conn_reply_protocol_error(conn, "more/oneway/upgrade must be booleans");
-		return;
-	}
-	int r = json_get_object(msg, "parameters", &params);
-	if (r == -EINVAL) {
-		conn_reply_protocol_error(conn, "parameters");
-		return;
-	}
-	static const char empty_object[] = "{}";
-	_cleanup_(yajl_tree_freep) yajl_val empty = NULL;
-	if (r == -ENOENT) {
-		json_parse(empty_object, JSON_MAX_DEPTH, &empty, NULL, 0);
-		params = empty;
-	}
-
-	struct varlink_call *c = calloc(1, sizeof(*c));
-	if (!c || !params || !(c->method = strdup(method))) {
-		free(c);
+	if (!env.params && json_parse(empty_object, JSON_MAX_DEPTH, &empty, NULL, 0) == 0)
+		env.params = empty;
+	if (!env.params) {
 		conn_kill(conn, "out of memory");
 		return;
 	}
-	c->conn = conn;
-	c->server = s;
-	c->id = ++s->next_call_id;
-	c->more = more;
-	c->oneway = oneway;
-	/* Every fd that arrived up to this message's end belongs to it. */
-	for (size_t i = 0; i < conn->nfdq; i++) {
-		if (c->nfds < VARLINK_MAX_FDS_PER_MSG)
-			c->fds[c->nfds++] = conn->fdq[i];
-		else
-			fd_closer_close(s->closer, conn->fdq[i]);
-	}
-	conn->nfdq = 0;
-	conn->current = c;
-	s->stats.calls++;
-	s->stats.calls_in_flight++;
-
-	if (upgrade) {
+	struct varlink_call *c = call_start(conn, &env);
+	if (!c)
+		return;
+	if (env.upgrade)
 		varlink_error_invalid_parameter(c, "upgrade");
-		return;
-	}
-	if (c->nfds > 0 && strncmp(method, "org.varlink.service.", 20) == 0) {
-		conn->close_after_flush = true;
-		s->stats.connections_dropped++;
-		varlink_error_invalid_parameter(c, "file descriptors: this method takes none");
-		return;
-	}
-	if (strcmp(method, "org.varlink.service.GetInfo") == 0) {
-		service_get_info(c, params);
-		return;
-	}
-	if (strcmp(method, "org.varlink.service.GetInterfaceDescription") == 0) {
-		service_get_interface_description(c, params);
-		return;
-	}
-	const char *dot = strrchr(method, '.');
-	const struct varlink_interface *iface =
-	    dot ? server_find_interface(s, method, (size_t)(dot - method)) : NULL;
-	const struct varlink_method *m = NULL;
-	for (size_t i = 0; iface && i < iface->n_methods; i++)
-		if (strcmp(iface->methods[i].name, dot + 1) == 0)
-			m = &iface->methods[i];
-	if (c->nfds > 0 && !(m && (m->flags & VARLINK_METHOD_TAKES_FDS))) {
-		/* fds only where a method declares them: anything else is a protocol error. */
-		conn->close_after_flush = true;
-		s->stats.connections_dropped++;
-		varlink_error_invalid_parameter(c, "file descriptors: this method takes none");
-		return;
-	}
-	if (!iface) {
-		char name[256];
-		snprintf(name, sizeof(name), "%.*s",
-			 dot ? (int)(dot - method) : (int)strlen(method), method);
-		varlink_error(c, "org.varlink.service.InterfaceNotFound",
-			      params_one_string("interface", name));
-		return;
-	}
-	if (m) {
-		m->fn(c, params, s->userdata);
-		return;
-	}
-	varlink_error(c, "org.varlink.service.MethodNotFound", params_one_string("method", method));
+	else
+		call_route(c, env.method, env.params);
 }
 
 static void conn_arm_timers(struct varlink_conn *conn)
@@ -697,7 +764,9 @@ static void conn_process_input(struct varlink_conn *conn)
 			break;
 		}
 		evbuffer_remove(conn->in, text, len + 1);
+		conn->msg_end += len + 1;
 		conn_dispatch(conn, text);
+		conn_take_fds(conn, NULL, NULL); /* a message refused before it became a call */
 	}
 	conn->dispatching = false;
 	if (!conn->dead) {
@@ -706,6 +775,33 @@ static void conn_process_input(struct varlink_conn *conn)
 		conn_update_read(conn);
 		conn_flush(conn);
 	}
+}
+
+/* Queue the fds that came with a read for the call they belong to; false when conn was killed. */
+static bool conn_queue_fds(struct varlink_conn *conn, const struct fdpass_recv *in)
+{
+	if (in->nfds > 0 && !conn->admin) {
+		/* Where the kernel cannot refuse them (no SO_PASSRIGHTS), we do. */
+		for (size_t k = 0; k < in->nfds; k++)
+			fd_closer_close(conn->server->closer, in->fds[k]);
+		conn->server->stats.connections_dropped++;
+		conn_kill(conn, "file descriptors from a client who may not send any");
+		return false;
+	}
+	/* The last byte read with them names their message (conn_take_fds). */
+	for (size_t k = 0; k < in->nfds; k++) {
+		if (conn->nfdq < VARLINK_MAX_QUEUED_FDS && in->len > 0)
+			conn->fdq[conn->nfdq++] = (struct queued_fd){
+			    .fd = in->fds[k], .at = conn->received + in->len - 1};
+		else
+			fd_closer_close(conn->server->closer, in->fds[k]);
+	}
+	conn->received += in->len;
+	if (in->ctruncated || in->foreign_cmsg) {
+		conn_kill(conn, "too many file descriptors with one message");
+		return false;
+	}
+	return true;
 }
 
 static void on_conn_readable(evutil_socket_t fd, short what, void *arg)
@@ -724,24 +820,8 @@ static void on_conn_readable(evutil_socket_t fd, short what, void *arg)
 			conn_kill(conn, "read failed");
 			return;
 		}
-		if (in.nfds > 0 && !conn->admin) {
-			/* Where the kernel cannot refuse them (no SO_PASSRIGHTS), we do. */
-			for (size_t k = 0; k < in.nfds; k++)
-				fd_closer_close(conn->server->closer, in.fds[k]);
-			conn->server->stats.connections_dropped++;
-			conn_kill(conn, "file descriptors from a client who may not send any");
+		if (!conn_queue_fds(conn, &in))
 			return;
-		}
-		for (size_t k = 0; k < in.nfds; k++) {
-			if (conn->nfdq < VARLINK_MAX_QUEUED_FDS)
-				conn->fdq[conn->nfdq++] = in.fds[k];
-			else
-				fd_closer_close(conn->server->closer, in.fds[k]);
-		}
-		if (in.ctruncated || in.foreign_cmsg) {
-			conn_kill(conn, "too many file descriptors with one message");
-			return;
-		}
 		if (r == 0) {
 			conn->read_eof = true;
 			event_del(conn->ev_read);
@@ -761,16 +841,22 @@ static void on_conn_readable(evutil_socket_t fd, short what, void *arg)
 		}
 		/* A whole message to work on: the rest can wait in the kernel. */
 		if (memchr(buf, '\0', in.len) ||
-		    evbuffer_get_length(conn->in) > VARLINK_MAX_MESSAGE_BYTES) {
-			event_del(conn->ev_read);
+		    evbuffer_get_length(conn->in) > VARLINK_MAX_MESSAGE_BYTES)
 			break;
-		}
 	}
-	if (!conn->dead)
-		conn_arm_timers(conn); /* it spoke: not idle */
-	if (!conn->dead && !conn->current)
+	if (conn->dead)
+		return;
+	conn_arm_timers(conn); /* it spoke: not idle */
+	/*
+	 * Reading stops only while a whole message has to wait (a call is open): a client
+	 * that waits for each reply, as most do, costs no epoll_ctl per call.
+	 */
+	if (!conn->current) {
 		conn_process_input(conn);
-	else if (!conn->dead && conn->read_eof)
+		return;
+	}
+	conn_update_read(conn);
+	if (conn->read_eof)
 		conn_flush(conn);
 }
 
@@ -840,7 +926,7 @@ static void conn_free(struct varlink_conn *conn)
 {
 	struct varlink_server *s = conn->server;
 	for (size_t i = 0; i < conn->nfdq; i++)
-		fd_closer_close(s->closer, conn->fdq[i]);
+		fd_closer_close(s->closer, conn->fdq[i].fd);
 	struct event *events[] = {conn->ev_read, conn->ev_write, conn->ev_partial,
 				  conn->ev_idle, conn->ev_stall, conn->ev_resume};
 	for (size_t i = 0; i < ELEMENTSOF(events); i++)
@@ -1095,7 +1181,7 @@ void varlink_server_set_limits(struct varlink_server *s, const struct varlink_li
 
 int varlink_server_add_interface(struct varlink_server *s, const struct varlink_interface *iface)
 {
-	if (s->n_ifaces >= VARLINK_MAX_INTERFACES)
+	if (s->n_ifaces >= VARLINK_MAX_INTERFACES || iface->n_methods > VARLINK_MAX_METHODS)
 		return -E2BIG;
 	s->ifaces[s->n_ifaces++] = iface;
 	return 0;

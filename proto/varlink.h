@@ -2,7 +2,9 @@
  * A Varlink server on libevent (https://varlink.org): NUL-terminated JSON
  * calls over a Unix stream socket, org.varlink.service built in, file
  * descriptors accepted alongside a call (SCM_RIGHTS, as sd-varlink sends
- * them). Generic: bangerd's io.banger.Handles and the test server for
+ * them: with the call's own bytes; an fd belongs to the message that holds
+ * the last byte it was read with, so a call pipelined ahead of it never gets
+ * it). Generic: bangerd's io.banger.Handles and the test server for
  * org.varlink.certification both sit on it.
  *
  * Calls on one connection are answered in order, one at a time: a method
@@ -122,6 +124,15 @@ struct varlink_stats {
 	size_t input_bytes;  /* received and not yet parsed */
 };
 
+/* Methods an interface may have: each gets its own counters, a bounded set. */
+#define VARLINK_MAX_METHODS 32
+
+/* One method of an added interface: calls dispatched to it, and how many ended in an error. */
+struct varlink_method_stats {
+	uint64_t calls;
+	uint64_t errors;
+};
+
 struct varlink_server *varlink_server_new(struct event_base *base,
 					  const struct varlink_server_info *info, void *userdata);
 void varlink_server_free(struct varlink_server *s);
@@ -138,7 +149,10 @@ void varlink_server_set_limits(struct varlink_server *s, const struct varlink_li
 void varlink_server_close_fd(struct varlink_server *s, int fd);
 /* fds handed to the closer and not closed yet. */
 unsigned long varlink_server_fds_closing(struct varlink_server *s);
-/* The interface (and its methods and description) must outlive the server. */
+/*
+ * The interface (and its methods and description) must outlive the server.
+ * -E2BIG past VARLINK_MAX_INTERFACES, or for more than VARLINK_MAX_METHODS methods.
+ */
 int varlink_server_add_interface(struct varlink_server *s, const struct varlink_interface *iface);
 /* Serve a listening socket (bound and listening already; the server owns it now). */
 int varlink_server_listen_fd(struct varlink_server *s, int fd);
@@ -153,6 +167,13 @@ void varlink_server_stop_accepting(struct varlink_server *s);
 /* End every "more" call (its cancel callback runs) and close idle connections. */
 void varlink_server_close_idle(struct varlink_server *s);
 void varlink_server_stats(const struct varlink_server *s, struct varlink_stats *out);
+/*
+ * Per method of iface (an added interface), in the order of iface->methods; NULL if it was
+ * not added. Calls to org.varlink.service and to names that resolve to no method count only
+ * in varlink_stats.
+ */
+const struct varlink_method_stats *
+varlink_server_method_stats(const struct varlink_server *s, const struct varlink_interface *iface);
 /* Bytes of replies not yet taken by their clients (a clean shutdown waits for 0). */
 size_t varlink_server_pending_output(const struct varlink_server *s);
 

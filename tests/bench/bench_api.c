@@ -203,10 +203,11 @@ static void run_load(struct load *l, struct client *clients, size_t n)
 static void print_figures(const struct load *l)
 {
 	double seconds = (double)(l->measure_until - l->measure_from) / (double)NS_PER_S;
-	printf("calls=%llu seconds=%.3f calls_per_s=%.0f p50_us=%.1f p99_us=%.1f "
+	printf("calls=%llu seconds=%.3f calls_per_s=%.0f p50_us=%.1f p95_us=%.1f p99_us=%.1f "
 	       "reply_bytes=%zu\n",
 	       (unsigned long long)l->calls, seconds, (double)l->calls / seconds,
 	       (double)samples_percentile(&l->latency, 50) / NS_PER_US,
+	       (double)samples_percentile(&l->latency, 95) / NS_PER_US,
 	       (double)samples_percentile(&l->latency, 99) / NS_PER_US, l->reference_len);
 }
 

@@ -12,7 +12,14 @@ shared and noisy), runs redis-benchmark and the C load generator bench_api
 redis). Prints medians over the rounds and the ratio bangerd/redis; never
 asserts a figure. Fails only on wrong replies, redis misses, or a leak.
 
-usage: bench_api.py BENCH_API_EXE [--rounds N] [--seconds S]
+With --baseline BUILD_DIR (another commit's build, e.g. a worktree of it
+configured with meson), that build's bangerd runs beside this one, each with
+its own VM, and every round measures both back to back (in alternating
+order); it then prints, per method and concurrency, the median over rounds
+of this build's calls/s over the baseline's in the same round: the noise of
+a shared machine hits both alike.
+
+usage: bench_api.py BENCH_API_EXE [--rounds N] [--seconds S] [--baseline BUILD_DIR]
 """
 import argparse
 import csv
@@ -25,8 +32,8 @@ import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import (IFACE, Bench, check, fd_count, key_values, rss_kib,  # noqa: E402
-                      run_checked, skip, wait_fds_back, wait_until)
+from benchlib import (IFACE, Bench, add_json_option, check, fd_count, key_values,  # noqa: E402
+                      record, rss_kib, run_checked, skip, wait_fds_back, wait_until)
 
 CLIENTS = (1, 50)
 METHODS = ("GetHandles", "IsAlive")
@@ -125,7 +132,8 @@ def start_redis(bench, server, value):
 
 
 def redis_benchmark(tool, path, clients, requests):
-    """One redis-benchmark GET run: requests/s, and p50/p99 in us when this version prints them."""
+    """One redis-benchmark GET run: requests/s, and p50/p95/p99 in us when this version prints
+    them."""
     out = run_checked([tool, "-s", path, "-t", "get", "-c", str(clients), "-n", str(requests),
                        "-P", "1", "--csv"], "redis-benchmark", timeout=300)
     rows = [r for r in csv.reader(out.splitlines()) if r]
@@ -134,7 +142,7 @@ def redis_benchmark(tool, path, clients, requests):
     check(data is not None, f"no GET line in redis-benchmark output:\n{out}")
     row = dict(zip(header, data))
     result = {"rps": float(row["rps"])}
-    for key in ("p50", "p99"):
+    for key in ("p50", "p95", "p99"):
         if f"{key}_latency_ms" in row:
             result[f"{key}_us"] = float(row[f"{key}_latency_ms"]) * 1000
     return result
@@ -163,11 +171,24 @@ def setup_vm(bench, d):
     return stub.pid, raw
 
 
+def cpu_seconds(pid):
+    """User + system CPU time a process has used (/proc/PID/stat, in clock ticks)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_loadgen(exe, d, method, clients, pid, seconds):
+    """One loadgen run; its figures, and bangerd's CPU per call over the whole run."""
+    cpu0 = cpu_seconds(d.proc.pid)
     out = run_checked([exe, d.socket, method, VM_ID, str(clients), str(pid), str(WARMUP_MS),
                        str(int(seconds * 1000))], f"bench_api {method} c={clients}",
                       timeout=seconds + 120)
-    return key_values(out.strip().splitlines()[-1])
+    figures = key_values(out.strip().splitlines()[-1])
+    # The warm-up's calls are not in the count, its CPU is: the ratio between builds is fair.
+    figures["cpu_us_per_call"] = ((cpu_seconds(d.proc.pid) - cpu0) * 1e6 /
+                                  max(figures["calls"] * (1 + WARMUP_MS / 1000 / seconds), 1))
+    return figures
 
 
 def fmt(figures, key):
@@ -178,12 +199,14 @@ def median_of(rounds):
     return {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
 
 
-def measure(args, d, pid, redis_path, bench_tool):
+def measure(args, d, pid, redis_path, bench_tool, base=None):
+    """Interleaved rounds: redis, then each method on bangerd (and on the baseline's)."""
     requests = {}
     for c in CLIENTS:
         calib = redis_benchmark(bench_tool, redis_path, c, CALIBRATION_REQUESTS[c])
         requests[c] = max(int(calib["rps"] * args.seconds), 1000)
     ours = {(m, c): [] for m in METHODS for c in CLIENTS}
+    based = {(m, c): [] for m in METHODS for c in CLIENTS}
     theirs = {c: [] for c in CLIENTS}
     for rnd in range(1, args.rounds + 1):
         for c in CLIENTS:
@@ -191,11 +214,33 @@ def measure(args, d, pid, redis_path, bench_tool):
             theirs[c].append(r)
             line = f"round {rnd} c={c}: redis GET {fmt(r, 'rps')}/s"
             for m in METHODS:
-                f = run_loadgen(args.loadgen, d, m, c, pid, args.seconds)
-                ours[(m, c)].append(f)
-                line += f", {m} {f['calls_per_s']:.0f}/s"
+                runs = [("", d, pid, ours)] + ([("baseline ", *base, based)] if base else [])
+                for label, daemon, vm_pid, into in runs[::1 if rnd % 2 else -1]:
+                    f = run_loadgen(args.loadgen, daemon, m, c, vm_pid, args.seconds)
+                    into[(m, c)].append(f)
+                    line += f", {label}{m} {f['calls_per_s']:.0f}/s"
             print(line, flush=True)
-    return ours, theirs
+    return ours, theirs, based
+
+
+def report_baseline(args, ours, based):
+    """Per method and concurrency: median of the per-round ratios this build / baseline."""
+    print(f"against the baseline build {args.baseline} (median of {args.rounds} per-round "
+          "ratios; > 1: this build is faster)")
+    for c in CLIENTS:
+        for m in METHODS:
+            pairs = list(zip(ours[(m, c)], based[(m, c)]))
+            ratios = [a["calls_per_s"] / b["calls_per_s"] for a, b in pairs]
+            p50 = [a["p50_us"] / max(b["p50_us"], 0.1) for a, b in pairs]
+            # bangerd's own CPU per call: what a busy machine disturbs least.
+            cpu = [a["cpu_us_per_call"] / max(b["cpu_us_per_call"], 1e-3) for a, b in pairs]
+            print(f"{m} c={c}: calls/s {statistics.median(a['calls_per_s'] for a, _ in pairs):.0f}"
+                  f" vs {statistics.median(b['calls_per_s'] for _, b in pairs):.0f}, "
+                  f"ratio {statistics.median(ratios):.3f}x (rounds {min(ratios):.2f}-"
+                  f"{max(ratios):.2f}); p50 latency ratio {statistics.median(p50):.3f}x; "
+                  f"bangerd CPU per call {statistics.median(a['cpu_us_per_call'] for a, _ in pairs):.1f}"
+                  f" vs {statistics.median(b['cpu_us_per_call'] for _, b in pairs):.1f} us, "
+                  f"ratio {statistics.median(cpu):.3f}x (> 1: this build costs more)")
 
 
 def report(args, ours, theirs, reply_bytes):
@@ -209,6 +254,10 @@ def report(args, ours, theirs, reply_bytes):
                   f"p99 {f['p99_us']:.0f} us | redis GET c={c}: {r['rps']:.0f} req/s "
                   f"p50 {fmt(r, 'p50_us')} us p99 {fmt(r, 'p99_us')} us | "
                   f"ratio {f['calls_per_s'] / r['rps']:.2f}x")
+            record(args.json, "api", method=m, clients=c, calls_per_s=f["calls_per_s"],
+                   **{k: f[k] for k in ("p50_us", "p95_us", "p99_us")})
+        record(args.json, "api", method="redis GET", clients=c, calls_per_s=r["rps"],
+               **{k: r[k] for k in ("p50_us", "p95_us", "p99_us") if k in r})
     print("issue targets (reported, never asserted): >= 0.7x redis at c=50; "
           "p99 <= 200 us at c=1")
 
@@ -218,21 +267,29 @@ def main():
     p.add_argument("loadgen")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--baseline", help="another build directory whose bangerd to compare with")
+    add_json_option(p)
     args = p.parse_args()
     with Bench() as bench:
         server, bench_tool = redis_tools()
         d = bench.start_daemon()
         pid, raw = setup_vm(bench, d)
+        base = None
+        if args.baseline:
+            bd = bench.start_daemon(build=args.baseline)
+            base = (bd, setup_vm(bench, bd)[0])
         redis_path = start_redis(bench, server, raw)
         hits0, misses0 = redis_stats(redis_path)
         fds0, rss0 = fd_count(d.proc.pid), rss_kib(d.proc.pid)
-        ours, theirs = measure(args, d, pid, redis_path, bench_tool)
+        ours, theirs, based = measure(args, d, pid, redis_path, bench_tool, base)
         hits, misses = redis_stats(redis_path)
         check(misses == misses0 and hits > hits0, f"redis GET missed {misses - misses0} times")
         wait_fds_back(d.proc.pid, fds0, "the load runs")
         status = d.client().call(IFACE + "GetStatus")
         check(status["counters"]["errors"] == 0, f"bangerd counted errors: {status['counters']}")
         report(args, ours, theirs, len(raw))
+        if base:
+            report_baseline(args, ours, based)
         print(f"bangerd: {status['counters']['calls']} calls, 0 errors; RSS {rss0} KiB before "
               f"the load, {rss_kib(d.proc.pid)} KiB after; fds back to {fds0}")
 

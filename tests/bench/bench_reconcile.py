@@ -46,7 +46,7 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import IFACE, Bench, Daemon, check, fail, skip  # noqa: E402
+from benchlib import IFACE, Bench, Daemon, add_json_option, check, fail, record, skip  # noqa: E402
 
 NS_PER_MS = 1e6
 READY_TIMEOUT_S = 120
@@ -192,7 +192,8 @@ def populate(bench, c, root, have, want):
 def check_counts(c, n, live):
     status = c.call(IFACE + "GetStatus")
     counts, counters = status["counts"], status["counters"]
-    check(counts == {"vms": n, "starting": 0, "running": live, "stopped": n - live},
+    check(counts == {"vms": n, "starting": 0, "running": live, "stopped": n - live,
+                     "liveness_unknown": 0},
           f"GetStatus counts {counts}, want {n} VMs, {live} running, {n - live} stopped")
     check(counters["errors"] == 0, f"bangerd counted errors: {counters}")
 
@@ -256,12 +257,12 @@ def pgrep_baseline(args, pgrep, root, n, pids):
         sampled = sum(first[:k]) * n / k
         how = (f"median of {len(totals)}; the first {k} calls extrapolated would say "
                f"{sampled / NS_PER_MS:.0f} ms")
-        return statistics.median(totals), how
+        return statistics.median(totals), how, False
     k = args.pgrep_sample
     times = pgrep_batch(pgrep, root, range(k), pids)
     how = (f"extrapolated from {k} measured pgreps, "
            f"{sum(times) / k / NS_PER_MS:.1f} ms each, x{n}")
-    return sum(times) * n / k, how
+    return sum(times) * n / k, how, True
 
 
 def ms(ns):
@@ -275,6 +276,7 @@ def main():
     p.add_argument("--pgrep-full-max", type=int, default=1000)
     p.add_argument("--pgrep-sample", type=int, default=500)
     p.add_argument("--pgrep-budget", type=float, default=60.0)
+    add_json_option(p)
     args = p.parse_args()
     check(all(2 <= n <= 8192 for n in args.sizes) and args.sizes == sorted(set(args.sizes)),
           "--sizes: increasing, each from 2 to 8192 (one SCAN names at most 8192 sockets)")
@@ -299,6 +301,7 @@ def run(bench, args, pgrep, sizes, notify, nofile):
     t0 = statistics.median(time_restarts(bench, empty, notify, 0, 0, args.repeats)[0])
     print(f"reconcile N=0: bangerd exec->READY {ms(t0):.1f} ms (median of {args.repeats}): "
           f"the fixed cost of a start", flush=True)
+    record(args.json, "reconcile", n=0, live=0, bangerd_ms=ms(t0))
 
     root = bench.temp_dir("reconcile")
     have, pids, figures = 0, {}, []
@@ -315,12 +318,16 @@ def run(bench, args, pgrep, sizes, notify, nofile):
         tasks = host_tasks()
         samples, scans = time_restarts(bench, root, notify, n, live, args.repeats)
         t = statistics.median(samples)
-        base, how = pgrep_baseline(args, pgrep, root, n, pids)
+        base, how, extrapolated = pgrep_baseline(args, pgrep, root, n, pids)
         figures.append((n, t))
         print(f"reconcile N={n} live={live}: bangerd exec->READY {ms(t):.0f} ms "
               f"(median of {len(samples)}; all: {', '.join(f'{ms(s):.0f}' for s in samples)}) "
               f"vs pgrep-per-VM {ms(base):.0f} ms ({how}): ratio {base / t:.0f}x "
               f"[host tasks {tasks}]", flush=True)
+        record(args.json, "reconcile", n=n, live=live, bangerd_ms=ms(t),
+               bangerd_all_ms=[ms(s) for s in samples], pgrep_ms=ms(base),
+               pgrep_extrapolated=extrapolated, host_tasks=tasks,
+               scan_ms=statistics.median(scans) / 1000 if scans else None)
         if scans:
             print(f"  of which the helper's SCAN (its audit dur_us, median of {len(scans)}): "
                   f"{statistics.median(scans) / 1000:.1f} ms", flush=True)

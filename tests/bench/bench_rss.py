@@ -23,7 +23,7 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import IFACE, Bench, check, rss_kib, status_of  # noqa: E402
+from benchlib import IFACE, Bench, add_json_option, check, record, rss_kib, status_of  # noqa: E402
 
 
 def vm_id(i):
@@ -41,8 +41,9 @@ def rss_anon_kib(pid):
     return int(status_of(pid)["RssAnon"].split()[0])
 
 
-def register_all(d, c, count):
-    """Register count VMs; returns the seconds it took.
+def register_all(d, c, count, checkpoints):
+    """Register count VMs; returns the seconds it took. bangerd's VmRSS is appended to
+    checkpoints as (VMs registered, KiB) at every tenth of count.
 
     on_exit keep: the resources named are made up, and nothing must try to tear them down.
     """
@@ -52,6 +53,8 @@ def register_all(d, c, count):
         sock = os.path.join(d.api_root, vid, "api.sock")
         c.call(IFACE + "Register", {"id": vid, "api_sock": sock, "on_exit": "keep",
                                     "planned": planned_of(d, vid)})
+        if (i + 1) % max(count // 10, 1) == 0 or i + 1 == count:
+            checkpoints.append((i + 1, rss_kib(d.proc.pid)))
     return time.monotonic() - start
 
 
@@ -95,18 +98,21 @@ def report(args, rss, anon, seconds, d):
     print(f"RSS per VM overall: ({rss[2]} - {rss[0]}) KiB / {nvm} = "
           f"{(rss[2] - rss[0]) * 1024 / nvm:.0f} bytes")
     files, size, alloc = disk_bytes(d, "vm.json")
+    json_bytes = size / files
     print(f"on disk, vm.json: {files} files, {size / files:.0f} bytes per VM "
           f"(st_size; {alloc / files:.0f} bytes allocated); ratio RSS/vm.json "
           f"{per_vm / (size / files):.2f}x")
     files, size, alloc = disk_bytes(d, "handles.json")
     print(f"on disk, handles.json: {files} files, {size / max(files, 1):.0f} bytes each")
     print("issue target (reported, never asserted): <= 2 KiB (2048 bytes) per VM")
+    return per_vm, json_bytes
 
 
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--vms", type=int, default=10000)
     p.add_argument("--running", type=int, default=500)
+    add_json_option(p)
     args = p.parse_args()
     check(0 < args.running <= args.vms <= 100000, "need 0 < --running <= --vms <= 100000")
     with Bench() as bench:
@@ -117,7 +123,8 @@ def main():
         rss, anon = [rss_kib(pid)], [rss_anon_kib(pid)]
         helper = d.helper_pid()
         helper_rss0 = rss_kib(helper)
-        seconds = register_all(d, c, args.vms)
+        checkpoints = [(0, rss[0])]
+        seconds = register_all(d, c, args.vms, checkpoints)
         rss.append(rss_kib(pid))
         anon.append(rss_anon_kib(pid))
         set_handles_first(bench, d, c, args.running)
@@ -127,7 +134,10 @@ def main():
         check(counts["vms"] == args.vms and counts["running"] == args.running,
               f"GetStatus counts {counts}, want {args.vms} VMs, {args.running} running")
         c.close()
-        report(args, rss, anon, seconds, d)
+        per_vm, json_bytes = report(args, rss, anon, seconds, d)
+        record(args.json, "rss", vms=args.vms, running=args.running, rss_kib=rss,
+               bytes_per_vm=per_vm, bytes_per_running_vm=(rss[2] - rss[1]) * 1024 / args.running,
+               vm_json_bytes=json_bytes, checkpoints=checkpoints)
         print(f"helper VmRSS {helper_rss0} KiB before, {rss_kib(helper)} KiB after "
               f"(it keeps no per-VM state)")
 

@@ -420,6 +420,22 @@ static void bench_one_size(size_t count, const char *pgrep, struct bench_figures
 	fflush(stdout);
 }
 
+/* --json FILE: each size's figures, one JSON object per line (tools/bench-plots.py reads them). */
+static void append_json(const char *path, const struct bench_figures *figs, size_t n)
+{
+	FILE *f = fopen(path, "ae");
+	CHECK(f, "cannot open %s: %s", path, strerror(errno));
+	for (size_t i = 0; i < n; i++)
+		fprintf(f,
+			"{\"bench\": \"scan\", \"n\": %zu, \"live\": %zu, \"host_processes\": %ld, "
+			"\"helper_ms\": %.4f, \"helper_runs\": %zu, \"pgrep_ms\": %.2f, "
+			"\"pgrep_runs\": %zu}\n",
+			figs[i].count, figs[i].live, figs[i].host_processes,
+			(double)figs[i].helper_ns / NS_PER_MS, figs[i].helper_runs,
+			(double)figs[i].pgrep_ns / NS_PER_MS, figs[i].pgrep_runs);
+	CHECK(fclose(f) == 0, "writing %s: %s", path, strerror(errno));
+}
+
 static void print_summary(const struct bench_figures *figs, size_t n)
 {
 	printf("summary: one SCAN walks /proc once per batch; pgrep reads every cmdline once per "
@@ -435,10 +451,16 @@ static void print_summary(const struct bench_figures *figs, size_t n)
 	}
 }
 
-static size_t parse_sizes(int argc, char **argv, size_t *sizes)
+/* [--json FILE] [N...] */
+static size_t parse_sizes(int argc, char **argv, size_t *sizes, const char **json)
 {
 	size_t n = 0;
 
+	if (argc >= 3 && strcmp(argv[1], "--json") == 0) {
+		*json = argv[2];
+		argc -= 2;
+		argv += 2;
+	}
 	if (argc < 2) {
 		memcpy(sizes, DEFAULT_SIZES, sizeof(DEFAULT_SIZES));
 		return sizeof(DEFAULT_SIZES) / sizeof(DEFAULT_SIZES[0]);
@@ -449,8 +471,8 @@ static size_t parse_sizes(int argc, char **argv, size_t *sizes)
 		unsigned long v = strtoul(argv[i], &end, 10);
 		CHECK(errno == 0 && end != argv[i] && *end == '\0' && v >= 2 &&
 			  v <= PS_SCAN_MAX_SOCKETS,
-		      "usage: bench_scan [N...] with 2 <= N <= %d; got \"%s\"", PS_SCAN_MAX_SOCKETS,
-		      argv[i]);
+		      "usage: bench_scan [--json FILE] [N...] with 2 <= N <= %d; got \"%s\"",
+		      PS_SCAN_MAX_SOCKETS, argv[i]);
 		CHECK(n < MAX_SIZES, "at most %d sizes", MAX_SIZES);
 		sizes[n++] = v;
 	}
@@ -461,7 +483,8 @@ int main(int argc, char **argv)
 {
 	size_t sizes[MAX_SIZES];
 	struct bench_figures figs[MAX_SIZES];
-	size_t nsizes = parse_sizes(argc, argv, sizes);
+	const char *json = NULL;
+	size_t nsizes = parse_sizes(argc, argv, sizes, &json);
 
 	t_require_root();
 	char *pgrep = find_pgrep();
@@ -477,6 +500,8 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < nsizes; i++)
 		bench_one_size(sizes[i], pgrep, &figs[i]);
 	print_summary(figs, nsizes);
+	if (json)
+		append_json(json, figs, nsizes);
 	free(pgrep);
 	return 0;
 }

@@ -21,8 +21,8 @@ import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import (IFACE, Bench, check, fd_count, rss_kib, run_checked,  # noqa: E402
-                      wait_fds_back)
+from benchlib import (IFACE, Bench, add_json_option, check, fd_count, key_values,  # noqa: E402
+                      record, rss_kib, run_checked, wait_fds_back)
 
 VM_ID = "s1"
 
@@ -33,7 +33,7 @@ def handles_of():
 
 
 def setup_vm(bench, d):
-    """Register the VM, start two identical stubs, and SetHandles once so vm.json is final."""
+    """Register the VM, start its stub, and SetHandles once so vm.json is final."""
     sock = os.path.join(d.api_root, VM_ID, "api.sock")
     h = handles_of()
     c = d.client()
@@ -42,8 +42,8 @@ def setup_vm(bench, d):
         "tap": h["tap"], "loop_files": [os.path.join(d.loop_root, "base.ext4"),
                                         os.path.join(d.loop_root, VM_ID, "cow.img")],
         "dm": h["dm"]}})
-    # One stub: only the process that holds the api socket's listener is its firecracker.
-    stubs = bench.stubs_for([sock]) * 2
+    # One stub: a second live process on the same socket would be refused (StillRunning).
+    stubs = bench.stubs_for([sock])
     reply = c.call(IFACE + "SetHandles", {"id": VM_ID, "pid": stubs[0].pid, **h})
     check(reply["persisted"] is True, f"first SetHandles: {reply}")
     c.close()
@@ -54,6 +54,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("exe")
     p.add_argument("--calls", type=int, default=500)
+    add_json_option(p)
     args = p.parse_args()
     with Bench() as bench:
         d = bench.start_daemon()
@@ -72,6 +73,9 @@ def main():
             argv += ["--dm", dm]
         out = run_checked(argv, "bench_set_handles", timeout=540)
         print(out, end="", flush=True)
+        figures = next(l for l in out.splitlines() if l.startswith("figures:"))
+        record(args.json, "set_handles",
+               **{k: float(v) for k, v in key_values(figures[len("figures:"):]).items()})
         wait_fds_back(d.proc.pid, fds0, "the SetHandles calls")
         status = d.client().call(IFACE + "GetStatus")
         counters = status["counters"]

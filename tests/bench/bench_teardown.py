@@ -41,8 +41,8 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import (IFACE, Bench, Daemon, check, fail, fd_count, skip,  # noqa: E402
-                      wait_fds_back)
+from benchlib import (IFACE, Bench, Daemon, add_json_option, check, fail, fd_count,  # noqa: E402
+                      link_exists, loops_on, record, skip, wait_fds_back)
 
 NS_PER_MS = 1e6
 TAP_PREFIX = "bgtb"  # under the test daemon's tap prefix "bgt"
@@ -55,15 +55,6 @@ def sh(*argv):
     out = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     check(out.returncode == 0, f"{' '.join(argv)}: exit {out.returncode}: {out.stderr.strip()}")
     return out.stdout.strip()
-
-
-def link_exists(name):
-    return os.path.exists(f"/sys/class/net/{name}")
-
-
-def loops_on(path):
-    out = sh("losetup", "-j", path, "-O", "NAME", "-n")
-    return [line.strip() for line in out.splitlines() if line.strip()]
 
 
 class Kernel:
@@ -252,6 +243,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--iterations", type=int, default=30)
     p.add_argument("--warmup", type=int, default=3)
+    add_json_option(p)
     args = p.parse_args()
     check(args.iterations >= 1 and args.warmup >= 0 and
           (args.iterations + args.warmup) * len(WAYS) <= TAP_NAMES_MAX,
@@ -307,6 +299,9 @@ def run(args, vms):
 def report(args, samples, helper_us, fds0):
     took = {w: [s[0] for s in samples[w]] for w in WAYS}
     med = {w: statistics.median(took[w]) for w in WAYS}
+    for w in WAYS:
+        record(args.json, "teardown", way=w, median_ms=ms(med[w]), p90_ms=ms(p90(took[w])),
+               iterations=len(took[w]))
     parts = list(zip(*(s[2] for s in samples["fork/exec"])))
     print(f"teardown of one VM (tap + 2 loops), {args.iterations} iterations of each, "
           f"interleaved, after {args.warmup} warm-up; medians:")

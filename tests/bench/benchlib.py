@@ -13,6 +13,7 @@ the stderr pipe that bangertest.Daemon reads; a benchmark makes thousands,
 so a thread drains the pipe for the whole run or bangerd would block on a
 full pipe and the benchmark would measure that.
 """
+import json
 import os
 import shutil
 import signal
@@ -24,9 +25,23 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 from bangertest import (IFACE, SKIP, STUB, Daemon, Stub, check, die_with_parent,  # noqa: E402,F401
-                        fail, require_root, skip, status_of, wait_until)
+                        fail, link_exists, loops_on, require_root, skip, status_of, wait_until)
 
 LOG_KEEP_BYTES = 256 * 1024
+
+
+def add_json_option(parser):
+    parser.add_argument("--json", metavar="FILE",
+                        help="also append each figure to FILE as one JSON object per line "
+                             "(what tools/bench-plots.py reads)")
+
+
+def record(path, bench, **fields):
+    """Append one figure to path (--json) as a JSON line {"bench": bench, ...}; no path, no-op.
+    The printed lines stay for people; these are the stable form for scripts."""
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"bench": bench, **fields}, sort_keys=True) + "\n")
 
 
 def _stop_on_signal(signum, _frame):
@@ -54,6 +69,7 @@ class Bench:
 
     def __init__(self):
         self.daemon = None
+        self.others = []  # more daemons (a baseline build's), stopped before self.daemon
         self.stubs = []
         self.procs = []
         self.dirs = []
@@ -73,23 +89,32 @@ class Bench:
                 p.kill()
             p.wait()
         # bangerd first: stubs that died under it would start exit handling and teardowns.
+        for d in self.others:
+            self._stop_daemon(d, show_log=failed)
         if self.daemon:
-            self._stop_daemon(show_log=failed)
+            self._stop_daemon(self.daemon, show_log=failed)
         for s in self.stubs:
             s.kill()
         for d in self.dirs:
             shutil.rmtree(d, ignore_errors=True)
         return False
 
-    def start_daemon(self):
-        """bangerd as the integration tests run it: root, --user nobody, throw-away dirs."""
-        # Daemon drains bangerd's log pipe itself, so a busy benchmark never blocks it.
-        self.daemon = Daemon(wait_ready=False)
-        check(self.daemon.read_until("ready:"), f"bangerd never became ready:\n{self.daemon.log}")
-        return self.daemon
+    def start_daemon(self, build=None):
+        """bangerd as the integration tests run it: root, --user nobody, throw-away dirs.
 
-    def _stop_daemon(self, show_log):
-        d = self.daemon
+        build: another build directory (a baseline commit's) whose bangerd and helper to run,
+        beside this build's; by default this build's, as self.daemon."""
+        # Daemon drains bangerd's log pipe itself, so a busy benchmark never blocks it.
+        if build:
+            d = Daemon(wait_ready=False, exe=os.path.join(build, "daemon", "bangerd"),
+                       helper=os.path.join(build, "privhelper", "banger-privhelper"))
+            self.others.append(d)
+        else:
+            d = self.daemon = Daemon(wait_ready=False)
+        check(d.read_until("ready:"), f"bangerd never became ready:\n{d.log}")
+        return d
+
+    def _stop_daemon(self, d, show_log):
         if d.proc.poll() is None:
             d.proc.terminate()
             try:

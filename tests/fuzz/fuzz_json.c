@@ -22,21 +22,11 @@
 #include <string.h>
 
 #include "json.h"
+#include "fuzz_invariant.h"
 #include "macro.h"
 
 /* yajl_tree_free recurses once per level: keep the reference away from long texts. */
 #define REFERENCE_MAX_BYTES 16384
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define INVARIANT(cond)                                                                            \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "%s:%d: invariant violated: %s\n", __FILE__, __LINE__,     \
-				#cond);                                                            \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
 
 static void yajl_tree_reference_freep(yajl_val *v)
 {

@@ -1,6 +1,8 @@
 /*
- * libFuzzer target for ps_decode(), the one place where bytes from the other
- * side of the privsep socket become a struct. The helper runs as root and
+ * libFuzzer target for the privsep decoders, the one place where bytes from
+ * the other side of the privsep socket become a struct: the helper's
+ * (asroot_decode, its request table over proto/privsep_request.c) and
+ * bangerd's (ps_decode_reply). The helper runs as root and
  * trusts nothing bangerd sends, so the decoder must never read past the
  * datagram, and a message it accepts must really hold what every handler
  * then assumes: terminated strings, counts within their arrays, fd counts
@@ -8,7 +10,7 @@
  * message that breaks one of those promises is turned into a crash here.
  *
  * The invariants below are written from privsep.h, not copied from the
- * validators in privsep.c, so that a check dropped there shows up here.
+ * validators in proto/, so that a check dropped there shows up here.
  * Input layout: see fuzz_privsep_input.h. libFuzzer provides main().
  */
 #include <errno.h>
@@ -19,23 +21,13 @@
 #include <string.h>
 
 #include "fuzz_privsep_input.h"
+#include "fuzz_invariant.h"
 #include "macro.h"
 #include "privsep.h"
 
-/* Large enough for every message ps_decode() writes; a short one tests truncation. */
+/* Large enough for every message the decoders write; a short one tests truncation. */
 #define WHY_BUFFER_BYTES       256
 #define SHORT_WHY_BUFFER_BYTES 8
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define INVARIANT(cond)                                                                            \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "%s:%d: invariant violated: %s\n", __FILE__, __LINE__,     \
-				#cond);                                                            \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
 
 static bool field_is_terminated(const char *field, size_t size)
 {
@@ -56,9 +48,23 @@ static void check_string_entries(const char *base, size_t entry_size, size_t cap
 	}
 }
 
+/* A printable word, as a log field takes it. */
+static bool printable_word(const char *s)
+{
+	for (; *s; s++)
+		if (*s <= ' ' || *s > '~')
+			return false;
+	return true;
+}
+
 static void check_caller(const struct ps_caller *caller)
 {
-	INVARIANT(TERMINATED(caller->what));
+	INVARIANT(TERMINATED(caller->call));
+	INVARIANT(printable_word(caller->call));
+	INVARIANT(TERMINATED(caller->vm));
+	INVARIANT(strlen(caller->vm) <= PS_VM_ID_MAX);
+	INVARIANT(printable_word(caller->vm));
+	INVARIANT(caller->vm[0] != '-' && caller->vm[0] != '.' && caller->vm[0] != '_');
 }
 
 static void check_hello(const union ps_payload *p, size_t nfds)
@@ -234,7 +240,8 @@ static void check_refused(enum ps_direction dir, const uint8_t *datagram, size_t
 	INVARIANT(why[0] != '\0');
 
 	memset(short_why, 'X', sizeof(short_why));
-	INVARIANT(ps_decode(dir, datagram, len, nfds, msg, short_why, sizeof(short_why)) == r);
+	INVARIANT(
+	    fuzz_privsep_decode(dir, datagram, len, nfds, msg, short_why, sizeof(short_why)) == r);
 	INVARIANT(TERMINATED(short_why));
 	INVARIANT(strncmp(short_why, why, strlen(short_why)) == 0);
 }
@@ -256,7 +263,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	/* Not NUL-filled, so that a refusal which forgets to write why is caught. */
 	memset(why, 'X', sizeof(why));
-	int r = ps_decode(dir, datagram, len, nfds, msg, why, sizeof(why));
+	int r = fuzz_privsep_decode(dir, datagram, len, nfds, msg, why, sizeof(why));
 	if (r == 0)
 		check_accepted(dir, datagram, len, nfds, msg);
 	else

@@ -3,7 +3,7 @@
  * seed corpus generator so that the two cannot drift apart: a selector byte,
  * then the datagram exactly as it would come off the socket.
  *
- * ps_decode() also judges what the kernel delivered besides the bytes (the
+ * The decoders also judge what the kernel delivered besides the bytes (the
  * direction the socket carries and how many fds arrived), so the selector
  * byte chooses those: bit 0 is the direction, bits 1-3 index a table of fd
  * counts that includes the edges of every per-type limit. Bits 4-7 are
@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "helper.h"
 #include "privsep.h"
 
 #define FUZZ_PRIVSEP_DIRECTION_BIT 0x1u
@@ -44,4 +45,17 @@ static inline int fuzz_privsep_selector(enum ps_direction dir, size_t nfds)
 			return (int)((i << FUZZ_PRIVSEP_NFDS_SHIFT) |
 				     (dir == PS_TO_DAEMON ? FUZZ_PRIVSEP_DIRECTION_BIT : 0));
 	return -1;
+}
+
+/*
+ * Decode as the receiving side does: the helper with its request table
+ * (asroot_decode), bangerd with its reply table (ps_decode_reply).
+ */
+static inline int fuzz_privsep_decode(enum ps_direction dir, const void *buf, size_t len,
+				      size_t nfds, struct ps_message *msg, char *why,
+				      size_t why_size)
+{
+	if (dir == PS_TO_HELPER)
+		return asroot_decode(buf, len, nfds, msg, why, why_size);
+	return ps_decode_reply(buf, len, nfds, msg, why, why_size);
 }

@@ -41,6 +41,7 @@
 #include "fuzz_varlink_input.h"
 #include "json.h"
 #include "log.h"
+#include "fuzz_invariant.h"
 #include "macro.h"
 #include "varlink.h"
 
@@ -60,16 +61,6 @@
 #define FUZZ_READ_CHUNK_BYTES	       65536
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define INVARIANT(cond)                                                                            \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "%s:%d: invariant violated: %s\n", __FILE__, __LINE__,     \
-				#cond);                                                            \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
 
 static const char fuzz_description[] =
     "# The fuzz target's own interface (tests/fuzz/fuzz_varlink_server.c).\n"
@@ -791,6 +782,26 @@ static size_t count_open_fds(void)
 	return n;
 }
 
+static void print_open_fds(void)
+{
+	char buf[4096], path[64], target[256];
+	long got;
+
+	INVARIANT(lseek(fuzz_process.proc_fd, 0, SEEK_SET) == 0);
+	while ((got = syscall(SYS_getdents64, fuzz_process.proc_fd, buf, sizeof(buf))) > 0) {
+		for (long off = 0; off < got;) {
+			const struct dirent64 *e = (const struct dirent64 *)(buf + off);
+			off += e->d_reclen;
+			if (e->d_name[0] == '.')
+				continue;
+			snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+			ssize_t n = readlink(path, target, sizeof(target) - 1);
+			target[n > 0 ? n : 0] = '\0';
+			fprintf(stderr, "open fd %s -> %s\n", e->d_name, target);
+		}
+	}
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
@@ -848,6 +859,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		step(&run, op_byte, &in);
 	run_finish(&run);
 
-	INVARIANT(count_open_fds() <= fuzz_process.fds_at_start);
+	if (count_open_fds() > fuzz_process.fds_at_start) {
+		/* Say which, before failing: what the server left open names the culprit. */
+		print_open_fds();
+		INVARIANT(count_open_fds() <= fuzz_process.fds_at_start);
+	}
 	return 0;
 }

@@ -6,7 +6,7 @@
  *
  * Messages are built from the real structs (and the policy from policy.h's
  * own setters), so regenerating after a layout change keeps the corpus in
- * step; every seed is run through ps_decode() before it is written, so a
+ * step; every seed is run through its decoder before it is written, so a
  * file named as valid is valid and a near miss is refused.
  *
  * Usage: make_corpus DIR. The output is checked in under corpus/privsep/;
@@ -96,7 +96,7 @@ static bool write_file(const char *path, const void *buf, size_t len)
 
 /*
  * Write the fuzz input for the first len bytes of d as delivered on a socket
- * of direction dir with nfds fds, after checking that ps_decode() agrees
+ * of direction dir with nfds fds, after checking that its decoder agrees
  * with the verdict the seed's name promises.
  */
 static void seed_emit(struct corpus *c, const char *name, enum ps_direction dir, size_t nfds,
@@ -119,9 +119,9 @@ static void seed_emit(struct corpus *c, const char *name, enum ps_direction dir,
 		return;
 	}
 
-	int r = ps_decode(dir, d, len, nfds, msg, why, sizeof(why));
+	int r = fuzz_privsep_decode(dir, d, len, nfds, msg, why, sizeof(why));
 	if ((r == 0) != (verdict == SEED_VALID)) {
-		fprintf(stderr, "make_corpus: %s: expected %s, ps_decode says %s%s\n", name,
+		fprintf(stderr, "make_corpus: %s: expected %s, the decoder says %s%s\n", name,
 			verdict == SEED_VALID ? "valid" : "refused",
 			r == 0 ? "valid" : "refused: ", r == 0 ? "" : why);
 		c->failures++;
@@ -138,18 +138,20 @@ static void seed_emit(struct corpus *c, const char *name, enum ps_direction dir,
 	c->written++;
 }
 
-static void fill_caller(struct corpus *c, struct ps_caller *caller, const char *what)
+static void fill_caller(struct corpus *c, struct ps_caller *caller, const char *call,
+			const char *vm)
 {
 	caller->uid = 1000;
 	caller->gid = 1000;
 	caller->pid = 4242;
-	SET_STRING(c, caller->what, what);
+	SET_STRING(c, caller->call, call);
+	SET_STRING(c, caller->vm, vm);
 }
 
 static void seed_hello(struct corpus *c, struct datagram *d)
 {
 	datagram_reset(d, PS_HELLO, sizeof(d->payload.hello), 0);
-	fill_caller(c, &d->payload.hello.caller, "startup");
+	fill_caller(c, &d->payload.hello.caller, "startup", "");
 	d->payload.hello.caller.pid = 0; /* bangerd acting on its own */
 	d->payload.hello.protocol_version = PS_PROTOCOL_VERSION;
 	seed_emit(c, "hello-valid", PS_TO_HELPER, 0, d, datagram_len(d), SEED_VALID);
@@ -157,9 +159,13 @@ static void seed_hello(struct corpus *c, struct datagram *d)
 	/* Shorter than a header: nothing past the length check may run. */
 	seed_emit(c, "hello-short", PS_TO_HELPER, 0, d, sizeof(d->header) - 1, SEED_INVALID);
 
-	d->payload.hello.caller.what[3] = '\t';
+	d->payload.hello.caller.call[3] = '\t';
 	seed_emit(c, "hello-unprintable-caller", PS_TO_HELPER, 0, d, datagram_len(d), SEED_INVALID);
-	d->payload.hello.caller.what[3] = 'r';
+	d->payload.hello.caller.call[3] = 'r';
+
+	SET_STRING(c, d->payload.hello.caller.vm, ".hidden");
+	seed_emit(c, "hello-bad-vm-id", PS_TO_HELPER, 0, d, datagram_len(d), SEED_INVALID);
+	SET_STRING(c, d->payload.hello.caller.vm, "");
 
 	d->header.magic = PS_MAGIC ^ 0xffu;
 	seed_emit(c, "hello-wrong-magic", PS_TO_HELPER, 0, d, datagram_len(d), SEED_INVALID);
@@ -207,7 +213,7 @@ static void seed_probe(struct corpus *c, struct datagram *d)
 	struct ps_probe *probe = &d->payload.probe;
 
 	datagram_reset(d, PS_PROBE, sizeof(*probe), 0);
-	fill_caller(c, &probe->caller, "vm.inspect");
+	fill_caller(c, &probe->caller, "SetHandles#17", "vm-a");
 	probe->pid = 5150;
 	probe->start_time = 123456;
 	SET_STRING(c, probe->api_sock, SEED_API_SOCK_ROOT "/a/api.sock");
@@ -255,7 +261,7 @@ static void seed_scan(struct corpus *c, struct datagram *d)
 	struct ps_scan *scan = &d->payload.scan;
 
 	datagram_reset(d, PS_SCAN, sizeof(*scan), 0);
-	fill_caller(c, &scan->caller, "reconcile");
+	fill_caller(c, &scan->caller, "Reconcile#3", "");
 	scan->caller.pid = 0;
 	scan->part = 0;
 	scan->nparts = 1;
@@ -339,7 +345,7 @@ static void seed_teardown(struct corpus *c, struct datagram *d)
 	struct ps_teardown *teardown = &d->payload.teardown;
 
 	datagram_reset(d, PS_TEARDOWN, sizeof(*teardown), 0);
-	fill_caller(c, &teardown->caller, "vm.delete");
+	fill_caller(c, &teardown->caller, "Teardown#9", "vm-a");
 	teardown->n_dm = 2;
 	SET_STRING(c, teardown->dm[0], "banger-a-root");
 	SET_STRING(c, teardown->dm[1], "banger-a-root-base");

@@ -35,9 +35,8 @@ import time
 # Throw-away accounts (a reader, a stand-in daemon user) come from the integration tests'
 # support, which retries the passwd lock that other tests hold at the same time.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from bangertest import Account, _useradd_locked  # noqa: E402
+from bangertest import SKIP, Account, _useradd_locked, check, fail, skip  # noqa: E402
 
-SKIP = 77
 BUILD_ROOT = os.environ.get("BANGER_BUILD_ROOT", "")
 TEST_USER = os.environ.get("BANGER_TEST_USER", "nobody")
 
@@ -47,21 +46,6 @@ def layout(name):
     if value is None:
         fail(f"BANGER_INSTALL_{name.upper()} is not set (run through meson test)")
     return value
-
-
-def fail(msg):
-    print(f"FAIL: {msg}", file=sys.stderr, flush=True)
-    sys.exit(1)
-
-
-def check(cond, msg):
-    if not cond:
-        fail(msg)
-
-
-def skip(msg):
-    print(f"SKIP: {msg}", flush=True)
-    sys.exit(SKIP)
 
 
 def need_tool(name, package):
@@ -116,7 +100,7 @@ def expected_files():
         os.path.join(layout("completiondir"), "bangerctl"): 0o644,
     }
     for unit in ("bangerd.socket", "bangerd.service", "banger-privhelper.socket",
-                 "banger-privhelper@.service"):
+                 "banger-privhelper@.service", "banger-metrics.service", "banger-metrics.timer"):
         files[os.path.join(layout("unitdir"), unit)] = 0o644
     for page in man_pages():
         files[os.path.join(p, page)] = 0o644
@@ -265,7 +249,7 @@ def case_verify():
     work = tempfile.mkdtemp(prefix="banger-test-verify-")
     try:
         units = units_for_verify(inst, work)
-        check(len(units) == 4, f"expected 4 units, found {units}")
+        check(len(units) == 6, f"expected 6 units, found {units}")
         env = dict(os.environ)
         # Documentation=man:... is checked with man(1): against the installed pages.
         man_args = ["--man=yes"] if man_pages() and shutil.which("man") else ["--man=no"]
@@ -318,6 +302,10 @@ def case_security_helper():
     security_case("banger-privhelper@.service", 26)
 
 
+def case_security_metrics():
+    security_case("banger-metrics.service", 5)
+
+
 def case_man_pages():
     """Each page renders with man -l without a warning and has the sections it must have."""
     if not man_pages():
@@ -366,7 +354,7 @@ def case_man_pages():
         text = re.sub(r"\u2010\n\s*|-\n\s*", "", rendered["banger-privhelper.8"])
         missing = [f for f in hflags if not mentions(text, f)]
         check(not missing, f"banger-privhelper.8 does not document {missing}")
-        for field in ("req", "caller_uid", "caller_gid", "caller_pid", "caller", "op", "args",
+        for field in ("req", "caller_uid", "caller_gid", "caller_pid", "call", "vm", "op", "args",
                       "result", "reason", "errno", "dur_us"):
             check(re.search(r"\b" + field + r"\b", text),
                   f"banger-privhelper.8: no audit field {field}")
@@ -581,7 +569,7 @@ try bangerctl --socket /nonexistent.sock get ''
         got = dict(l.split("|", 1) for l in r.stdout.splitlines() if "|" in l)
         want = {
             "bangerctl ": "register set get alive clear teardown unregister list reconcile "
-                          "watch status",
+                          "watch status metrics",
             "bangerctl re": "register reconcile",
             "bangerctl --js": "--json",
             "bangerctl register vm1 --on-exit ": "teardown keep",
@@ -1135,6 +1123,7 @@ CASES = {
     "verify": case_verify,
     "security-bangerd": case_security_bangerd,
     "security-helper": case_security_helper,
+    "security-metrics": case_security_metrics,
     "man-pages": case_man_pages,
     "example-config": case_example_config,
     "consistency": case_consistency,

@@ -39,7 +39,7 @@ READY = "ready: running as"
 
 
 def fail(msg):
-    print(f"FAIL: {msg}", file=sys.stderr)
+    print(f"FAIL: {msg}", file=sys.stderr, flush=True)
     sys.exit(1)
 
 
@@ -276,6 +276,58 @@ class _Bangerd(subprocess.Popen):
         super().send_signal(sig)
 
 
+# --- taps and loops: the kernel resources a test VM holds ---------------------------------
+
+def sh(*args):
+    return subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def link_exists(name):
+    return os.path.exists(f"/sys/class/net/{name}")
+
+
+def loops_on(path):
+    out = sh("losetup", "-j", path, "-O", "NAME", "-n")
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+class Kernel:
+    """Taps and loops made for one test; whatever survives is removed at the end.
+
+    high_loops: loops get high device numbers (400 and up, per pid), for a case that lets one
+    detach and then names it again: it must not find another test's loop there (losetup -f
+    takes the lowest free)."""
+
+    def __init__(self, tag, high_loops=False):
+        self.tag = f"{tag}{os.getpid() % 10000}"
+        self.high_loops = high_loops
+        self.taps = []
+        self.files = []
+
+    def tap(self, suffix, prefix="bgt"):
+        name = f"{prefix}{self.tag}{suffix}"[:15]
+        sh("ip", "tuntap", "add", "dev", name, "mode", "tap")
+        self.taps.append(name)
+        return name
+
+    def loop(self, path):
+        with open(path, "wb") as f:
+            f.truncate(1 << 20)
+        self.files.append(path)
+        for n in range(400 + (os.getpid() % 100) * 4, 1000) if self.high_loops else ():
+            r = subprocess.run(["losetup", f"/dev/loop{n}", path], capture_output=True)
+            if r.returncode == 0:
+                return f"/dev/loop{n}"
+        return sh("losetup", "-f", "--show", path)
+
+    def cleanup(self):
+        for t in self.taps:
+            subprocess.run(["ip", "link", "del", t], capture_output=True)
+        for f in self.files:
+            for dev in loops_on(f):
+                subprocess.run(["losetup", "-d", dev], capture_output=True)
+
+
 class Daemon:
     """bangerd with a throw-away state dir and socket, its stderr read line by line.
 
@@ -284,7 +336,7 @@ class Daemon:
     log must hold no sanitizer report."""
 
     def __init__(self, extra=(), user=TEST_USER, preexec=None, config_text=None, root=None,
-                 wait_ready=True, launcher=()):
+                 wait_ready=True, launcher=(), exe=None, helper=None):
         self.dir = root or tempfile.mkdtemp(prefix="banger-test-")
         self.own_dir = root is None or root in _ROOTS
         if self.own_dir:
@@ -301,7 +353,8 @@ class Daemon:
         os.chown(self.run_dir, pw.pw_uid, pw.pw_gid)
         self.state = os.path.join(self.dir, "state")
         self.socket = os.path.join(self.run_dir, "bangerd.sock")
-        args = [BANGERD, "--state-dir", self.state, "--helper", HELPER,
+        # exe/helper: another build's pair (a benchmark's baseline); the suite's by default.
+        args = [exe or BANGERD, "--state-dir", self.state, "--helper", helper or HELPER,
                 "--listen", self.socket,
                 "--tap-prefix", "bgt", "--dm-prefix", "bangertest-",
                 "--dm-uuid-prefix", "BANGERT-",

@@ -6,7 +6,6 @@ the test user; stub firecrackers stand in for VMs. Bad-input cases check
 afterwards that a second client is still served and that no state file
 changed.
 """
-import hashlib
 import json
 import os
 import re
@@ -18,21 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bangertest import (IFACE, STUB_OTHER, Daemon, Stub, Varlink, VarlinkError,  # noqa: E402
-                        check, fail, require_root, run_cases, wait_until)
-
-
-def snapshot(root):
-    """Every file under root with a digest of its content: 'no state file changed' is equality."""
-    result = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            if os.path.isfile(path):
-                with open(path, "rb") as f:
-                    result[path] = hashlib.sha256(f.read()).hexdigest()
-            else:
-                result[path] = "dir"
-    return result
+                        check, fail, require_root, run_cases, snapshot, wait_until)
 
 
 class Fixture:
@@ -326,6 +311,11 @@ def case_set_order(f):
     handles = f.c.call(IFACE + "GetHandles", {"id": "s1"})["handles"]
     check(handles["pid"] == s.pid and handles["start_time"] > 0 and handles["boot_id"], str(handles))
     check(f.c.call(IFACE + "IsAlive", {"id": "s1"})["alive"] == "alive", "alive")
+    # The helper's audit line names bangerd's call and the VM, each a field of its own.
+    audit = re.compile(r"audit req=\d+ caller_uid=\d+ caller_gid=\d+ caller_pid=\d+ "
+                       r"call=SetHandles#\d+ vm=s1 op=probe ")
+    check(f.d.read_until("op=probe") and audit.search(f.d.log),
+          f"no probe audit line naming call= and vm=:\n{f.d.log}")
 
 
 def case_not_firecracker(f):

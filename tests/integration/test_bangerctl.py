@@ -288,6 +288,10 @@ def case_usage_errors():
         ["get", "vm1", "--loop", "/dev/loop0"],
         ["set", "vm1", "1", "--loop-file", "/x"],
         ["--bogus", "list"],
+        ["metrics", "extra"],
+        ["list", "--output", "/tmp/x.prom"],
+        ["metrics", "--output"],
+        ["metrics", "--output", "a", "--output", "b"],
     ]
     for args in bad:
         rc, out, err = ctl(None, "--socket", nowhere, *args)
@@ -302,7 +306,7 @@ def case_usage_errors():
         check(f"\n{section}\n" in "\n" + out, f"--help lacks {section}")
     check("BANGER_SOCKET" in out and "--json" in out and "--socket" in out, "--help options")
     for cmd in ("register", "set", "get", "alive", "clear", "teardown", "unregister", "list",
-                "reconcile", "watch", "status"):
+                "reconcile", "watch", "status", "metrics"):
         check(f"\n    {cmd}" in out, f"--help lacks the command {cmd}")
     rc, out, _ = ctl(None, "--version")
     check(rc == 0 and out == f"bangerctl {VERSION}\n",
@@ -324,7 +328,8 @@ def case_status():
         check(kv.get("vms") == "0" and "uptime" in kv and "calls" in kv, f"status: {out}")
         st = ctl_json(d, "status")
         check(st["version"] == version and st["helper_privileged"] is True, f"{st}")
-        check(st["counts"] == {"vms": 0, "starting": 0, "running": 0, "stopped": 0}, f"{st}")
+        check(st["counts"] == {"vms": 0, "starting": 0, "running": 0, "stopped": 0,
+                               "liveness_unknown": 0}, f"{st}")
         with open(f"/proc/{d.proc.pid}/task/{d.proc.pid}/children") as f:
             check(st["helper_pid"] == int(f.read().split()[0]), f"helper_pid: {st}")
         check(st["uptime_usec"] > 0 and st["counters"]["calls"] >= 2, f"{st}")

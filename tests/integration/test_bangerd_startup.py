@@ -248,7 +248,7 @@ def case_split_mode():
         helper_log = helper_unit.communicate(timeout=10)[1].decode(errors="replace")
         check("op=violation" in helper_log and "is not the daemon user" in helper_log,
               f"no audit line for the refused peer:\n{helper_log}")
-        check("op=hello" in helper_log and 'caller="startup"' in helper_log,
+        check("op=hello" in helper_log and 'call=startup' in helper_log,
               f"bangerd's own connection was served:\n{helper_log}")
         print(f"split mode: READY via {messages}; wrong uid refused")
     finally:

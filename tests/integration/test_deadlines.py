@@ -20,9 +20,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bangertest import (BANGERD, HELPER, IFACE, TEST_USER, Daemon, Stub,  # noqa: E402
-                        check, fail, require_root, run_cases, skip, wait_pid_gone, wait_until)
-from test_reconcile import link_exists, loops_on, sh  # noqa: E402
+from bangertest import (BANGERD, HELPER, IFACE, TEST_USER, Daemon, Kernel, Stub,  # noqa: E402
+                        check, fail, link_exists, loops_on, require_root, run_cases, sh, skip,
+                        wait_pid_gone, wait_until)
 
 PROBE_MS, SCAN_MS, TEARDOWN_MS = 500, 1000, 1000
 DEADLINE_FLAGS = ["--helper-probe-timeout-ms", str(PROBE_MS),
@@ -32,41 +32,6 @@ EXIT_HELPER, EXIT_HELPER_STUCK = 3, 4
 READ_BOUND_S = 0.1  # what a cache read (IsAlive, List) may take while the helper is stuck
 SLACK_S = 1.0       # a stuck call is answered within its deadline + this
 
-
-
-class Kernel:
-    """Taps and loops made for one case; whatever survives is removed at the end."""
-
-    def __init__(self, tag):
-        if not os.path.exists("/dev/net/tun"):
-            skip("no /dev/net/tun: cannot create tap devices here")
-        self.tag = f"{tag}{os.getpid() % 10000}"
-        self.taps, self.files = [], []
-
-    def tap(self, suffix):
-        name = f"bgt{self.tag}{suffix}"[:15]
-        sh("ip", "tuntap", "add", "dev", name, "mode", "tap")
-        self.taps.append(name)
-        return name
-
-    def loop(self, path):
-        """A loop on path with a high device number: a case that lets one detach and then names
-        it again must not find another test's loop there (losetup -f takes the lowest free)."""
-        with open(path, "wb") as f:
-            f.truncate(1 << 20)
-        self.files.append(path)
-        for n in range(400 + (os.getpid() % 100) * 4, 1000):
-            r = subprocess.run(["losetup", f"/dev/loop{n}", path], capture_output=True)
-            if r.returncode == 0:
-                return f"/dev/loop{n}"
-        return sh("losetup", "-f", "--show", path)
-
-    def cleanup(self):
-        for t in self.taps:
-            subprocess.run(["ip", "link", "del", t], capture_output=True)
-        for f in self.files:
-            for dev in loops_on(f):
-                subprocess.run(["losetup", "-d", dev], capture_output=True)
 
 
 class Stopped:
@@ -174,7 +139,7 @@ def stuck_call(d, caller, method, params, op, deadline_ms, live_id, pipeline=())
 
 def spawn_stuck(op, deadline_ms, prepare, method_of, after=None):
     require_root()
-    k = Kernel("sd")
+    k = Kernel("sd", high_loops=True)
     d = Daemon(extra=DEADLINE_FLAGS)
     stubs, stopped = [], Stopped()
     try:
@@ -282,7 +247,7 @@ def case_split_stuck():
     activate = shutil.which("systemd-socket-activate")
     if not activate:
         skip("systemd-socket-activate (Debian's systemd package) is not installed")
-    k = Kernel("sp")
+    k = Kernel("sp", high_loops=True)
     tmp = tempfile.mkdtemp(prefix="banger-test-deadline-split-")
     os.chmod(tmp, 0o755)
     helper_sock = os.path.join(tmp, "privhelper.sock")
@@ -372,7 +337,7 @@ def case_startup_scan_stuck():
     require_root()
     proxy = os.environ.get("BANGER_HELPER_PROXY", "")
     check(proxy and os.access(proxy, os.X_OK), "BANGER_HELPER_PROXY must name the proxy")
-    k = Kernel("ss")
+    k = Kernel("ss", high_loops=True)
     d = Daemon()
     d.own_dir = False
     stubs, notify, stopped = [], None, Stopped()
@@ -477,7 +442,7 @@ def case_killed_mid_teardown():
     ~0.5 s on it after detaching the first. It is SIGKILLed then: the reply says nobody knows
     what was removed (never torn_down), and the next helper finishes the teardown."""
     require_root()
-    k = Kernel("kt")
+    k = Kernel("kt", high_loops=True)
     d = Daemon()
     d.own_dir = False
     stubs, hold = [], None

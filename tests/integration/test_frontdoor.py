@@ -597,7 +597,7 @@ class Front:
         require_root()
         if not os.path.exists("/dev/net/tun"):
             skip("no /dev/net/tun: cannot create tap devices here")
-        from test_reconcile import Kernel
+        from bangertest import Kernel
         self.k = Kernel(tag)
         self.accounts, self.readers, self.stubs, self.sockets = [], [], [], []
         self.problems = []
@@ -762,7 +762,7 @@ class Front:
     def kill_and_see_teardown(self, vm, bound=EVENT_BOUND):
         """kill -9 the VM's firecracker; Watch sees exited then torn_down within bound; the
         tap and the loop are gone."""
-        from test_reconcile import link_exists, loops_on
+        from bangertest import link_exists, loops_on
         when, w = vm.when, vm.watch
         seen = []
 

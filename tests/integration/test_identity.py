@@ -31,7 +31,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bangertest import (IFACE, STUB, Account, Daemon, Stub, check, fail,  # noqa: E402
                         require_root, run_cases, skip, status_of)
-from test_reconcile import Kernel, link_exists, loops_on  # noqa: E402
+from bangertest import Kernel, link_exists, loops_on  # noqa: E402
 
 EVENT_BOUND = 10.0  # seconds for any one event (exited, torn_down, identity_conflict)
 

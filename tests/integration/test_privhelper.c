@@ -335,7 +335,7 @@ static void probe_audit_line(void)
 	char want[800];
 	t_pathf(
 	    want, sizeof(want),
-	    "req=2 caller_uid=0 caller_gid=0 caller_pid=0 caller=\"test\" "
+	    "req=2 caller_uid=0 caller_gid=0 caller_pid=0 call=test vm=vm1 "
 	    "op=probe pid=%d pidfd=no start_time=0 api_sock=\"%s\" result=running errno=0 dur_us=",
 	    (int)pid, sock);
 	CHECK(strstr(out, want), "audit line\n  %s\nnot in\n%s", want, out);
@@ -540,7 +540,7 @@ static size_t hostile_probe(struct fixture *f)
 			      50,	sizeof(struct ps_probe), 0};
 	struct ps_probe q;
 	memset(&q, 0, sizeof(q));
-	strcpy(q.caller.what, "test");
+	strcpy(q.caller.call, "test");
 	q.pid = getpid();
 	t_pathf(q.api_sock, sizeof(q.api_sock), "%s/vm1/api.sock", f->api_root);
 	memcpy(hostile_buf, &h, sizeof(h));

@@ -8,55 +8,15 @@ meson test (argv[1]); every wait is for an event and bounded.
 """
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bangertest import (IFACE, Daemon, Stub, check, fail, require_root, run_cases,  # noqa: E402
-                        skip, wait_until)
-
-
-def sh(*args):
-    return subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip()
-
-
-def link_exists(name):
-    return os.path.exists(f"/sys/class/net/{name}")
-
-
-def loops_on(path):
-    out = sh("losetup", "-j", path, "-O", "NAME", "-n")
-    return [line.strip() for line in out.splitlines() if line.strip()]
-
-
-class Kernel:
-    """Taps and loops made for one test; whatever survives is removed at the end."""
-
-    def __init__(self, tag):
-        self.tag = f"{tag}{os.getpid() % 10000}"
-        self.taps = []
-        self.files = []
-
-    def tap(self, suffix, prefix="bgt"):
-        name = f"{prefix}{self.tag}{suffix}"[:15]
-        sh("ip", "tuntap", "add", "dev", name, "mode", "tap")
-        self.taps.append(name)
-        return name
-
-    def loop(self, path):
-        with open(path, "wb") as f:
-            f.truncate(1 << 20)
-        self.files.append(path)
-        return sh("losetup", "-f", "--show", path)
-
-    def cleanup(self):
-        for t in self.taps:
-            subprocess.run(["ip", "link", "del", t], capture_output=True)
-        for f in self.files:
-            for dev in loops_on(f):
-                subprocess.run(["losetup", "-d", dev], capture_output=True)
+from bangertest import (IFACE, Daemon, Kernel, Stub, check, fail, link_exists,  # noqa: E402
+                        loops_on, require_root, run_cases, sh, skip, wait_until)
 
 
 class Fixture:
@@ -161,6 +121,9 @@ def case_keep_then_teardown(f):
     f.nothing_left(tap, files)
     again = f.c.call(IFACE + "Teardown", {"id": "vm-kp1"})["results"]
     check(again == [], f"a second teardown has nothing left to name: {again}")
+    check(f.d.read_until("vm=vm-kp1 op=teardown")
+          and re.search(r" call=Teardown#\d+ vm=vm-kp1 op=teardown .*result=ok", f.d.log),
+          f"no teardown audit line naming call= and vm=:\n{f.d.log}")
 
 
 @with_fixture("st")
@@ -355,6 +318,86 @@ def case_stale_loop_spared(f):
     results = f.c.call(IFACE + "Teardown", {"id": "vm-sla"})["results"]
     check(all(r["name"] != loop for r in results), f"A's teardown named B's loop: {results}")
     check(loops_on(img_b) == [loop], f"B's loop survived: {loops_on(img_b)}")
+
+
+@with_fixture("ru")
+def case_runs_under_one_id(f):
+    """Three runs of one VM under one id (DESIGN section 2): Register re-arms a stopped record
+    that holds nothing; VMExists names the state and what to call while it is starting,
+    running, or stopped with leftovers."""
+    vm_id = "vm-ru1"
+    vm_json = os.path.join(f.d.vm_dir(vm_id), "vm.json")
+    watcher = f.d.client().watch()
+
+    def register(run, **extra):
+        tap = f"bgt{f.k.tag}r{run}"[:15]
+        files = [f.image(f"ru1-{run}-{i}.img") for i in range(2)]
+        vm = f.c.call(IFACE + "Register", {"id": vm_id, "api_sock": f.sock(vm_id),
+                                          "planned": {"tap": tap, "loop_files": files},
+                                          **extra})["vm"]
+        check(vm["state"] == "starting" and vm["planned"]["tap"] == tap and "handles" not in vm,
+              f"run {run}: {vm}")
+        with open(vm_json) as fh:
+            rec = json.load(fh)
+        check(rec["state"] == "starting" and rec["planned"]["tap"] == tap
+              and rec["planned"]["loop_files"] == files,
+              f"run {run}: the new plan is on disk before the reply: {rec}")
+        return tap, files
+
+    def refused(state, why):
+        e = f.c.expect_error(IFACE + "Register", {"id": vm_id, "api_sock": f.sock(vm_id)},
+                             IFACE + "VMExists")
+        check(e["id"] == vm_id and e["state"] == state and why in e["reason"], str(e))
+
+    def start(run, tap, files):
+        f.k.tap(f"r{run}")
+        loops = [f.k.loop(x) for x in files]
+        s = f.stub(vm_id)
+        f.c.call(IFACE + "SetHandles", {"id": vm_id, "pid": s.pid, "tap": tap, "loops": loops})
+        check(f.c.call(IFACE + "IsAlive", {"id": vm_id})["alive"] == "alive", f"run {run}")
+        return s
+
+    def next_event(kind):
+        while True:
+            ev = watcher.next_event()
+            if ev.get("id") == vm_id and ev["kind"] == kind:
+                return ev
+
+    # Run 1: firecracker exits, bangerd tears it down (on_exit teardown), the record is free.
+    tap, files = register(1)
+    refused("starting", "SetHandles")
+    s = start(1, tap, files)
+    refused("running", "Teardown")
+    s.kill()
+    next_event("torn_down")
+    f.nothing_left(tap, files)
+    # Run 2, kept on exit: stopped with leftovers until Teardown.
+    tap, files = register(2, on_exit="keep")
+    s = start(2, tap, files)
+    s.kill()
+    next_event("exited")
+    wait_until(lambda: f.c.call(IFACE + "List")["vms"][0]["state"] == "stopped", 5, "stopped")
+    refused("stopped", "Teardown")
+    check(link_exists(tap), "a refused Register touched nothing")
+    f.c.call(IFACE + "Teardown", {"id": vm_id})
+    f.nothing_left(tap, files)
+    # Run 3 fails before SetHandles: ClearHandles leaves a plan whose resources may exist.
+    tap, files = register(3)
+    f.k.tap("r3")
+    for x in files:
+        f.k.loop(x)
+    f.c.call(IFACE + "ClearHandles", {"id": vm_id})
+    refused("stopped", "Teardown")
+    results = f.c.call(IFACE + "Teardown", {"id": vm_id})["results"]
+    check(("tap", tap, "removed") in [(r["kind"], r["name"], r["status"]) for r in results],
+          f"the plan's tap was torn down: {results}")
+    f.nothing_left(tap, files)
+    # Free again: a fourth plan is taken, and survives a restart as that run's intent.
+    tap, files = register(4)
+    f.restart(kill=True)
+    vm = f.c.call(IFACE + "List")["vms"][0]
+    check(vm["id"] == vm_id and vm["state"] == "stopped", f"after the restart: {vm}")
+    f.c.call(IFACE + "Unregister", {"id": vm_id})
 
 
 CASES = {name[5:].replace("_", "-"): fn for name, fn in list(globals().items())

@@ -363,7 +363,7 @@ static void teardown(struct fixture *f, const struct request *rq, struct ps_tear
 	uint64_t id = f->helper.next_id++;
 
 	memset(&q, 0, sizeof(q));
-	strcpy(q.caller.what, "test");
+	strcpy(q.caller.call, "test");
 	for (; q.n_dm < PS_TEARDOWN_MAX_DM && rq->dm[q.n_dm]; q.n_dm++)
 		CHECK(field_set(q.dm[q.n_dm], PS_DM_NAME_MAX, rq->dm[q.n_dm]) == 0, "dm name");
 	for (; q.n_loops < PS_TEARDOWN_MAX_LOOPS && rq->loops[q.n_loops]; q.n_loops++)
@@ -373,7 +373,7 @@ static void teardown(struct fixture *f, const struct request *rq, struct ps_tear
 	CHECK(ps_send(f->helper.sock, PS_TEARDOWN, id, &q, sizeof(q), NULL, 0) == 0, "send");
 	struct pollfd p = {.fd = f->helper.sock, .events = POLLIN};
 	CHECK(poll(&p, 1, 60000) == 1, "no teardown reply within 60 s");
-	int r = ps_recv(f->helper.sock, PS_TO_DAEMON, false, &m, why, sizeof(why));
+	int r = ps_recv_reply(f->helper.sock, false, &m, why, sizeof(why));
 	CHECK(r == 1, "receiving the reply: %d %s", r, r == -EBADMSG ? why : strerror(-r));
 	CHECK(m.header.type == PS_TEARDOWN_REPLY && m.header.request_id == id, "reply type/id");
 	*out = m.payload.teardown_reply;
@@ -881,7 +881,7 @@ static void dm_policy(void)
 			      77,	sizeof(struct ps_teardown), 0};
 	struct ps_teardown *q = (struct ps_teardown *)(buf + sizeof(h));
 	memcpy(buf, &h, sizeof(h));
-	strcpy(q->caller.what, "test");
+	strcpy(q->caller.call, "test");
 	q->n_dm = 1;
 	memset(q->dm[0], 'x', PS_DM_NAME_MAX);
 	memcpy(q->dm[0], "bangertest-", strlen("bangertest-"));

@@ -124,7 +124,7 @@ static void recv_reply(struct t_helper *h, uint16_t type, uint64_t id, struct ps
 	char why[512];
 	struct pollfd p = {.fd = h->sock, .events = POLLIN};
 	CHECK(poll(&p, 1, 20000) == 1, "no reply from the helper within 20 s");
-	int r = ps_recv(h->sock, PS_TO_DAEMON, false, m, why, sizeof(why));
+	int r = ps_recv_reply(h->sock, false, m, why, sizeof(why));
 	CHECK(r == 1, "receiving reply: r=%d %s", r, r == -EBADMSG ? why : strerror(-r));
 	CHECK(m->header.type == type, "reply type %u, want %u", m->header.type, type);
 	CHECK(m->header.request_id == id, "reply id %llu, want %llu",
@@ -133,7 +133,7 @@ static void recv_reply(struct t_helper *h, uint16_t type, uint64_t id, struct ps
 
 void t_helper_hello(struct t_helper *h)
 {
-	struct ps_hello q = {.caller = {.what = "test"}, .protocol_version = PS_PROTOCOL_VERSION};
+	struct ps_hello q = {.caller = {.call = "test"}, .protocol_version = PS_PROTOCOL_VERSION};
 	struct ps_message m;
 	uint64_t id = h->next_id++;
 	CHECK(ps_send(h->sock, PS_HELLO, id, &q, sizeof(q), NULL, 0) == 0, "send hello");
@@ -198,7 +198,9 @@ void t_probe(struct t_helper *h, pid_t pid, int pidfd, uint64_t start_time, cons
 	uint64_t id = h->next_id++;
 
 	memset(&q, 0, sizeof(q));
-	strcpy(q.caller.what, "test");
+	strcpy(q.caller.call, "test");
+	strcpy(q.caller.vm,
+	       "vm1"); /* the audit line names it (test_privhelper's probe-audit-line) */
 	q.pid = pid;
 	q.flags = pidfd >= 0 ? PS_PROBE_HAS_PIDFD : 0;
 	q.start_time = start_time;
@@ -220,7 +222,7 @@ void t_scan(struct t_helper *h, const char *const *sockets, size_t count, struct
 
 	for (size_t part = 0; part < nparts; part++) {
 		memset(&q, 0, sizeof(q));
-		strcpy(q.caller.what, "test");
+		strcpy(q.caller.call, "test");
 		q.part = (uint32_t)part;
 		q.nparts = (uint32_t)nparts;
 		for (size_t i = part * PS_SCAN_PART_MAX; i < count && q.count < PS_SCAN_PART_MAX;

@@ -38,23 +38,36 @@ int main(void)
 		  !policy_loop_file_allowed(&p, "/srv/imagesX/a.img"),
 	      "loop");
 
-	/* The flags bangerd passes parse back to the same policy. */
+	/* The flags bangerd passes parse back, through the same table, to the same policy. */
 	const char *argv[POLICY_MAX_ARGS + 1];
 	size_t n = policy_to_args(&p, argv, POLICY_MAX_ARGS);
-	CHECK(n > 0 && argv[n] == NULL, "args");
+	CHECK(n == 2 * 6 && argv[n] == NULL, "args: %zu", n);
 	policy_init(&q);
 	for (size_t i = 0; i < n; i += 2) {
-		const char *flag = argv[i], *v = argv[i + 1];
-		int r = strcmp(flag, "--tap-prefix") == 0	? policy_set_tap_prefix(&q, v)
-			: strcmp(flag, "--dm-prefix") == 0	? policy_set_dm_prefix(&q, v)
-			: strcmp(flag, "--dm-uuid-prefix") == 0 ? policy_set_dm_uuid_prefix(&q, v)
-			: strcmp(flag, "--loop-root") == 0	? policy_add_loop_root(&q, v)
-			: strcmp(flag, "--api-sock-root") == 0	? policy_add_api_sock_root(&q, v)
-			: strcmp(flag, "--firecracker-name") == 0
-			    ? policy_add_firecracker_name(&q, v)
-			    : -EINVAL;
-		CHECK(r == 0, "flag %s", flag);
+		const struct policy_flag *f = NULL;
+		for (size_t k = 0; k < POLICY_N_FLAGS; k++)
+			if (strcmp(policy_flags[k].flag, argv[i]) == 0)
+				f = &policy_flags[k];
+		CHECK(f && f->set(&q, argv[i + 1]) == 0, "flag %s %s", argv[i], argv[i + 1]);
 	}
 	CHECK(policy_equal(&p, &q), "round trip");
+
+	/* The config file's keys are the flags with '_' for '-'; a list can be emptied. */
+	static const char *const keys[POLICY_N_FLAGS] = {"tap_prefix",	   "dm_prefix",
+							 "dm_uuid_prefix", "loop_root",
+							 "api_sock_root",  "firecracker_name"};
+	for (size_t k = 0; k < POLICY_N_FLAGS; k++) {
+		CHECK(policy_flag_is_key(&policy_flags[k], keys[k]), "key %s", keys[k]);
+		CHECK(!policy_flag_is_key(&policy_flags[k], "loop_roo") &&
+			  !policy_flag_is_key(&policy_flags[k], "firecracker_names"),
+		      "prefixes of keys are no keys");
+	}
+	CHECK(policy_flag_is_key(&policy_flags[3], "loop_root") &&
+		  !policy_flag_is_key(&policy_flags[3], "loop-root"),
+	      "a file key is spelt with '_'");
+	policy_flag_clear(&policy_flags[3], &q);
+	CHECK(q.n_loop_roots == 0 && q.loop_roots[0][0] == '\0', "list cleared");
+	policy_flag_clear(&policy_flags[0], &q);
+	CHECK(strcmp(q.tap_prefix, "bgt") == 0, "a single value is not cleared");
 	return 0;
 }

@@ -1,7 +1,8 @@
 /*
- * The privsep codec (proto/privsep.c): valid messages of each type pass a
- * real SEQPACKET socketpair intact, and every rule of the decoder rejects
- * what it must, closing every fd that came with a rejected message.
+ * The privsep codec (proto/privsep*.c) and the helper's request table that
+ * decodes with it (privhelper/dispatch.c): valid messages of each type pass
+ * a real SEQPACKET socketpair intact, and every rule of either decoder
+ * rejects what it must, closing every fd that came with a rejected message.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -9,12 +10,22 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "helper.h"
 #include "path.h"
 #include "policy.h"
 #include "privsep.h"
 #include "testlib.h"
 
 static char why[512];
+
+/* Each direction has its own decoder: the helper's for requests, bangerd's for replies. */
+static int decode(enum ps_direction dir, const void *buf, size_t len, size_t nfds,
+		  struct ps_message *m)
+{
+	if (dir == PS_TO_HELPER)
+		return asroot_decode(buf, len, nfds, m, why, sizeof(why));
+	return ps_decode_reply(buf, len, nfds, m, why, sizeof(why));
+}
 
 static void pair(int sv[2])
 {
@@ -29,14 +40,14 @@ static void roundtrip_probe_with_fd(void)
 	pair(sv);
 	CHECK(pipe(p) == 0, "pipe");
 	memset(&q, 0, sizeof(q));
-	strcpy(q.caller.what, "SetHandles");
+	strcpy(q.caller.call, "SetHandles");
 	q.caller.uid = 1000;
 	q.pid = 42;
 	q.flags = PS_PROBE_HAS_PIDFD;
 	q.start_time = 12345;
 	strcpy(q.api_sock, "/run/vms/a.sock");
 	CHECK(ps_send(sv[0], PS_PROBE, 7, &q, sizeof(q), &p[0], 1) == 0, "send");
-	CHECK(ps_recv(sv[1], PS_TO_HELPER, false, &m, why, sizeof(why)) == 1, "recv: %s", why);
+	CHECK(asroot_recv(sv[1], &m, why, sizeof(why)) == 1, "recv: %s", why);
 	CHECK(m.header.request_id == 7 && m.header.type == PS_PROBE && m.nfds == 1, "header");
 	CHECK(memcmp(&m.payload.probe, &q, sizeof(q)) == 0, "payload intact");
 	/* The fd that arrived is the same pipe: what is written comes out of it. */
@@ -61,7 +72,7 @@ static size_t raw_hello(unsigned char *buf)
 	struct ps_hello q;
 	memset(&q, 0, sizeof(q));
 	q.protocol_version = PS_PROTOCOL_VERSION;
-	strcpy(q.caller.what, "startup");
+	strcpy(q.caller.call, "startup");
 	memcpy(buf, &h, sizeof(h));
 	memcpy(buf + sizeof(h), &q, sizeof(q));
 	return sizeof(h) + sizeof(q);
@@ -71,7 +82,7 @@ static void expect_violation(const void *buf, size_t len, size_t nfds, enum ps_d
 			     const char *needle)
 {
 	static struct ps_message m;
-	int r = ps_decode(dir, buf, len, nfds, &m, why, sizeof(why));
+	int r = decode(dir, buf, len, nfds, &m);
 	CHECK(r == -EBADMSG, "decoder accepted a message that breaks '%s'", needle);
 	CHECK(strstr(why, needle), "violation text '%s' lacks '%s'", why, needle);
 }
@@ -84,11 +95,12 @@ static void decoder_rules(void)
 	static struct ps_message m;
 
 	len = raw_hello(buf);
-	CHECK(ps_decode(PS_TO_HELPER, buf, len, 0, &m, why, sizeof(why)) == 0, "valid hello: %s",
-	      why);
+	CHECK(decode(PS_TO_HELPER, buf, len, 0, &m) == 0, "valid hello: %s", why);
 	expect_violation(buf, len, 0, PS_TO_DAEMON, "wrong direction");
 	expect_violation(buf, 10, 0, PS_TO_HELPER, "short message");
-	expect_violation(buf, len, 1, PS_TO_HELPER, "at most 0 allowed");
+	expect_violation(buf, len, 1, PS_TO_HELPER, "header declares 0 fds, 1 arrived");
+	h->nfds = 1;
+	expect_violation(buf, len, 1, PS_TO_HELPER, "hello: carries 1 fds, at most 0 allowed");
 
 	len = raw_hello(buf);
 	h->magic ^= 1;
@@ -112,17 +124,41 @@ static void decoder_rules(void)
 	/* Strings: unterminated, embedded NUL, unprintable. */
 	struct ps_hello *q = (struct ps_hello *)(buf + sizeof(*h));
 	len = raw_hello(buf);
-	memset(q->caller.what, 'a', sizeof(q->caller.what));
+	memset(q->caller.call, 'a', sizeof(q->caller.call));
 	expect_violation(buf, len, 0, PS_TO_HELPER, "unterminated");
 	len = raw_hello(buf);
-	q->caller.what[10] = 'z';
+	q->caller.call[10] = 'z';
 	expect_violation(buf, len, 0, PS_TO_HELPER, "embedded NUL");
 	len = raw_hello(buf);
-	q->caller.what[0] = '\n';
+	q->caller.call[0] = '\n';
 	expect_violation(buf, len, 0, PS_TO_HELPER, "not printable");
 	len = raw_hello(buf);
 	q->reserved = 1;
 	expect_violation(buf, len, 0, PS_TO_HELPER, "reserved");
+
+	/* The VM a request is about: empty, or a VM id, nothing else. */
+	len = raw_hello(buf);
+	field_set(q->caller.vm, sizeof(q->caller.vm), "vm-1.a_b");
+	CHECK(decode(PS_TO_HELPER, buf, len, 0, &m) == 0, "valid vm id: %s", why);
+	field_set(q->caller.vm, sizeof(q->caller.vm), "-vm");
+	expect_violation(buf, len, 0, PS_TO_HELPER, "caller.vm: not a VM id");
+	field_set(q->caller.vm, sizeof(q->caller.vm), "vm 1");
+	expect_violation(buf, len, 0, PS_TO_HELPER, "caller.vm: not a VM id");
+	memset(q->caller.vm, 'v', PS_VM_ID_MAX + 1);
+	expect_violation(buf, len, 0, PS_TO_HELPER, "caller.vm: 65 bytes");
+	len = raw_hello(buf);
+	q->caller.vm[PS_VM_ID_MAX + 4] = 'x';
+	expect_violation(buf, len, 0, PS_TO_HELPER, "caller.vm: unterminated string or embedded");
+	len = raw_hello(buf);
+	strcpy(q->caller.call, "Set Handles#1");
+	expect_violation(buf, len, 0, PS_TO_HELPER, "caller.call: byte 0x20 is not printable");
+
+	/* bangerd's decoder takes replies only. */
+	len = raw_hello(buf);
+	expect_violation(buf, len, 0, PS_TO_DAEMON, "hello sent in the wrong direction");
+	h->type = PS_PROBE_REPLY;
+	expect_violation(buf, len, 0, PS_TO_HELPER,
+			 "(the probe reply) sent in the wrong direction");
 
 	/* Counts and unused entries of a scan. */
 	struct ps_header sh = {PS_MAGIC, PS_PROTOCOL_VERSION,	 PS_SCAN,
@@ -134,8 +170,7 @@ static void decoder_rules(void)
 	s->count = 1;
 	strcpy(s->sockets[0], "/run/a.sock");
 	len = sizeof(sh) + sizeof(*s);
-	CHECK(ps_decode(PS_TO_HELPER, buf, len, 0, &m, why, sizeof(why)) == 0, "valid scan: %s",
-	      why);
+	CHECK(decode(PS_TO_HELPER, buf, len, 0, &m) == 0, "valid scan: %s", why);
 	s->count = PS_SCAN_PART_MAX + 1;
 	expect_violation(buf, len, 0, PS_TO_HELPER, "over the maximum");
 	s->count = 1;
@@ -167,7 +202,7 @@ static void decoder_rules(void)
 	expect_violation(buf, len, 0, PS_TO_HELPER, "unknown bits");
 }
 
-/* A rejected message's fds are closed by ps_recv: none leaks into the receiver. */
+/* A rejected message's fds are closed by asroot_recv: none leaks into the receiver. */
 static void rejected_fds_are_closed(void)
 {
 	int sv[2], p[2];
@@ -184,22 +219,20 @@ static void rejected_fds_are_closed(void)
 	CHECK(t_send_raw(sv[0], buf, len, fds, 1) == 0, "send");
 	CHECK(t_send_raw(sv[0], buf, len, fds, 3) == 0, "send");
 	struct ps_message m;
-	CHECK(ps_recv(sv[1], PS_TO_HELPER, false, &m, why, sizeof(why)) == -EBADMSG &&
-		  strstr(why, "at most 0"),
+	CHECK(asroot_recv(sv[1], &m, why, sizeof(why)) == -EBADMSG &&
+		  strstr(why, "declares 0 fds, 1 arrived"),
 	      "fd on hello: %s", why);
 	CHECK(t_count_fds() == before, "fd leaked after a rejected hello");
-	CHECK(ps_recv(sv[1], PS_TO_HELPER, false, &m, why, sizeof(why)) == -EBADMSG &&
-		  strstr(why, "MSG_CTRUNC"),
+	CHECK(asroot_recv(sv[1], &m, why, sizeof(why)) == -EBADMSG && strstr(why, "MSG_CTRUNC"),
 	      "three fds: %s", why);
 	CHECK(t_count_fds() == before, "fd leaked after MSG_CTRUNC");
 	/* Oversize datagram. */
-	static unsigned char big[PS_MAX_MESSAGE_BYTES + 100];
+	static unsigned char big[PS_MAX_REQUEST_BYTES + 100];
 	memcpy(big, buf, len);
 	int sz = 1 << 20;
 	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
 	CHECK(t_send_raw(sv[0], big, sizeof(big), NULL, 0) == 0, "send big");
-	CHECK(ps_recv(sv[1], PS_TO_HELPER, false, &m, why, sizeof(why)) == -EBADMSG &&
-		  strstr(why, "oversize"),
+	CHECK(asroot_recv(sv[1], &m, why, sizeof(why)) == -EBADMSG && strstr(why, "oversize"),
 	      "oversize: %s", why);
 	close(p[0]);
 	close(p[1]);
@@ -207,12 +240,13 @@ static void rejected_fds_are_closed(void)
 	close(sv[1]);
 }
 
-static void send_refuses_wrong_size(void)
+static void send_refuses_out_of_bounds(void)
 {
-	struct ps_hello q;
-	memset(&q, 0, sizeof(q));
-	CHECK(ps_send(-1, PS_HELLO, 1, &q, sizeof(q) - 1, NULL, 0) == -EINVAL, "size checked");
-	CHECK(ps_send(-1, 99, 1, &q, sizeof(q), NULL, 0) == -EINVAL, "type checked");
+	static unsigned char big[sizeof(union ps_payload) + 1];
+	int fds[FDPASS_MAX_FDS + 1] = {0};
+	CHECK(ps_send(-1, PS_HELLO, 1, big, sizeof(big), NULL, 0) == -EINVAL, "size checked");
+	CHECK(ps_send(-1, PS_SCAN_REPLY, 1, big, 8, fds, ELEMENTSOF(fds)) == -EINVAL,
+	      "fd count checked");
 }
 
 int main(void)
@@ -220,6 +254,6 @@ int main(void)
 	roundtrip_probe_with_fd();
 	decoder_rules();
 	rejected_fds_are_closed();
-	send_refuses_wrong_size();
+	send_refuses_out_of_bounds();
 	return 0;
 }
