@@ -136,7 +136,7 @@ def stop(d):
     writer = next((ln.split("store writer: ", 1)[1] for ln in d.log.splitlines()
                    if "store writer: " in ln), "no writes")
     helper_us = sum(int(m) for m in re.findall(
-        r'caller="startup-reconcile" op=teardown .*? dur_us=(\d+)', d.log))
+        r'call=startup-reconcile .*?op=teardown .*? dur_us=(\d+)', d.log))
     return writer, helper_us
 
 
