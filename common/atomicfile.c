@@ -67,8 +67,8 @@ static int create_temp(int dirfd, const char *name, mode_t mode, char *tmp, size
 	return -EEXIST;
 }
 
-/* fsync a directory fd; AT_FDCWD stands for ".", which has to be opened for it. */
-static int sync_dir(int dirfd)
+/* AT_FDCWD stands for ".", which has to be opened for it. */
+int atomic_sync_dir(int dirfd)
 {
 	_cleanup_close_ int cwd = -1;
 	if (dirfd == AT_FDCWD) {
@@ -80,35 +80,56 @@ static int sync_dir(int dirfd)
 	return fsync(dirfd) < 0 ? negative_errno() : 0;
 }
 
-/* Give the temp its exact mode and content, on disk before anyone can see it under name. */
+/* Give the temp its exact mode and content (not yet synced). */
 static int fill_temp(int fd, mode_t mode, const void *data, size_t len)
 {
 	/* The umask may have narrowed mode at creation; the caller asked for exactly mode. */
 	if (fchmod(fd, mode) < 0)
 		return negative_errno();
-	int r = write_all(fd, data, len);
-	if (r < 0)
+	return write_all(fd, data, len);
+}
+
+int atomic_temp_write(int dirfd, const char *name, const void *data, size_t len, mode_t mode,
+		      char *tmp, size_t tmp_size)
+{
+	if (!name_is_one_component(name))
+		return -EINVAL;
+	int fd = create_temp(dirfd, name, mode, tmp, tmp_size);
+	if (fd < 0)
+		return fd;
+	int r = fill_temp(fd, mode, data, len);
+	if (r < 0) {
+		unlinkat(dirfd, tmp, 0);
+		close(fd);
 		return r;
-	return fdatasync(fd) < 0 ? negative_errno() : 0;
+	}
+	return fd;
+}
+
+int atomic_temp_commit(int dirfd, const char *tmp, const char *name)
+{
+	if (renameat(dirfd, tmp, dirfd, name) == 0)
+		return 0;
+	int r = negative_errno();
+	unlinkat(dirfd, tmp, 0);
+	return r;
 }
 
 int atomic_write_at(int dirfd, const char *name, const void *data, size_t len, mode_t mode)
 {
 	char tmp[NAME_MAX + 1];
 
-	if (!name_is_one_component(name))
-		return -EINVAL;
-	_cleanup_close_ int fd = create_temp(dirfd, name, mode, tmp, sizeof(tmp));
+	_cleanup_close_ int fd = atomic_temp_write(dirfd, name, data, len, mode, tmp, sizeof(tmp));
 	if (fd < 0)
 		return fd;
-	int r = fill_temp(fd, mode, data, len);
-	if (r == 0 && renameat(dirfd, tmp, dirfd, name) < 0)
-		r = negative_errno();
-	if (r < 0) {
+	/* On disk before anyone can see it under name. */
+	if (fdatasync(fd) < 0) {
+		int r = negative_errno();
 		unlinkat(dirfd, tmp, 0);
 		return r;
 	}
-	return sync_dir(dirfd);
+	int r = atomic_temp_commit(dirfd, tmp, name);
+	return r < 0 ? r : atomic_sync_dir(dirfd);
 }
 
 int read_file_at(int dirfd, const char *name, size_t max_bytes, char **data, size_t *len)

@@ -20,6 +20,23 @@
 int atomic_write_at(int dirfd, const char *name, const void *data, size_t len, mode_t mode);
 
 /*
+ * atomic_write_at in its steps, for a caller that makes many files durable
+ * with one sync (group commit, daemon/store_writer.c). The caller keeps the
+ * order: temp written, temp synced (fdatasync, or syncfs of the whole
+ * filesystem), atomic_temp_commit, atomic_sync_dir.
+ *
+ * atomic_temp_write: create ".<name>.tmp.<random>" in dirfd (O_EXCL, mode
+ * exactly) and write data; returns the open fd (not synced) and the temp's
+ * name in tmp, or -errno with nothing left behind.
+ */
+int atomic_temp_write(int dirfd, const char *name, const void *data, size_t len, mode_t mode,
+		      char *tmp, size_t tmp_size);
+/* Rename tmp over name; on failure the temp is unlinked. 0 or -errno. */
+int atomic_temp_commit(int dirfd, const char *tmp, const char *name);
+/* fsync a directory (AT_FDCWD: "."). 0 or -errno. */
+int atomic_sync_dir(int dirfd);
+
+/*
  * Read all of dirfd/name (O_NOFOLLOW) into a malloc'ed NUL-terminated
  * buffer. -ENOENT if missing, -EFBIG over max_bytes, -ELOOP for a symlink,
  * -EISDIR for a directory, -EINVAL for another non-regular file.

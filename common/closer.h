@@ -3,7 +3,9 @@
  * send queue (SO_LINGER), a FUSE file, a device whose release waits. An
  * event loop must never make that call itself, so such fds are handed to a
  * closer, whose own thread closes them one after another. Never used for
- * fds we opened ourselves.
+ * fds we opened ourselves, but for one case: the store writer's last
+ * reference to a state file it replaced or removed, whose blocks are freed
+ * at that close (which can wait for the disk: daemon/store_writer.c).
  */
 #pragma once
 

@@ -281,6 +281,46 @@ static struct ps_caller caller_of(struct varlink_call *c, const char *method)
 
 /* --- methods ------------------------------------------------------------------ */
 
+static void error_too_many_vms(struct varlink_call *c)
+{
+	yajl_gen g = varlink_params_begin();
+	if (g)
+		json_gen_kv_int(g, "limit", BANGER_MAX_VMS);
+	varlink_error(c, IFACE "TooManyVMs", varlink_params_end(g));
+}
+
+static void error_storage(struct varlink_call *c, struct daemon *d, const char *id,
+			  const char *name)
+{
+	char file[PATH_MAX];
+	store_path(&d->store, id, name, file, sizeof(file));
+	error_with(c, "StorageFailed", "id", id, "file", file);
+}
+
+static void on_registered(struct daemon *d, const char *id, struct vm_entry *e, int err,
+			  void *userdata)
+{
+	struct varlink_call *c = userdata;
+	const char *refusal = err == -EEXIST && e ? service_rearm_refusal(e) : NULL;
+	if (err == -EEXIST) {
+		/* Which state it is in, and what to call before it can take a next run. */
+		yajl_gen g = varlink_params_begin();
+		if (g) {
+			json_gen_kv_string(g, "id", id);
+			if (e)
+				json_gen_kv_string(g, "state", vm_state_name(e->state));
+			if (refusal)
+				json_gen_kv_string(g, "reason", refusal);
+		}
+		varlink_error(c, IFACE "VMExists", varlink_params_end(g));
+	} else if (err == -ENOSPC)
+		error_too_many_vms(c);
+	else if (err < 0)
+		error_storage(c, d, id, "vm.json");
+	else
+		reply_vm(c, e, -1);
+}
+
 static void method_register(struct varlink_call *c, yajl_val params, void *userdata)
 {
 	struct daemon *d = userdata;
@@ -344,33 +384,11 @@ static void method_register(struct varlink_call *c, yajl_val params, void *userd
 	if (!admit_mutation(d, c, id))
 		return;
 
-	struct vm_entry *e, *existing = cache_find(&d->cache, id);
-	if (!existing && cache_count(&d->cache) >= BANGER_MAX_VMS) {
-		yajl_gen g = varlink_params_begin();
-		if (g)
-			json_gen_kv_int(g, "limit", BANGER_MAX_VMS);
-		varlink_error(c, IFACE "TooManyVMs", varlink_params_end(g));
+	if (!cache_find(&d->cache, id) && cache_count(&d->cache) >= BANGER_MAX_VMS) {
+		error_too_many_vms(c);
 		return;
 	}
-	r = service_register(d, &rec, &e);
-	if (r == -EEXIST) {
-		/* Which state it is in, and what to call before it can take a next run. */
-		yajl_gen g = varlink_params_begin();
-		if (g) {
-			json_gen_kv_string(g, "id", id);
-			json_gen_kv_string(g, "state", vm_state_name(existing->state));
-			json_gen_kv_string(g, "reason", service_rearm_refusal(existing));
-		}
-		varlink_error(c, IFACE "VMExists", varlink_params_end(g));
-		return;
-	}
-	if (r < 0) {
-		char file[PATH_MAX];
-		store_path(&d->store, id, "vm.json", file, sizeof(file));
-		error_with(c, "StorageFailed", "id", id, "file", file);
-		return;
-	}
-	reply_vm(c, e, -1);
+	service_register(d, &rec, on_registered, c);
 }
 
 /*
@@ -468,6 +486,18 @@ static bool set_probe_retry(struct set_request *req)
 	return evtimer_add(req->retry, &tv) == 0;
 }
 
+static void on_handles_set(struct daemon *d, const char *id, struct vm_entry *e, int err,
+			   void *userdata)
+{
+	struct set_request *req = userdata;
+	(void)d;
+	if (!e)
+		error_no_such_vm(req->call, id); /* unregistered while it waited */
+	else
+		reply_vm(req->call, e, err == 0);
+	set_request_free(req);
+}
+
 static void on_set_probe(struct helper_client *hc, struct helper_reply *reply, void *userdata)
 {
 	struct set_request *req = userdata;
@@ -495,10 +525,10 @@ static void on_set_probe(struct helper_client *hc, struct helper_reply *reply, v
 			req->handles.pid = r->pid;
 			req->handles.start_time = r->start_time;
 			memcpy(req->handles.boot_id, d->boot_id, sizeof(req->handles.boot_id));
-			bool persisted =
-			    service_set_handles(d, e, &req->handles, ps_message_take_fd(m, 0));
-			reply_vm(c, e, persisted);
-			break;
+			/* Answered once handles.json is durable (on_handles_set). */
+			service_set_handles(d, e, &req->handles, ps_message_take_fd(m, 0),
+					    on_handles_set, req);
+			return;
 		}
 		case PS_PROBE_NOT_RUNNING: {
 			if (r->reason == PS_REASON_NO_LISTENER && set_probe_retry(req))
@@ -627,14 +657,27 @@ static void method_is_alive(struct varlink_call *c, yajl_val params, void *userd
 	varlink_reply(c, varlink_params_end(g), false);
 }
 
+static void on_cleared(struct daemon *d, const char *id, struct vm_entry *e, int err,
+		       void *userdata)
+{
+	struct varlink_call *c = userdata;
+	(void)d;
+	(void)e;
+	if (err == -ENOENT)
+		error_no_such_vm(c, id);
+	else if (err < 0)
+		error_with(c, "HelperUnavailable", "reason", "out of memory", NULL, NULL);
+	else
+		varlink_reply(c, NULL, false); /* a failed write is retried, as for SetHandles */
+}
+
 static void method_clear_handles(struct varlink_call *c, yajl_val params, void *userdata)
 {
 	struct daemon *d = userdata;
 	struct vm_entry *e = vm_of_call(d, c, params, true);
 	if (!e)
 		return;
-	service_clear_handles(d, e);
-	varlink_reply(c, NULL, false);
+	service_clear_handles(d, e, on_cleared, c);
 }
 
 static void error_still_running(struct varlink_call *c, const struct vm_entry *e)
@@ -647,24 +690,28 @@ static void error_still_running(struct varlink_call *c, const struct vm_entry *e
 	varlink_error(c, IFACE "StillRunning", varlink_params_end(g));
 }
 
+static void on_unregistered(struct daemon *d, const char *id, struct vm_entry *e, int err,
+			    void *userdata)
+{
+	struct varlink_call *c = userdata;
+	if (err == -EBUSY && e)
+		error_still_running(c, e);
+	else if (err == -ENOENT)
+		error_no_such_vm(c, id);
+	else if (err < 0)
+		error_storage(c, d, id, "");
+	else
+		varlink_reply(c, NULL, false);
+}
+
 static void method_unregister(struct varlink_call *c, yajl_val params, void *userdata)
 {
 	struct daemon *d = userdata;
 	struct vm_entry *e = vm_of_call(d, c, params, true);
 	if (!e)
 		return;
-	if (service_liveness(e) != VM_DEAD) {
-		error_still_running(c, e);
-		return;
-	}
-	int r = service_unregister(d, e);
-	if (r < 0) {
-		char file[PATH_MAX];
-		store_path(&d->store, e->id, "", file, sizeof(file));
-		error_with(c, "StorageFailed", "id", e->id, "file", file);
-		return;
-	}
-	varlink_reply(c, NULL, false);
+	/* Decided in turn with the VM's other mutations: a SetHandles before it counts. */
+	service_unregister(d, e, on_unregistered, c);
 }
 
 static void on_teardown_done(struct daemon *d, const char *id, const struct teardown_outcome *out,

@@ -54,6 +54,7 @@ int cache_entry_put(struct vm_entry *e, const struct vm_record *r, const struct 
 	free(e->packed);
 	e->packed = packed;
 	e->packed_len = (uint32_t)len;
+	e->version++;
 	e->state = r->state;
 	e->has_handles = h != NULL;
 	e->pid = h ? h->pid : 0;

@@ -38,6 +38,8 @@ struct vm_entry {
 	void *owner;   /* the daemon, for event callbacks */
 	uint8_t *packed;
 	uint32_t packed_len;
+	uint32_t
+	    version; /* bumped by every cache_entry_put: a write in flight sees if it is stale */
 	UT_hash_handle hh;
 };
 

@@ -85,6 +85,8 @@ struct daemon {
 	struct event *ev_sigterm, *ev_sigint, *ev_sigchld, *ev_drain;
 	unsigned teardowns_in_flight;
 	struct reconcile *reconcile; /* the one under way, or NULL */
+	struct service_lane *lanes;  /* a VM's mutations, one at a time (service.c) */
+	unsigned registers_in_flight;
 };
 
 /* service.c: the rules of DESIGN §2 */
@@ -95,18 +97,40 @@ void service_emit(struct daemon *d, const char *kind, const char *id, int pid, c
 /* Why a request could not be sent: the helper's failure when it has failed, else strerror. */
 const char *service_helper_failure(const struct daemon *d, int err);
 /*
- * Register a VM, or re-arm a stopped record that holds nothing for its next run
- * (-EEXIST otherwise: service_rearm_refusal() says why). Durable when it returns 0.
+ * Mutations are answered once what they changed is durable: done runs on
+ * the loop's thread with the VM's id, its entry (NULL when there is none,
+ * or no longer one) and 0 or -errno. A VM's mutations run one at a time, in
+ * the order they were asked for; each decides on the cache as the one
+ * before it left it. The writes themselves are the store writer's
+ * (store_writer.h): reads never wait behind them.
  */
-int service_register(struct daemon *d, const struct vm_record *rec, struct vm_entry **out);
+typedef void (*service_done_fn)(struct daemon *d, const char *id, struct vm_entry *e, int err,
+				void *userdata);
+/*
+ * Register a VM, or re-arm a stopped record that holds nothing for its next
+ * run. -EEXIST otherwise (e is the entry: service_rearm_refusal() says why);
+ * -ENOSPC: BANGER_MAX_VMS; else vm.json could not be written.
+ */
+void service_register(struct daemon *d, const struct vm_record *rec, service_done_fn done,
+		      void *userdata);
+/*
+ * Takes pidfd. 0: cached and persisted; -EIO: cached, not persisted (retried,
+ * the reply says persisted false); -ENOENT: unregistered meanwhile.
+ */
+void service_set_handles(struct daemon *d, struct vm_entry *e, const struct vm_handles *h,
+			 int pidfd, service_done_fn done, void *userdata);
+void service_clear_handles(struct daemon *d, struct vm_entry *e, service_done_fn done,
+			   void *userdata);
+/* -EBUSY: not known to be dead (e is the entry); -ENOENT; else the files could not go. */
+void service_unregister(struct daemon *d, struct vm_entry *e, service_done_fn done, void *userdata);
+/* done runs once every mutation of id asked for so far has finished. */
+void service_after_writes(struct daemon *d, const char *id, service_done_fn done, void *userdata);
+/* Every write queued so far made (or failed) and answered, here (shutdown). */
+void service_flush_writes(struct daemon *d);
 /* Why Register may not re-arm e (what to call first), or NULL when it may. */
 const char *service_rearm_refusal(const struct vm_entry *e);
 /* Does a dead VM hold (or may it hold) anything: handles, a mirror, a kept file, a start? */
 bool service_holds_resources(const struct vm_entry *e);
-bool service_set_handles(struct daemon *d, struct vm_entry *e, const struct vm_handles *h,
-			 int pidfd);
-void service_clear_handles(struct daemon *d, struct vm_entry *e);
-int service_unregister(struct daemon *d, struct vm_entry *e);
 enum vm_liveness service_liveness(const struct vm_entry *e);
 
 /* What a teardown came to: err < 0 when the helper could not answer at all (why says so). */

@@ -249,7 +249,7 @@ static bool drained(struct daemon *d)
 	struct varlink_stats st;
 	varlink_server_stats(d->server, &st);
 	return st.calls_in_flight == 0 && varlink_server_pending_output(d->server) == 0 &&
-	       helper_client_pending(d->helper) == 0;
+	       helper_client_pending(d->helper) == 0 && store_writer_pending(d->store.writer) == 0;
 }
 
 /* Shutdown waits for in-flight calls and unsent replies, bounded by a deadline. */
@@ -462,6 +462,9 @@ static void on_hello(struct helper_client *hc, struct helper_reply *reply, void 
 		daemon_stop(d, EXIT_STARTUP);
 		return;
 	}
+	/* Durable writes run on the store's writer thread from now on: reads never wait on them. */
+	if (store_start_writer(&d->store, d->base) < 0)
+		log_warnx("no store writer: durable writes run on the event loop");
 	struct ps_caller caller = {
 	    .uid = (uint32_t)d->uid, .gid = (uint32_t)d->gid, .call = "startup-reconcile"};
 	int err = service_load(d);
@@ -631,6 +634,8 @@ int main(int argc, char **argv)
 	 */
 	helper_client_free(d.helper);
 	d.helper = NULL;
+	/* Writes still queued are made and answered while the calls they answer exist. */
+	service_flush_writes(&d);
 	api_end_watchers(&d);
 	varlink_server_free(d.server);
 	cache_free_all(&d.cache);

@@ -305,10 +305,24 @@ static void decide_conflict(struct daemon *d, struct rc_vm *v, struct vm_entry *
 	service_emit(d, "identity_conflict", v->id, v->pid, v->why);
 }
 
+/* An adopted VM's scratch, rewritten if it moved, is durable: one wait fewer. */
+static void on_adopt_written(struct daemon *d, const char *id, struct vm_entry *e, int err,
+			     void *userdata)
+{
+	struct reconcile *rc = userdata;
+	(void)d;
+	(void)id;
+	(void)e;
+	(void)err;
+	if (--rc->pending == 0)
+		reconcile_finish(rc);
+}
+
 /* The scan found the one process holding the VM's listener. */
-static void decide_found(struct daemon *d, struct rc_vm *v, struct vm_entry *e,
+static void decide_found(struct reconcile *rc, struct rc_vm *v, struct vm_entry *e,
 			 const struct ps_scan_entry *m, int *pidfd)
 {
+	struct daemon *d = rc->d;
 	if (e->pidfd >= 0 && e->pid != m->pid && service_pidfd_alive(e)) {
 		decide_conflict(d, v, e, m, 1);
 		return;
@@ -317,6 +331,9 @@ static void decide_found(struct daemon *d, struct rc_vm *v, struct vm_entry *e,
 	v->pid = m->pid;
 	service_adopt_process(d, e, m->pid, m->start_time, *pidfd);
 	*pidfd = -1;
+	/* The report (and READY) waits for the scratch it may have rewritten. */
+	rc->pending++;
+	service_after_writes(d, v->id, on_adopt_written, rc);
 }
 
 /* Apply every entry of the scan; *decided[i] says VM i got an answer from it. */
@@ -347,7 +364,7 @@ static void apply_scan(struct reconcile *rc, struct helper_scan_result *res, boo
 		else if (m->kind == PS_SCAN_AMBIGUOUS)
 			decide_conflict(d, v, e, m, j - i);
 		else
-			decide_found(d, v, e, m, &res->pidfds[i]);
+			decide_found(rc, v, e, m, &res->pidfds[i]);
 	}
 }
 

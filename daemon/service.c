@@ -9,12 +9,19 @@
  * cache from the file. The other order would let a crash lose handles the
  * daemon had already treated as live, and with them the teardown of the
  * resources they name.
+ *
+ * Every write is made by the store's writer thread, never here on the
+ * event loop (store_writer.h), and what a mutation changes in the cache,
+ * replies and emits happens once its write is durable. A VM's mutations
+ * run one at a time through its lane, so each decides on the cache its
+ * predecessor left, as if the writes were still synchronous.
  */
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <time.h>
 
 #include <uthash.h>
@@ -68,70 +75,176 @@ const char *service_helper_failure(const struct daemon *d, int err)
 	return failure ? failure : strerror(-err);
 }
 
+/* --- a VM's mutations, one at a time --------------------------------------- */
+
+struct mutation;
+typedef void (*mutation_fn)(struct mutation *m);
+typedef void (*mutation_written_fn)(struct mutation *m, struct vm_entry *e,
+				    const struct store_txn *t);
+
+/* One mutation of one VM: started when its lane is free, ended after its write. */
+struct mutation {
+	TAILQ_ENTRY(mutation) link;
+	struct daemon *d;
+	char id[VM_ID_MAX + 1];
+	mutation_fn start;
+	mutation_written_fn written;
+	service_done_fn done;
+	void *userdata;
+	int step_record, step_handles; /* indices in the transaction, or -1 */
+	int record_err, handles_err;   /* a step that could not even be built */
+	int pidfd;
+	int pid;	  /* for the event */
+	uint32_t version; /* the entry's version the write was made from */
+	bool announce;	  /* a retry: persist_recovered on success, backoff on failure */
+	bool rearm;	  /* Register of a stopped record that holds nothing: its next run */
+	struct teardown_request *teardown;
+	struct vm_record rec;
+	struct vm_handles h;
+};
+
+static void teardown_report(struct teardown_request *req);
+
+struct service_lane {
+	UT_hash_handle hh;
+	char id[VM_ID_MAX + 1];
+	TAILQ_HEAD(, mutation) waiting; /* behind the one running */
+};
+
+static struct mutation *mutation_new(struct daemon *d, const char *id, mutation_fn start,
+				     service_done_fn done, void *userdata)
+{
+	struct mutation *m = calloc(1, sizeof(*m));
+	if (!m)
+		return NULL;
+	m->d = d;
+	field_set(m->id, sizeof(m->id), id);
+	m->start = start;
+	m->done = done;
+	m->userdata = userdata;
+	m->step_record = m->step_handles = -1;
+	m->pidfd = -1;
+	return m;
+}
+
+/* Run m now if its VM has no mutation running, else after the ones before it. */
+static void lane_enter(struct mutation *m)
+{
+	struct daemon *d = m->d;
+	struct service_lane *lane = NULL;
+	HASH_FIND_STR(d->lanes, m->id, lane);
+	if (lane) {
+		TAILQ_INSERT_TAIL(&lane->waiting, m, link);
+		return;
+	}
+	lane = calloc(1, sizeof(*lane));
+	if (!lane) {
+		/* Cannot order it: refuse it rather than race the one running. */
+		if (m->teardown)
+			teardown_report(TAKE_PTR(m->teardown));
+		if (m->done)
+			m->done(d, m->id, cache_find(&d->cache, m->id), -ENOMEM, m->userdata);
+		safe_close(m->pidfd);
+		free(m);
+		return;
+	}
+	memcpy(lane->id, m->id, sizeof(lane->id));
+	TAILQ_INIT(&lane->waiting);
+	HASH_ADD_STR(d->lanes, id, lane);
+	m->start(m);
+}
+
+/* m is over: free it and start the next of its VM. */
+static void mutation_end(struct mutation *m)
+{
+	struct daemon *d = m->d;
+	struct service_lane *lane = NULL;
+	HASH_FIND_STR(d->lanes, m->id, lane);
+	safe_close(m->pidfd);
+	free(m);
+	if (!lane)
+		return;
+	struct mutation *next = TAILQ_FIRST(&lane->waiting);
+	if (!next) {
+		HASH_DEL(d->lanes, lane);
+		free(lane);
+		return;
+	}
+	TAILQ_REMOVE(&lane->waiting, next, link);
+	next->start(next);
+}
+
+/* Answer m without writing anything. */
+static void mutation_answer(struct mutation *m, int err)
+{
+	if (m->done)
+		m->done(m->d, m->id, cache_find(&m->d->cache, m->id), err, m->userdata);
+	mutation_end(m);
+}
+
+static void on_mutation_written(struct store_txn *t, void *userdata)
+{
+	struct mutation *m = userdata;
+	m->written(m, cache_find(&m->d->cache, m->id), t);
+	mutation_end(m);
+}
+
+/* A step's result: a build error, the writer's, or 0 for a step not taken. */
+static int step_err(const struct store_txn *t, int step, int build_err)
+{
+	if (build_err < 0)
+		return build_err;
+	return step >= 0 ? t->steps[step].err : 0;
+}
+
+static void mutation_submit(struct mutation *m, struct store_txn *t)
+{
+	store_submit(&m->d->store, t, on_mutation_written, m);
+}
+
+/* A new transaction for m's VM; NULL (m answered with -ENOMEM) when there is no memory. */
+static struct store_txn *mutation_txn(struct mutation *m)
+{
+	struct store_txn *t = store_txn_new(m->id);
+	if (!t)
+		mutation_answer(m, -ENOMEM);
+	return t;
+}
+
+void service_flush_writes(struct daemon *d)
+{
+	store_writer_flush(d->store.writer);
+}
+
+static void after_writes_start(struct mutation *m)
+{
+	mutation_answer(m, 0);
+}
+
+void service_after_writes(struct daemon *d, const char *id, service_done_fn done, void *userdata)
+{
+	struct mutation *m = mutation_new(d, id, after_writes_start, done, userdata);
+	if (!m) {
+		done(d, id, cache_find(&d->cache, id), -ENOMEM, userdata);
+		return;
+	}
+	lane_enter(m);
+}
+
 /* --- persisting, with retries ------------------------------------------- */
+
+static void on_persist_retry(evutil_socket_t fd, short what, void *arg);
 
 static void persist_retry_arm(struct daemon *d)
 {
-	if (evtimer_pending(d->ev_persist_retry, NULL))
+	if (!d->ev_persist_retry)
+		d->ev_persist_retry = evtimer_new(d->base, on_persist_retry, d);
+	if (!d->ev_persist_retry || evtimer_pending(d->ev_persist_retry, NULL))
 		return;
 	if (d->persist_retry_ms == 0)
 		d->persist_retry_ms = PERSIST_RETRY_FIRST_MS;
 	struct timeval tv = {d->persist_retry_ms / 1000, (d->persist_retry_ms % 1000) * 1000};
 	evtimer_add(d->ev_persist_retry, &tv);
-}
-
-/* Write what the entry says but the disk does not yet. Returns true when all is on disk. */
-static bool persist_entry(struct daemon *d, struct vm_entry *e)
-{
-	struct vm_record rec;
-	struct vm_handles h;
-	int r;
-	cache_entry_get(e, &rec, &h);
-	if (!e->record_persisted) {
-		r = store_write_record(&d->store, &rec);
-		if (r < 0)
-			return false;
-		e->record_persisted = true;
-	}
-	if (!e->handles_persisted) {
-		r = e->has_handles ? store_write_handles(&d->store, e->id, &h)
-				   : store_remove_handles(&d->store, e->id);
-		if (r < 0)
-			return false;
-		e->handles_persisted = true;
-	}
-	return true;
-}
-
-void service_flush_pending(struct daemon *d)
-{
-	struct vm_entry *e, *tmp;
-	bool failing = false;
-	CACHE_FOREACH(&d->cache, e, tmp)
-	{
-		if (e->record_persisted && e->handles_persisted)
-			continue;
-		d->counters.persist_retries++;
-		if (persist_entry(d, e))
-			service_emit(d, "persist_recovered", e->id, e->pid, NULL);
-		else
-			failing = true;
-	}
-	if (failing) {
-		d->persist_retry_ms = d->persist_retry_ms * 2 > PERSIST_RETRY_MAX_MS
-					  ? PERSIST_RETRY_MAX_MS
-					  : d->persist_retry_ms * 2;
-		persist_retry_arm(d);
-	} else {
-		d->persist_retry_ms = 0;
-	}
-}
-
-static void on_persist_retry(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	service_flush_pending(arg);
 }
 
 static void persist_failed(struct daemon *d, struct vm_entry *e, int err, const char *file)
@@ -141,9 +254,93 @@ static void persist_failed(struct daemon *d, struct vm_entry *e, int err, const 
 	snprintf(detail, sizeof(detail), "%s not written: %s; retrying", file, strerror(-err));
 	log_warnx("vm %s: %s", e->id, detail);
 	service_emit(d, "persist_failed", e->id, e->pid, detail);
-	if (!d->ev_persist_retry)
-		d->ev_persist_retry = evtimer_new(d->base, on_persist_retry, d);
 	persist_retry_arm(d);
+}
+
+static void persist_written(struct mutation *m, struct vm_entry *e, const struct store_txn *t)
+{
+	struct daemon *d = m->d;
+	int record_err = step_err(t, m->step_record, m->record_err);
+	int handles_err = step_err(t, m->step_handles, m->handles_err);
+	/* Changed meanwhile: what was written is not what the entry says; its own write follows. */
+	if (!e || e->version != m->version)
+		return;
+	if (m->step_record >= 0 && record_err == 0)
+		e->record_persisted = true;
+	if (m->step_handles >= 0 && handles_err == 0)
+		e->handles_persisted = true;
+	if (record_err == 0 && handles_err == 0) {
+		if (m->announce)
+			service_emit(d, "persist_recovered", e->id, e->pid, NULL);
+		d->persist_retry_ms = 0;
+		return;
+	}
+	if (m->announce) {
+		/* Still failing: back off, quietly (the failure was reported once). */
+		d->persist_retry_ms = d->persist_retry_ms * 2 > PERSIST_RETRY_MAX_MS
+					  ? PERSIST_RETRY_MAX_MS
+					  : d->persist_retry_ms * 2;
+		persist_retry_arm(d);
+		return;
+	}
+	persist_failed(d, e, record_err < 0 ? record_err : handles_err,
+		       record_err < 0 ? "vm.json" : "handles.json");
+}
+
+/* Write what the entry says but the disk does not yet. */
+static void persist_start(struct mutation *m)
+{
+	struct vm_entry *e = cache_find(&m->d->cache, m->id);
+	if (!e || (e->record_persisted && e->handles_persisted)) {
+		mutation_answer(m, 0);
+		return;
+	}
+	struct store_txn *t = mutation_txn(m);
+	if (!t)
+		return;
+	cache_entry_get(e, &m->rec, &m->h);
+	m->version = e->version;
+	if (!e->record_persisted && (m->step_record = store_txn_write_record(t, &m->rec, NULL)) < 0)
+		m->record_err = m->step_record;
+	if (!e->handles_persisted) {
+		m->step_handles = e->has_handles ? store_txn_write_handles(t, &m->h, NULL)
+						 : store_txn_remove_handles(t, NULL);
+		if (m->step_handles < 0)
+			m->handles_err = m->step_handles;
+	}
+	m->written = persist_written;
+	mutation_submit(m, t);
+}
+
+/* Make what e says durable, after whatever its VM has queued. */
+static void persist_enqueue(struct daemon *d, const char *id, bool announce)
+{
+	struct mutation *m = mutation_new(d, id, persist_start, NULL, NULL);
+	if (!m) {
+		persist_retry_arm(d); /* the retry timer finds it again */
+		return;
+	}
+	m->announce = announce;
+	lane_enter(m);
+}
+
+void service_flush_pending(struct daemon *d)
+{
+	struct vm_entry *e, *tmp;
+	CACHE_FOREACH(&d->cache, e, tmp)
+	{
+		if (!e->record_persisted || !e->handles_persisted) {
+			d->counters.persist_retries++;
+			persist_enqueue(d, e->id, true);
+		}
+	}
+}
+
+static void on_persist_retry(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	service_flush_pending(arg);
 }
 
 /* --- exit watching ------------------------------------------------------ */
@@ -168,10 +365,12 @@ static void on_firecracker_exit(evutil_socket_t fd, short what, void *arg)
 		cache_entry_get(e, NULL, &h);
 		rec.state = VM_STOPPED;
 		CRASH_POINT("exit-keep-before-mark");
-		if (cache_entry_put(e, &rec, &h) == 0)
-			e->record_persisted = store_write_record(&d->store, &rec) == 0;
-		if (!e->record_persisted)
-			persist_failed(d, e, -EIO, "vm.json");
+		/* The cache says stopped before the disk does: a crash leaves the record
+		 * running, with its handles, which the restart finds dead and retains. */
+		if (cache_entry_put(e, &rec, &h) == 0) {
+			e->record_persisted = false;
+			persist_enqueue(d, e->id, false);
+		}
 		return;
 	}
 	struct ps_caller caller = {
@@ -240,80 +439,206 @@ const char *service_rearm_refusal(const struct vm_entry *e)
 	return NULL;
 }
 
-int service_register(struct daemon *d, const struct vm_record *rec, struct vm_entry **out)
+static void register_written(struct mutation *m, struct vm_entry *e, const struct store_txn *t)
 {
-	/* A VM has many runs under one id: a stopped record holding nothing takes the next plan. */
-	struct vm_entry *e = cache_find(&d->cache, rec->id);
-	if (e && service_rearm_refusal(e))
-		return -EEXIST;
-	/* Intent first: the record is durable before the manager creates anything. */
-	int r = store_write_record(&d->store, rec);
-	if (r < 0)
-		return r;
-	CRASH_POINT("register-after-record");
-	if (e && cache_entry_put(e, rec, NULL) < 0)
-		return -ENOMEM; /* the cache still says stopped; vm.json is ahead, as after a crash
-				 */
-	if (e)
-		e->record_persisted = true;
-	else if (!(e = cache_add(&d->cache, rec)))
-		return -ENOMEM;
+	struct daemon *d = m->d;
+	int r = step_err(t, m->step_record, m->record_err);
+	if (!m->rearm)
+		d->registers_in_flight--;
+	if (r == 0) {
+		CRASH_POINT("register-after-record");
+		if (m->rearm && e) {
+			/* On failure the cache still says stopped; vm.json is ahead, as after a
+			 * crash. */
+			r = cache_entry_put(e, &m->rec, NULL);
+			if (r == 0)
+				e->record_persisted = true;
+		} else {
+			e = cache_add(&d->cache, &m->rec);
+			r = e ? 0 : -ENOMEM;
+		}
+	}
+	if (r < 0) {
+		m->done(d, m->id, m->rearm ? e : NULL, r, m->userdata);
+		return;
+	}
 	e->owner = d;
-	service_emit(d, "registered", rec->id, 0, NULL);
-	*out = e;
-	return 0;
+	service_emit(d, "registered", e->id, 0, NULL);
+	m->done(d, e->id, e, 0, m->userdata);
 }
 
-bool service_set_handles(struct daemon *d, struct vm_entry *e, const struct vm_handles *h,
-			 int pidfd)
+static void register_start(struct mutation *m)
 {
-	char file[PATH_MAX];
-	struct vm_record rec;
-	int r;
-
-	cache_entry_get(e, &rec, NULL);
-	bool record_same = rec.state == VM_RUNNING && e->record_persisted;
-	__typeof__(rec.mirror) old_mirror = rec.mirror;
-	rec.state = VM_RUNNING;
-	vm_record_mirror_handles(&rec, h);
-	record_same = record_same && memcmp(&old_mirror, &rec.mirror, sizeof(rec.mirror)) == 0;
-	/* 1. the record's mirror and handles.json: the disk first (vm.json only if it changed)...
-	 */
-	r = record_same ? 0 : store_write_record(&d->store, &rec);
-	bool record_ok = r == 0;
-	if (r < 0) {
-		store_path(&d->store, e->id, "vm.json", file, sizeof(file));
-		persist_failed(d, e, r, file);
+	struct daemon *d = m->d;
+	/* A VM has many runs under one id: a stopped record holding nothing takes the next plan. */
+	struct vm_entry *e = cache_find(&d->cache, m->id);
+	if (e && service_rearm_refusal(e)) {
+		mutation_answer(m, -EEXIST);
+		return;
 	}
-	CRASH_POINT("set-between-record-and-handles");
-	r = store_write_handles(&d->store, e->id, h);
-	bool handles_ok = r == 0;
+	m->rearm = e != NULL;
+	/* Registrations in flight count: each may become a VM. */
+	if (!m->rearm && cache_count(&d->cache) + d->registers_in_flight >= BANGER_MAX_VMS) {
+		mutation_answer(m, -ENOSPC);
+		return;
+	}
+	struct store_txn *t = mutation_txn(m);
+	if (!t)
+		return;
+	/* Intent first: the record is durable before the manager creates anything. */
+	m->step_record = store_txn_write_record(t, &m->rec, NULL);
+	if (m->step_record < 0)
+		m->record_err = m->step_record;
+	m->written = register_written;
+	if (!m->rearm)
+		d->registers_in_flight++;
+	mutation_submit(m, t);
+}
+
+void service_register(struct daemon *d, const struct vm_record *rec, service_done_fn done,
+		      void *userdata)
+{
+	struct mutation *m = mutation_new(d, rec->id, register_start, done, userdata);
+	if (!m) {
+		done(d, rec->id, NULL, -ENOMEM, userdata);
+		return;
+	}
+	memcpy(&m->rec, rec, sizeof(m->rec));
+	lane_enter(m);
+}
+
+static void set_handles_written(struct mutation *m, struct vm_entry *e, const struct store_txn *t)
+{
+	struct daemon *d = m->d;
+	char file[PATH_MAX];
+	int record_err = step_err(t, m->step_record, m->record_err);
+	int handles_err = step_err(t, m->step_handles, m->handles_err);
+
+	if (record_err < 0) {
+		store_path(&d->store, m->id, "vm.json", file, sizeof(file));
+		if (e)
+			persist_failed(d, e, record_err, file);
+	}
 	/*
 	 * 2. ...the cache second. A failed write does not undo the set: the
 	 * kernel resources exist whether or not they are written down.
 	 */
 	CRASH_POINT("set-after-handles-durable");
-	if (cache_entry_put(e, &rec, h) < 0) {
+	if (!e || cache_entry_put(e, &m->rec, &m->h) < 0) {
 		/* Out of memory: the files (if written) still let a restart recover. */
-		log_errx("vm %s: out of memory caching handles", e->id);
-		safe_close(pidfd);
-		return false;
+		if (e)
+			log_errx("vm %s: out of memory caching handles", e->id);
+		m->done(d, m->id, e, e ? -ENOMEM : -ENOENT, m->userdata);
+		return;
 	}
-	e->record_persisted = record_ok;
-	e->handles_persisted = handles_ok;
-	watch_pidfd(d, e, pidfd);
-	if (!handles_ok) {
+	e->record_persisted = record_err == 0;
+	e->handles_persisted = handles_err == 0;
+	watch_pidfd(d, e, TAKE_FD(m->pidfd));
+	if (handles_err < 0) {
 		store_path(&d->store, e->id, "handles.json", file, sizeof(file));
-		persist_failed(d, e, r, file);
+		persist_failed(d, e, handles_err, file);
 	}
-	service_emit(d, "handles_set", e->id, h->pid, NULL);
-	return record_ok && handles_ok;
+	service_emit(d, "handles_set", e->id, m->h.pid, NULL);
+	m->done(d, e->id, e, record_err == 0 && handles_err == 0 ? 0 : -EIO, m->userdata);
 }
 
-void service_clear_handles(struct daemon *d, struct vm_entry *e)
+static void set_handles_start(struct mutation *m)
 {
+	struct vm_entry *e = cache_find(&m->d->cache, m->id);
+	if (!e) {
+		mutation_answer(m, -ENOENT); /* unregistered meanwhile */
+		return;
+	}
+	struct store_txn *t = mutation_txn(m);
+	if (!t)
+		return;
+	struct vm_record *rec = &m->rec;
+	cache_entry_get(e, rec, NULL);
+	bool record_same = rec->state == VM_RUNNING && e->record_persisted;
+	__typeof__(rec->mirror) old_mirror = rec->mirror;
+	rec->state = VM_RUNNING;
+	vm_record_mirror_handles(rec, &m->h);
+	record_same = record_same && memcmp(&old_mirror, &rec->mirror, sizeof(rec->mirror)) == 0;
+	/* 1. the record's mirror and handles.json: the disk first (vm.json only if it changed),
+	 * the mirror durable before handles.json appears... */
+	if (!record_same &&
+	    (m->step_record = store_txn_write_record(t, rec, "set-between-record-and-handles")) < 0)
+		m->record_err = m->step_record;
+	m->step_handles = store_txn_write_handles(t, &m->h, NULL);
+	if (m->step_handles < 0)
+		m->handles_err = m->step_handles;
+	m->written = set_handles_written;
+	mutation_submit(m, t);
+}
+
+void service_set_handles(struct daemon *d, struct vm_entry *e, const struct vm_handles *h,
+			 int pidfd, service_done_fn done, void *userdata)
+{
+	struct mutation *m = mutation_new(d, e->id, set_handles_start, done, userdata);
+	if (!m) {
+		safe_close(pidfd);
+		done(d, e->id, e, -ENOMEM, userdata);
+		return;
+	}
+	m->pidfd = pidfd;
+	memcpy(&m->h, h, sizeof(m->h));
+	lane_enter(m);
+}
+
+/* After a clear or a teardown: what the disk now says, or the retry that will say it. */
+static void stopped_written(struct mutation *m, struct vm_entry *e, const struct store_txn *t)
+{
+	int record_err = step_err(t, m->step_record, m->record_err);
+	int handles_err = step_err(t, m->step_handles, m->handles_err);
+	if (!e)
+		return;
+	if (e->version == m->version) {
+		e->handles_persisted = handles_err == 0;
+		e->record_persisted = record_err == 0;
+	}
+	if (handles_err < 0)
+		persist_failed(m->d, e, handles_err, "handles.json (removal)");
+	if (record_err < 0)
+		persist_failed(m->d, e, record_err, "vm.json");
+}
+
+/*
+ * The cache already says stopped, with no handles: remove handles.json, then
+ * write the stopped record (crash points name each durable step).
+ */
+static void stopped_submit(struct mutation *m, struct vm_entry *e, struct store_txn *t,
+			   const char *crash_after_handles, mutation_written_fn written)
+{
+	cache_entry_get(e, &m->rec, NULL);
+	e->record_persisted = e->handles_persisted = false; /* until the writer says so */
+	m->version = e->version;
+	if ((m->step_handles = store_txn_remove_handles(t, crash_after_handles)) < 0)
+		m->handles_err = m->step_handles;
+	if ((m->step_record = store_txn_write_record(t, &m->rec, NULL)) < 0)
+		m->record_err = m->step_record;
+	m->written = written;
+	mutation_submit(m, t);
+}
+
+static void clear_written(struct mutation *m, struct vm_entry *e, const struct store_txn *t)
+{
+	stopped_written(m, e, t);
+	service_emit(m->d, "cleared", m->id, m->pid, NULL);
+	m->done(m->d, m->id, e, 0, m->userdata);
+}
+
+static void clear_start(struct mutation *m)
+{
+	struct vm_entry *e = cache_find(&m->d->cache, m->id);
+	if (!e) {
+		mutation_answer(m, -ENOENT);
+		return;
+	}
+	struct store_txn *t = mutation_txn(m);
+	if (!t)
+		return;
 	struct vm_record rec;
-	int pid = e->pid;
+	m->pid = e->pid;
 	cache_entry_get(e, &rec, NULL);
 	rec.state = VM_STOPPED;
 	cache_entry_unwatch(e);
@@ -321,32 +646,65 @@ void service_clear_handles(struct daemon *d, struct vm_entry *e)
 	if (cache_entry_put(e, &rec, NULL) < 0)
 		log_errx("vm %s: out of memory clearing handles", e->id);
 	CRASH_POINT("clear-after-cache-before-file");
-	int r = store_remove_handles(&d->store, e->id);
-	e->handles_persisted = r == 0;
-	if (r < 0)
-		persist_failed(d, e, r, "handles.json (removal)");
-	CRASH_POINT("clear-after-file-before-record");
-	r = store_write_record(&d->store, &rec);
-	e->record_persisted = r == 0;
-	if (r < 0)
-		persist_failed(d, e, r, "vm.json");
-	service_emit(d, "cleared", e->id, pid, NULL);
+	stopped_submit(m, e, t, "clear-after-file-before-record", clear_written);
 }
 
-int service_unregister(struct daemon *d, struct vm_entry *e)
+void service_clear_handles(struct daemon *d, struct vm_entry *e, service_done_fn done,
+			   void *userdata)
 {
-	/* Files go first and the record last of all: a crash in between leaves a record to act on.
-	 */
-	int r = store_remove_vm(&d->store, e->id);
-	if (r < 0)
-		return r;
+	struct mutation *m = mutation_new(d, e->id, clear_start, done, userdata);
+	if (!m) {
+		done(d, e->id, e, -ENOMEM, userdata);
+		return;
+	}
+	lane_enter(m);
+}
+
+static void unregister_written(struct mutation *m, struct vm_entry *e, const struct store_txn *t)
+{
+	struct daemon *d = m->d;
+	int r = store_txn_error(t);
+	if (r < 0 || !e) {
+		m->done(d, m->id, e, r < 0 ? r : -ENOENT, m->userdata);
+		return;
+	}
 	CRASH_POINT("unregister-after-files-before-cache");
-	char id[VM_ID_MAX + 1];
-	memcpy(id, e->id, sizeof(id));
 	cache_remove(&d->cache, e);
 	cache_entry_free(e);
-	service_emit(d, "unregistered", id, 0, NULL);
-	return 0;
+	service_emit(d, "unregistered", m->id, 0, NULL);
+	m->done(d, m->id, NULL, 0, m->userdata);
+}
+
+static void unregister_start(struct mutation *m)
+{
+	struct vm_entry *e = cache_find(&m->d->cache, m->id);
+	if (!e || service_liveness(e) != VM_DEAD) {
+		mutation_answer(m, e ? -EBUSY : -ENOENT);
+		return;
+	}
+	struct store_txn *t = mutation_txn(m);
+	if (!t)
+		return;
+	/* Files go first and the record last of all: a crash in between leaves a record to act
+	 * on. */
+	int r = store_txn_remove_vm(t);
+	if (r < 0) {
+		store_txn_free(t);
+		mutation_answer(m, r);
+		return;
+	}
+	m->written = unregister_written;
+	mutation_submit(m, t);
+}
+
+void service_unregister(struct daemon *d, struct vm_entry *e, service_done_fn done, void *userdata)
+{
+	struct mutation *m = mutation_new(d, e->id, unregister_start, done, userdata);
+	if (!m) {
+		done(d, e->id, e, -ENOMEM, userdata);
+		return;
+	}
+	lane_enter(m);
 }
 
 /* --- rebuilding the cache after a start --------------------------------- */
@@ -356,7 +714,11 @@ static void load_one(struct daemon *d, const char *id)
 	struct vm_record rec;
 	struct vm_handles h;
 	char why[512], kept[PATH_MAX];
-	int r = store_read_record(&d->store, id, &rec, why, sizeof(why));
+	/* A crash in the middle of a batch leaves temps that no rename will ever take. */
+	int r = store_remove_temps(&d->store, id);
+	if (r < 0)
+		log_warnx("vm %s: cannot remove temp files: %s", id, strerror(-r));
+	r = store_read_record(&d->store, id, &rec, why, sizeof(why));
 	if (r < 0) {
 		/* Never guessed, never deleted: the operator sees the file named in the log. */
 		log_errx("vm %s not loaded: %s", id, why);
@@ -424,7 +786,7 @@ void service_adopt_process(struct daemon *d, struct vm_entry *e, int32_t pid, ui
 	}
 	watch_pidfd(d, e, pidfd);
 	if (moved)
-		service_flush_pending(d);
+		persist_enqueue(d, e->id, true);
 }
 
 /* --- teardown ------------------------------------------------------------ */
@@ -569,6 +931,9 @@ struct teardown_request {
 	char id[VM_ID_MAX + 1];
 	teardown_done_fn done;
 	void *userdata;
+	struct teardown_outcome out;
+	struct ps_teardown_reply reply; /* the helper's, copied: it outlives its message */
+	char summary[2048];
 };
 
 static bool teardown_complete(const struct ps_teardown_reply *r)
@@ -596,9 +961,36 @@ static void teardown_summary(const struct ps_teardown_reply *r, char *buf, size_
 	}
 }
 
-/* Everything is gone: forget the handles, mark the record stopped. */
-static void teardown_finish(struct daemon *d, struct vm_entry *e)
+/* Report a teardown's outcome (event, caller) and forget the request. */
+static void teardown_report(struct teardown_request *req)
 {
+	struct daemon *d = req->d;
+	if (req->out.err == 0)
+		service_emit(d, req->out.complete ? "torn_down" : "teardown_failed", req->id, 0,
+			     req->summary);
+	if (req->done)
+		req->done(d, req->id, &req->out, req->userdata);
+	free(req);
+}
+
+static void teardown_written(struct mutation *m, struct vm_entry *e, const struct store_txn *t)
+{
+	stopped_written(m, e, t);
+	teardown_report(TAKE_PTR(m->teardown));
+}
+
+/* Everything is gone: forget the handles, mark the record stopped, then report. */
+static void teardown_finish_start(struct mutation *m)
+{
+	struct vm_entry *e = cache_find(&m->d->cache, m->id);
+	struct store_txn *t = e ? store_txn_new(m->id) : NULL;
+	if (!t) {
+		if (e)
+			log_errx("vm %s: out of memory", e->id);
+		teardown_report(TAKE_PTR(m->teardown));
+		mutation_end(m);
+		return;
+	}
 	struct vm_record rec;
 	CRASH_POINT("teardown-after-result-before-record");
 	cache_entry_get(e, &rec, NULL);
@@ -611,46 +1003,46 @@ static void teardown_finish(struct daemon *d, struct vm_entry *e)
 	e->liveness = VM_DEAD;
 	if (cache_entry_put(e, &rec, NULL) < 0)
 		log_errx("vm %s: out of memory", e->id);
-	e->handles_persisted = store_remove_handles(&d->store, e->id) == 0;
-	CRASH_POINT("teardown-after-handles-removed");
-	e->record_persisted = store_write_record(&d->store, &rec) == 0;
-	if (!e->handles_persisted || !e->record_persisted)
-		persist_failed(d, e, -EIO, "vm.json/handles.json after teardown");
+	stopped_submit(m, e, t, "teardown-after-handles-removed", teardown_written);
 }
 
 static void on_teardown_reply(struct helper_client *hc, struct helper_reply *reply, void *userdata)
 {
 	struct teardown_request *req = userdata;
 	struct daemon *d = req->d;
-	struct teardown_outcome out = {.err = reply->err};
-	char summary[2048], why[640];
+	char why[640];
 	(void)hc;
 
 	d->teardowns_in_flight--;
+	req->out.err = reply->err;
 	if (reply->err < 0) {
 		/* No reply: the helper may have removed some of it. Claim nothing. */
 		snprintf(why, sizeof(why), "%s; what it removed before that is not known",
 			 reply->why ? reply->why : strerror(-reply->err));
-		out.why = why;
+		req->out.why = why;
 		d->counters.teardowns_unanswered++;
 		log_warnx("vm %s: teardown not answered: %s", req->id, why);
 		service_emit(d, "teardown_failed", req->id, 0, why);
-	} else {
-		out.reply = &reply->msg->payload.teardown_reply;
-		out.complete = teardown_complete(out.reply);
-		for (uint32_t i = 0; i < out.reply->count; i++)
-			if (out.reply->results[i].status <= PS_TEARDOWN_FAILED)
-				d->counters.teardown_results[out.reply->results[i].status]++;
-		teardown_summary(out.reply, summary, sizeof(summary));
-		struct vm_entry *e = cache_find(&d->cache, req->id);
-		if (e && out.complete)
-			teardown_finish(d, e);
-		service_emit(d, out.complete ? "torn_down" : "teardown_failed", req->id, 0,
-			     summary);
+		teardown_report(req);
+		return;
 	}
-	if (req->done)
-		req->done(d, req->id, &out, req->userdata);
-	free(req);
+	req->reply = reply->msg->payload.teardown_reply;
+	req->out.reply = &req->reply;
+	req->out.complete = teardown_complete(&req->reply);
+	for (uint32_t i = 0; i < req->reply.count; i++)
+		if (req->reply.results[i].status <= PS_TEARDOWN_FAILED)
+			d->counters.teardown_results[req->reply.results[i].status]++;
+	teardown_summary(&req->reply, req->summary, sizeof(req->summary));
+	struct mutation *m = req->out.complete && cache_find(&d->cache, req->id)
+				 ? mutation_new(d, req->id, teardown_finish_start, NULL, NULL)
+				 : NULL;
+	if (!m) {
+		teardown_report(req);
+		return;
+	}
+	/* Reported once the VM is durably stopped, batched with every other write pending. */
+	m->teardown = req;
+	lane_enter(m);
 }
 
 int service_teardown(struct daemon *d, struct vm_entry *e, const struct ps_caller *caller,

@@ -18,14 +18,12 @@
 #include <unistd.h>
 
 #include "atomicfile.h"
-#include "crashpoint.h"
 #include "json.h"
 #include "macro.h"
 #include "path.h"
 
 #define RECORD_FILE	 "vm.json"
 #define HANDLES_FILE	 "handles.json"
-#define STATE_FILE_MODE	 0600
 #define CORRUPT_SUFFIXES 100 /* handles.json.corrupt-<secs> and -1 .. -99 */
 
 int store_prepare_dir(const char *dir, uid_t uid, gid_t gid, char *why, size_t why_size)
@@ -104,22 +102,16 @@ int store_open(struct store *s, const char *state_dir, char *why, size_t why_siz
 
 void store_close(struct store *s)
 {
+	store_writer_free(s->writer);
+	s->writer = NULL;
 	s->vms_fd = safe_close(s->vms_fd);
 }
 
-/* Open vms/<id>/, creating it (durably: vms/ is synced) when asked. */
-static int open_vm_dir(struct store *s, const char *id, bool create)
+/* Open vms/<id>/ to read it (the writer makes it). */
+static int open_vm_dir(struct store *s, const char *id)
 {
 	if (!vm_id_is_valid(id, NULL))
 		return -EINVAL;
-	if (create) {
-		if (mkdirat(s->vms_fd, id, 0700) == 0) {
-			if (fsync(s->vms_fd) < 0)
-				return negative_errno();
-		} else if (errno != EEXIST) {
-			return negative_errno();
-		}
-	}
 	int fd = openat(s->vms_fd, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	return fd < 0 ? negative_errno() : fd;
 }
@@ -520,115 +512,181 @@ static const struct state_file record_file = {RECORD_FILE, encode_record_value, 
 static const struct state_file handles_file = {HANDLES_FILE, encode_handles_value,
 					       read_back_handles};
 
-static int write_state_file(struct store *s, const char *id, const struct state_file *f,
-			    const void *value)
+/* Encode value as f says, and read it back: the text to write, or -EINVAL. */
+static int state_file_text(const char *id, const struct state_file *f, const void *value,
+			   char **text, size_t *len)
 {
 	char why[256];
 	struct decoder d = {.why = why, .why_size = sizeof(why)};
 	_cleanup_(yajl_gen_freep) yajl_gen g = json_gen_new();
-	_cleanup_free_ char *text = NULL;
-	size_t len = 0;
+	_cleanup_free_ char *out = NULL;
 
 	if (!g)
 		return -ENOMEM;
 	int ret = f->encode(g, value);
 	if (ret == 0)
-		ret = gen_text(g, &text, &len);
+		ret = gen_text(g, &out, len);
 	if (ret < 0)
 		return ret;
-	store_path(s, id, f->name, d.path, sizeof(d.path));
-	if (f->read_back(&d, text, id) < 0)
+	snprintf(d.path, sizeof(d.path), "vms/%s/%s", id, f->name);
+	if (f->read_back(&d, out, id) < 0)
 		return -EINVAL;
+	*text = TAKE_PTR(out);
+	return 0;
+}
 
-	_cleanup_close_ int dir_fd = open_vm_dir(s, id, true);
-	if (dir_fd < 0)
-		return dir_fd;
-	return atomic_write_at(dir_fd, f->name, text, len, STATE_FILE_MODE);
+struct store_txn *store_txn_new(const char *id)
+{
+	if (!vm_id_is_valid(id, NULL))
+		return NULL;
+	struct store_txn *t = calloc(1, sizeof(*t));
+	if (!t)
+		return NULL;
+	field_set(t->id, sizeof(t->id), id);
+	t->dir_fd = -1;
+	return t;
+}
+
+static struct store_step *txn_add(struct store_txn *t, enum store_step_kind kind, const char *name,
+				  const char *crash_after)
+{
+	if (t->n_steps >= STORE_TXN_MAX_STEPS)
+		return NULL;
+	struct store_step *s = &t->steps[t->n_steps];
+	memset(s, 0, sizeof(*s));
+	s->kind = kind;
+	s->name = name;
+	s->crash_after = crash_after;
+	s->temp_fd = -1;
+	return s;
+}
+
+static int txn_write(struct store_txn *t, const struct state_file *f, const void *value,
+		     const char *crash_after)
+{
+	struct store_step *s = txn_add(t, STORE_STEP_WRITE, f->name, crash_after);
+	if (!s)
+		return -E2BIG;
+	int r = state_file_text(t->id, f, value, &s->text, &s->len);
+	if (r < 0)
+		return r;
+	return (int)t->n_steps++;
+}
+
+int store_txn_write_record(struct store_txn *t, const struct vm_record *r, const char *crash_after)
+{
+	if (!terminated(r->id, sizeof(r->id)) || strcmp(r->id, t->id) != 0)
+		return -EINVAL;
+	return txn_write(t, &record_file, r, crash_after);
+}
+
+int store_txn_write_handles(struct store_txn *t, const struct vm_handles *h,
+			    const char *crash_after)
+{
+	return txn_write(t, &handles_file, h, crash_after);
+}
+
+int store_txn_remove_handles(struct store_txn *t, const char *crash_after)
+{
+	if (!txn_add(t, STORE_STEP_UNLINK, HANDLES_FILE, crash_after))
+		return -E2BIG;
+	return (int)t->n_steps++;
+}
+
+int store_txn_remove_vm(struct store_txn *t)
+{
+	if (t->n_steps != 0)
+		return -E2BIG;
+	/* The record goes last: while it exists, reconcile can still tear down from it. */
+	struct store_step *s =
+	    txn_add(t, STORE_STEP_UNLINK, HANDLES_FILE, "unregister-after-handles-before-record");
+	s->remove_temps = true;
+	t->n_steps++;
+	s = txn_add(t, STORE_STEP_UNLINK, RECORD_FILE, "unregister-after-record-before-dir");
+	s->needs_previous = true;
+	t->n_steps++;
+	s = txn_add(t, STORE_STEP_RMDIR, NULL, NULL);
+	s->needs_previous = true;
+	return (int)t->n_steps++;
+}
+
+int store_txn_error(const struct store_txn *t)
+{
+	for (size_t i = 0; i < t->n_steps; i++)
+		if (t->steps[i].err < 0)
+			return t->steps[i].err;
+	return 0;
+}
+
+void store_submit(struct store *s, struct store_txn *t, store_txn_done_fn done, void *userdata)
+{
+	t->done = done;
+	t->userdata = userdata;
+	if (s->writer) {
+		store_writer_submit(s->writer, t);
+		return;
+	}
+	store_txn_run_now(s->vms_fd, s->sync_mode, t);
+	done(t, userdata);
+	store_txn_free(t);
+}
+
+int store_start_writer(struct store *s, struct event_base *base)
+{
+	s->writer = store_writer_new(base, s->vms_fd, s->sync_mode);
+	return s->writer ? 0 : -ENOMEM;
+}
+
+/* One transaction, now, on this thread: its first error or 0. */
+static int txn_run(struct store *s, struct store_txn *t, int added)
+{
+	int r = added < 0 ? added : 0;
+	if (r == 0) {
+		store_txn_run_now(s->vms_fd, s->sync_mode, t);
+		r = store_txn_error(t);
+	}
+	store_txn_free(t);
+	return r;
 }
 
 int store_write_record(struct store *s, const struct vm_record *r)
 {
-	if (!terminated(r->id, sizeof(r->id)) || !vm_id_is_valid(r->id, NULL))
+	if (!terminated(r->id, sizeof(r->id)))
 		return -EINVAL;
-	return write_state_file(s, r->id, &record_file, r);
+	struct store_txn *t = store_txn_new(r->id);
+	if (!t)
+		return vm_id_is_valid(r->id, NULL) ? -ENOMEM : -EINVAL;
+	return txn_run(s, t, store_txn_write_record(t, r, NULL));
 }
 
 int store_write_handles(struct store *s, const char *id, const struct vm_handles *h)
 {
-	if (!vm_id_is_valid(id, NULL))
-		return -EINVAL;
-	return write_state_file(s, id, &handles_file, h);
-}
-
-/* Unlink dir_fd/name and make that durable; a missing file is success. */
-static int remove_file(int dir_fd, const char *name)
-{
-	if (unlinkat(dir_fd, name, 0) < 0)
-		return errno == ENOENT ? 0 : negative_errno();
-	return fsync(dir_fd) < 0 ? negative_errno() : 0;
+	struct store_txn *t = store_txn_new(id);
+	if (!t)
+		return vm_id_is_valid(id, NULL) ? -ENOMEM : -EINVAL;
+	return txn_run(s, t, store_txn_write_handles(t, h, NULL));
 }
 
 int store_remove_handles(struct store *s, const char *id)
 {
-	_cleanup_close_ int dir_fd = open_vm_dir(s, id, false);
-	if (dir_fd == -ENOENT)
-		return 0;
-	if (dir_fd < 0)
-		return dir_fd;
-	return remove_file(dir_fd, HANDLES_FILE);
-}
-
-/* ".vm.json.tmp.*": what atomic_write_at leaves behind when a crash interrupts it. */
-static bool is_temp_of(const char *entry, const char *file)
-{
-	size_t n = strlen(file);
-	return entry[0] == '.' && strncmp(entry + 1, file, n) == 0 &&
-	       strncmp(entry + 1 + n, ".tmp.", 5) == 0;
-}
-
-static int remove_stale_temps(int dir_fd)
-{
-	int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return negative_errno();
-	_cleanup_closedir_ DIR *dir = fdopendir(fd);
-	if (!dir) {
-		safe_close(fd);
-		return negative_errno();
-	}
-	struct dirent *de;
-	while ((de = readdir(dir))) {
-		if ((is_temp_of(de->d_name, RECORD_FILE) || is_temp_of(de->d_name, HANDLES_FILE)) &&
-		    unlinkat(dir_fd, de->d_name, 0) < 0 && errno != ENOENT)
-			return negative_errno();
-	}
-	return 0;
+	struct store_txn *t = store_txn_new(id);
+	if (!t)
+		return vm_id_is_valid(id, NULL) ? -ENOMEM : -EINVAL;
+	return txn_run(s, t, store_txn_remove_handles(t, NULL));
 }
 
 int store_remove_vm(struct store *s, const char *id)
 {
-	_cleanup_close_ int dir_fd = open_vm_dir(s, id, false);
-	if (dir_fd == -ENOENT)
-		return 0;
-	if (dir_fd < 0)
-		return dir_fd;
-	/* The record goes last: while it exists, reconcile can still tear down from it. */
-	int r = remove_file(dir_fd, HANDLES_FILE);
-	if (r == 0)
-		r = remove_stale_temps(dir_fd);
-	CRASH_POINT("unregister-after-handles-before-record");
-	if (r == 0)
-		r = remove_file(dir_fd, RECORD_FILE);
-	if (r < 0)
-		return r;
-	CRASH_POINT("unregister-after-record-before-dir");
-	if (unlinkat(s->vms_fd, id, AT_REMOVEDIR) < 0) {
-		/* Kept-aside corrupt copies hold the dir; they are evidence, not ours to delete. */
-		if (errno == ENOENT || errno == ENOTEMPTY)
-			return 0;
-		return negative_errno();
-	}
-	return fsync(s->vms_fd) < 0 ? negative_errno() : 0;
+	struct store_txn *t = store_txn_new(id);
+	if (!t)
+		return vm_id_is_valid(id, NULL) ? -ENOMEM : -EINVAL;
+	return txn_run(s, t, store_txn_remove_vm(t));
+}
+
+int store_remove_temps(struct store *s, const char *id)
+{
+	_cleanup_close_ int dir_fd = open_vm_dir(s, id);
+	return dir_fd < 0 ? dir_fd : store_remove_temps_at(dir_fd);
 }
 
 /*
@@ -642,7 +700,7 @@ static int read_vm_file(struct store *s, const struct decoder *d, const char *id
 		snprintf(d->why, d->why_size, "%s: invalid VM id", d->path);
 		return -EINVAL;
 	}
-	*dir_fd = open_vm_dir(s, id, false);
+	*dir_fd = open_vm_dir(s, id);
 	if (*dir_fd < 0) {
 		snprintf(d->why, d->why_size, "%s: %s", d->path, strerror(-*dir_fd));
 		return *dir_fd;
@@ -749,15 +807,10 @@ int store_list_ids(struct store *s, char ***ids, size_t *count)
 	char **list = NULL;
 	size_t n = 0, cap = 0;
 
-	/* A fresh fd: a DIR stream shares its offset with the fd it reads. */
-	int fd = openat(s->vms_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return negative_errno();
-	_cleanup_closedir_ DIR *dir = fdopendir(fd);
-	if (!dir) {
-		safe_close(fd);
-		return negative_errno();
-	}
+	_cleanup_closedir_ DIR *dir = NULL;
+	int r = store_opendir_at(s->vms_fd, &dir);
+	if (r < 0)
+		return r;
 	struct dirent *de;
 	while ((errno = 0, de = readdir(dir))) {
 		struct stat st;
@@ -781,7 +834,7 @@ int store_list_ids(struct store *s, char ***ids, size_t *count)
 		n++;
 	}
 	if (errno != 0) {
-		int r = negative_errno();
+		r = negative_errno();
 		free_ids(list, n);
 		return r;
 	}

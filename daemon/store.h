@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "store_writer.h"
 #include "vm.h"
 
 #define STORE_MAX_FILE_BYTES (64 * 1024)
@@ -16,6 +17,8 @@
 struct store {
 	char dir[PATH_MAX]; /* the state dir */
 	int vms_fd;	    /* open O_DIRECTORY fd of <state dir>/vms, created 0700 if missing */
+	struct store_writer *writer; /* NULL until store_start_writer: writes then run inline */
+	enum store_sync_mode sync_mode;
 };
 
 /*
@@ -27,9 +30,41 @@ int store_prepare_dir(const char *dir, uid_t uid, gid_t gid, char *why, size_t w
 
 /* Open <state dir>/vms (created 0700 if missing). s->vms_fd is -1 on failure. */
 int store_open(struct store *s, const char *state_dir, char *why, size_t why_size);
+/* From now on transactions are written on the writer thread and answered on base. */
+int store_start_writer(struct store *s, struct event_base *base);
+/* Flush the writer (running every callback here), stop it, close vms/. */
 void store_close(struct store *s);
 
 /*
+ * Transactions (store_writer.h): the changes to one VM's files, built here
+ * on the loop's thread (encoded and read back, so the writer only moves
+ * bytes), made durable by the writer in the order they were added. Each
+ * add returns the step's index (its result is t->steps[index].err once
+ * done) or -errno (-EINVAL: a record or handles that would not read back;
+ * -E2BIG: no room). crash_after names a crash point reached once the step
+ * is durable (crashpoint.h), or is NULL. A step after a failed one still
+ * runs, except in store_txn_remove_vm.
+ */
+struct store_txn *store_txn_new(const char *id);
+int store_txn_write_record(struct store_txn *t, const struct vm_record *r, const char *crash_after);
+int store_txn_write_handles(struct store_txn *t, const struct vm_handles *h,
+			    const char *crash_after);
+int store_txn_remove_handles(struct store_txn *t, const char *crash_after);
+/* store_remove_vm's steps; returns the index of the last (the dir). */
+int store_txn_remove_vm(struct store_txn *t);
+/* The first failed step's error, or 0. */
+int store_txn_error(const struct store_txn *t);
+/*
+ * Hand t to the writer; done runs on the loop's thread once every step is
+ * durable or failed, then t is freed. Without a writer, t runs now and done
+ * is called before this returns.
+ */
+void store_submit(struct store *s, struct store_txn *t, store_txn_done_fn done, void *userdata);
+/* Remove temps an interrupted write left in the VM's dir (a start does this). */
+int store_remove_temps(struct store *s, const char *id);
+
+/*
+ * The same changes, one at a time, on the caller's thread (tests, tools).
  * vms/<id>/ is created 0700 when missing; vm.json written atomically, mode
  * 0600. A record or handles that would not read back (bad id, unterminated
  * field, count over the max, a string that is not UTF-8) is refused with

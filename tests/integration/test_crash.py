@@ -15,16 +15,21 @@ that the disk already holds what the cache is about to; the cases after
 set-after-handles-durable fail if the cache is updated before handles.json is written.
 One case per meson test (argv[1]); every wait is for an event and bounded.
 """
+import itertools
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bangertest import (IFACE, Daemon, Stub, VarlinkError, check, fail,  # noqa: E402
-                        require_root, run_cases, skip, wait_pid_gone)
+from bangertest import (IFACE, Daemon, Stub, Varlink, VarlinkError, check,  # noqa: E402
+                        fail, require_root, run_cases, skip, wait_pid_gone)
 from test_reconcile import Kernel, link_exists, loops_on  # noqa: E402
 
 CRASH_ENV = "BANGER_CRASH_AT"
@@ -616,6 +621,234 @@ def case_adopt_after_cache_before_scratch(t):
     check(seen == ["exited", "torn_down"], str(seen))
     watcher.close()
     t.stopped_and_clean("vm-ad1", tap, files)
+
+
+# --- kill -9 during a storm of batched writes (issue 14) --------------------------------
+#
+# Not a crash point: bangerd is SIGKILLed from outside at a random moment while client
+# threads mutate as fast as they can, so the kill lands inside batches of the writer thread
+# (temps written, some renamed, some not). Needs no -Dcrash_points build: it runs in the
+# reconcile suite (gcc and ASan).
+
+STORM_ROUNDS = 5
+STORM_VM_WORKERS = 3     # whole VM lives: real tap, two real loops, a stub firecracker
+STORM_CHURN_WORKERS = 5  # Register/Unregister of plain records, as fast as they go
+STORM_KILL_AFTER_S = (0.3, 1.2)
+STORM_JOIN_S = 30
+
+
+class Gone(Exception):
+    """bangerd died under the call."""
+
+
+class StormVM:
+    """One VM of the storm: the mutation last acknowledged, the one sent but not answered,
+    and what it made in the kernel."""
+
+    def __init__(self, vm_id):
+        self.id = vm_id
+        self.acked = ("absent", None)
+        self.inflight = None
+        self.tap = None
+        self.files = []
+        self.stub = None
+
+    def op(self, c, state, method, params, pid=None):
+        """One call; state (with pid) is what the disk must say once it is answered."""
+        self.inflight = (state, pid)
+        try:
+            c.send(IFACE + method, params)
+            reply = c.receive()
+        except OSError:
+            raise Gone()
+        if reply is None:
+            raise Gone()
+        if "error" in reply:
+            raise VarlinkError(reply["error"], reply.get("parameters", {}))
+        self.acked, self.inflight = self.inflight, None
+        return reply.get("parameters", {})
+
+
+# What the disk may say while a mutation is half made: the record written, handles.json
+# not (SetHandles), or handles.json removed, the record not yet (ClearHandles).
+STORM_PARTIAL = {"running+handles": {("running", None)}, "stopped": {("running", None)}}
+
+
+def storm_allowed(vm):
+    allowed = {vm.acked}
+    if vm.inflight:
+        allowed.add(vm.inflight)
+        allowed |= STORM_PARTIAL.get(vm.inflight[0], set())
+    return allowed
+
+
+class Storm:
+    def __init__(self, t, rnd, rng, spawner):
+        self.t = t
+        # Stubs die with the thread that forked them (PR_SET_PDEATHSIG): one thread that
+        # lives as long as the test starts them all, so a worker's end is not its VMs' end.
+        self.spawner = spawner
+        self.rnd = rnd
+        self.rng = rng
+        self.vms = []
+        self.errors = []
+        self.stop = threading.Event()
+        self.names = itertools.count()
+
+    def vm(self, prefix, w, n):
+        vm = StormVM(f"{prefix}{self.rnd}w{w}n{n}")
+        self.vms.append(vm)
+        return vm
+
+    def run(self, body, w):
+        c = None
+        try:
+            c = Varlink(self.t.d.socket)
+            for n in itertools.count():
+                if self.stop.is_set():
+                    break
+                body(c, w, n)
+        except Gone:
+            pass
+        except BaseException as e:  # fail() in a thread only ends the thread: report it
+            self.errors.append(f"worker {w}: {e!r}")
+        finally:
+            if c:
+                c.close()
+
+    def life(self, c, w, n):
+        """Register, make what it planned, SetHandles; then (mostly) stop it as a manager
+        does: ClearHandles, kill firecracker, Teardown, Unregister. A third stay running."""
+        t = self.t
+        vm = self.vm("sv", w, n)
+        suffix = format(next(self.names), "x") + str(self.rnd)
+        tap = f"bgt{t.k.tag}{suffix}"[:15]
+        files = [t.image(f"{vm.id}-{i}.img") for i in range(2)]
+        vm.op(c, "starting", "Register", {"id": vm.id, "api_sock": t.sock(vm.id),
+                                          "planned": {"tap": tap, "loop_files": files}})
+        vm.tap = t.k.tap(suffix)
+        check(vm.tap == tap, f"tap {vm.tap}, planned {tap}")
+        vm.files = files
+        loops = [t.k.loop(f) for f in files]
+        t.loops[vm.id] = list(zip(loops, files))
+        vm.stub = self.spawner.submit(t.stub, vm.id).result()
+        vm.op(c, "running+handles", "SetHandles",
+              {"id": vm.id, "pid": vm.stub.pid, "tap": tap, "loops": loops}, pid=vm.stub.pid)
+        if self.rng.random() < 1 / 3:
+            return
+        vm.op(c, "stopped", "ClearHandles", {"id": vm.id})
+        vm.stub.kill()
+        vm.op(c, "stopped", "Teardown", {"id": vm.id})
+        vm.op(c, "absent", "Unregister", {"id": vm.id})
+
+    def churn(self, c, w, n):
+        vm = self.vm("sc", w, n)
+        vm.op(c, "starting", "Register", {"id": vm.id, "api_sock": self.t.sock(vm.id)})
+        vm.op(c, "absent", "Unregister", {"id": vm.id})
+
+    def go(self):
+        """Run the workers, SIGKILL bangerd at a random moment, wait for every worker."""
+        threads = [threading.Thread(target=self.run, args=(self.life, w))
+                   for w in range(STORM_VM_WORKERS)]
+        threads += [threading.Thread(target=self.run, args=(self.churn, w))
+                    for w in range(STORM_VM_WORKERS, STORM_VM_WORKERS + STORM_CHURN_WORKERS)]
+        for th in threads:
+            th.start()
+        time.sleep(self.rng.uniform(*STORM_KILL_AFTER_S))  # the moment of the kill, at random
+        self.t.d.proc.kill()
+        rc = self.t.d.wait_exit()
+        check(rc == -signal.SIGKILL, f"bangerd exited {rc}, not by our SIGKILL")
+        self.stop.set()
+        for th in threads:
+            th.join(STORM_JOIN_S)
+            check(not th.is_alive(), f"a storm worker still runs {STORM_JOIN_S} s after the kill")
+        check(not self.errors, "; ".join(self.errors))
+        if self.t.helper:
+            check(wait_pid_gone(self.t.helper, 5), "the helper outlived its bangerd")
+
+    def disk_state(self, vm_id):
+        t = self.t
+        try:
+            rec = t.on_disk(vm_id, "vm.json")
+            h = t.on_disk(vm_id, "handles.json")
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            fail(f"{vm_id}: a file does not parse after the kill: {e}")
+        if rec is None:
+            check(h is None, f"{vm_id}: handles.json without vm.json")
+            return ("absent", None)
+        check(rec["id"] == vm_id and rec["version"] == 1, f"{vm_id}/vm.json: {rec}")
+        if h is None:
+            return (rec["state"], None)
+        check(h["version"] == 1, f"{vm_id}/handles.json: {h}")
+        return (rec["state"] + "+handles", h["pid"])
+
+    def check_disk(self):
+        """Every acknowledged mutation is on disk, and nothing later than the one in flight."""
+        answered = sum(vm.inflight is None for vm in self.vms)
+        inflight = 0
+        for vm in self.vms:
+            state = self.disk_state(vm.id)
+            check(state in storm_allowed(vm),
+                  f"{vm.id}: on disk {state}; acknowledged {vm.acked}, in flight {vm.inflight}")
+            inflight += vm.inflight is not None
+        print(f"round {self.rnd}: {len(self.vms)} VMs, {answered} whose last call was answered, "
+              f"on disk as answered, {inflight} calls in flight at the kill: each VM's files say what its "
+              f"last answer said, or what the call in flight would have")
+
+
+def case_kill9_storm():
+    """SIGKILL bangerd at random moments of a storm of writes; after each: every file parses,
+    every acknowledged mutation is on disk, the restart tears down exactly the dead VMs
+    (nothing leaks) and keeps the live ones."""
+    seed = int(os.environ.get("BANGER_STORM_SEED", time.time_ns() % 1000000))
+    print(f"seed {seed} (BANGER_STORM_SEED reproduces the kill moments)")
+    rng = random.Random(seed)
+    t = Crash("ks")
+    everything = []
+    spawner = ThreadPoolExecutor(max_workers=1)
+    try:
+        t.start()
+        for rnd in range(STORM_ROUNDS):
+            storm = Storm(t, rnd, rng, spawner)
+            storm.go()
+            storm.check_disk()
+            everything += storm.vms
+            # Some VMs die while bangerd is down: the restart must tear those down.
+            live = [vm for vm in everything if vm.stub and vm.stub.proc.poll() is None]
+            for vm in live[1::2]:
+                vm.stub.kill()
+            t.c.close()
+            t.c = None
+            t.restart()
+            t.all_files_parse()
+            summary = next(ln for ln in t.d.log.splitlines() if "reconcile: " in ln
+                           and " VMs: " in ln)
+            check(" 0 failed, 0 unknown" in summary, f"restart: {summary}")
+            kept = gone = 0
+            for vm in everything:
+                if not vm.tap:
+                    continue
+                if vm.stub and vm.stub.proc.poll() is None:
+                    if vm.acked[0] == "running+handles":
+                        t.all_there(vm.tap, vm.files)
+                    else:
+                        # Its SetHandles was never answered: bangerd may not know which
+                        # /dev/loopN it holds, and a dead VM's stale record may name the
+                        # same numbers (the kernel reuses them at once). Only its tap, a
+                        # name no other VM has, is bangerd's to keep for sure.
+                        check(link_exists(vm.tap), f"{vm.id}: tap {vm.tap} was torn down")
+                    kept += 1
+                else:
+                    check(not link_exists(vm.tap), f"{vm.id}: tap {vm.tap} leaked")
+                    for f in vm.files:
+                        check(loops_on(f) == [], f"{vm.id}: loop on {f} leaked{t.reused(vm.id)}")
+                    gone += 1
+            print(f"round {rnd}: restarted ({summary.split('reconcile: ', 1)[1]}); "
+                  f"{kept} live VMs keep their tap and loops, {gone} dead ones hold nothing")
+        check(kept > 0, "no VM lived through a restart: the storm tested no adoption")
+    finally:
+        t.close()
+        spawner.shutdown()
 
 
 CASES = {name[5:].replace("_", "-"): fn for name, fn in list(globals().items())
