@@ -15,6 +15,7 @@
 #include "daemon.h"
 #include "json.h"
 #include "log.h"
+#include "message_id.h"
 #include "path.h"
 
 #define IFACE "io.banger.Handles."
@@ -242,15 +243,30 @@ static bool admit_mutation(struct daemon *d, struct varlink_call *c, const char 
 {
 	const struct varlink_peer *p = varlink_call_peer(c);
 	const char *method = varlink_call_method(c);
-	if (!api_may_mutate(p, d)) {
-		log_notice("call #%llu %s denied to uid %u pid %d",
+	bool admitted = api_may_mutate(p, d);
+	/* The call id the helper's audit entries name too (caller_of()). */
+	char call[PS_CALL_MAX], uid[12], pid[12];
+	snprintf(call, sizeof(call), "%s#%llu", method, (unsigned long long)varlink_call_id(c));
+	snprintf(uid, sizeof(uid), "%u", (unsigned)p->uid);
+	snprintf(pid, sizeof(pid), "%d", (int)p->pid);
+	const struct log_field fields[] = {
+	    {"BANGER_CALL", call},
+	    {"BANGER_VM_ID", what[0] ? what : NULL},
+	    {"BANGER_CALLER_UID", uid},
+	    {"BANGER_CALLER_PID", pid},
+	    {"BANGER_RESULT", admitted ? "admitted" : "denied"},
+	};
+	if (!admitted) {
+		log_struct(LOG_LEVEL_NOTICE, 0, BANGER_MID_CALL_DENIED, fields, ELEMENTSOF(fields),
+			   "call #%llu %s denied to uid %u pid %d",
 			   (unsigned long long)varlink_call_id(c), method, (unsigned)p->uid,
 			   (int)p->pid);
 		error_with(c, "PermissionDenied", "method", method, NULL, NULL);
 		return false;
 	}
-	log_info("call #%llu from uid %u pid %d: %s %s", (unsigned long long)varlink_call_id(c),
-		 (unsigned)p->uid, (int)p->pid, method, what);
+	log_struct(LOG_LEVEL_INFO, 0, BANGER_MID_CALL_ADMITTED, fields, ELEMENTSOF(fields),
+		   "call #%llu from uid %u pid %d: %s %s", (unsigned long long)varlink_call_id(c),
+		   (unsigned)p->uid, (int)p->pid, method, what);
 	return true;
 }
 

@@ -23,6 +23,7 @@
 #include "daemon.h"
 #include "json.h"
 #include "log.h"
+#include "message_id.h"
 #include "path.h"
 
 uint64_t service_realtime_usec(void)
@@ -32,7 +33,23 @@ uint64_t service_realtime_usec(void)
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
+static const char *event_message_id(const char *kind)
+{
+#define EVENT_ID(k, mid)                                                                           \
+	if (strcmp(kind, k) == 0)                                                                  \
+		return mid;
+	BANGER_EVENT_MESSAGE_IDS(EVENT_ID)
+#undef EVENT_ID
+	return BANGER_MID_EVENT_OTHER;
+}
+
 void service_emit(struct daemon *d, const char *kind, const char *id, int pid, const char *detail)
+{
+	service_emit_for(d, NULL, kind, id, pid, detail);
+}
+
+void service_emit_for(struct daemon *d, const char *call, const char *kind, const char *id, int pid,
+		      const char *detail)
 {
 	struct watcher *w;
 	d->events++;
@@ -40,8 +57,18 @@ void service_emit(struct daemon *d, const char *kind, const char *id, int pid, c
 	 * news. */
 	bool news = strcmp(kind, "registered") != 0 && strcmp(kind, "handles_set") != 0 &&
 		    strcmp(kind, "cleared") != 0 && strcmp(kind, "unregistered") != 0;
-	log_emit(news ? LOG_LEVEL_INFO : LOG_LEVEL_DEBUG, 0, "event %s%s%s%s%s", kind,
-		 id ? " vm " : "", id ? id : "", detail ? ": " : "", detail ? detail : "");
+	char pid_s[12];
+	snprintf(pid_s, sizeof(pid_s), "%d", pid);
+	/*
+	 * In the journal every event is an entry: `journalctl BANGER_VM_ID=vm7` is read by
+	 * field, not as a stream, so the call line before it is no reason to leave it out.
+	 */
+	log_struct(news || log_journal_active() ? LOG_LEVEL_INFO : LOG_LEVEL_DEBUG, 0,
+		   event_message_id(kind),
+		   LOG_FIELDS({"BANGER_EVENT", kind}, {"BANGER_VM_ID", id},
+			      {"BANGER_PID", pid > 0 ? pid_s : NULL}, {"BANGER_CALL", call}),
+		   "event %s%s%s%s%s", kind, id ? " vm " : "", id ? id : "", detail ? ": " : "",
+		   detail ? detail : "");
 	TAILQ_FOREACH(w, &d->watchers, link)
 	{
 		yajl_gen g = varlink_params_begin();
@@ -159,7 +186,7 @@ static void on_firecracker_exit(evutil_socket_t fd, short what, void *arg)
 	cache_entry_unwatch(e);
 	e->liveness = VM_DEAD;
 	d->counters.exits++;
-	service_emit(d, "exited", e->id, e->pid, NULL);
+	service_emit_for(d, "exit", "exited", e->id, e->pid, NULL);
 	struct vm_record rec;
 	cache_entry_get(e, &rec, NULL);
 	if (rec.on_exit == VM_ON_EXIT_KEEP) {
@@ -567,6 +594,7 @@ static void spare_live_neighbours(const struct held_names *held, const struct vm
 struct teardown_request {
 	struct daemon *d;
 	char id[VM_ID_MAX + 1];
+	char call[PS_CALL_MAX]; /* whose teardown: its events name the call */
 	teardown_done_fn done;
 	void *userdata;
 };
@@ -634,7 +662,7 @@ static void on_teardown_reply(struct helper_client *hc, struct helper_reply *rep
 		out.why = why;
 		d->counters.teardowns_unanswered++;
 		log_warnx("vm %s: teardown not answered: %s", req->id, why);
-		service_emit(d, "teardown_failed", req->id, 0, why);
+		service_emit_for(d, req->call, "teardown_failed", req->id, 0, why);
 	} else {
 		out.reply = &reply->msg->payload.teardown_reply;
 		out.complete = teardown_complete(out.reply);
@@ -645,8 +673,8 @@ static void on_teardown_reply(struct helper_client *hc, struct helper_reply *rep
 		struct vm_entry *e = cache_find(&d->cache, req->id);
 		if (e && out.complete)
 			teardown_finish(d, e);
-		service_emit(d, out.complete ? "torn_down" : "teardown_failed", req->id, 0,
-			     summary);
+		service_emit_for(d, req->call, out.complete ? "torn_down" : "teardown_failed",
+				 req->id, 0, summary);
 	}
 	if (req->done)
 		req->done(d, req->id, &out, req->userdata);
@@ -677,6 +705,7 @@ int service_teardown(struct daemon *d, struct vm_entry *e, const struct ps_calle
 		return -ENOMEM;
 	req->d = d;
 	memcpy(req->id, e->id, sizeof(req->id));
+	memcpy(req->call, caller->call, sizeof(req->call));
 	req->done = done;
 	req->userdata = userdata;
 	int r = helper_teardown(d->helper, &q, on_teardown_reply, req);
