@@ -237,6 +237,16 @@ bool api_may_mutate(const struct varlink_peer *p, void *userdata)
 	return false;
 }
 
+/* bangerd's id of a call, "SetHandles#17": the method without its interface, and the call's number.
+ */
+static void call_name(struct varlink_call *c, char *buf, size_t size)
+{
+	const char *method = varlink_call_method(c);
+	const char *dot = strrchr(method, '.');
+	snprintf(buf, size, "%s#%llu", dot ? dot + 1 : method,
+		 (unsigned long long)varlink_call_id(c));
+}
+
 /* Mutating calls: check access and log who asked. Returns false after answering PermissionDenied.
  */
 static bool admit_mutation(struct daemon *d, struct varlink_call *c, const char *what)
@@ -246,7 +256,7 @@ static bool admit_mutation(struct daemon *d, struct varlink_call *c, const char 
 	bool admitted = api_may_mutate(p, d);
 	/* The call id the helper's audit entries name too (caller_of()). */
 	char call[PS_CALL_MAX], uid[12], pid[12];
-	snprintf(call, sizeof(call), "%s#%llu", method, (unsigned long long)varlink_call_id(c));
+	call_name(c, call, sizeof(call));
 	snprintf(uid, sizeof(uid), "%u", (unsigned)p->uid);
 	snprintf(pid, sizeof(pid), "%d", (int)p->pid);
 	const struct log_field fields[] = {
@@ -286,12 +296,11 @@ static struct vm_entry *vm_of_call(struct daemon *d, struct varlink_call *c, yaj
 	return e;
 }
 
-static struct ps_caller caller_of(struct varlink_call *c, const char *method)
+static struct ps_caller caller_of(struct varlink_call *c)
 {
 	const struct varlink_peer *p = varlink_call_peer(c);
 	struct ps_caller caller = {.uid = (uint32_t)p->uid, .gid = (uint32_t)p->gid, .pid = p->pid};
-	snprintf(caller.call, sizeof(caller.call), "%s#%llu", method,
-		 (unsigned long long)varlink_call_id(c));
+	call_name(c, caller.call, sizeof(caller.call));
 	return caller;
 }
 
@@ -586,7 +595,7 @@ static void method_set_handles(struct varlink_call *c, yajl_val params, void *us
 		set_request_free(req);
 		return;
 	}
-	req->caller = caller_of(c, "SetHandles");
+	req->caller = caller_of(c);
 	field_set(req->caller.vm, sizeof(req->caller.vm), e->id); /* the helper audits it */
 	req->deadline_ms = monotonic_ms() + d->cfg.api_sock_wait_ms;
 	int r = set_probe_send(req);
@@ -712,7 +721,7 @@ static void method_teardown(struct varlink_call *c, yajl_val params, void *userd
 		error_still_running(c, e);
 		return;
 	}
-	struct ps_caller caller = caller_of(c, "Teardown");
+	struct ps_caller caller = caller_of(c);
 	int r = service_teardown(d, e, &caller, NULL, on_teardown_done, c);
 	if (r < 0)
 		error_with(c, "HelperUnavailable", "reason", service_helper_failure(d, r), NULL,
@@ -739,7 +748,7 @@ static void method_reconcile(struct varlink_call *c, yajl_val params, void *user
 	struct daemon *d = userdata;
 	if (!check_keys(c, params, (const char *const[]){NULL}) || !admit_mutation(d, c, ""))
 		return;
-	struct ps_caller caller = caller_of(c, "Reconcile");
+	struct ps_caller caller = caller_of(c);
 	int r = reconcile_start(d, &caller, on_reconcile_done, c);
 	if (r < 0)
 		error_with(c, "HelperUnavailable", "reason", service_helper_failure(d, r), NULL,
