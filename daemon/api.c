@@ -15,6 +15,7 @@
 #include "daemon.h"
 #include "json.h"
 #include "log.h"
+#include "message_id.h"
 #include "path.h"
 
 #define IFACE "io.banger.Handles."
@@ -236,21 +237,46 @@ bool api_may_mutate(const struct varlink_peer *p, void *userdata)
 	return false;
 }
 
+/* bangerd's id of a call, "SetHandles#17": the method without its interface, and the call's number.
+ */
+static void call_name(struct varlink_call *c, char *buf, size_t size)
+{
+	const char *method = varlink_call_method(c);
+	const char *dot = strrchr(method, '.');
+	snprintf(buf, size, "%s#%llu", dot ? dot + 1 : method,
+		 (unsigned long long)varlink_call_id(c));
+}
+
 /* Mutating calls: check access and log who asked. Returns false after answering PermissionDenied.
  */
 static bool admit_mutation(struct daemon *d, struct varlink_call *c, const char *what)
 {
 	const struct varlink_peer *p = varlink_call_peer(c);
 	const char *method = varlink_call_method(c);
-	if (!api_may_mutate(p, d)) {
-		log_notice("call #%llu %s denied to uid %u pid %d",
+	bool admitted = api_may_mutate(p, d);
+	/* The call id the helper's audit entries name too (caller_of()). */
+	char call[PS_CALL_MAX], uid[12], pid[12];
+	call_name(c, call, sizeof(call));
+	snprintf(uid, sizeof(uid), "%u", (unsigned)p->uid);
+	snprintf(pid, sizeof(pid), "%d", (int)p->pid);
+	const struct log_field fields[] = {
+	    {"BANGER_CALL", call},
+	    {"BANGER_VM_ID", what[0] ? what : NULL},
+	    {"BANGER_CALLER_UID", uid},
+	    {"BANGER_CALLER_PID", pid},
+	    {"BANGER_RESULT", admitted ? "admitted" : "denied"},
+	};
+	if (!admitted) {
+		log_struct(LOG_LEVEL_NOTICE, 0, BANGER_MID_CALL_DENIED, fields, ELEMENTSOF(fields),
+			   "call #%llu %s denied to uid %u pid %d",
 			   (unsigned long long)varlink_call_id(c), method, (unsigned)p->uid,
 			   (int)p->pid);
 		error_with(c, "PermissionDenied", "method", method, NULL, NULL);
 		return false;
 	}
-	log_info("call #%llu from uid %u pid %d: %s %s", (unsigned long long)varlink_call_id(c),
-		 (unsigned)p->uid, (int)p->pid, method, what);
+	log_struct(LOG_LEVEL_INFO, 0, BANGER_MID_CALL_ADMITTED, fields, ELEMENTSOF(fields),
+		   "call #%llu from uid %u pid %d: %s %s", (unsigned long long)varlink_call_id(c),
+		   (unsigned)p->uid, (int)p->pid, method, what);
 	return true;
 }
 
@@ -270,12 +296,11 @@ static struct vm_entry *vm_of_call(struct daemon *d, struct varlink_call *c, yaj
 	return e;
 }
 
-static struct ps_caller caller_of(struct varlink_call *c, const char *method)
+static struct ps_caller caller_of(struct varlink_call *c)
 {
 	const struct varlink_peer *p = varlink_call_peer(c);
 	struct ps_caller caller = {.uid = (uint32_t)p->uid, .gid = (uint32_t)p->gid, .pid = p->pid};
-	snprintf(caller.call, sizeof(caller.call), "%s#%llu", method,
-		 (unsigned long long)varlink_call_id(c));
+	call_name(c, caller.call, sizeof(caller.call));
 	return caller;
 }
 
@@ -600,7 +625,7 @@ static void method_set_handles(struct varlink_call *c, yajl_val params, void *us
 		set_request_free(req);
 		return;
 	}
-	req->caller = caller_of(c, "SetHandles");
+	req->caller = caller_of(c);
 	field_set(req->caller.vm, sizeof(req->caller.vm), e->id); /* the helper audits it */
 	req->deadline_ms = monotonic_ms() + d->cfg.api_sock_wait_ms;
 	int r = set_probe_send(req);
@@ -743,7 +768,7 @@ static void method_teardown(struct varlink_call *c, yajl_val params, void *userd
 		error_still_running(c, e);
 		return;
 	}
-	struct ps_caller caller = caller_of(c, "Teardown");
+	struct ps_caller caller = caller_of(c);
 	int r = service_teardown(d, e, &caller, NULL, on_teardown_done, c);
 	if (r < 0)
 		error_with(c, "HelperUnavailable", "reason", service_helper_failure(d, r), NULL,
@@ -770,7 +795,7 @@ static void method_reconcile(struct varlink_call *c, yajl_val params, void *user
 	struct daemon *d = userdata;
 	if (!check_keys(c, params, (const char *const[]){NULL}) || !admit_mutation(d, c, ""))
 		return;
-	struct ps_caller caller = caller_of(c, "Reconcile");
+	struct ps_caller caller = caller_of(c);
 	int r = reconcile_start(d, &caller, on_reconcile_done, c);
 	if (r < 0)
 		error_with(c, "HelperUnavailable", "reason", service_helper_failure(d, r), NULL,

@@ -94,6 +94,10 @@ int service_load(struct daemon *d);
 uint64_t service_realtime_usec(void);
 /* id NULL: an event of bangerd itself (helper_stuck, ...), not of a VM. */
 void service_emit(struct daemon *d, const char *kind, const char *id, int pid, const char *detail);
+/* The same, done for call (bangerd's call or task id, "Teardown#9", "exit"): journal entries say
+ * so. */
+void service_emit_for(struct daemon *d, const char *call, const char *kind, const char *id, int pid,
+		      const char *detail);
 /* Why a request could not be sent: the helper's failure when it has failed, else strerror. */
 const char *service_helper_failure(const struct daemon *d, int err);
 /*

@@ -599,6 +599,7 @@ int main(int argc, char **argv)
 	struct ps_caller startup = {.call = "startup"};
 
 	log_init("bangerd", LOG_LEVEL_INFO);
+	log_open_journal();
 	/* The helper's death is noticed by SIGCHLD and EOF; a write to it must not kill us. */
 	signal(SIGPIPE, SIG_IGN);
 	clock_gettime(CLOCK_MONOTONIC, &d.started);

@@ -21,6 +21,7 @@
 #include "daemon.h"
 #include "json.h"
 #include "log.h"
+#include "message_id.h"
 
 enum rc_action {
 	RC_KEPT,
@@ -131,17 +132,25 @@ static void reconcile_log(const struct reconcile *rc)
 		const struct rc_vm *v = &rc->vms[i];
 		counts[v->action]++;
 		if (v->action != RC_KEPT && v->action != RC_CLEAN)
-			log_info("reconcile: vm %s %s%s%s", v->id, rc_action_names[v->action],
-				 v->reason ? ": " : "", v->reason ? v->reason : "");
+			log_struct(LOG_LEVEL_INFO, 0, BANGER_MID_RECONCILE_VM,
+				   LOG_FIELDS({"BANGER_VM_ID", v->id},
+					      {"BANGER_CALL", rc->caller.call},
+					      {"BANGER_RESULT", rc_action_names[v->action]},
+					      {"BANGER_REASON", v->reason}),
+				   "reconcile: vm %s %s%s%s", v->id, rc_action_names[v->action],
+				   v->reason ? ": " : "", v->reason ? v->reason : "");
 	}
 	for (size_t i = 0; i < rc->n_orphans; i++)
 		log_warnx(
 		    "reconcile: orphan firecracker pid %d on %s (no record owns it; not killed)",
 		    rc->orphans[i].pid, rc->orphans[i].api_sock);
-	log_info("reconcile: %zu VMs: %zu kept, %zu torn down, %zu failed, %zu unknown, %zu clean, "
-		 "%zu retained; %zu orphans",
-		 rc->n, counts[RC_KEPT], counts[RC_TORN_DOWN], counts[RC_FAILED],
-		 counts[RC_UNKNOWN], counts[RC_CLEAN], counts[RC_RETAINED], rc->n_orphans);
+	log_struct(
+	    LOG_LEVEL_INFO, 0, BANGER_MID_RECONCILE_SUMMARY,
+	    LOG_FIELDS({"BANGER_CALL", rc->caller.call}),
+	    "reconcile: %zu VMs: %zu kept, %zu torn down, %zu failed, %zu unknown, %zu clean, "
+	    "%zu retained; %zu orphans",
+	    rc->n, counts[RC_KEPT], counts[RC_TORN_DOWN], counts[RC_FAILED], counts[RC_UNKNOWN],
+	    counts[RC_CLEAN], counts[RC_RETAINED], rc->n_orphans);
 }
 
 /* What GetStatus counts of every reconcile. */

@@ -30,6 +30,7 @@
 #include "daemon.h"
 #include "json.h"
 #include "log.h"
+#include "message_id.h"
 #include "path.h"
 
 uint64_t service_realtime_usec(void)
@@ -39,7 +40,23 @@ uint64_t service_realtime_usec(void)
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
+static const char *event_message_id(const char *kind)
+{
+#define EVENT_ID(k, mid)                                                                           \
+	if (strcmp(kind, k) == 0)                                                                  \
+		return mid;
+	BANGER_EVENT_MESSAGE_IDS(EVENT_ID)
+#undef EVENT_ID
+	return BANGER_MID_EVENT_OTHER;
+}
+
 void service_emit(struct daemon *d, const char *kind, const char *id, int pid, const char *detail)
+{
+	service_emit_for(d, NULL, kind, id, pid, detail);
+}
+
+void service_emit_for(struct daemon *d, const char *call, const char *kind, const char *id, int pid,
+		      const char *detail)
 {
 	struct watcher *w;
 	d->events++;
@@ -47,8 +64,18 @@ void service_emit(struct daemon *d, const char *kind, const char *id, int pid, c
 	 * news. */
 	bool news = strcmp(kind, "registered") != 0 && strcmp(kind, "handles_set") != 0 &&
 		    strcmp(kind, "cleared") != 0 && strcmp(kind, "unregistered") != 0;
-	log_emit(news ? LOG_LEVEL_INFO : LOG_LEVEL_DEBUG, 0, "event %s%s%s%s%s", kind,
-		 id ? " vm " : "", id ? id : "", detail ? ": " : "", detail ? detail : "");
+	char pid_s[12];
+	snprintf(pid_s, sizeof(pid_s), "%d", pid);
+	/*
+	 * In the journal every event is an entry: `journalctl BANGER_VM_ID=vm7` is read by
+	 * field, not as a stream, so the call line before it is no reason to leave it out.
+	 */
+	log_struct(news || log_journal_active() ? LOG_LEVEL_INFO : LOG_LEVEL_DEBUG, 0,
+		   event_message_id(kind),
+		   LOG_FIELDS({"BANGER_EVENT", kind}, {"BANGER_VM_ID", id},
+			      {"BANGER_PID", pid > 0 ? pid_s : NULL}, {"BANGER_CALL", call}),
+		   "event %s%s%s%s%s", kind, id ? " vm " : "", id ? id : "", detail ? ": " : "",
+		   detail ? detail : "");
 	TAILQ_FOREACH(w, &d->watchers, link)
 	{
 		yajl_gen g = varlink_params_begin();
@@ -356,7 +383,7 @@ static void on_firecracker_exit(evutil_socket_t fd, short what, void *arg)
 	cache_entry_unwatch(e);
 	e->liveness = VM_DEAD;
 	d->counters.exits++;
-	service_emit(d, "exited", e->id, e->pid, NULL);
+	service_emit_for(d, "exit", "exited", e->id, e->pid, NULL);
 	struct vm_record rec;
 	cache_entry_get(e, &rec, NULL);
 	if (rec.on_exit == VM_ON_EXIT_KEEP) {
@@ -929,6 +956,7 @@ static void spare_live_neighbours(const struct held_names *held, const struct vm
 struct teardown_request {
 	struct daemon *d;
 	char id[VM_ID_MAX + 1];
+	char call[PS_CALL_MAX]; /* whose teardown: its events name the call */
 	teardown_done_fn done;
 	void *userdata;
 	struct teardown_outcome out;
@@ -966,8 +994,8 @@ static void teardown_report(struct teardown_request *req)
 {
 	struct daemon *d = req->d;
 	if (req->out.err == 0)
-		service_emit(d, req->out.complete ? "torn_down" : "teardown_failed", req->id, 0,
-			     req->summary);
+		service_emit_for(d, req->call, req->out.complete ? "torn_down" : "teardown_failed",
+				 req->id, 0, req->summary);
 	if (req->done)
 		req->done(d, req->id, &req->out, req->userdata);
 	free(req);
@@ -1022,7 +1050,7 @@ static void on_teardown_reply(struct helper_client *hc, struct helper_reply *rep
 		req->out.why = why;
 		d->counters.teardowns_unanswered++;
 		log_warnx("vm %s: teardown not answered: %s", req->id, why);
-		service_emit(d, "teardown_failed", req->id, 0, why);
+		service_emit_for(d, req->call, "teardown_failed", req->id, 0, why);
 		teardown_report(req);
 		return;
 	}
@@ -1069,6 +1097,7 @@ int service_teardown(struct daemon *d, struct vm_entry *e, const struct ps_calle
 		return -ENOMEM;
 	req->d = d;
 	memcpy(req->id, e->id, sizeof(req->id));
+	memcpy(req->call, caller->call, sizeof(req->call));
 	req->done = done;
 	req->userdata = userdata;
 	int r = helper_teardown(d->helper, &q, on_teardown_reply, req);

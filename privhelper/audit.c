@@ -3,7 +3,10 @@
  * the request id, the client bangerd acted for (its uid, gid and pid,
  * bangerd's call id and the VM), the operation, its arguments, result,
  * errno and duration. Lines go to stderr (journald keeps them with the
- * unit) and, when configured, to an append-only file. The dispatcher
+ * unit) and, when configured, to an append-only file. When stderr is the
+ * journal, the line is an entry whose fields say the same (BANGER_CALL,
+ * BANGER_VM_ID, BANGER_OP, ...) under the operation's MESSAGE_ID, so that
+ * `journalctl BANGER_VM_ID=vm7` shows the helper's acts among bangerd's. The dispatcher
  * writes the line for every request it answers, so none is ever skipped.
  */
 #include <stddef.h>
@@ -14,6 +17,7 @@
 
 #include "helper.h"
 #include "log.h"
+#include "message_id.h"
 
 uint64_t audit_clock_us(void)
 {
@@ -22,9 +26,10 @@ uint64_t audit_clock_us(void)
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-static void audit_write(struct helper *h, const char *line)
+static void audit_write(struct helper *h, const char *message_id, const struct log_field *fields,
+			size_t n_fields, const char *line)
 {
-	log_notice("audit %s", line);
+	log_struct(LOG_LEVEL_NOTICE, 0, message_id, fields, n_fields, "audit %s", line);
 	if (h->audit_fd < 0)
 		return;
 
@@ -52,7 +57,14 @@ static_assert(offsetof(struct ps_probe, caller) == 0 && offsetof(struct ps_scan,
 		  offsetof(struct ps_teardown, caller) == 0,
 	      "caller first");
 
-void audit_request(struct helper *h, const char *op, const struct asroot_call *c)
+void audit_field(struct asroot_call *c, const char *name, const char *value)
+{
+	if (c->n_fields < ELEMENTSOF(c->fields))
+		c->fields[c->n_fields++] = (struct log_field){name, value};
+}
+
+void audit_request(struct helper *h, const char *op, const char *message_id,
+		   const struct asroot_call *c)
 {
 	const struct ps_caller *caller = &c->m->payload.hello.caller;
 	struct strbuf sb;
@@ -72,7 +84,28 @@ void audit_request(struct helper *h, const char *op, const struct asroot_call *c
 	const char *errname = c->err ? strerrorname_np(-c->err) : NULL;
 	strbuf_appendf(&sb, " errno=%s dur_us=%llu", errname ? errname : "0",
 		       (unsigned long long)(audit_clock_us() - c->started_us));
-	audit_write(h, strbuf_str(&sb));
+
+	char req[24], uid[12], gid[12], pid[12];
+	snprintf(req, sizeof(req), "%llu", (unsigned long long)c->m->header.request_id);
+	snprintf(uid, sizeof(uid), "%u", caller->uid);
+	snprintf(gid, sizeof(gid), "%u", caller->gid);
+	snprintf(pid, sizeof(pid), "%d", caller->pid);
+	struct log_field fields[10 + ELEMENTSOF(c->fields)] = {
+	    {"BANGER_HELPER_REQ", req},
+	    {"BANGER_CALLER_UID", uid},
+	    {"BANGER_CALLER_GID", gid},
+	    {"BANGER_CALLER_PID", caller->pid > 0 ? pid : NULL},
+	    {"BANGER_CALL", caller->call[0] ? caller->call : NULL},
+	    {"BANGER_VM_ID", caller->vm[0] ? caller->vm : NULL},
+	    {"BANGER_OP", op},
+	    {"BANGER_RESULT", c->result},
+	    {"BANGER_REASON", c->reason},
+	    {"BANGER_ERRNO", errname ? errname : "0"},
+	};
+	size_t n = 10;
+	for (size_t i = 0; i < c->n_fields; i++)
+		fields[n++] = c->fields[i];
+	audit_write(h, message_id, fields, n, strbuf_str(&sb));
 }
 
 void audit_violation(struct helper *h, const char *why)
@@ -81,5 +114,7 @@ void audit_violation(struct helper *h, const char *why)
 	strbuf_init(&sb);
 	strbuf_appendf(&sb, "op=violation result=fatal");
 	strbuf_append_kv_quoted(&sb, "violation", why);
-	audit_write(h, strbuf_str(&sb));
+	audit_write(h, BANGER_MID_HELPER_VIOLATION,
+		    LOG_FIELDS({"BANGER_OP", "violation"}, {"BANGER_RESULT", "fatal"}),
+		    strbuf_str(&sb));
 }

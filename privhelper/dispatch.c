@@ -17,6 +17,7 @@
 
 #include "helper.h"
 #include "log.h"
+#include "message_id.h"
 
 enum {
 	PERMIT_BEFORE_HELLO = 1 << 0, /* the handshake: the only thing before it is answered */
@@ -31,6 +32,7 @@ struct asroot_entry {
 	size_t reply_size; /* of the reply, type PS_REPLY_TO(request.type); 0: send() streams it */
 	asroot_handler handler;
 	int (*send)(struct helper *h, struct asroot_call *c);
+	const char *message_id; /* of its audit entry in the journal (message_id.h) */
 };
 
 static const struct asroot_entry asroot_table[] = {
@@ -38,22 +40,26 @@ static const struct asroot_entry asroot_table[] = {
      PERMIT_BEFORE_HELLO | PERMIT_ONCE,
      sizeof(struct ps_hello_reply),
      asroot_hello,
-     NULL},
+     NULL,
+     BANGER_MID_HELPER_HELLO},
     {{PS_PROBE, "probe", sizeof(struct ps_probe), 1, ps_validate_probe},
      PERMIT_AFTER_HELLO,
      sizeof(struct ps_probe_reply),
      asroot_probe,
-     NULL},
+     NULL,
+     BANGER_MID_HELPER_PROBE},
     {{PS_SCAN, "scan", sizeof(struct ps_scan), 0, ps_validate_scan},
      PERMIT_AFTER_HELLO | PERMIT_MULTIPART,
      0,
      asroot_scan,
-     asroot_scan_send},
+     asroot_scan_send,
+     BANGER_MID_HELPER_SCAN},
     {{PS_TEARDOWN, "teardown", sizeof(struct ps_teardown), 0, ps_validate_teardown},
      PERMIT_AFTER_HELLO,
      sizeof(struct ps_teardown_reply),
      asroot_teardown,
-     NULL},
+     NULL,
+     BANGER_MID_HELPER_TEARDOWN},
 };
 
 #define TYPE_BIT(type) (1u << (type))
@@ -165,7 +171,7 @@ int helper_dispatch(struct helper *h, struct ps_message *m, char *why, size_t wh
 	}
 	if (r == 0) {
 		permits_after(h, e);
-		audit_request(h, e->request.name, &c);
+		audit_request(h, e->request.name, e->message_id, &c);
 		r = send_reply(h, e, &c);
 	}
 	fdpass_close_all(c.fds, &c.nfds);

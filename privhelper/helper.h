@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "log.h"
 #include "policy.h"
 #include "privsep.h"
 #include "strbuf.h"
@@ -83,6 +84,9 @@ struct asroot_call {
 	int fds[1]; /* sent with the reply; the dispatcher closes them after */
 	size_t nfds;
 	struct strbuf args;
+	/* The names the request acts on (BANGER_DM=...), for the journal entry; into m or reply. */
+	struct log_field fields[PS_TEARDOWN_MAX_RESULTS + 1];
+	size_t n_fields;
 	const char *result; /* "ok" unless the handler says otherwise */
 	const char *reason; /* or NULL */
 	int err;	    /* 0 or a negative errno, for the audit line */
@@ -95,7 +99,10 @@ struct asroot_call {
 
 /* CLOCK_MONOTONIC in microseconds: when a request started, for its audit line's duration. */
 uint64_t audit_clock_us(void);
-void audit_request(struct helper *h, const char *op, const struct asroot_call *c);
+void audit_request(struct helper *h, const char *op, const char *message_id,
+		   const struct asroot_call *c);
+/* Name what the request acts on in its journal entry; value must outlive the call. */
+void audit_field(struct asroot_call *c, const char *name, const char *value);
 void audit_violation(struct helper *h, const char *why);
 
 /*

@@ -278,6 +278,8 @@ int main(int argc, char **argv)
 	parse_args(argc, argv, &h.policy, &audit_log, &daemon_user);
 	bool split = socket_activated();
 	setup_fds();
+	/* Only now: the journal's socket, opened on the first entry, is closed by nothing. */
+	log_open_journal();
 	/* Spawned by bangerd: we must not outlive it, even mid-request. EOF covers the rest. */
 	if (!split && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
 		fatal(1, "PR_SET_PDEATHSIG");

@@ -144,6 +144,7 @@ int asroot_probe(struct helper *h, struct asroot_call *c)
 		       (q->flags & PS_PROBE_HAS_PIDFD) ? "yes" : "no",
 		       (unsigned long long)q->start_time);
 	strbuf_append_kv_quoted(&c->args, "api_sock", q->api_sock);
+	audit_field(c, "BANGER_API_SOCK", q->api_sock);
 	rep->status = PS_PROBE_NOT_RUNNING;
 	if (q->flags & PS_PROBE_HAS_PIDFD) {
 		/* The pidfd names the process; a pid in the payload is not trusted. */

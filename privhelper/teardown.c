@@ -107,8 +107,8 @@ static void teardown_run(const struct ps_policy *p, struct ps_teardown_reply *re
 	}
 }
 
-static void audit_results(struct strbuf *args, const struct ps_teardown_reply *rep,
-			  enum ps_resource_kind kind, const char *key)
+static void audit_results(struct asroot_call *c, const struct ps_teardown_reply *rep,
+			  enum ps_resource_kind kind, const char *key, const char *field)
 {
 	struct strbuf list;
 	strbuf_init(&list);
@@ -116,6 +116,7 @@ static void audit_results(struct strbuf *args, const struct ps_teardown_reply *r
 		const struct ps_teardown_result *r = &rep->results[i];
 		if (r->kind != kind)
 			continue;
+		audit_field(c, field, r->name);
 		strbuf_appendf(&list, "%s%s:%s", list.len ? "," : "", r->name,
 			       ps_teardown_status_name((int)r->status));
 		if (r->reason)
@@ -123,7 +124,7 @@ static void audit_results(struct strbuf *args, const struct ps_teardown_reply *r
 		else if (r->err && strerrorname_np(-r->err))
 			strbuf_appendf(&list, "(%s)", strerrorname_np(-r->err));
 	}
-	strbuf_append_kv_quoted(args, key, strbuf_str(&list));
+	strbuf_append_kv_quoted(&c->args, key, strbuf_str(&list));
 }
 
 /* True when every item is removed or absent; *err gets the first errno of any other. */
@@ -148,9 +149,9 @@ int asroot_teardown(struct helper *h, struct asroot_call *c)
 
 	teardown_plan(&h->policy, &c->m->payload.teardown, rep);
 	teardown_run(&h->policy, rep);
-	audit_results(&c->args, rep, PS_RESOURCE_DM, "dm");
-	audit_results(&c->args, rep, PS_RESOURCE_LOOP, "loops");
-	audit_results(&c->args, rep, PS_RESOURCE_TAP, "tap");
+	audit_results(c, rep, PS_RESOURCE_DM, "dm", "BANGER_DM");
+	audit_results(c, rep, PS_RESOURCE_LOOP, "loops", "BANGER_LOOP");
+	audit_results(c, rep, PS_RESOURCE_TAP, "tap", "BANGER_TAP");
 	c->result = teardown_complete(rep, &c->err) ? "ok" : "partial";
 	return 0;
 }

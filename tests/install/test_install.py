@@ -98,6 +98,7 @@ def expected_files():
         os.path.join(layout("tmpfilesdir"), "banger.conf"): 0o644,
         os.path.join(layout("docdir"), "bangerd.conf.example"): 0o644,
         os.path.join(layout("completiondir"), "bangerctl"): 0o644,
+        os.path.join(layout("catalogdir"), "banger.catalog"): 0o644,
     }
     for unit in ("bangerd.socket", "bangerd.service", "banger-privhelper.socket",
                  "banger-privhelper@.service", "banger-metrics.service", "banger-metrics.timer"):

@@ -93,8 +93,8 @@ stub_listens() { exe_is_stub "$1" && [ -S "$2" ]; }
 teardown_event() { grep -E "\"kind\":\"(torn_down|teardown_failed)\",\"id\":\"$1\"" /tmp/events; }
 # The first line a unit's program logged that is not a routine one: why it died.
 first_error() {
-	journalctl --no-pager -o cat -u "$1" _TRANSPORT=stdout 2>/dev/null |
-		grep -vE ': (ready|audit|loaded|reconcile|control socket|call #|event|received SIGTERM)' |
+	journalctl --no-pager -o cat -u "$1" 2>/dev/null |
+		grep -vE '(^|: )(ready|audit|loaded|reconcile|control socket|call #|event|received SIGTERM)' |
 		head -n 1
 }
 subscribed() { grep -q '"kind":"subscribed"' /tmp/events; }
@@ -262,6 +262,69 @@ step "teardown: $DM, $LOOP_BASE, $LOOP_COW and $TAP removed by $HUNIT; dmsetup l
 kill "$WATCH_PID" 2>/dev/null
 wait "$WATCH_PID" 2>/dev/null
 WATCH_PID=
+
+# --- 5b. the journal: the VM's story from both units, found by its field ---
+# common/message_id.h's ids of the entries the story must hold, in this order.
+MID_CALL=c1534e9256e64eb380ffe50db10d7fa5
+MID_REGISTERED=caf079f6e9444b319c0515a21629ad9f
+MID_PROBE=27b1725de35948609421ba63954a27ae
+MID_HANDLES_SET=89d9865096be459686af466fce282c38
+MID_EXITED=3628166f517747a98590a581414a29cf
+MID_TEARDOWN=79883f8781c84874a7b6c4922c8e7138
+MID_TORN_DOWN=86a78c618e4349a1a7e0df26580828f5
+# jfield NAME: the (first) string value of NAME in the JSON entry on stdin.
+jfield() { grep -o "\"$1\":\"[^\"]*\"" | head -n 1 | sed 's/^"[^"]*":"//; s/"$//'; }
+vm_journal() {
+	journalctl --sync
+	journalctl --no-pager -o json "BANGER_VM_ID=$ID" >/tmp/vmjournal.json 2>&1 &&
+		grep -q "\"MESSAGE_ID\":\"$MID_TORN_DOWN\"" /tmp/vmjournal.json
+}
+wait_until 10 vm_journal || fail "journalctl BANGER_VM_ID=$ID has no torn_down entry: $(cat /tmp/vmjournal.json)"
+# One line per entry: MESSAGE_ID unit call result ("-" for a field the entry lacks).
+while read -r entry; do
+	line=
+	for f in MESSAGE_ID _SYSTEMD_UNIT BANGER_CALL BANGER_RESULT; do
+		v=$(echo "$entry" | jfield "$f")
+		line="$line ${v:--}"
+	done
+	echo "${line# }"
+done </tmp/vmjournal.json >/tmp/vmstory
+log "journalctl BANGER_VM_ID=$ID -o json: $(wc -l </tmp/vmstory) entries"
+sed 's/^/    /' /tmp/vmstory
+# The expected entries, as an ordered subsequence: MESSAGE_ID, unit (a prefix), call (a regex).
+SET_CALL=$(awk -v m="$MID_CALL" '$1 == m && $3 ~ /^SetHandles#/ { print $3; exit }' /tmp/vmstory)
+[ -n "$SET_CALL" ] || fail "no admitted SetHandles call for $ID in the journal"
+want="$MID_CALL bangerd.service ^Register#
+$MID_REGISTERED bangerd.service .*
+$MID_CALL bangerd.service ^$SET_CALL\$
+$MID_PROBE banger-privhelper@ ^$SET_CALL\$
+$MID_HANDLES_SET bangerd.service .*
+$MID_EXITED bangerd.service ^exit\$
+$MID_TEARDOWN banger-privhelper@ ^exit\$
+$MID_TORN_DOWN bangerd.service ^exit\$"
+missing=$(echo "$want" | awk '
+	NR == FNR { mid[NR] = $1; unit[NR] = $2; call[NR] = $3; n = NR; next }
+	i < n && $1 == mid[i + 1] && index($2, unit[i + 1]) == 1 && $3 ~ call[i + 1] { i++ }
+	END { if (i < n) print mid[i + 1] " " unit[i + 1] " " call[i + 1] }' - /tmp/vmstory)
+[ -z "$missing" ] || fail "journalctl BANGER_VM_ID=$ID lacks, in order, the entry: $missing"
+probe=$(grep "\"MESSAGE_ID\":\"$MID_PROBE\"" /tmp/vmjournal.json | tail -n 1)
+[ "$(echo "$probe" | jfield BANGER_RESULT)" = running ] || fail "the helper's probe entry: $probe"
+td=$(grep "\"MESSAGE_ID\":\"$MID_TEARDOWN\"" /tmp/vmjournal.json | tail -n 1)
+if [ "$(echo "$td" | jfield BANGER_RESULT)" != ok ] || [ "$(echo "$td" | jfield BANGER_DM)" != "$DM" ] ||
+	[ "$(echo "$td" | jfield BANGER_TAP)" != "$TAP" ] || [ "$(echo "$td" | jfield BANGER_OP)" != teardown ]; then
+	fail "the helper's teardown entry does not name its result, $DM and $TAP: $td"
+fi
+step "journal: BANGER_VM_ID=$ID holds Register, registered, $SET_CALL, the helper's probe for $SET_CALL, handles_set, exited, the helper's teardown for exit ($DM, $TAP: ok) and torn_down, in order, from bangerd.service and $HUNIT"
+
+# The catalog: compiled by journalctl, and shown by -x with the entry's own fields.
+journalctl --update-catalog >/tmp/out 2>&1 || fail "journalctl --update-catalog: $(cat /tmp/out)"
+[ -s /tmp/out ] && fail "journalctl --update-catalog complained: $(cat /tmp/out)"
+journalctl --list-catalog 2>&1 | grep -q "^$MID_TORN_DOWN " ||
+	fail "journalctl --list-catalog has no banger entry: $(journalctl --list-catalog 2>&1 | grep -i banger)"
+journalctl --no-pager -x "BANGER_VM_ID=$ID" "MESSAGE_ID=$MID_TORN_DOWN" >/tmp/out 2>&1
+grep -q "Subject: banger: the resources of VM $ID were torn down" /tmp/out ||
+	fail "journalctl -x shows no catalog text for torn_down: $(cat /tmp/out)"
+step "catalog: journalctl --update-catalog took it; -x explains torn_down of $ID: $(grep -m 1 'Subject:' /tmp/out | sed 's/^[^S]*//')"
 
 # --- 6. stopping bangerd ends its helper; the next call starts both again ---
 timeout 60 systemctl stop bangerd.service || fail "systemctl stop bangerd.service"
