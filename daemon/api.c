@@ -306,11 +306,11 @@ static struct ps_caller caller_of(struct varlink_call *c)
 
 /* --- methods ------------------------------------------------------------------ */
 
-static void error_too_many_vms(struct varlink_call *c)
+static void error_too_many_vms(struct varlink_call *c, const struct daemon *d)
 {
 	yajl_gen g = varlink_params_begin();
 	if (g)
-		json_gen_kv_int(g, "limit", BANGER_MAX_VMS);
+		json_gen_kv_int(g, "limit", d->cfg.max_vms);
 	varlink_error(c, IFACE "TooManyVMs", varlink_params_end(g));
 }
 
@@ -339,7 +339,7 @@ static void on_registered(struct daemon *d, const char *id, struct vm_entry *e, 
 		}
 		varlink_error(c, IFACE "VMExists", varlink_params_end(g));
 	} else if (err == -ENOSPC)
-		error_too_many_vms(c);
+		error_too_many_vms(c, d);
 	else if (err < 0)
 		error_storage(c, d, id, "vm.json");
 	else
@@ -409,8 +409,8 @@ static void method_register(struct varlink_call *c, yajl_val params, void *userd
 	if (!admit_mutation(d, c, id))
 		return;
 
-	if (!cache_find(&d->cache, id) && cache_count(&d->cache) >= BANGER_MAX_VMS) {
-		error_too_many_vms(c);
+	if (!cache_find(&d->cache, id) && cache_count(&d->cache) >= d->cfg.max_vms) {
+		error_too_many_vms(c, d);
 		return;
 	}
 	service_register(d, &rec, on_registered, c);

@@ -105,6 +105,7 @@ COUNT_SETTER(set_helper_scan_timeout_ms, helper_timeout_ms[HELPER_OP_SCAN],
 	     CONFIG_MIN_HELPER_TIMEOUT_MS, CONFIG_MAX_HELPER_TIMEOUT_MS)
 COUNT_SETTER(set_helper_teardown_timeout_ms, helper_timeout_ms[HELPER_OP_TEARDOWN],
 	     CONFIG_MIN_HELPER_TIMEOUT_MS, CONFIG_MAX_HELPER_TIMEOUT_MS)
+COUNT_SETTER(set_max_vms, max_vms, 1, PS_SCAN_MAX_SOCKETS)
 COUNT_SETTER(set_max_connections, limits.max_connections, 1, 1000000)
 COUNT_SETTER(set_reserved_admin, limits.reserved_admin, 1, 1000000)
 COUNT_SETTER(set_max_per_uid, limits.max_per_uid, 1, 1000000)
@@ -142,6 +143,8 @@ static const struct config_key config_keys[] = {
      "the helper must answer SCAN (reconcile) within this"},
     {"helper_teardown_timeout_ms", "helper-teardown-timeout-ms", set_helper_teardown_timeout_ms,
      "MS", "the helper must answer TEARDOWN within this"},
+    {"max_vms", "max-vms", set_max_vms, "N",
+     "VM records bangerd keeps (Register of a new id past it: TooManyVMs)"},
     {"max_connections", "max-connections", set_max_connections, "N", "client connections in all"},
     {"reserved_admin_connections", "reserved-admin-connections", set_reserved_admin, "N",
      "of those, kept for admins (root, the daemon user, the admin group)"},
@@ -200,6 +203,7 @@ void config_init(struct banger_config *cfg)
 	field_set(cfg->helper, sizeof(cfg->helper), BANGER_LIBEXECDIR "/banger-privhelper");
 	cfg->log_level = LOG_LEVEL_INFO;
 	cfg->api_sock_wait_ms = CONFIG_DEFAULT_API_SOCK_WAIT_MS;
+	cfg->max_vms = PS_SCAN_MAX_SOCKETS;
 	cfg->helper_timeout_ms[HELPER_OP_HELLO] = CONFIG_DEFAULT_HELPER_HELLO_TIMEOUT_MS;
 	cfg->helper_timeout_ms[HELPER_OP_PROBE] = CONFIG_DEFAULT_HELPER_PROBE_TIMEOUT_MS;
 	cfg->helper_timeout_ms[HELPER_OP_SCAN] = CONFIG_DEFAULT_HELPER_SCAN_TIMEOUT_MS;

@@ -40,6 +40,7 @@ struct banger_config {
 	char admin_group[64]; /* members may call mutating methods; empty: none */
 	int log_level;
 	unsigned api_sock_wait_ms;
+	unsigned max_vms; /* records bangerd keeps; at most PS_SCAN_MAX_SOCKETS (one SCAN) */
 	unsigned helper_timeout_ms[HELPER_N_OPS]; /* per operation: then the helper is stuck */
 	struct varlink_limits limits;		  /* what clients may make bangerd hold */
 	struct ps_policy policy;

@@ -17,7 +17,6 @@
 #include "varlink.h"
 
 /* Every record's socket must fit one reconcile SCAN: more records could never be reconciled. */
-#define BANGER_MAX_VMS		  PS_SCAN_MAX_SOCKETS
 #define PERSIST_RETRY_FIRST_MS	  250
 #define PERSIST_RETRY_MAX_MS	  5000
 #define SHUTDOWN_DRAIN_TIMEOUT_MS 10000
@@ -113,7 +112,7 @@ typedef void (*service_done_fn)(struct daemon *d, const char *id, struct vm_entr
 /*
  * Register a VM, or re-arm a stopped record that holds nothing for its next
  * run. -EEXIST otherwise (e is the entry: service_rearm_refusal() says why);
- * -ENOSPC: BANGER_MAX_VMS; else vm.json could not be written.
+ * -ENOSPC: max_vms records already; else vm.json could not be written.
  */
 void service_register(struct daemon *d, const struct vm_record *rec, service_done_fn done,
 		      void *userdata);

@@ -505,7 +505,7 @@ static void register_start(struct mutation *m)
 	}
 	m->rearm = e != NULL;
 	/* Registrations in flight count: each may become a VM. */
-	if (!m->rearm && cache_count(&d->cache) + d->registers_in_flight >= BANGER_MAX_VMS) {
+	if (!m->rearm && cache_count(&d->cache) + d->registers_in_flight >= d->cfg.max_vms) {
 		mutation_answer(m, -ENOSPC);
 		return;
 	}

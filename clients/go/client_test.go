@@ -572,3 +572,31 @@ func TestClosed(t *testing.T) {
 		t.Fatalf("Watch after Close: %v", err)
 	}
 }
+
+// TestTooManyVMs: past --max-vms a new id is refused with the limit named;
+// re-arming a known id is not, and a freed slot takes the new id.
+func TestTooManyVMs(t *testing.T) {
+	d := startDaemon(t, withFlags("--max-vms", "2"))
+	c := d.client(t)
+	ctx := ctxFor(t)
+	for _, id := range []string{"full-a", "full-b"} {
+		if _, err := c.Register(ctx, id, d.apiSock(id), nil); err != nil {
+			t.Fatalf("Register %s: %v", id, err)
+		}
+	}
+	_, err := c.Register(ctx, "full-c", d.apiSock("full-c"), nil)
+	var tooMany *TooManyVMs
+	if !errors.As(err, &tooMany) || tooMany.Limit != 2 {
+		t.Fatalf("third Register: %v (%T), want TooManyVMs{Limit: 2}", err, err)
+	}
+	// full-a stopped and holding nothing: its next run is no new record.
+	must(t, c.ClearHandles(ctx, "full-a"))
+	if vm, err := c.Register(ctx, "full-a", d.apiSock("full-a"), nil); err != nil || vm.State != "starting" {
+		t.Fatalf("re-arming full-a at the limit: %+v %v", vm, err)
+	}
+	must(t, c.ClearHandles(ctx, "full-b"))
+	must(t, c.Unregister(ctx, "full-b"))
+	if _, err := c.Register(ctx, "full-c", d.apiSock("full-c"), nil); err != nil {
+		t.Fatalf("Register full-c after full-b left: %v", err)
+	}
+}

@@ -49,6 +49,7 @@ type daemon struct {
 	exited                                   chan struct{}
 	helper                                   string   // what bangerd execs as its helper
 	env                                      []string // added to bangerd's (and so its helper's) environment
+	flags                                    []string // more of bangerd's flags
 	exitStatus                               int      // bangerd's exit status at the test's end
 }
 
@@ -59,6 +60,11 @@ type daemonOption func(*daemon)
 // proxy: tests/stub/helper_proxy.c), with env added to its environment.
 func withHelper(helper string, env ...string) daemonOption {
 	return func(d *daemon) { d.helper, d.env = helper, env }
+}
+
+// withFlags: bangerd runs with these flags too.
+func withFlags(flags ...string) daemonOption {
+	return func(d *daemon) { d.flags = append(d.flags, flags...) }
 }
 
 // losingHelper: the test makes bangerd lose its helper; bangerd must have
@@ -125,6 +131,7 @@ func (d *daemon) start() {
 		"--helper", d.helper, "--listen", d.socket,
 		"--tap-prefix", "bgt", "--dm-prefix", "bangertest-", "--dm-uuid-prefix", "BANGERT-",
 		"--loop-root", d.loopRoot, "--api-sock-root", d.apiRoot, "--user", testUser())
+	d.cmd.Args = append(d.cmd.Args, d.flags...)
 	d.cmd.Env = append(os.Environ(), d.env...)
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := d.cmd.StderrPipe()

@@ -47,6 +47,7 @@ static const char every_key[] = "# comment\n"
 				"helper_probe_timeout_ms = 1200\n"
 				"helper_scan_timeout_ms = 1300\n"
 				"helper_teardown_timeout_ms = 1400\n"
+				"max_vms = 500\n"
 				"max_connections = 300\n"
 				"reserved_admin_connections = 7\n"
 				"max_connections_per_uid = 9\n"
@@ -114,7 +115,7 @@ static void every_key_is_tested(void)
 		keys++;
 	}
 	fclose(out);
-	CHECK(keys == 27, "--help names %d keys; this test knows 27", keys);
+	CHECK(keys == 28, "--help names %d keys; this test knows 28", keys);
 }
 
 static void every_key_read(void)
@@ -144,6 +145,7 @@ static void every_key_read(void)
 	      cfg.helper_timeout_ms[HELPER_OP_SCAN]);
 	CHECK(cfg.helper_timeout_ms[HELPER_OP_TEARDOWN] == 1400, "helper_teardown_timeout_ms %u",
 	      cfg.helper_timeout_ms[HELPER_OP_TEARDOWN]);
+	CHECK(cfg.max_vms == 500, "max_vms %u", cfg.max_vms);
 	CHECK(l->max_connections == 300, "max_connections %zu", l->max_connections);
 	CHECK(l->reserved_admin == 7, "reserved_admin_connections %zu", l->reserved_admin);
 	CHECK(l->max_per_uid == 9, "max_connections_per_uid %zu", l->max_per_uid);
