@@ -200,7 +200,7 @@ def check_counts(c, n, live):
 
 def scan_us(log):
     """The helper's own time for the start-up SCAN, from its audit line (us), or None."""
-    m = re.search(r'caller="startup-reconcile" op=scan .*? dur_us=(\d+)', log)
+    m = re.search(r' call=startup-reconcile op=scan .*? dur_us=(\d+)', log)
     return int(m.group(1)) if m else None
 
 

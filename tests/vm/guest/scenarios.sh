@@ -222,7 +222,7 @@ scenario_1() {
 	want="dm $DM: removed, loop $LOOP_BASE: removed, loop $LOOP_COW: removed, .*tap $TAP: removed"
 	echo "$DETAIL" | grep -qE "^$want" || fail "teardown order/results: $DETAIL"
 	stack_gone
-	grep "op=teardown" "$AUDIT" | grep "caller=\"exit\"" |
+	grep "op=teardown" "$AUDIT" | grep " call=exit vm=s1 " |
 		grep -q "dm=\"$DM:removed\" loops=\"$LOOP_BASE:removed,$LOOP_COW:removed" ||
 		fail "no audit line for the teardown: $(grep op=teardown "$AUDIT")"
 	[ "$(vm_state s1)" = stopped ] || fail "s1 is $(vm_state s1), want stopped"
@@ -249,7 +249,7 @@ scenario_2() {
 	start_bangerd || fail "bangerd did not come back"
 	log "restart + reconcile took $(($(now_ms) - t0)) ms"
 	stack_gone
-	grep "caller=\"startup-reconcile\" op=teardown" "$AUDIT" |
+	grep " call=startup-reconcile vm=s2 op=teardown " "$AUDIT" |
 		grep -q "dm=\"$DM:removed\" loops=\"$LOOP_BASE:removed,$LOOP_COW:removed" ||
 		fail "no start-up reconcile teardown in the audit: $(grep op=teardown "$AUDIT")"
 	grep -q "reconcile: vm s2 torn" "$(bangerd_log)" ||
@@ -344,10 +344,10 @@ scenario_4() {
 	dm_exists "$foreign" || fail "$foreign was removed"
 	dm_exists "$nouuid" || fail "$nouuid was removed"
 	[ "$(dmsetup info -c --noheadings -o uuid "$nouuid")" = OTHER-s4x ] || fail "$nouuid changed"
-	grep "caller=\"Teardown#" "$AUDIT" | grep -q \
+	grep " call=Teardown#" "$AUDIT" | grep -q \
 		"dm=\"$foreign:refused(missing-prefix),$nouuid:refused(missing-uuid-prefix)\"" ||
 		fail "no refusal in the audit: $(grep op=teardown "$AUDIT")"
-	log "both survived; audit: $(grep "caller=\"Teardown#" "$AUDIT" | grep "$foreign" | tail -n 1)"
+	log "both survived; audit: $(grep " call=Teardown#" "$AUDIT" | grep "$foreign" | tail -n 1)"
 	if ! dmsetup remove "$foreign" || ! dmsetup remove "$nouuid" || ! losetup -d "$loop"; then
 		fail "cannot clean up the foreign devices"
 	fi
