@@ -124,6 +124,9 @@ struct fuzz_run {
 	uint64_t last_call_id;
 	size_t n_pending;
 	LIST_HEAD(, pending_call) pending;
+	unsigned long fds_closing_at_free; /* for the fd invariant's failure message */
+	size_t connections_at_free;
+	size_t fds_before_free;
 };
 
 static const struct timeval next_turn = {0, 0};
@@ -711,6 +714,8 @@ static void step(struct fuzz_run *run, uint8_t op_byte, struct input *in)
 	run_turns(run, fuzz_varlink_turns(op_byte));
 }
 
+static size_t count_open_fds(void);
+
 /*
  * The clients say they are done and read everything; the server gets turns
  * until it has closed every connection and ended every call, or until turns
@@ -749,6 +754,10 @@ static void run_finish(struct fuzz_run *run)
 		INVARIANT(stats.output_bytes == 0 && stats.input_bytes == 0 &&
 			  stats.calls_in_flight == 0);
 
+	/* What the failure message of the fd invariant reports. */
+	run->fds_closing_at_free = varlink_server_fds_closing(run->server);
+	run->connections_at_free = stats.connections;
+	run->fds_before_free = count_open_fds();
 	/* Freeing the server ends what is still open: every cancel callback runs. */
 	varlink_server_free(run->server);
 	run->server = NULL;
@@ -862,6 +871,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (count_open_fds() > fuzz_process.fds_at_start) {
 		/* Say which, before failing: what the server left open names the culprit. */
 		print_open_fds();
+		fprintf(stderr,
+			"fds at start %zu; before freeing the server %zu, %lu of them in its "
+			"closer, %zu connections; now %zu\n",
+			fuzz_process.fds_at_start, run.fds_before_free, run.fds_closing_at_free,
+			run.connections_at_free, count_open_fds());
 		INVARIANT(count_open_fds() <= fuzz_process.fds_at_start);
 	}
 	return 0;
