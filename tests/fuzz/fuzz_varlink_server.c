@@ -16,7 +16,7 @@
  * limits say so; the unread output it counts is the output there is, and
  * with every client gone nothing is counted; an fd that came with a call is
  * owned once and arrives close-on-exec; nothing outlives the input: no
- * memory (LeakSanitizer) and no fd (the count in /proc/self/fd).
+ * memory (LeakSanitizer) and no fd (the set in /proc/self/fd, before and after).
  *
  * io.banger.Fuzz is this file's own interface: a method that answers at
  * once, one that answers from a timer, a streaming one and one that takes an
@@ -59,6 +59,11 @@
 #define FUZZ_IDLE_TURNS		       3
 #define FUZZ_SMALL_SNDBUF_BYTES	       4096
 #define FUZZ_READ_CHUNK_BYTES	       65536
+#define FUZZ_FD_SET_BITS	       4096 /* fds an input may find open (RLIMIT_NOFILE is 1024) */
+
+struct fd_set_bits {
+	uint64_t bits[FUZZ_FD_SET_BITS / 64];
+};
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
@@ -133,8 +138,7 @@ static const struct timeval next_turn = {0, 0};
 
 /* Set once, before the first input. */
 static struct {
-	int proc_fd;	     /* /proc/self/fd */
-	size_t fds_at_start; /* libFuzzer's and the sanitizers': no input may add one */
+	int proc_fd;  /* /proc/self/fd */
 	bool verbose; /* FUZZ_VARLINK_VERBOSE=1: print every reply and the server's debug log */
 	uint8_t *repeat_buffer; /* the largest REPEAT, allocated once (fresh pages cost) */
 } fuzz_process;
@@ -714,7 +718,8 @@ static void step(struct fuzz_run *run, uint8_t op_byte, struct input *in)
 	run_turns(run, fuzz_varlink_turns(op_byte));
 }
 
-static size_t count_open_fds(void);
+struct fd_set_bits;
+static size_t open_fds(struct fd_set_bits *set);
 
 /*
  * The clients say they are done and read everything; the server gets turns
@@ -757,7 +762,8 @@ static void run_finish(struct fuzz_run *run)
 	/* What the failure message of the fd invariant reports. */
 	run->fds_closing_at_free = varlink_server_fds_closing(run->server);
 	run->connections_at_free = stats.connections;
-	run->fds_before_free = count_open_fds();
+	struct fd_set_bits scratch;
+	run->fds_before_free = open_fds(&scratch);
 	/* Freeing the server ends what is still open: every cancel callback runs. */
 	varlink_server_free(run->server);
 	run->server = NULL;
@@ -771,31 +777,18 @@ static void run_finish(struct fuzz_run *run)
 	event_base_free(run->base);
 }
 
-/* The entries of /proc/self/fd, through a descriptor kept open: opendir() costs 32 KiB a call. */
-static size_t count_open_fds(void)
+/*
+ * The open fds (those under FUZZ_FD_SET_BITS; a higher one fails the input), read from
+ * /proc/self/fd through a descriptor kept open: opendir() costs 32 KiB a call. Returns
+ * how many there are.
+ */
+static size_t open_fds(struct fd_set_bits *set)
 {
 	char buf[4096];
 	size_t n = 0;
 	long got;
 
-	INVARIANT(lseek(fuzz_process.proc_fd, 0, SEEK_SET) == 0);
-	while ((got = syscall(SYS_getdents64, fuzz_process.proc_fd, buf, sizeof(buf))) > 0) {
-		for (long off = 0; off < got;) {
-			const struct dirent64 *e = (const struct dirent64 *)(buf + off);
-			if (e->d_name[0] != '.')
-				n++;
-			off += e->d_reclen;
-		}
-	}
-	INVARIANT(got == 0);
-	return n;
-}
-
-static void print_open_fds(void)
-{
-	char buf[4096], path[64], target[256];
-	long got;
-
+	memset(set, 0, sizeof(*set));
 	INVARIANT(lseek(fuzz_process.proc_fd, 0, SEEK_SET) == 0);
 	while ((got = syscall(SYS_getdents64, fuzz_process.proc_fd, buf, sizeof(buf))) > 0) {
 		for (long off = 0; off < got;) {
@@ -803,12 +796,40 @@ static void print_open_fds(void)
 			off += e->d_reclen;
 			if (e->d_name[0] == '.')
 				continue;
-			snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
-			ssize_t n = readlink(path, target, sizeof(target) - 1);
-			target[n > 0 ? n : 0] = '\0';
-			fprintf(stderr, "open fd %s -> %s\n", e->d_name, target);
+			unsigned long fd = strtoul(e->d_name, NULL, 10);
+			INVARIANT(fd < FUZZ_FD_SET_BITS);
+			set->bits[fd / 64] |= 1ull << (fd % 64);
+			n++;
 		}
 	}
+	INVARIANT(got == 0);
+	return n;
+}
+
+/* Fail, naming each fd open now that was not before the input (and what it is). */
+static void check_no_new_fd(const struct fd_set_bits *before, const struct fuzz_run *run)
+{
+	struct fd_set_bits now;
+	char path[64], target[256];
+	bool leaked = false;
+
+	open_fds(&now);
+	for (unsigned fd = 0; fd < FUZZ_FD_SET_BITS; fd++) {
+		uint64_t bit = 1ull << (fd % 64);
+		if (!(now.bits[fd / 64] & bit) || (before->bits[fd / 64] & bit))
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/fd/%u", fd);
+		ssize_t n = readlink(path, target, sizeof(target) - 1);
+		target[n > 0 ? n : 0] = '\0';
+		fprintf(stderr, "fd %u left open by the input: %s\n", fd, target);
+		leaked = true;
+	}
+	if (leaked)
+		fprintf(stderr,
+			"before freeing the server: %zu fds open, %lu of them in its closer, "
+			"%zu connections\n",
+			run->fds_before_free, run->fds_closing_at_free, run->connections_at_free);
+	INVARIANT(!leaked);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -820,7 +841,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 	fuzz_process.proc_fd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	INVARIANT(fuzz_process.proc_fd >= 0);
-	fuzz_process.fds_at_start = count_open_fds();
 	fuzz_process.verbose = getenv("FUZZ_VARLINK_VERBOSE") != NULL;
 	/* Verbose, the server says why it closes each connection too. */
 	log_set_level(fuzz_process.verbose ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERR);
@@ -835,6 +855,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct fuzz_run run = {.current = 0};
 	uint8_t setup = 0, op_byte;
 
+	struct fd_set_bits fds_before;
+	open_fds(&fds_before);
 	LIST_INIT(&run.pending);
 	for (size_t i = 0; i < FUZZ_VARLINK_MAX_CLIENTS; i++)
 		run.clients[i].fd = -1;
@@ -868,15 +890,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		step(&run, op_byte, &in);
 	run_finish(&run);
 
-	if (count_open_fds() > fuzz_process.fds_at_start) {
-		/* Say which, before failing: what the server left open names the culprit. */
-		print_open_fds();
-		fprintf(stderr,
-			"fds at start %zu; before freeing the server %zu, %lu of them in its "
-			"closer, %zu connections; now %zu\n",
-			fuzz_process.fds_at_start, run.fds_before_free, run.fds_closing_at_free,
-			run.connections_at_free, count_open_fds());
-		INVARIANT(count_open_fds() <= fuzz_process.fds_at_start);
-	}
+	/* Nothing outlives the input: no fd it did not find open (ours, libFuzzer's). */
+	check_no_new_fd(&fds_before, &run);
 	return 0;
 }
