@@ -21,7 +21,8 @@ import sys  # noqa: E402
 
 sys.path.insert(0, sys_path_dir)
 from bangertest import (HELPER, IFACE, Daemon, TEST_USER, Varlink, check,  # noqa: E402
-                        require_root, run_cases, skip, status_of, wait_pid_gone, wait_until)
+                        die_with_parent, require_root, run_cases, skip, status_of, wait_pid_gone,
+                        wait_until)
 
 # CAP_DAC_READ_SEARCH (2), CAP_NET_ADMIN (12), CAP_SYS_PTRACE (19), CAP_SYS_ADMIN (21)
 HELPER_CAPS = (1 << 2) | (1 << 12) | (1 << 19) | (1 << 21)
@@ -220,6 +221,7 @@ def case_split_mode():
          "--tap-prefix", "bgt", "--dm-prefix", "bangertest-", "--dm-uuid-prefix", "BANGERT-",
          "--loop-root", os.path.join(tmp, "images"), "--api-sock-root", os.path.join(tmp, "vms"),
          "--daemon-user", TEST_USER],
+        preexec_fn=die_with_parent,  # gone with the test, however the test ends
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_until(lambda: os.path.exists(helper_sock), 5, "the helper socket")

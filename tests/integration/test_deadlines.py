@@ -21,8 +21,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bangertest import (BANGERD, HELPER, IFACE, TEST_USER, Daemon, Kernel, Stub,  # noqa: E402
-                        check, fail, link_exists, loops_on, require_root, run_cases, sh, skip,
-                        wait_pid_gone, wait_until)
+                        check, die_with_parent, fail, link_exists, loops_on, require_root,
+                        run_cases, sh, skip, wait_pid_gone, wait_until)
 
 PROBE_MS, SCAN_MS, TEARDOWN_MS = 500, 1000, 1000
 DEADLINE_FLAGS = ["--helper-probe-timeout-ms", str(PROBE_MS),
@@ -257,6 +257,7 @@ def case_split_stuck():
          "--tap-prefix", "bgt", "--dm-prefix", "bangertest-", "--dm-uuid-prefix", "BANGERT-",
          "--loop-root", os.path.join(tmp, "images"), "--api-sock-root", os.path.join(tmp, "vms"),
          "--daemon-user", TEST_USER],
+        preexec_fn=die_with_parent,  # gone with the test, however the test ends
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     d, stubs, stopped = None, [], Stopped()
     try:
