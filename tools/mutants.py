@@ -47,18 +47,16 @@ class Mutant:
 MUTANTS = [
     Mutant("decoder-reason-unchecked",
            "the privsep decoder checks every reason a teardown reply carries",
-           "proto/privsep.c",
+           "proto/privsep_reply.c",
            "if (t->reason < 0 || t->reason >= PS_REASON_MAX_ || t->err > 0)",
            "if (t->err > 0)",
            ["fuzz-privsep-decode"], "fuzz"),
     Mutant("set-cache-before-files",
            "SetHandles writes vm.json and handles.json before the cache changes",
            "daemon/service.c",
-           ["\t/* 1. the record's mirror and handles.json: the disk first",
-            "\tCRASH_POINT(\"set-after-handles-durable\");\n\tif (cache_entry_put(e, &rec, h) < 0) {"],
-           ["\tCRASH_POINT(\"set-after-handles-durable\");\n\tcache_entry_put(e, &rec, h);\n"
-            "\t/* 1. the record's mirror and handles.json: the disk first",
-            "\tif (cache_entry_put(e, &rec, h) < 0) {"],
+           "\tm->written = set_handles_written;\n\tmutation_submit(m, t);",
+           "\tm->written = set_handles_written;\n\tcache_entry_put(e, rec, &m->h);\n"
+           "\tmutation_submit(m, t);",
            ["--suite", "crash"], "crash"),
     Mutant("incomplete-scan-as-dead",
            "a scan that could not inspect every process never proves a VM dead",
