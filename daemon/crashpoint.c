@@ -7,14 +7,19 @@
 #include "crashpoint.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#define CRASH_AT_ENV   "BANGER_CRASH_AT"
-#define CRASH_NAME_MAX 64
+#define CRASH_AT_ENV	    "BANGER_CRASH_AT"
+#define CRASH_HOLD_ENV	    "BANGER_CRASH_HOLD"
+#define CRASH_HOLD_FIFO_ENV "BANGER_CRASH_HOLD_FIFO"
+#define CRASH_NAME_MAX	    64
 
 static struct {
 	char name[CRASH_NAME_MAX]; /* empty: no point is armed */
@@ -52,8 +57,33 @@ __attribute__((constructor)) static void crash_point_arm(void)
 	crash_at.nth = nth;
 }
 
+/*
+ * BANGER_CRASH_HOLD=name with BANGER_CRASH_HOLD_FIFO=path: the thread that first reaches
+ * that point says so on stderr and waits until the test writes a byte into the fifo, then
+ * goes on as if nothing happened. Only that thread waits (the writer's, for the points
+ * between durable steps): the loop goes on answering, and the test looks at what a client
+ * sees in between. The variables are read when the point is reached.
+ */
+static void crash_point_hold(const char *name)
+{
+	static atomic_bool held;
+	const char *hold = getenv(CRASH_HOLD_ENV), *fifo = getenv(CRASH_HOLD_FIFO_ENV);
+	if (!hold || !fifo || strcmp(name, hold) != 0 || atomic_exchange(&held, true))
+		return;
+	dprintf(STDERR_FILENO, "<2>bangerd: crash point %s reached: holding\n", name);
+	int fd = open(fifo, O_RDONLY | O_CLOEXEC);
+	char byte;
+	if (fd >= 0) {
+		while (read(fd, &byte, 1) < 0 && errno == EINTR)
+			;
+		close(fd);
+	}
+	dprintf(STDERR_FILENO, "<2>bangerd: crash point %s released\n", name);
+}
+
 void crash_point(const char *name)
 {
+	crash_point_hold(name);
 	if (!crash_at.name[0] || strcmp(name, crash_at.name) != 0 || ++crash_at.hits < crash_at.nth)
 		return;
 	/* One write(2), no stdio buffer: the test reads which point fired. */

@@ -4,6 +4,9 @@
  * branch. On, the point named by BANGER_CRASH_AT=name[:N] (read once, before
  * main) makes bangerd SIGKILL itself the Nth time it is reached (the first
  * by default): a real crash, with no atexit handlers and nothing flushed.
+ * BANGER_CRASH_HOLD=name with BANGER_CRASH_HOLD_FIFO=path holds the thread
+ * that reaches the point instead, until a byte arrives in the fifo, so that a
+ * test can look at what clients see in between (crashpoint.c).
  *
  * Each point sits where a crash tests one rule of DESIGN §2: a point placed
  * just before a cache change claims the disk already holds what the cache is

@@ -23,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -303,6 +304,48 @@ def case_set_between_record_and_handles(t):
     t.all_files_parse()
     t.torn_down_at_restart("vm-sb1")
     t.stopped_and_clean("vm-sb1", tap, files)
+
+
+@crash_case("sh")
+def case_set_cache_after_durable(t):
+    """File first, cache second: while SetHandles' handles.json is not durable (the writer
+    held between vm.json and handles.json), no client sees the new handles; once it is,
+    the reply and every reader do."""
+    point = "set-between-record-and-handles"
+    fifo = os.path.join(tempfile.mkdtemp(prefix="banger-test-hold-"), "hold")
+    os.mkfifo(fifo)
+    os.chmod(os.path.dirname(fifo), 0o755)
+    os.chmod(fifo, 0o666)  # bangerd opens it as the test user
+    os.environ.update(BANGER_CRASH_HOLD=point, BANGER_CRASH_HOLD_FIFO=fifo)
+    try:
+        t.start()
+    finally:
+        for k in ("BANGER_CRASH_HOLD", "BANGER_CRASH_HOLD_FIFO"):
+            os.environ.pop(k, None)
+    try:
+        s, tap, files = t.running_vm("vm-sh1", armed_set=True)
+        check(t.d.read_until(f"crash point {point} reached: holding", 10),
+              f"the writer never reached {point}; log:\n{t.d.log}")
+        other = t.d.client()
+        try:
+            other.call(IFACE + "GetHandles", {"id": "vm-sh1"})
+            fail("GetHandles answered handles that are not durable yet")
+        except VarlinkError as e:
+            check(e.error == IFACE + "NoHandles", f"GetHandles while held: {e.error}")
+        alive = other.call(IFACE + "IsAlive", {"id": "vm-sh1"})
+        check(alive.get("alive") != "alive", f"IsAlive while held: {alive}")
+        print(f"while held: GetHandles NoHandles, IsAlive {alive.get('alive')}")
+    finally:
+        with open(fifo, "w") as f:  # release the writer
+            f.write("x")
+    reply = t.c.receive()
+    check("error" not in reply, f"SetHandles after the release: {reply}")
+    h = other.call(IFACE + "GetHandles", {"id": "vm-sh1"})
+    check(h["handles"].get("tap") == tap, f"GetHandles after the release: {h}")
+    check(t.on_disk("vm-sh1", "handles.json") is not None, "handles.json after the reply")
+    other.close()
+    shutil.rmtree(os.path.dirname(fifo), ignore_errors=True)
+    s.kill()
 
 
 @crash_case("sa")
