@@ -27,6 +27,12 @@ static struct {
 	unsigned long hits;
 } crash_at;
 
+/* BANGER_CRASH_HOLD's point and fifo, read with BANGER_CRASH_AT before main (NULL: none). */
+static struct {
+	const char *name;
+	const char *fifo;
+} crash_hold;
+
 /* A malformed spec is a broken test: refuse to start rather than run unarmed. */
 static _Noreturn void crash_spec_invalid(const char *spec)
 {
@@ -37,6 +43,8 @@ static _Noreturn void crash_spec_invalid(const char *spec)
 
 __attribute__((constructor)) static void crash_point_arm(void)
 {
+	crash_hold.name = getenv(CRASH_HOLD_ENV);
+	crash_hold.fifo = getenv(CRASH_HOLD_FIFO_ENV);
 	const char *spec = getenv(CRASH_AT_ENV);
 	if (!spec || !spec[0])
 		return;
@@ -62,16 +70,16 @@ __attribute__((constructor)) static void crash_point_arm(void)
  * that point says so on stderr and waits until the test writes a byte into the fifo, then
  * goes on as if nothing happened. Only that thread waits (the writer's, for the points
  * between durable steps): the loop goes on answering, and the test looks at what a client
- * sees in between. The variables are read when the point is reached.
+ * sees in between. The variables are read once, before main, as BANGER_CRASH_AT is.
  */
 static void crash_point_hold(const char *name)
 {
 	static atomic_bool held;
-	const char *hold = getenv(CRASH_HOLD_ENV), *fifo = getenv(CRASH_HOLD_FIFO_ENV);
-	if (!hold || !fifo || strcmp(name, hold) != 0 || atomic_exchange(&held, true))
+	if (!crash_hold.name || !crash_hold.fifo || strcmp(name, crash_hold.name) != 0 ||
+	    atomic_exchange(&held, true))
 		return;
 	dprintf(STDERR_FILENO, "<2>bangerd: crash point %s reached: holding\n", name);
-	int fd = open(fifo, O_RDONLY | O_CLOEXEC);
+	int fd = open(crash_hold.fifo, O_RDONLY | O_CLOEXEC);
 	char byte;
 	if (fd >= 0) {
 		while (read(fd, &byte, 1) < 0 && errno == EINTR)
