@@ -31,8 +31,25 @@ struct fd_closer {
 	atomic_bool closing;	 /* between the thread's entering close() and its return */
 	pid_t tid;		 /* the thread's, for its scheduler state in /proc */
 	bool started, stopping;
+	bool orphaned; /* freed while a close hung: the thread frees it when done */
 	pthread_t thread;
 };
+
+static atomic_ulong abandoned_fds;
+
+unsigned long fd_closer_abandoned(void)
+{
+	return atomic_load(&abandoned_fds);
+}
+
+static void closer_destroy(struct fd_closer *c)
+{
+	pthread_cond_destroy(&c->wake);
+	pthread_cond_destroy(&c->drained);
+	pthread_mutex_destroy(&c->lock);
+	free(c->queue);
+	free(c);
+}
 
 struct fd_closer *fd_closer_new(void)
 {
@@ -65,7 +82,10 @@ static void *closer_main(void *arg)
 		if (--c->in_flight == 0)
 			pthread_cond_broadcast(&c->drained);
 	}
+	bool orphaned = c->orphaned;
 	pthread_mutex_unlock(&c->lock);
+	if (orphaned)
+		closer_destroy(c); /* nobody else holds it: fd_closer_free() left it to us */
 	return NULL;
 }
 
@@ -152,19 +172,21 @@ void fd_closer_free(struct fd_closer *c)
 			((c->closes == closes && atomic_load(&c->closing) && !closer_runnable(c)) ||
 			 waits + 1 == CLOSER_STOP_WAITS);
 	}
-	pthread_mutex_unlock(&c->lock);
 	if (stuck) {
-		/* A close is hanging: leave the thread and its state; joining would hang us too. */
-		log_warnx("fd closer: %lu fds still closing at exit", c->in_flight);
-		if (c->started)
-			pthread_detach(c->thread);
+		/*
+		 * A close is hanging: joining would hang us too. The thread finishes the queue
+		 * and frees the closer (it is running: in_flight > 0 is never true without it).
+		 */
+		unsigned long left = c->in_flight;
+		c->orphaned = true;
+		atomic_fetch_add(&abandoned_fds, left);
+		pthread_detach(c->thread);
+		pthread_mutex_unlock(&c->lock);
+		log_warnx("fd closer: %lu fds still closing at exit", left);
 		return;
 	}
+	pthread_mutex_unlock(&c->lock);
 	if (c->started)
 		pthread_join(c->thread, NULL);
-	pthread_cond_destroy(&c->wake);
-	pthread_cond_destroy(&c->drained);
-	pthread_mutex_destroy(&c->lock);
-	free(c->queue);
-	free(c);
+	closer_destroy(c);
 }

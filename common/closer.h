@@ -22,7 +22,9 @@ void fd_closer_close(struct fd_closer *c, int fd);
 unsigned long fd_closer_backlog(struct fd_closer *c);
 /*
  * Stop: waits for the queue to drain, up to 1 s for any one close and 30 s in
- * all. A thread stuck in a close is left behind, with its state (the process
- * is ending anyway).
+ * all. A thread stuck in a close is left behind to finish its queue, and frees
+ * the closer itself when it does.
  */
 void fd_closer_free(struct fd_closer *c);
+/* fds this process's closers have left behind at fd_closer_free() so far. */
+unsigned long fd_closer_abandoned(void);
