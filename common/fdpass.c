@@ -19,12 +19,26 @@ void fdpass_close_all(int *fds, size_t *nfds)
 	*nfds = 0;
 }
 
+void fdpass_control_fill(struct msghdr *msg, union fdpass_control *control, const int *fds,
+			 size_t nfds)
+{
+	msg->msg_control = NULL;
+	msg->msg_controllen = 0;
+	if (nfds == 0)
+		return;
+	memset(control, 0, sizeof(*control));
+	msg->msg_control = control->buf;
+	msg->msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+	struct cmsghdr *cmsg = CMSG_FIRSTHDR(msg);
+	cmsg->cmsg_level = SOL_SOCKET;
+	cmsg->cmsg_type = SCM_RIGHTS;
+	cmsg->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+	memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * nfds);
+}
+
 int fdpass_send(int sock, const struct iovec *iov, size_t iovcnt, const int *fds, size_t nfds)
 {
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int) * FDPASS_MAX_FDS)];
-	} control;
+	union fdpass_control control;
 	struct msghdr msg = {
 	    .msg_iov = (struct iovec *)iov,
 	    .msg_iovlen = iovcnt,
@@ -32,16 +46,7 @@ int fdpass_send(int sock, const struct iovec *iov, size_t iovcnt, const int *fds
 
 	if (nfds > FDPASS_MAX_FDS)
 		return -E2BIG;
-	if (nfds > 0) {
-		memset(&control, 0, sizeof(control));
-		msg.msg_control = control.buf;
-		msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-		struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
-		cmsg->cmsg_level = SOL_SOCKET;
-		cmsg->cmsg_type = SCM_RIGHTS;
-		cmsg->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-		memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * nfds);
-	}
+	fdpass_control_fill(&msg, &control, fds, nfds);
 	for (;;) {
 		ssize_t n = sendmsg(sock, &msg, MSG_NOSIGNAL);
 		if (n >= 0)

@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
@@ -25,6 +26,16 @@ struct fdpass_recv {
 };
 
 /* Returns 0 or -errno. Never raises SIGPIPE. */
+/* Room for the SCM_RIGHTS message of up to FDPASS_MAX_FDS fds. */
+union fdpass_control {
+	struct cmsghdr align;
+	char buf[CMSG_SPACE(sizeof(int) * FDPASS_MAX_FDS)];
+};
+
+/* Point msg's control at control, holding fds (nfds ≤ FDPASS_MAX_FDS, none when 0). */
+void fdpass_control_fill(struct msghdr *msg, union fdpass_control *control, const int *fds,
+			 size_t nfds);
+
 int fdpass_send(int sock, const struct iovec *iov, size_t iovcnt, const int *fds, size_t nfds);
 
 /*

@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "closer.h"
+#include "fdpass.h"
 #include "fuzz_varlink_input.h"
 #include "json.h"
 #include "log.h"
@@ -596,10 +597,7 @@ static void client_send(struct fuzz_run *run, struct fuzz_client *cl, const uint
 			size_t len, size_t nfds)
 {
 	int fds[VARLINK_MAX_FDS_PER_MSG + 1];
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(fds))];
-	} control;
+	union fdpass_control control;
 	size_t done = 0;
 	bool attach = nfds > 0;
 
@@ -614,16 +612,7 @@ static void client_send(struct fuzz_run *run, struct fuzz_client *cl, const uint
 	for (unsigned retries = 0; done < len && retries < FUZZ_SEND_RETRY_TURNS;) {
 		struct iovec iov = {.iov_base = (void *)(bytes + done), .iov_len = len - done};
 		struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-		if (done == 0 && attach) {
-			memset(&control, 0, sizeof(control));
-			msg.msg_control = control.buf;
-			msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-			struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
-			cmsg->cmsg_level = SOL_SOCKET;
-			cmsg->cmsg_type = SCM_RIGHTS;
-			cmsg->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-			memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * nfds);
-		}
+		fdpass_control_fill(&msg, &control, fds, done == 0 && attach ? nfds : 0);
 		ssize_t n = sendmsg(cl->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
 		if (n > 0) {
 			done += (size_t)n;
