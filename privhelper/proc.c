@@ -60,77 +60,78 @@ static bool no_such_socket(int err)
 /* --- PROBE ---------------------------------------------------------------- */
 
 struct holder_check {
-	int diag_fd;
+	struct listener_table *listeners;
 	const struct unix_node *node;
-	int err; /* the last failed check, in case no socket turns out to be the one */
 };
 
 static int check_socket(uint64_t sock_ino, void *userdata)
 {
 	struct holder_check *c = userdata;
-	int r = listener_check(c->diag_fd, sock_ino, c->node);
-	if (r < 0)
-		c->err = r;
-	return r > 0;
+	const struct unix_listener *l = listener_table_find(c->listeners, sock_ino);
+	return l && unix_node_equal(&l->node, c->node);
 }
 
-static void probe_judge(const struct helper *h, const struct ps_probe *q, int pidfd, pid_t pid,
-			struct ps_probe_reply *rep)
+/* Does the process hold the listener bound to the api socket's node? 0, a reason, or -errno. */
+static int probe_listener(struct helper *h, int dirfd, const char *api_sock)
 {
+	struct listener_table listeners = {0};
 	struct unix_node node;
-	bool is_fc = false;
-	uint64_t start_time = 0;
-	int r = 0;
+	struct holder_check c = {&listeners, &node};
 
-	_cleanup_close_ int dirfd = proc_open_dir(pid);
-	if (dirfd < 0)
-		r = dirfd;
+	int r = api_sock_node(&h->policy, NULL, api_sock, &node);
 	if (r == 0)
-		r = proc_exe_is_firecracker(&h->policy, dirfd, &is_fc);
-	if (r == 0 && is_fc)
-		r = proc_start_time(dirfd, &start_time);
+		r = listener_table_cover(&listeners, &h->netns, dirfd);
+	if (r == 0)
+		r = proc_for_each_socket(dirfd, check_socket, &c);
+	listener_table_free(&listeners);
+	if (r == 1)
+		return 0;
+	return r == 0 || no_such_socket(r) ? PS_REASON_NO_LISTENER : r;
+}
+
+/*
+ * The facts of pid, in the pid-reuse-safe order (its pidfd is open): 0
+ * when it is q's firecracker (rep gets its start time), a reason, or -errno.
+ */
+static int probe_facts(struct helper *h, const struct ps_probe *q, int pidfd, pid_t pid,
+		       struct ps_probe_reply *rep)
+{
+	uint64_t start_time;
+	bool is_fc;
 
 	rep->pid = pid;
-	rep->status = PS_PROBE_NOT_RUNNING;
-	if (r == -ESRCH) {
-		rep->reason = PS_REASON_NO_PROCESS;
-		return;
-	} else if (r < 0) {
-		rep->status = PS_PROBE_FAILED, rep->err = r;
-		return;
-	} else if (!is_fc) {
-		rep->reason = PS_REASON_NOT_FIRECRACKER;
-		return;
-	} else if (q->start_time != 0 && q->start_time != start_time) {
-		rep->reason = PS_REASON_START_TIME_MISMATCH;
-		return;
-	}
+	_cleanup_close_ int dirfd = proc_open_dir(pid);
+	if (dirfd < 0)
+		return dirfd;
+	int r = proc_exe_is_firecracker(&h->policy, dirfd, &is_fc);
+	if (r < 0 || !is_fc)
+		return r < 0 ? r : PS_REASON_NOT_FIRECRACKER;
+	r = proc_start_time(dirfd, &start_time);
+	if (r < 0)
+		return r;
+	if (q->start_time != 0 && q->start_time != start_time)
+		return PS_REASON_START_TIME_MISMATCH;
+	r = probe_listener(h, dirfd, q->api_sock);
+	if (r == 0 && pidfd_has_exited(pidfd))
+		return PS_REASON_EXITED_DURING_PROBE; /* the facts may be a successor's */
+	if (r == 0)
+		rep->start_time = start_time;
+	return r;
+}
 
-	_cleanup_close_ int diag_fd = -1;
-	r = api_sock_node(&h->policy, NULL, q->api_sock, &node);
+/* The reply for r: 0 running, a reason (or ESRCH) not running or refused, another -errno failed. */
+static void probe_reply_set(struct ps_probe_reply *rep, int r)
+{
 	if (r == 0) {
-		diag_fd = diag_socket_for(&h->netns, dirfd);
-		r = diag_fd < 0 ? diag_fd : 0;
+		rep->status = PS_PROBE_RUNNING;
+	} else if (r < 0 && r != -ESRCH) {
+		rep->status = PS_PROBE_FAILED;
+		rep->err = r;
+	} else {
+		rep->status =
+		    r == PS_REASON_OUTSIDE_ROOTS ? PS_PROBE_REFUSED : PS_PROBE_NOT_RUNNING;
+		rep->reason = r > 0 ? r : PS_REASON_NO_PROCESS;
 	}
-	if (r == 0) {
-		struct holder_check c = {diag_fd, &node, 0};
-		r = proc_for_each_socket(dirfd, check_socket, &c);
-		if (r == 0)
-			r = c.err < 0 ? c.err : -ENOENT;
-		else if (r == 1)
-			r = 0;
-	}
-	if (r == -ESRCH)
-		rep->reason = PS_REASON_NO_PROCESS;
-	else if (no_such_socket(r))
-		rep->reason = PS_REASON_NO_LISTENER;
-	else if (r < 0)
-		rep->status = PS_PROBE_FAILED, rep->err = r;
-	else if (pidfd_has_exited(pidfd))
-		/* The facts may belong to a successor that reused the pid. */
-		rep->reason = PS_REASON_EXITED_DURING_PROBE;
-	else
-		rep->status = PS_PROBE_RUNNING, rep->start_time = start_time;
 }
 
 int asroot_probe(struct helper *h, struct asroot_call *c)
@@ -139,38 +140,32 @@ int asroot_probe(struct helper *h, struct asroot_call *c)
 	struct ps_probe_reply *rep = &c->reply.probe;
 	_cleanup_close_ int pidfd = -1;
 	pid_t pid = q->pid;
+	int r;
 
 	strbuf_appendf(&c->args, "pid=%d pidfd=%s start_time=%llu", q->pid,
 		       (q->flags & PS_PROBE_HAS_PIDFD) ? "yes" : "no",
 		       (unsigned long long)q->start_time);
 	strbuf_append_kv_quoted(&c->args, "api_sock", q->api_sock);
 	audit_field(c, "BANGER_API_SOCK", q->api_sock);
-	rep->status = PS_PROBE_NOT_RUNNING;
 	if (q->flags & PS_PROBE_HAS_PIDFD) {
 		/* The pidfd names the process; a pid in the payload is not trusted. */
 		pidfd = ps_message_take_fd(c->m, 0);
 		pid = pidfd_get_pid(pidfd);
 		if (pid > 0)
 			strbuf_appendf(&c->args, " pidfd_pid=%d", pid);
-		else
-			rep->reason =
-			    pid == -ESRCH ? PS_REASON_NO_PROCESS : PS_REASON_PIDFD_INVALID;
 	}
 
 	if (!policy_api_sock_allowed(&h->policy, q->api_sock)) {
-		rep->status = PS_PROBE_REFUSED;
-		rep->reason = PS_REASON_OUTSIDE_ROOTS;
-	} else if (rep->reason == PS_REASON_NONE) {
+		r = PS_REASON_OUTSIDE_ROOTS;
+	} else if (pid <= 0) {
+		r = pid == -ESRCH ? pid : PS_REASON_PIDFD_INVALID;
+	} else {
 		if (pidfd < 0)
 			pidfd = pidfd_open_pid(pid);
-		if (pidfd == -ESRCH)
-			rep->reason = PS_REASON_NO_PROCESS;
-		else if (pidfd < 0)
-			rep->status = PS_PROBE_FAILED, rep->err = pidfd;
-		else
-			probe_judge(h, q, pidfd, pid, rep);
+		r = pidfd < 0 ? pidfd : probe_facts(h, q, pidfd, pid, rep);
 	}
-	if (rep->status == PS_PROBE_RUNNING)
+	probe_reply_set(rep, r);
+	if (r == 0)
 		c->fds[c->nfds++] = TAKE_FD(pidfd);
 	c->result = ps_probe_status_name(rep->status);
 	c->reason = rep->reason ? ps_reason_name(rep->reason) : NULL;
