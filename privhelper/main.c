@@ -76,7 +76,7 @@ static void parse_args(int argc, char **argv, struct ps_policy *policy, const ch
 	while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1) {
 		int r = 0;
 		if (c >= 0 && c < POLICY_N_FLAGS)
-			r = policy_flags[c].set(policy, optarg);
+			r = policy_flag_set(&policy_flags[c], policy, optarg);
 		else if (c == OPT_AUDIT)
 			*audit_log = optarg;
 		else if (c == OPT_DAEMON_USER)
