@@ -34,28 +34,18 @@ static void rtnl_link_putp(struct rtnl_link **link)
 		rtnl_link_put(*link);
 }
 
-/* libnl answers with its own codes (NLE_*); the wire carries errnos. */
+/* libnl answers with its own codes (NLE_*); the wire carries errnos. Others are EIO. */
 static int nlerr_to_errno(int nlerr)
 {
-	switch (abs(nlerr)) {
-	case NLE_OBJ_NOTFOUND:
-	case NLE_NODEV:
-		return -ENODEV;
-	case NLE_PERM:
-		return -EPERM;
-	case NLE_NOACCESS:
-		return -EACCES;
-	case NLE_NOMEM:
-		return -ENOMEM;
-	case NLE_BUSY:
-		return -EBUSY;
-	case NLE_INVAL:
-		return -EINVAL;
-	case NLE_OPNOTSUPP:
-		return -EOPNOTSUPP;
-	default:
-		return -EIO;
-	}
+	static const int errnos[][2] = {
+	    {NLE_OBJ_NOTFOUND, ENODEV}, {NLE_NODEV, ENODEV},	     {NLE_PERM, EPERM},
+	    {NLE_NOACCESS, EACCES},	{NLE_NOMEM, ENOMEM},	     {NLE_BUSY, EBUSY},
+	    {NLE_INVAL, EINVAL},	{NLE_OPNOTSUPP, EOPNOTSUPP},
+	};
+	for (size_t i = 0; i < ELEMENTSOF(errnos); i++)
+		if (errnos[i][0] == abs(nlerr))
+			return -errnos[i][1];
+	return -EIO;
 }
 
 bool tap_name_check(const struct ps_policy *p, struct ps_teardown_result *r)
