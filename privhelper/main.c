@@ -120,11 +120,6 @@ static void setup_fds(void)
 		close(devnull);
 }
 
-static uint64_t helper_cap_mask(void)
-{
-	return privs_cap_mask(HELPER_CAPS[0], HELPER_CAPS[1], HELPER_CAPS[2], HELPER_CAPS[3], -1);
-}
-
 /*
  * Keep exactly the four capabilities, in the effective, permitted and
  * bounding sets; nothing inheritable or ambient. Then read the result back
@@ -170,7 +165,9 @@ static void drop_privileges(struct helper *h)
 
 	if (privs_read_self(&st) < 0)
 		fatalx(1, "cannot read back /proc/self/status");
-	uint64_t want = helper_cap_mask();
+	uint64_t want = 0;
+	for (size_t i = 0; i < ELEMENTSOF(HELPER_CAPS); i++)
+		want |= UINT64_C(1) << HELPER_CAPS[i];
 	if (st.cap_eff != want || st.cap_prm != want || st.cap_bnd != want || st.cap_inh != 0 ||
 	    st.cap_amb != 0 || !st.no_new_privs)
 		fatalx(1,
