@@ -40,9 +40,7 @@ static int api_sock_node(const struct ps_policy *policy, const int *roots, const
 		const char *root = policy->api_sock_roots[i];
 		if (!path_is_under(path, root) || strcmp(path, root) == 0)
 			continue;
-		_cleanup_close_ int fd = roots && roots[i] >= 0
-					     ? open_beneath_at(roots[i], root, path, O_PATH)
-					     : open_beneath(root, path, O_PATH);
+		_cleanup_close_ int fd = open_beneath_at(roots ? roots[i] : -1, root, path, O_PATH);
 		if (fd < 0)
 			return fd;
 		return unix_node_of_fd(fd, node);
