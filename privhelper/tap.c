@@ -18,6 +18,7 @@
 #include "log.h"
 #include "macro.h"
 #include "policy.h"
+#include "procfs.h"
 #include "teardown.h"
 
 #define TAP_LINK_KIND "tun" /* IFLA_INFO_KIND of tun and tap devices alike */
@@ -69,7 +70,7 @@ static int tap_sysfs_open(const char *name, int ifindex, int *dirfd)
 	_cleanup_close_ int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return negative_errno();
-	int r = sysfs_read_line(fd, "ifindex", value, sizeof(value));
+	int r = read_line_at(fd, "ifindex", value, sizeof(value));
 	if (r < 0)
 		return r;
 	if (strtol(value, NULL, 10) != ifindex)
@@ -89,7 +90,7 @@ static int tap_is_tap(const char *name, int ifindex, const char *kind)
 	int r = tap_sysfs_open(name, ifindex, &dirfd);
 	if (r < 0)
 		return r;
-	r = sysfs_read_line(dirfd, "tun_flags", flags, sizeof(flags));
+	r = read_line_at(dirfd, "tun_flags", flags, sizeof(flags));
 	if (r < 0)
 		return r;
 	return (strtoul(flags, NULL, 16) & IFF_TAP) != 0;

@@ -36,17 +36,7 @@ static const struct teardown_kind teardown_kinds[] = {
 
 int sysfs_read_line(int dirfd, const char *name, char *buf, size_t size)
 {
-	size_t len;
-	bool truncated;
-	int r = read_small_file_at(dirfd, name, buf, size, &len, &truncated);
-	if (r < 0)
-		return r;
-	if (len > 0 && buf[len - 1] == '\n')
-		len--;
-	if (truncated || len >= size)
-		return -ENAMETOOLONG;
-	buf[len] = '\0';
-	return strlen(buf) == len ? 0 : -EINVAL;
+	return read_line_at(dirfd, name, buf, size);
 }
 
 void sleep_ms(long ms)
