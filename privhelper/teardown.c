@@ -16,7 +16,6 @@
 #include "helper.h"
 #include "log.h"
 #include "path.h"
-#include "procfs.h"
 #include "teardown.h"
 
 static_assert(PS_DM_NAME_MAX <= PS_PATH_MAX && PS_IFNAME_MAX <= PS_PATH_MAX,
@@ -33,11 +32,6 @@ static const struct teardown_kind teardown_kinds[] = {
     [PS_RESOURCE_LOOP] = {loop_name_check, loop_teardown},
     [PS_RESOURCE_TAP] = {tap_name_check, tap_teardown},
 };
-
-int sysfs_read_line(int dirfd, const char *name, char *buf, size_t size)
-{
-	return read_line_at(dirfd, name, buf, size);
-}
 
 void sleep_ms(long ms)
 {
