@@ -97,12 +97,11 @@ int asroot_decode(const void *buf, size_t len, size_t nfds, struct ps_message *m
 	const struct asroot_entry *e = entry_for(hdr.type);
 	if (e)
 		return ps_decode_payload(&e->request, buf, len, nfds, msg, why, why_size);
-	for (size_t i = 0; i < ELEMENTSOF(asroot_table); i++)
-		if (PS_REPLY_TO(asroot_table[i].request.type) == hdr.type)
-			return ps_violation(why, why_size,
-					    "message type %u (the %s reply) sent in the wrong "
-					    "direction",
-					    hdr.type, asroot_table[i].request.name);
+	e = entry_for(hdr.type - 1); /* the request a reply of this type would answer */
+	if (e)
+		return ps_violation(why, why_size,
+				    "message type %u (the %s reply) sent in the wrong direction",
+				    hdr.type, e->request.name);
 	return ps_violation(why, why_size, "unknown message type %u", hdr.type);
 }
 
@@ -134,14 +133,6 @@ static void permits_after(struct helper *h, const struct asroot_entry *e)
 	h->permitted = permits_where(PERMIT_AFTER_HELLO, h->answered_once);
 }
 
-static int send_reply(struct helper *h, const struct asroot_entry *e, struct asroot_call *c)
-{
-	if (e->send)
-		return e->send(h, c);
-	return ps_send(h->sock, PS_REPLY_TO(e->request.type), c->m->header.request_id, &c->reply,
-		       e->reply_size, c->fds, c->nfds);
-}
-
 int helper_dispatch(struct helper *h, struct ps_message *m, char *why, size_t why_size)
 {
 	const struct asroot_entry *e = entry_for(m->header.type);
@@ -162,7 +153,9 @@ int helper_dispatch(struct helper *h, struct ps_message *m, char *why, size_t wh
 	if (r == 0) {
 		permits_after(h, e);
 		audit_request(h, e->request.name, e->message_id, &c);
-		r = send_reply(h, e, &c);
+		r = e->send ? e->send(h, &c)
+			    : ps_send(h->sock, PS_REPLY_TO(e->request.type), m->header.request_id,
+				      &c.reply, e->reply_size, c.fds, c.nfds);
 	}
 	fdpass_close_all(c.fds, &c.nfds);
 	return r == 0 && c.fatal ? -EBADMSG : r;

@@ -238,17 +238,12 @@ void listener_table_free(struct listener_table *t)
 	memset(t, 0, sizeof(*t));
 }
 
+/* A socket's fd link, as only the kernel writes it: "socket:[ino]" (a file's link starts '/'). */
 static bool parse_socket_link(const char *link, uint64_t *ino)
 {
-	char *end;
-	if (strncmp(link, "socket:[", 8) != 0)
-		return false;
-	errno = 0;
-	unsigned long long v = strtoull(link + 8, &end, 10);
-	if (errno || end == link + 8 || strcmp(end, "]") != 0)
-		return false;
-	*ino = v;
-	return true;
+	int end = 0;
+	return sscanf(link, "socket:[%" SCNu64 "]%n", ino, &end) == 1 && end > 0 &&
+	       link[end] == '\0';
 }
 
 int proc_for_each_socket(int proc_dirfd, socket_fn fn, void *userdata)
