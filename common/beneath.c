@@ -70,49 +70,47 @@ static int walk_beneath(int dirfd, const char *rel, int flags)
 	return TAKE_FD(cur);
 }
 
-/* The root as an O_PATH fd, and path's remainder beneath it; -EXDEV when it is not beneath. */
-static int open_root(const char *root, const char *path, const char **rel)
+/*
+ * Open path beneath root (rootfd: root already open, or -1 to open it
+ * here), with openat2 or, when that is refused or walk is set, by hand.
+ */
+static int beneath(int rootfd, const char *root, const char *path, int flags, bool walk)
 {
-	if (!path_is_normal_absolute(path) || !path_is_normal_absolute(root) ||
-	    !path_is_under(path, root) || strcmp(path, root) == 0)
-		return -EXDEV;
-	*rel = path + strlen(root) + (strcmp(root, "/") == 0 ? 0 : 1);
-	int fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	return fd >= 0 ? fd : negative_errno();
-}
+	_cleanup_close_ int own = -1;
 
-int open_beneath_at(int rootfd, const char *root, const char *path, int flags)
-{
-	if (!path_is_normal_absolute(path) || !path_is_normal_absolute(root) ||
-	    !path_is_under(path, root) || strcmp(path, root) == 0)
+	if (!path_is_under(path, root) || strcmp(path, root) == 0)
 		return -EXDEV;
 	const char *rel = path + strlen(root) + (strcmp(root, "/") == 0 ? 0 : 1);
+	if (rootfd < 0) {
+		rootfd = own = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (rootfd < 0)
+			return negative_errno();
+	}
 	struct open_how how = {
 	    .flags = (unsigned)(flags | O_CLOEXEC),
 	    .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
 	};
-	int fd = (int)syscall(SYS_openat2, rootfd, rel, &how, sizeof(how));
-	/* ENOSYS from systemd 252's filter (RestrictSUIDSGID= cannot read open_how), EPERM from
-	 * older ones: the same walk, by hand. */
-	if (fd < 0 && (errno == ENOSYS || errno == EPERM))
-		return walk_beneath(rootfd, rel, flags);
-	return fd >= 0 ? fd : negative_errno();
+	if (!walk) {
+		int fd = (int)syscall(SYS_openat2, rootfd, rel, &how, sizeof(how));
+		/* Refused: ENOSYS from systemd 252's filter (RestrictSUIDSGID= cannot read
+		 * open_how), EPERM from older ones. Then the same walk, by hand. */
+		if (fd >= 0 || (errno != ENOSYS && errno != EPERM))
+			return fd >= 0 ? fd : negative_errno();
+	}
+	return walk_beneath(rootfd, rel, flags);
+}
+
+int open_beneath_at(int rootfd, const char *root, const char *path, int flags)
+{
+	return beneath(rootfd, root, path, flags, false);
 }
 
 int open_beneath(const char *root, const char *path, int flags)
 {
-	const char *rel;
-	_cleanup_close_ int rootfd = open_root(root, path, &rel);
-	if (rootfd < 0)
-		return rootfd;
-	return open_beneath_at(rootfd, root, path, flags);
+	return beneath(-1, root, path, flags, false);
 }
 
 int open_beneath_walk(const char *root, const char *path, int flags)
 {
-	const char *rel;
-	_cleanup_close_ int rootfd = open_root(root, path, &rel);
-	if (rootfd < 0)
-		return rootfd;
-	return walk_beneath(rootfd, rel, flags);
+	return beneath(-1, root, path, flags, true);
 }

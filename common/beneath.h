@@ -13,7 +13,7 @@
  * is not under root, -ELOOP when a component is a symlink, -ENOENT...
  */
 int open_beneath(const char *root, const char *path, int flags);
-/* The same with root already open (O_PATH|O_DIRECTORY), for many paths under one root. */
+/* The same with root already open (O_PATH|O_DIRECTORY), for many paths under one root; -1: not. */
 int open_beneath_at(int rootfd, const char *root, const char *path, int flags);
 
 /* The same without openat2 (the fallback on ENOSYS), one component at a time: for tests. */

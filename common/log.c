@@ -112,31 +112,19 @@ _printf_(6, 0) static void log_vemit(enum log_level level, int errnum, const cha
 				     const struct log_field *fields, size_t n_fields,
 				     const char *fmt, va_list ap)
 {
-	char line[4096];
-	int n = snprintf(line, sizeof(line), "<%d>%s: ", (int)level, log_state.progname);
-	if (n < 0)
+	char message[3968], line[4096];
+	int n = vsnprintf(message, sizeof(message), fmt, ap);
+	if (n >= 0 && (size_t)n < sizeof(message) && errnum != 0)
+		snprintf(message + n, sizeof(message) - (size_t)n, ": %s", strerror(errnum));
+	if (log_state.journal && journal_send(level, errnum, message, message_id, fields, n_fields))
 		return;
-	size_t prefix = (size_t)n, len = (size_t)n;
-	int m = vsnprintf(line + len, sizeof(line) - len, fmt, ap);
-	if (m > 0)
-		len += (size_t)m;
-	if (len >= sizeof(line))
-		len = sizeof(line) - 1;
-	if (errnum != 0) {
-		m = snprintf(line + len, sizeof(line) - len, ": %s", strerror(errnum));
-		if (m > 0)
-			len += (size_t)m;
-		if (len >= sizeof(line))
-			len = sizeof(line) - 1;
+	/* The process name is one of ours and short: a line always fits, newline and all. */
+	n = snprintf(line, sizeof(line), "<%d>%s: %s\n", (int)level, log_state.progname, message);
+	if (n > 0 && (size_t)n < sizeof(line)) {
+		/* A log line that cannot be written has nowhere else to go. */
+		ssize_t w = write(STDERR_FILENO, line, (size_t)n);
+		(void)w;
 	}
-	line[len] = '\0';
-	if (log_state.journal &&
-	    journal_send(level, errnum, line + prefix, message_id, fields, n_fields))
-		return;
-	line[len++] = '\n';
-	/* A log line that cannot be written has nowhere else to go. */
-	ssize_t w = write(STDERR_FILENO, line, len);
-	(void)w;
 }
 
 void log_struct(enum log_level level, int errnum, const char *message_id,
@@ -152,21 +140,11 @@ void log_struct(enum log_level level, int errnum, const char *message_id,
 	errno = saved;
 }
 
-void fatal(int status, const char *fmt, ...)
-{
-	int saved = errno;
-	va_list ap;
-	va_start(ap, fmt);
-	log_vemit(LOG_LEVEL_ERR, saved, NULL, NULL, 0, fmt, ap);
-	va_end(ap);
-	exit(status);
-}
-
-void fatalx(int status, const char *fmt, ...)
+void log_fatal(int status, int errnum, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	log_vemit(LOG_LEVEL_ERR, 0, NULL, NULL, 0, fmt, ap);
+	log_vemit(LOG_LEVEL_ERR, errnum, NULL, NULL, 0, fmt, ap);
 	va_end(ap);
 	exit(status);
 }

@@ -79,6 +79,7 @@ void log_struct(enum log_level level, int errnum, const char *message_id,
 #define log_info(...)	log_emit(LOG_LEVEL_INFO, 0, __VA_ARGS__)
 #define log_debug(...)	log_emit(LOG_LEVEL_DEBUG, 0, __VA_ARGS__)
 
-/* Log at error level and exit(status). */
-_noreturn_ void fatal(int status, const char *fmt, ...) _printf_(2, 3);
-_noreturn_ void fatalx(int status, const char *fmt, ...) _printf_(2, 3);
+/* Log at error level (with errnum's strerror unless 0) and exit(status). */
+_noreturn_ void log_fatal(int status, int errnum, const char *fmt, ...) _printf_(3, 4);
+#define fatal(status, ...)  log_fatal((status), errno, __VA_ARGS__)
+#define fatalx(status, ...) log_fatal((status), 0, __VA_ARGS__)

@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -36,15 +35,4 @@ int privs_read_self(struct privs_status *st)
 			seen++;
 	}
 	return seen == 8 ? 0 : -EPROTO;
-}
-
-uint64_t privs_cap_mask(int first, ...)
-{
-	uint64_t mask = 0;
-	va_list ap;
-	va_start(ap, first);
-	for (int cap = first; cap >= 0; cap = va_arg(ap, int))
-		mask |= UINT64_C(1) << cap;
-	va_end(ap);
-	return mask;
 }

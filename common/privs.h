@@ -16,6 +16,3 @@ struct privs_status {
 
 /* Parse /proc/self/status. Returns 0 or -errno. */
 int privs_read_self(struct privs_status *st);
-
-/* Bit mask for a list of capability numbers terminated by -1. */
-uint64_t privs_cap_mask(int first, ...);

@@ -184,7 +184,7 @@ static const char *setting_flag(size_t i)
 static int setting_set(struct banger_config *cfg, size_t i, const char *value)
 {
 	const struct policy_flag *f = policy_setting(i);
-	return f ? f->set(&cfg->policy, value) : config_keys[i].set(cfg, value);
+	return f ? policy_flag_set(f, &cfg->policy, value) : config_keys[i].set(cfg, value);
 }
 
 /* A list setting given on the command line replaces the file's list (only policy has lists). */

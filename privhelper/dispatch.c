@@ -29,37 +29,27 @@ enum {
 struct asroot_entry {
 	struct ps_spec request;
 	unsigned permit;
-	size_t reply_size; /* of the reply, type PS_REPLY_TO(request.type); 0: send() streams it */
+	size_t reply_size; /* of its reply, type PS_REPLY_TO(request.type); send() streams SCAN's */
 	asroot_handler handler;
 	int (*send)(struct helper *h, struct asroot_call *c);
 	const char *message_id; /* of its audit entry in the journal (message_id.h) */
 };
 
+/* A row for request struct ps_NAME, checked by ps_validate_NAME, answered with ps_NAME_reply. */
+#define ROW(type, name, max_fds, permit, handler, send, message_id)                                \
+	{                                                                                          \
+		{type, #name, sizeof(struct ps_##name), max_fds, ps_validate_##name}, permit,      \
+		    sizeof(struct ps_##name##_reply), handler, send, message_id                    \
+	}
+
 static const struct asroot_entry asroot_table[] = {
-    {{PS_HELLO, "hello", sizeof(struct ps_hello), 0, ps_validate_hello},
-     PERMIT_BEFORE_HELLO | PERMIT_ONCE,
-     sizeof(struct ps_hello_reply),
-     asroot_hello,
-     NULL,
-     BANGER_MID_HELPER_HELLO},
-    {{PS_PROBE, "probe", sizeof(struct ps_probe), 1, ps_validate_probe},
-     PERMIT_AFTER_HELLO,
-     sizeof(struct ps_probe_reply),
-     asroot_probe,
-     NULL,
-     BANGER_MID_HELPER_PROBE},
-    {{PS_SCAN, "scan", sizeof(struct ps_scan), 0, ps_validate_scan},
-     PERMIT_AFTER_HELLO | PERMIT_MULTIPART,
-     0,
-     asroot_scan,
-     asroot_scan_send,
-     BANGER_MID_HELPER_SCAN},
-    {{PS_TEARDOWN, "teardown", sizeof(struct ps_teardown), 0, ps_validate_teardown},
-     PERMIT_AFTER_HELLO,
-     sizeof(struct ps_teardown_reply),
-     asroot_teardown,
-     NULL,
-     BANGER_MID_HELPER_TEARDOWN},
+    ROW(PS_HELLO, hello, 0, PERMIT_BEFORE_HELLO | PERMIT_ONCE, asroot_hello, NULL,
+	BANGER_MID_HELPER_HELLO),
+    ROW(PS_PROBE, probe, 1, PERMIT_AFTER_HELLO, asroot_probe, NULL, BANGER_MID_HELPER_PROBE),
+    ROW(PS_SCAN, scan, 0, PERMIT_AFTER_HELLO | PERMIT_MULTIPART, asroot_scan, asroot_scan_send,
+	BANGER_MID_HELPER_SCAN),
+    ROW(PS_TEARDOWN, teardown, 0, PERMIT_AFTER_HELLO, asroot_teardown, NULL,
+	BANGER_MID_HELPER_TEARDOWN),
 };
 
 #define TYPE_BIT(type) (1u << (type))
@@ -107,12 +97,11 @@ int asroot_decode(const void *buf, size_t len, size_t nfds, struct ps_message *m
 	const struct asroot_entry *e = entry_for(hdr.type);
 	if (e)
 		return ps_decode_payload(&e->request, buf, len, nfds, msg, why, why_size);
-	for (size_t i = 0; i < ELEMENTSOF(asroot_table); i++)
-		if (PS_REPLY_TO(asroot_table[i].request.type) == hdr.type)
-			return ps_violation(why, why_size,
-					    "message type %u (the %s reply) sent in the wrong "
-					    "direction",
-					    hdr.type, asroot_table[i].request.name);
+	e = entry_for(hdr.type - 1); /* the request a reply of this type would answer */
+	if (e)
+		return ps_violation(why, why_size,
+				    "message type %u (the %s reply) sent in the wrong direction",
+				    hdr.type, e->request.name);
 	return ps_violation(why, why_size, "unknown message type %u", hdr.type);
 }
 
@@ -144,14 +133,6 @@ static void permits_after(struct helper *h, const struct asroot_entry *e)
 	h->permitted = permits_where(PERMIT_AFTER_HELLO, h->answered_once);
 }
 
-static int send_reply(struct helper *h, const struct asroot_entry *e, struct asroot_call *c)
-{
-	if (e->send)
-		return e->send(h, c);
-	return ps_send(h->sock, PS_REPLY_TO(e->request.type), c->m->header.request_id, &c->reply,
-		       e->reply_size, c->fds, c->nfds);
-}
-
 int helper_dispatch(struct helper *h, struct ps_message *m, char *why, size_t why_size)
 {
 	const struct asroot_entry *e = entry_for(m->header.type);
@@ -172,7 +153,9 @@ int helper_dispatch(struct helper *h, struct ps_message *m, char *why, size_t wh
 	if (r == 0) {
 		permits_after(h, e);
 		audit_request(h, e->request.name, e->message_id, &c);
-		r = send_reply(h, e, &c);
+		r = e->send ? e->send(h, &c)
+			    : ps_send(h->sock, PS_REPLY_TO(e->request.type), m->header.request_id,
+				      &c.reply, e->reply_size, c.fds, c.nfds);
 	}
 	fdpass_close_all(c.fds, &c.nfds);
 	return r == 0 && c.fatal ? -EBADMSG : r;

@@ -17,17 +17,17 @@
 
 #define HELPER_SOCKET_FD 3
 
-/* One socket a scan asks about, by its node; err when it could not be looked at. */
+/* One socket a scan asks about, by its node. */
 struct wanted_socket {
 	struct unix_node node;
 	uint32_t index; /* its place in the whole request */
-	int32_t err;
+	bool twice;	/* another entry of the request names the same node */
 };
 
 /* Most wanted listeners (and other listeners) one process may hold that a scan keeps track of. */
 #define PS_SCAN_PROCESS_MAX_MATCHES 64
 
-/* A process found to hold a wanted listener (or an orphan), and its pidfd (or -1). */
+/* An entry of a scan's answer, and its pidfd (or -1). */
 struct scan_hit {
 	struct ps_scan_entry entry;
 	int pidfd;
@@ -39,14 +39,13 @@ struct scan_request {
 	uint32_t nparts;
 	uint32_t next_part; /* 0: no scan under way */
 	struct ps_caller caller;
-	size_t sockets; /* named in the request */
-	struct wanted_socket *wanted;
-	size_t count, capacity;
-	int root_fds[PS_POLICY_MAX_ROOTS]; /* the api socket roots, open while the scan lasts */
-	bool root_fds_open;
+	size_t sockets;		      /* named in the request */
+	struct wanted_socket *wanted; /* room for every socket nparts parts may name */
+	size_t count;
 	int err; /* the first failure while collecting: answered after the last part */
-	struct scan_hit *hits; /* the answer, once /proc was walked; pidfds owned here */
-	size_t n_hits;
+	/* Unknown sockets while collecting, then what the walk found; pidfds owned here. */
+	struct scan_hit *hits;
+	size_t n_hits, hits_capacity;
 	uint32_t uninspected;
 };
 

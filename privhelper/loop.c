@@ -28,11 +28,11 @@
 #include "macro.h"
 #include "path.h"
 #include "policy.h"
+#include "procfs.h"
 #include "teardown.h"
 
 #define LOOP_DEV_PREFIX	      "/dev/loop"
-#define LOOP_INDEX_MAX_DIGITS 7		   /* the loop driver has at most 1 << 20 minors */
-#define LOOP_DELETED_SUFFIX   " (deleted)" /* what d_path() appends to an unlinked file */
+#define LOOP_INDEX_MAX_DIGITS 7 /* the loop driver has at most 1 << 20 minors */
 
 /*
  * A detach the kernel defers because someone else has the device open
@@ -88,20 +88,15 @@ bool loop_name_check(const struct ps_policy *p, struct ps_teardown_result *r)
 static int loop_backing_path(unsigned n, char *buf, size_t size, bool *deleted)
 {
 	char dir[64];
-	size_t suffix = strlen(LOOP_DELETED_SUFFIX);
 
 	snprintf(dir, sizeof(dir), "/sys/block/loop%u/loop", n);
 	_cleanup_close_ int fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return negative_errno();
-	int r = sysfs_read_line(fd, "backing_file", buf, size);
-	if (r < 0)
-		return r;
-	size_t len = strlen(buf);
-	*deleted = len > suffix && strcmp(buf + len - suffix, LOOP_DELETED_SUFFIX) == 0;
-	if (*deleted)
-		buf[len - suffix] = '\0';
-	return 0;
+	int r = read_line_at(fd, "backing_file", buf, size);
+	if (r == 0)
+		*deleted = strip_deleted_suffix(buf);
+	return r;
 }
 
 /*
@@ -270,13 +265,10 @@ static void loop_detach(const struct ps_policy *p, unsigned n, struct ps_teardow
 }
 
 /* How bad an outcome is, to report the worst of several loops on one file. */
-static int status_rank(uint32_t status)
+static uint32_t status_rank(uint32_t status)
 {
-	static const int rank[] = {
-	    [PS_TEARDOWN_ABSENT] = 0, [PS_TEARDOWN_REMOVED] = 1, [PS_TEARDOWN_REFUSED] = 2,
-	    [PS_TEARDOWN_BUSY] = 3,   [PS_TEARDOWN_FAILED] = 4,
-	};
-	return status < ELEMENTSOF(rank) ? rank[status] : 4;
+	/* The statuses count up from removed to failed; absent is better than removed. */
+	return status == PS_TEARDOWN_ABSENT ? 0 : status;
 }
 
 /* Every loop the kernel lists with this backing file, each verified and detached on its own. */

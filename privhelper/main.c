@@ -76,7 +76,7 @@ static void parse_args(int argc, char **argv, struct ps_policy *policy, const ch
 	while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1) {
 		int r = 0;
 		if (c >= 0 && c < POLICY_N_FLAGS)
-			r = policy_flags[c].set(policy, optarg);
+			r = policy_flag_set(&policy_flags[c], policy, optarg);
 		else if (c == OPT_AUDIT)
 			*audit_log = optarg;
 		else if (c == OPT_DAEMON_USER)
@@ -118,11 +118,6 @@ static void setup_fds(void)
 		fatal(1, "/dev/null");
 	if (devnull != STDIN_FILENO)
 		close(devnull);
-}
-
-static uint64_t helper_cap_mask(void)
-{
-	return privs_cap_mask(HELPER_CAPS[0], HELPER_CAPS[1], HELPER_CAPS[2], HELPER_CAPS[3], -1);
 }
 
 /*
@@ -170,7 +165,9 @@ static void drop_privileges(struct helper *h)
 
 	if (privs_read_self(&st) < 0)
 		fatalx(1, "cannot read back /proc/self/status");
-	uint64_t want = helper_cap_mask();
+	uint64_t want = 0;
+	for (size_t i = 0; i < ELEMENTSOF(HELPER_CAPS); i++)
+		want |= UINT64_C(1) << HELPER_CAPS[i];
 	if (st.cap_eff != want || st.cap_prm != want || st.cap_bnd != want || st.cap_inh != 0 ||
 	    st.cap_amb != 0 || !st.no_new_privs)
 		fatalx(1,

@@ -40,9 +40,7 @@ static int api_sock_node(const struct ps_policy *policy, const int *roots, const
 		const char *root = policy->api_sock_roots[i];
 		if (!path_is_under(path, root) || strcmp(path, root) == 0)
 			continue;
-		_cleanup_close_ int fd = roots && roots[i] >= 0
-					     ? open_beneath_at(roots[i], root, path, O_PATH)
-					     : open_beneath(root, path, O_PATH);
+		_cleanup_close_ int fd = open_beneath_at(roots ? roots[i] : -1, root, path, O_PATH);
 		if (fd < 0)
 			return fd;
 		return unix_node_of_fd(fd, node);
@@ -60,77 +58,78 @@ static bool no_such_socket(int err)
 /* --- PROBE ---------------------------------------------------------------- */
 
 struct holder_check {
-	int diag_fd;
+	struct listener_table *listeners;
 	const struct unix_node *node;
-	int err; /* the last failed check, in case no socket turns out to be the one */
 };
 
 static int check_socket(uint64_t sock_ino, void *userdata)
 {
 	struct holder_check *c = userdata;
-	int r = listener_check(c->diag_fd, sock_ino, c->node);
-	if (r < 0)
-		c->err = r;
-	return r > 0;
+	const struct unix_listener *l = listener_table_find(c->listeners, sock_ino);
+	return l && unix_node_equal(&l->node, c->node);
 }
 
-static void probe_judge(const struct helper *h, const struct ps_probe *q, int pidfd, pid_t pid,
-			struct ps_probe_reply *rep)
+/* Does the process hold the listener bound to the api socket's node? 0, a reason, or -errno. */
+static int probe_listener(struct helper *h, int dirfd, const char *api_sock)
 {
+	struct listener_table listeners = {0};
 	struct unix_node node;
-	bool is_fc = false;
-	uint64_t start_time = 0;
-	int r = 0;
+	struct holder_check c = {&listeners, &node};
 
-	_cleanup_close_ int dirfd = proc_open_dir(pid);
-	if (dirfd < 0)
-		r = dirfd;
+	int r = api_sock_node(&h->policy, NULL, api_sock, &node);
 	if (r == 0)
-		r = proc_exe_is_firecracker(&h->policy, dirfd, &is_fc);
-	if (r == 0 && is_fc)
-		r = proc_start_time(dirfd, &start_time);
+		r = listener_table_cover(&listeners, &h->netns, dirfd);
+	if (r == 0)
+		r = proc_for_each_socket(dirfd, check_socket, &c);
+	listener_table_free(&listeners);
+	if (r == 1)
+		return 0;
+	return r == 0 || no_such_socket(r) ? PS_REASON_NO_LISTENER : r;
+}
+
+/*
+ * The facts of pid, in the pid-reuse-safe order (its pidfd is open): 0
+ * when it is q's firecracker (rep gets its start time), a reason, or -errno.
+ */
+static int probe_facts(struct helper *h, const struct ps_probe *q, int pidfd, pid_t pid,
+		       struct ps_probe_reply *rep)
+{
+	uint64_t start_time;
+	bool is_fc;
 
 	rep->pid = pid;
-	rep->status = PS_PROBE_NOT_RUNNING;
-	if (r == -ESRCH) {
-		rep->reason = PS_REASON_NO_PROCESS;
-		return;
-	} else if (r < 0) {
-		rep->status = PS_PROBE_FAILED, rep->err = r;
-		return;
-	} else if (!is_fc) {
-		rep->reason = PS_REASON_NOT_FIRECRACKER;
-		return;
-	} else if (q->start_time != 0 && q->start_time != start_time) {
-		rep->reason = PS_REASON_START_TIME_MISMATCH;
-		return;
-	}
+	_cleanup_close_ int dirfd = proc_open_dir(pid);
+	if (dirfd < 0)
+		return dirfd;
+	int r = proc_exe_is_firecracker(&h->policy, dirfd, &is_fc);
+	if (r < 0 || !is_fc)
+		return r < 0 ? r : PS_REASON_NOT_FIRECRACKER;
+	r = proc_start_time(dirfd, &start_time);
+	if (r < 0)
+		return r;
+	if (q->start_time != 0 && q->start_time != start_time)
+		return PS_REASON_START_TIME_MISMATCH;
+	r = probe_listener(h, dirfd, q->api_sock);
+	if (r == 0 && pidfd_has_exited(pidfd))
+		return PS_REASON_EXITED_DURING_PROBE; /* the facts may be a successor's */
+	if (r == 0)
+		rep->start_time = start_time;
+	return r;
+}
 
-	_cleanup_close_ int diag_fd = -1;
-	r = api_sock_node(&h->policy, NULL, q->api_sock, &node);
+/* The reply for r: 0 running, a reason (or ESRCH) not running or refused, another -errno failed. */
+static void probe_reply_set(struct ps_probe_reply *rep, int r)
+{
 	if (r == 0) {
-		diag_fd = diag_socket_for(&h->netns, dirfd);
-		r = diag_fd < 0 ? diag_fd : 0;
+		rep->status = PS_PROBE_RUNNING;
+	} else if (r < 0 && r != -ESRCH) {
+		rep->status = PS_PROBE_FAILED;
+		rep->err = r;
+	} else {
+		rep->status =
+		    r == PS_REASON_OUTSIDE_ROOTS ? PS_PROBE_REFUSED : PS_PROBE_NOT_RUNNING;
+		rep->reason = r > 0 ? r : PS_REASON_NO_PROCESS;
 	}
-	if (r == 0) {
-		struct holder_check c = {diag_fd, &node, 0};
-		r = proc_for_each_socket(dirfd, check_socket, &c);
-		if (r == 0)
-			r = c.err < 0 ? c.err : -ENOENT;
-		else if (r == 1)
-			r = 0;
-	}
-	if (r == -ESRCH)
-		rep->reason = PS_REASON_NO_PROCESS;
-	else if (no_such_socket(r))
-		rep->reason = PS_REASON_NO_LISTENER;
-	else if (r < 0)
-		rep->status = PS_PROBE_FAILED, rep->err = r;
-	else if (pidfd_has_exited(pidfd))
-		/* The facts may belong to a successor that reused the pid. */
-		rep->reason = PS_REASON_EXITED_DURING_PROBE;
-	else
-		rep->status = PS_PROBE_RUNNING, rep->start_time = start_time;
 }
 
 int asroot_probe(struct helper *h, struct asroot_call *c)
@@ -139,38 +138,32 @@ int asroot_probe(struct helper *h, struct asroot_call *c)
 	struct ps_probe_reply *rep = &c->reply.probe;
 	_cleanup_close_ int pidfd = -1;
 	pid_t pid = q->pid;
+	int r;
 
 	strbuf_appendf(&c->args, "pid=%d pidfd=%s start_time=%llu", q->pid,
 		       (q->flags & PS_PROBE_HAS_PIDFD) ? "yes" : "no",
 		       (unsigned long long)q->start_time);
 	strbuf_append_kv_quoted(&c->args, "api_sock", q->api_sock);
 	audit_field(c, "BANGER_API_SOCK", q->api_sock);
-	rep->status = PS_PROBE_NOT_RUNNING;
 	if (q->flags & PS_PROBE_HAS_PIDFD) {
 		/* The pidfd names the process; a pid in the payload is not trusted. */
 		pidfd = ps_message_take_fd(c->m, 0);
 		pid = pidfd_get_pid(pidfd);
 		if (pid > 0)
 			strbuf_appendf(&c->args, " pidfd_pid=%d", pid);
-		else
-			rep->reason =
-			    pid == -ESRCH ? PS_REASON_NO_PROCESS : PS_REASON_PIDFD_INVALID;
 	}
 
 	if (!policy_api_sock_allowed(&h->policy, q->api_sock)) {
-		rep->status = PS_PROBE_REFUSED;
-		rep->reason = PS_REASON_OUTSIDE_ROOTS;
-	} else if (rep->reason == PS_REASON_NONE) {
+		r = PS_REASON_OUTSIDE_ROOTS;
+	} else if (pid <= 0) {
+		r = pid == -ESRCH ? pid : PS_REASON_PIDFD_INVALID;
+	} else {
 		if (pidfd < 0)
 			pidfd = pidfd_open_pid(pid);
-		if (pidfd == -ESRCH)
-			rep->reason = PS_REASON_NO_PROCESS;
-		else if (pidfd < 0)
-			rep->status = PS_PROBE_FAILED, rep->err = pidfd;
-		else
-			probe_judge(h, q, pidfd, pid, rep);
+		r = pidfd < 0 ? pidfd : probe_facts(h, q, pidfd, pid, rep);
 	}
-	if (rep->status == PS_PROBE_RUNNING)
+	probe_reply_set(rep, r);
+	if (r == 0)
 		c->fds[c->nfds++] = TAKE_FD(pidfd);
 	c->result = ps_probe_status_name(rep->status);
 	c->reason = rep->reason ? ps_reason_name(rep->reason) : NULL;
@@ -180,21 +173,12 @@ int asroot_probe(struct helper *h, struct asroot_call *c)
 
 /* --- SCAN ------------------------------------------------------------------ */
 
-/* One /proc walk: the listeners of every namespace met, and what was found. */
-struct scan_walk {
-	const struct helper *h;
-	const struct scan_request *s; /* wanted[], sorted by node */
-	struct listener_table listeners;
-	struct scan_hit *hits;
-	size_t count, capacity;
-	uint32_t uninspected;
-};
-
-/* What one process holds, while its fds are read. */
+/* What one firecracker holds, while its fds are read. */
 struct holdings {
-	struct scan_walk *w;
-	uint32_t indexes[PS_SCAN_PROCESS_MAX_MATCHES];
-	size_t n_indexes;
+	const struct scan_request *s; /* wanted[], sorted by node */
+	struct listener_table *listeners;
+	const struct wanted_socket *wanted[PS_SCAN_PROCESS_MAX_MATCHES];
+	size_t n_wanted;
 	const struct unix_listener *others[PS_SCAN_PROCESS_MAX_MATCHES];
 	size_t n_others;
 };
@@ -208,39 +192,32 @@ static int compare_nodes(const void *a, const void *b)
 	return x->ino < y->ino ? -1 : x->ino > y->ino;
 }
 
-static int scan_hit_add(struct scan_walk *w, uint32_t kind, uint32_t index, pid_t pid,
-			uint64_t start_time, int pidfd, const char *api_sock)
+/* A new entry of the answer, all zero but kind and index; it owns pidfd (closed on ENOMEM). */
+static struct ps_scan_entry *scan_hit_add(struct scan_request *s, uint32_t kind, uint32_t index,
+					  int pidfd)
 {
-	if (w->count == w->capacity) {
-		size_t cap = w->capacity ? 2 * w->capacity : 64;
-		struct scan_hit *n = realloc(w->hits, cap * sizeof(*n));
-		if (!n)
-			return -ENOMEM;
-		w->hits = n;
-		w->capacity = cap;
+	if (s->n_hits == s->hits_capacity) {
+		size_t cap = s->hits_capacity ? 2 * s->hits_capacity : 64;
+		struct scan_hit *n = realloc(s->hits, cap * sizeof(*n));
+		if (!n) {
+			safe_close(pidfd);
+			return NULL;
+		}
+		s->hits = n;
+		s->hits_capacity = cap;
 	}
-	struct scan_hit *hit = &w->hits[w->count++];
-	memset(&hit->entry, 0, sizeof(hit->entry));
-	hit->entry.kind = kind;
-	hit->entry.index = index;
-	hit->entry.pid = pid;
-	hit->entry.start_time = start_time;
-	hit->entry.has_pidfd = pidfd >= 0;
-	if (api_sock)
-		/* An orphan's path may be longer than a bindable one; cut it to report it anyway.
-		 */
-		memcpy(hit->entry.api_sock, api_sock,
-		       strnlen(api_sock, sizeof(hit->entry.api_sock) - 1));
+	struct scan_hit *hit = &s->hits[s->n_hits++];
+	hit->entry = (struct ps_scan_entry){.kind = kind, .index = index, .has_pidfd = pidfd >= 0};
 	hit->pidfd = pidfd;
-	return 0;
+	return &hit->entry;
 }
 
 /* Each socket the process holds: a wanted listener, another listener, or nothing of ours. */
 static int note_socket(uint64_t sock_ino, void *userdata)
 {
 	struct holdings *p = userdata;
-	const struct scan_request *s = p->w->s;
-	const struct unix_listener *l = listener_table_find(&p->w->listeners, sock_ino);
+	const struct scan_request *s = p->s;
+	const struct unix_listener *l = listener_table_find(p->listeners, sock_ino);
 	if (!l)
 		return 0;
 	struct wanted_socket key = {.node = l->node};
@@ -255,8 +232,8 @@ static int note_socket(uint64_t sock_ino, void *userdata)
 	while (hit > s->wanted && compare_nodes(hit - 1, &key) == 0)
 		hit--;
 	for (; hit < s->wanted + s->count && compare_nodes(hit, &key) == 0; hit++)
-		if (p->n_indexes < PS_SCAN_PROCESS_MAX_MATCHES)
-			p->indexes[p->n_indexes++] = hit->index;
+		if (p->n_wanted < PS_SCAN_PROCESS_MAX_MATCHES)
+			p->wanted[p->n_wanted++] = hit;
 	return 0;
 }
 
@@ -266,8 +243,8 @@ static int note_socket(uint64_t sock_ino, void *userdata)
  * jailer chroot). A hint counts only when opening it beneath a root, here,
  * gives the very node.
  */
-static bool orphan_path(const struct scan_walk *w, int proc_dirfd, const struct unix_listener *l,
-			char *path, size_t size)
+static bool orphan_path(const struct ps_policy *policy, int proc_dirfd,
+			const struct unix_listener *l, char *path, size_t size)
 {
 	char root[PS_PATH_MAX];
 	struct unix_node node;
@@ -280,50 +257,65 @@ static bool orphan_path(const struct scan_walk *w, int proc_dirfd, const struct 
 			 strcmp(root, "/") == 0 ||
 			 snprintf(path, size, "%s%s", root, l->name) >= (int)size)
 			return false;
-		if (api_sock_node(&w->h->policy, w->s->root_fds, path, &node) == 0 &&
+		if (api_sock_node(policy, NULL, path, &node) == 0 &&
 		    unix_node_equal(&node, &l->node))
 			return true;
 	}
 	return false;
 }
 
-/* What a firecracker holds, as hits: one per wanted socket it listens on, or one orphan. */
-static int scan_holdings(struct scan_walk *w, struct holdings *p, int proc_dirfd, pid_t pid,
+/*
+ * What a firecracker holds, as hits: one per wanted socket it listens on
+ * (ambiguous when the request names that node twice), or one orphan.
+ */
+static int scan_holdings(struct helper *h, const struct holdings *p, int proc_dirfd, pid_t pid,
 			 uint64_t start_time, int pidfd)
 {
-	for (size_t i = 0; i < p->n_indexes; i++) {
+	struct ps_scan_entry *e;
+	char path[PATH_MAX];
+
+	for (size_t i = 0; i < p->n_wanted; i++) {
 		int fd = fcntl(pidfd, F_DUPFD_CLOEXEC, 0);
 		if (fd < 0)
 			return negative_errno();
-		int r = scan_hit_add(w, PS_SCAN_MATCH, p->indexes[i], pid, start_time, fd, NULL);
-		if (r < 0) {
-			close(fd);
-			return r;
-		}
+		e = scan_hit_add(&h->scan, p->wanted[i]->twice ? PS_SCAN_AMBIGUOUS : PS_SCAN_MATCH,
+				 p->wanted[i]->index, fd);
+		if (!e)
+			return -ENOMEM;
+		e->pid = pid;
+		e->start_time = start_time;
 	}
-	char path[PATH_MAX];
-	for (size_t i = 0; p->n_indexes == 0 && i < p->n_others; i++)
-		if (orphan_path(w, proc_dirfd, p->others[i], path, sizeof(path)))
-			return scan_hit_add(w, PS_SCAN_ORPHAN, 0, pid, start_time, -1, path);
+	for (size_t i = 0; p->n_wanted == 0 && i < p->n_others; i++) {
+		if (!orphan_path(&h->policy, proc_dirfd, p->others[i], path, sizeof(path)))
+			continue;
+		e = scan_hit_add(&h->scan, PS_SCAN_ORPHAN, 0, -1);
+		if (!e)
+			return -ENOMEM;
+		e->pid = pid;
+		e->start_time = start_time;
+		/* An orphan's path may be longer than a bindable one; cut it to report it anyway.
+		 */
+		memcpy(e->api_sock, path, strnlen(path, sizeof(e->api_sock) - 1));
+		return 0;
+	}
 	return 0;
 }
 
 /* Look at one /proc entry. */
-static int scan_one(struct scan_walk *w, int proc_fd, pid_t pid)
+static int scan_one(struct helper *h, struct listener_table *listeners, pid_t pid)
 {
-	char name[16];
-	bool is_fc;
+	struct holdings p = {.s = &h->scan, .listeners = listeners};
 	uint64_t start_time;
+	bool is_fc;
 
-	snprintf(name, sizeof(name), "%d", (int)pid);
-	_cleanup_close_ int dirfd = openat(proc_fd, name, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	_cleanup_close_ int dirfd = proc_open_dir(pid);
 	if (dirfd < 0)
 		return 0; /* exited since readdir */
-	int r = proc_exe_is_firecracker(&w->h->policy, dirfd, &is_fc);
+	int r = proc_exe_is_firecracker(&h->policy, dirfd, &is_fc);
 	if (r == -EACCES || r == -EPERM) {
 		/* Only a process that may be a firecracker makes the scan incomplete. */
-		if (proc_comm_may_be_firecracker(&w->h->policy, dirfd))
-			w->uninspected++;
+		if (proc_comm_may_be_firecracker(&h->policy, dirfd))
+			h->scan.uninspected++;
 		return 0;
 	}
 	if (r < 0 || !is_fc)
@@ -333,8 +325,7 @@ static int scan_one(struct scan_walk *w, int proc_fd, pid_t pid)
 	_cleanup_close_ int pidfd = pidfd_open_pid(pid);
 	if (pidfd < 0 || proc_start_time(dirfd, &start_time) < 0)
 		return 0;
-	struct holdings p = {.w = w};
-	r = listener_table_cover(&w->listeners, &w->h->netns, dirfd);
+	r = listener_table_cover(listeners, &h->netns, dirfd);
 	if (r == 0)
 		r = proc_for_each_socket(dirfd, note_socket, &p);
 	if (r == -ESRCH || pidfd_has_exited(pidfd))
@@ -343,27 +334,28 @@ static int scan_one(struct scan_walk *w, int proc_fd, pid_t pid)
 		return r;
 	if (r < 0) {
 		/* A firecracker whose sockets we cannot see may serve any of them. */
-		w->uninspected++;
+		h->scan.uninspected++;
 		return 0;
 	}
-	return scan_holdings(w, &p, dirfd, pid, start_time, pidfd);
+	return scan_holdings(h, &p, dirfd, pid, start_time, pidfd);
 }
 
-static int scan_proc(struct scan_walk *w)
+static int scan_proc(struct helper *h)
 {
+	struct listener_table listeners = {0};
+	int r = 0;
+
 	_cleanup_closedir_ DIR *proc = opendir("/proc");
 	if (!proc)
 		return negative_errno();
-	for (struct dirent *d; (d = readdir(proc));) {
+	for (struct dirent *d; r == 0 && (d = readdir(proc));) {
 		char *end;
 		long pid = strtol(d->d_name, &end, 10);
-		if (*end != '\0' || pid <= 0)
-			continue;
-		int r = scan_one(w, dirfd(proc), (pid_t)pid);
-		if (r < 0)
-			return r;
+		if (*end == '\0' && pid > 0)
+			r = scan_one(h, &listeners, (pid_t)pid);
 	}
-	return 0;
+	listener_table_free(&listeners);
+	return r;
 }
 
 static int compare_hits(const void *a, const void *b)
@@ -375,54 +367,29 @@ static int compare_hits(const void *a, const void *b)
 	return x->index < y->index ? -1 : x->index > y->index;
 }
 
-static bool node_wanted_twice(const struct scan_request *s, uint32_t index)
-{
-	for (size_t i = 0; i < s->count; i++)
-		if (s->wanted[i].index == index)
-			return (i > 0 && compare_nodes(&s->wanted[i - 1], &s->wanted[i]) == 0) ||
-			       (i + 1 < s->count &&
-				compare_nodes(&s->wanted[i + 1], &s->wanted[i]) == 0);
-	return false;
-}
-
 /*
  * A socket held by more than one process, or named by more than one
  * request entry, adopts nobody: every claimant is reported ambiguous,
  * without a pidfd, and named in the audit line.
  */
-static void scan_mark_ambiguous(struct scan_walk *w, struct strbuf *audit)
+static void scan_mark_ambiguous(struct scan_request *s, struct strbuf *audit)
 {
-	if (w->count)
-		qsort(w->hits, w->count, sizeof(*w->hits), compare_hits);
-	for (size_t i = 0, j; i < w->count; i = j) {
-		struct ps_scan_entry *e = &w->hits[i].entry;
-		for (j = i + 1; j < w->count && compare_hits(&w->hits[i], &w->hits[j]) == 0; j++)
+	if (s->n_hits)
+		qsort(s->hits, s->n_hits, sizeof(*s->hits), compare_hits);
+	for (size_t i = 0, j; i < s->n_hits; i = j) {
+		const struct ps_scan_entry *e = &s->hits[i].entry;
+		for (j = i + 1; j < s->n_hits && compare_hits(&s->hits[i], &s->hits[j]) == 0; j++)
 			;
-		if (e->kind != PS_SCAN_MATCH || (j - i == 1 && !node_wanted_twice(w->s, e->index)))
+		if (e->kind != PS_SCAN_AMBIGUOUS && (e->kind != PS_SCAN_MATCH || j - i == 1))
 			continue;
 		strbuf_appendf(audit, " conflict=%u:", e->index);
 		for (size_t k = i; k < j; k++) {
-			w->hits[k].entry.kind = PS_SCAN_AMBIGUOUS;
-			w->hits[k].entry.has_pidfd = 0;
-			w->hits[k].pidfd = safe_close(w->hits[k].pidfd);
-			strbuf_appendf(audit, "%s%d", k > i ? "," : "", w->hits[k].entry.pid);
+			s->hits[k].entry.kind = PS_SCAN_AMBIGUOUS;
+			s->hits[k].entry.has_pidfd = 0;
+			s->hits[k].pidfd = safe_close(s->hits[k].pidfd);
+			strbuf_appendf(audit, "%s%d", k > i ? "," : "", s->hits[k].entry.pid);
 		}
 	}
-}
-
-/* Request entries whose socket could not be looked at: their VMs' liveness is unknown. */
-static int scan_add_unknown(struct scan_walk *w)
-{
-	for (size_t i = 0; i < w->s->count; i++) {
-		const struct wanted_socket *ws = &w->s->wanted[i];
-		if (ws->err == 0)
-			continue;
-		int r = scan_hit_add(w, PS_SCAN_UNKNOWN, ws->index, 0, 0, -1, NULL);
-		if (r < 0)
-			return r;
-		w->hits[w->count - 1].entry.err = ws->err;
-	}
-	return 0;
 }
 
 int asroot_scan_send(struct helper *h, struct asroot_call *c)
@@ -453,59 +420,44 @@ int asroot_scan_send(struct helper *h, struct asroot_call *c)
 	return r;
 }
 
-static void scan_close_roots(struct scan_request *s)
-{
-	for (size_t i = 0; s->root_fds_open && i < PS_POLICY_MAX_ROOTS; i++)
-		s->root_fds[i] = safe_close(s->root_fds[i]);
-	s->root_fds_open = false;
-}
-
 void scan_request_reset(struct scan_request *s)
 {
 	for (size_t i = 0; i < s->n_hits; i++)
 		safe_close(s->hits[i].pidfd);
 	free(s->hits);
 	free(s->wanted);
-	scan_close_roots(s);
 	memset(s, 0, sizeof(*s));
 }
 
-/* The api socket roots, open for the whole scan (-1 for one that cannot be: opened per path). */
-static void scan_open_roots(struct scan_request *s, const struct ps_policy *policy)
-{
-	for (size_t i = 0; i < PS_POLICY_MAX_ROOTS; i++)
-		s->root_fds[i] =
-		    i < policy->n_api_sock_roots
-			? open(policy->api_sock_roots[i], O_PATH | O_DIRECTORY | O_CLOEXEC)
-			: -1;
-	s->root_fds_open = true;
-}
-
-/* Resolve each socket of a part to its node now: the request keeps nodes, never paths. */
+/*
+ * Resolve each socket of a part to its node now: the request keeps nodes,
+ * never paths. A socket that could not be looked at is answered unknown.
+ */
 static int scan_want(struct scan_request *s, const struct ps_policy *policy,
 		     const struct ps_scan *q)
 {
-	if (s->count + q->count > s->capacity) {
-		size_t cap = s->capacity ? s->capacity : PS_SCAN_PART_MAX;
-		while (cap < s->count + q->count)
-			cap *= 2;
-		struct wanted_socket *n = realloc(s->wanted, cap * sizeof(*n));
-		if (!n)
-			return -ENOMEM;
-		s->wanted = n;
-		s->capacity = cap;
-	}
-	for (uint32_t i = 0; i < q->count; i++) {
+	int roots[PS_POLICY_MAX_ROOTS], r = 0;
+
+	/* Each root opened once for the part (-1 for one that cannot be: opened per path). */
+	for (uint32_t i = 0; i < policy->n_api_sock_roots; i++)
+		roots[i] = open(policy->api_sock_roots[i], O_PATH | O_DIRECTORY | O_CLOEXEC);
+	for (uint32_t i = 0; r == 0 && i < q->count; i++) {
 		struct wanted_socket *ws = &s->wanted[s->count];
-		memset(ws, 0, sizeof(*ws));
-		ws->index = q->part * PS_SCAN_PART_MAX + i;
-		int r = api_sock_node(policy, s->root_fds, q->sockets[i], &ws->node);
-		if (r == 0)
+		uint32_t index = q->part * PS_SCAN_PART_MAX + i;
+		int err = api_sock_node(policy, roots, q->sockets[i], &ws->node);
+		if (err == 0) {
+			ws->index = index;
 			s->count++;
-		else if (!no_such_socket(r))
-			ws->err = r, s->count++; /* kept, with a node nothing matches */
+		} else if (!no_such_socket(err)) {
+			struct ps_scan_entry *e = scan_hit_add(s, PS_SCAN_UNKNOWN, index, -1);
+			r = e ? 0 : -ENOMEM;
+			if (e)
+				e->err = err;
+		}
 	}
-	return 0;
+	for (uint32_t i = 0; i < policy->n_api_sock_roots; i++)
+		safe_close(roots[i]);
+	return r;
 }
 
 /* Collect one part; a part that does not continue the scan under way is a violation. */
@@ -515,10 +467,12 @@ static int scan_collect(struct helper *h, const struct ps_message *m, char *why,
 	const struct ps_scan *q = &m->payload.scan;
 
 	if (q->part == 0 && s->next_part == 0) {
-		scan_open_roots(s, &h->policy);
 		s->request_id = m->header.request_id;
 		s->nparts = q->nparts;
 		s->caller = q->caller;
+		/* Room for every socket the parts may name (nparts is bounded by the decoder). */
+		s->wanted = calloc((size_t)q->nparts * PS_SCAN_PART_MAX, sizeof(*s->wanted));
+		s->err = s->wanted ? 0 : -ENOMEM;
 	} else if (s->next_part == 0 || q->part != s->next_part || q->nparts != s->nparts ||
 		   m->header.request_id != s->request_id ||
 		   memcmp(&q->caller, &s->caller, sizeof(q->caller)) != 0) {
@@ -536,36 +490,28 @@ static int scan_collect(struct helper *h, const struct ps_message *m, char *why,
 	return 0;
 }
 
-/* One /proc walk for every socket of the request; the hits go to s for asroot_scan_send(). */
+/* One /proc walk for every socket of the request; the hits stay in h->scan for the reply. */
 static int scan_run(struct helper *h, struct strbuf *args)
 {
 	struct scan_request *s = &h->scan;
-	struct scan_walk w = {.h = h, .s = s};
-	int err = s->err;
-
-	if (err == 0) {
-		if (s->count) /* qsort(NULL, 0, ...) is undefined behaviour */
-			qsort(s->wanted, s->count, sizeof(*s->wanted), compare_nodes);
-		err = scan_proc(&w);
-	}
-	if (err == 0)
-		err = scan_add_unknown(&w);
-	if (err == 0)
-		scan_mark_ambiguous(&w, args);
 	size_t kinds[PS_SCAN_UNKNOWN + 1] = {0};
-	for (size_t i = 0; i < w.count; i++)
-		kinds[w.hits[i].entry.kind]++;
+
+	if (s->err == 0 && s->count) { /* qsort(NULL, 0, ...) is undefined behaviour */
+		qsort(s->wanted, s->count, sizeof(*s->wanted), compare_nodes);
+		for (size_t i = 1; i < s->count; i++)
+			if (compare_nodes(&s->wanted[i - 1], &s->wanted[i]) == 0)
+				s->wanted[i - 1].twice = s->wanted[i].twice = true;
+	}
+	if (s->err == 0)
+		s->err = scan_proc(h);
+	if (s->err == 0)
+		scan_mark_ambiguous(s, args);
+	for (size_t i = 0; i < s->n_hits; i++)
+		kinds[s->hits[i].entry.kind]++;
 	strbuf_appendf(args, " matched=%zu orphans=%zu ambiguous=%zu unknown=%zu uninspected=%u",
 		       kinds[PS_SCAN_MATCH], kinds[PS_SCAN_ORPHAN], kinds[PS_SCAN_AMBIGUOUS],
-		       kinds[PS_SCAN_UNKNOWN], w.uninspected);
-	/* Hold nothing of the walk's once bangerd has its answer (it may look at our fds then). */
-	scan_close_roots(s);
-	listener_table_free(&w.listeners);
-	s->hits = TAKE_PTR(w.hits);
-	s->n_hits = w.count;
-	s->uninspected = w.uninspected;
-	s->err = err;
-	return err;
+		       kinds[PS_SCAN_UNKNOWN], s->uninspected);
+	return s->err;
 }
 
 int asroot_scan(struct helper *h, struct asroot_call *c)

@@ -21,7 +21,7 @@
 #define SYS_pidfd_open 434
 #endif
 
-#define DELETED_SUFFIX " (deleted)"
+#define DELETED_SUFFIX " (deleted)" /* what d_path() appends to an unlinked file */
 
 int pidfd_open_pid(pid_t pid)
 {
@@ -66,28 +66,38 @@ static int readlink_at(int dirfd, const char *name, char *buf, size_t size)
 	return 0;
 }
 
-int read_small_file_at(int dirfd, const char *name, char *buf, size_t cap, size_t *len,
-		       bool *truncated)
+int read_line_at(int dirfd, const char *name, char *buf, size_t size)
 {
+	size_t len = 0;
+
 	_cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return negative_errno();
-	*len = 0;
-	*truncated = false;
-	while (*len < cap) {
-		ssize_t n = read(fd, buf + *len, cap - *len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
+	while (len < size) {
+		ssize_t n = read(fd, buf + len, size - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
 			return negative_errno();
-		}
 		if (n == 0)
-			return 0;
-		*len += (size_t)n;
+			break;
+		len += (size_t)n;
 	}
-	char extra;
-	*truncated = read(fd, &extra, 1) > 0;
-	return 0;
+	if (len > 0 && buf[len - 1] == '\n')
+		len--;
+	if (len == size)
+		return -ENAMETOOLONG; /* no room for the NUL: the line may go on */
+	buf[len] = '\0';
+	return strlen(buf) == len ? 0 : -EINVAL;
+}
+
+bool strip_deleted_suffix(char *path)
+{
+	size_t n = strlen(path), suffix = strlen(DELETED_SUFFIX);
+	if (n <= suffix || strcmp(path + n - suffix, DELETED_SUFFIX) != 0)
+		return false;
+	path[n - suffix] = '\0';
+	return true;
 }
 
 /* ESRCH and ENOENT both mean the process is gone (or was never there). */
@@ -116,11 +126,8 @@ int proc_exe_is_firecracker(const struct ps_policy *policy, int proc_dirfd, bool
 	int r = readlink_at(proc_dirfd, "exe", exe, sizeof(exe));
 	if (r < 0)
 		return gone_as_esrch(r); /* kernel threads have no exe: ENOENT */
-	size_t n = strlen(exe);
-	size_t suffix = strlen(DELETED_SUFFIX);
 	/* A firecracker binary upgraded on disk while the VM runs still is firecracker. */
-	if (n > suffix && strcmp(exe + n - suffix, DELETED_SUFFIX) == 0)
-		exe[n - suffix] = '\0';
+	strip_deleted_suffix(exe);
 	*is_fc = policy_firecracker_name_allowed(policy, path_basename(exe));
 	return 0;
 }
@@ -130,12 +137,8 @@ int proc_exe_is_firecracker(const struct ps_policy *policy, int proc_dirfd, bool
 bool proc_comm_may_be_firecracker(const struct ps_policy *policy, int proc_dirfd)
 {
 	char comm[64];
-	size_t len;
-	bool truncated;
-	if (read_small_file_at(proc_dirfd, "comm", comm, sizeof(comm) - 1, &len, &truncated) < 0)
+	if (read_line_at(proc_dirfd, "comm", comm, sizeof(comm)) < 0)
 		return true; /* cannot tell: assume it may be */
-	comm[len] = '\0';
-	comm[strcspn(comm, "\n")] = '\0';
 	for (uint32_t i = 0; i < policy->n_firecracker_names; i++)
 		if (strncmp(comm, policy->firecracker_names[i], COMM_MAX_BYTES) == 0)
 			return true;
@@ -144,13 +147,10 @@ bool proc_comm_may_be_firecracker(const struct ps_policy *policy, int proc_dirfd
 
 int proc_start_time(int dirfd, uint64_t *start_time)
 {
-	char buf[1024];
-	size_t len;
-	bool truncated;
-	int r = read_small_file_at(dirfd, "stat", buf, sizeof(buf) - 1, &len, &truncated);
+	char buf[2048]; /* comm's 15 bytes and 52 numbers */
+	int r = read_line_at(dirfd, "stat", buf, sizeof(buf));
 	if (r < 0)
 		return gone_as_esrch(r);
-	buf[len] = '\0';
 	/* comm may hold spaces and parentheses: fields start after the last ')'. */
 	char *p = strrchr(buf, ')');
 	if (!p)

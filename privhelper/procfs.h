@@ -25,9 +25,14 @@ int pidfd_open_pid(pid_t pid);
 int pidfd_get_pid(int pidfd);
 bool pidfd_has_exited(int pidfd);
 
-/* Read a whole small /proc or sysfs file into buf; *truncated is set when it did not fit. */
-int read_small_file_at(int dirfd, const char *name, char *buf, size_t cap, size_t *len,
-		       bool *truncated);
+/*
+ * Read a one-line /proc or sysfs file, dirfd/name, into buf without its
+ * newline. Returns 0, -ENAMETOOLONG when it does not fit, -EINVAL for an
+ * embedded NUL, or -errno (-ENOENT once the object is gone).
+ */
+int read_line_at(int dirfd, const char *name, char *buf, size_t size);
+/* Cut the " (deleted)" the kernel appends to the name of an unlinked file; whether it was there. */
+bool strip_deleted_suffix(char *path);
 
 /* /proc/PID as an O_PATH directory fd, or -ESRCH. */
 int proc_open_dir(pid_t pid);

@@ -18,6 +18,7 @@
 #include "log.h"
 #include "macro.h"
 #include "policy.h"
+#include "procfs.h"
 #include "teardown.h"
 
 #define TAP_LINK_KIND "tun" /* IFLA_INFO_KIND of tun and tap devices alike */
@@ -34,28 +35,18 @@ static void rtnl_link_putp(struct rtnl_link **link)
 		rtnl_link_put(*link);
 }
 
-/* libnl answers with its own codes (NLE_*); the wire carries errnos. */
+/* libnl answers with its own codes (NLE_*); the wire carries errnos. Others are EIO. */
 static int nlerr_to_errno(int nlerr)
 {
-	switch (abs(nlerr)) {
-	case NLE_OBJ_NOTFOUND:
-	case NLE_NODEV:
-		return -ENODEV;
-	case NLE_PERM:
-		return -EPERM;
-	case NLE_NOACCESS:
-		return -EACCES;
-	case NLE_NOMEM:
-		return -ENOMEM;
-	case NLE_BUSY:
-		return -EBUSY;
-	case NLE_INVAL:
-		return -EINVAL;
-	case NLE_OPNOTSUPP:
-		return -EOPNOTSUPP;
-	default:
-		return -EIO;
-	}
+	static const int errnos[][2] = {
+	    {NLE_OBJ_NOTFOUND, ENODEV}, {NLE_NODEV, ENODEV},	     {NLE_PERM, EPERM},
+	    {NLE_NOACCESS, EACCES},	{NLE_NOMEM, ENOMEM},	     {NLE_BUSY, EBUSY},
+	    {NLE_INVAL, EINVAL},	{NLE_OPNOTSUPP, EOPNOTSUPP},
+	};
+	for (size_t i = 0; i < ELEMENTSOF(errnos); i++)
+		if (errnos[i][0] == abs(nlerr))
+			return -errnos[i][1];
+	return -EIO;
 }
 
 bool tap_name_check(const struct ps_policy *p, struct ps_teardown_result *r)
@@ -79,7 +70,7 @@ static int tap_sysfs_open(const char *name, int ifindex, int *dirfd)
 	_cleanup_close_ int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return negative_errno();
-	int r = sysfs_read_line(fd, "ifindex", value, sizeof(value));
+	int r = read_line_at(fd, "ifindex", value, sizeof(value));
 	if (r < 0)
 		return r;
 	if (strtol(value, NULL, 10) != ifindex)
@@ -99,7 +90,7 @@ static int tap_is_tap(const char *name, int ifindex, const char *kind)
 	int r = tap_sysfs_open(name, ifindex, &dirfd);
 	if (r < 0)
 		return r;
-	r = sysfs_read_line(dirfd, "tun_flags", flags, sizeof(flags));
+	r = read_line_at(dirfd, "tun_flags", flags, sizeof(flags));
 	if (r < 0)
 		return r;
 	return (strtoul(flags, NULL, 16) & IFF_TAP) != 0;

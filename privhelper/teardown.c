@@ -16,7 +16,6 @@
 #include "helper.h"
 #include "log.h"
 #include "path.h"
-#include "procfs.h"
 #include "teardown.h"
 
 static_assert(PS_DM_NAME_MAX <= PS_PATH_MAX && PS_IFNAME_MAX <= PS_PATH_MAX,
@@ -33,21 +32,6 @@ static const struct teardown_kind teardown_kinds[] = {
     [PS_RESOURCE_LOOP] = {loop_name_check, loop_teardown},
     [PS_RESOURCE_TAP] = {tap_name_check, tap_teardown},
 };
-
-int sysfs_read_line(int dirfd, const char *name, char *buf, size_t size)
-{
-	size_t len;
-	bool truncated;
-	int r = read_small_file_at(dirfd, name, buf, size, &len, &truncated);
-	if (r < 0)
-		return r;
-	if (len > 0 && buf[len - 1] == '\n')
-		len--;
-	if (truncated || len >= size)
-		return -ENAMETOOLONG;
-	buf[len] = '\0';
-	return strlen(buf) == len ? 0 : -EINVAL;
-}
 
 void sleep_ms(long ms)
 {

@@ -27,13 +27,6 @@ void loop_teardown(const struct ps_policy *p, struct ps_teardown_result *r);
 bool dm_name_check(const struct ps_policy *p, struct ps_teardown_result *r);
 void dm_teardown(const struct ps_policy *p, struct ps_teardown_result *r);
 
-/*
- * Read a one-line sysfs attribute, dirfd/name, into buf without its
- * newline. Returns 0, -ENAMETOOLONG when it does not fit, or -errno
- * (-ENOENT once the object is gone).
- */
-int sysfs_read_line(int dirfd, const char *name, char *buf, size_t size);
-
 /* Pause a retry loop (not interruptible by anything the helper expects). */
 void sleep_ms(long ms);
 

@@ -31,7 +31,6 @@
 #define DIAG_TIMEOUT_SEC  2
 #define SOCKET_LINK_MAX	  64 /* "socket:[18446744073709551615]" fits */
 #define KERNEL_MINOR_BITS 20
-#define DIAG_NO_COOKIE	  (~0u) /* INET_DIAG_NOCOOKIE: match any socket of that inode */
 
 int netns_home_open(struct netns_home *home)
 {
@@ -74,13 +73,21 @@ int unix_node_of_fd(int fd, struct unix_node *node)
 	return 0;
 }
 
-int diag_socket_for(const struct netns_home *home, int proc_dirfd)
+/* The inode of the network namespace of the process at proc_dirfd; -ESRCH when it is gone. */
+static int netns_of(int proc_dirfd, uint64_t *ino)
 {
 	struct stat st;
 	if (fstatat(proc_dirfd, "ns/net", &st, 0) < 0)
 		return errno == ENOENT ? -ESRCH : negative_errno();
+	*ino = st.st_ino;
+	return 0;
+}
+
+/* A sock_diag socket in the network namespace netns (of the process at proc_dirfd). */
+static int diag_socket_for(const struct netns_home *home, int proc_dirfd, uint64_t netns)
+{
 	_cleanup_close_ int ns = -1;
-	if (st.st_ino != home->ino) {
+	if (netns != home->ino) {
 		ns = openat(proc_dirfd, "ns/net", O_RDONLY | O_CLOEXEC);
 		if (ns < 0)
 			return errno == ENOENT ? -ESRCH : negative_errno();
@@ -102,78 +109,25 @@ int diag_socket_for(const struct netns_home *home, int proc_dirfd)
 	return fd >= 0 ? fd : err;
 }
 
-typedef int (*diag_fn)(const struct unix_diag_msg *m, const struct unix_diag_vfs *vfs,
-		       const char *name, size_t name_len, void *userdata);
-
-static int diag_parse(const struct nlmsghdr *h, diag_fn fn, void *userdata)
+/* One answer of the dump: a listening stream socket bound to a node goes into the table. */
+static int table_add(struct listener_table *t, const struct nlmsghdr *h)
 {
 	const struct unix_diag_msg *m = NLMSG_DATA(h);
-	if (h->nlmsg_len < NLMSG_LENGTH(sizeof(*m)))
-		return -EPROTO;
 	const struct unix_diag_vfs *vfs = NULL;
 	const char *name = NULL;
 	size_t name_len = 0;
+
+	if (h->nlmsg_len < NLMSG_LENGTH(sizeof(*m)))
+		return -EPROTO;
 	int len = (int)(h->nlmsg_len - NLMSG_LENGTH(sizeof(*m)));
 	for (struct rtattr *a = (struct rtattr *)(m + 1); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
 		if (a->rta_type == UNIX_DIAG_VFS && RTA_PAYLOAD(a) >= sizeof(*vfs))
 			vfs = RTA_DATA(a);
-		else if (a->rta_type == UNIX_DIAG_NAME) {
+		else if (a->rta_type == UNIX_DIAG_NAME && RTA_PAYLOAD(a) > 0) {
 			name = RTA_DATA(a);
 			name_len = RTA_PAYLOAD(a);
 		}
 	}
-	return fn(m, vfs, name, name_len, userdata);
-}
-
-/* Send one request and hand every answer to fn; 0 at the end of the answers, or -errno. */
-static int diag_query(int fd, const struct unix_diag_req *req, bool dump, diag_fn fn,
-		      void *userdata)
-{
-	struct {
-		struct nlmsghdr h;
-		struct unix_diag_req r;
-	} q = {
-	    .h = {.nlmsg_len = sizeof(q),
-		  .nlmsg_type = SOCK_DIAG_BY_FAMILY,
-		  .nlmsg_flags = (uint16_t)(NLM_F_REQUEST | (dump ? NLM_F_DUMP : 0))},
-	    .r = *req,
-	};
-	struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
-	if (sendto(fd, &q, sizeof(q), 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0)
-		return negative_errno();
-	_cleanup_free_ char *buf = malloc(DIAG_RECV_BYTES);
-	if (!buf)
-		return -ENOMEM;
-	for (;;) {
-		ssize_t n = recv(fd, buf, DIAG_RECV_BYTES, 0);
-		if (n < 0)
-			return errno == EINTR ? -EINTR : negative_errno();
-		/* NLMSG_OK/NEXT compare signed with unsigned: the same walk, spelled out. */
-		for (size_t off = 0, step; off + sizeof(struct nlmsghdr) <= (size_t)n;
-		     off += step) {
-			struct nlmsghdr *h = (struct nlmsghdr *)(buf + off);
-			if (h->nlmsg_len < sizeof(*h) || h->nlmsg_len > (size_t)n - off)
-				return -EPROTO;
-			step = NLMSG_ALIGN(h->nlmsg_len);
-			if (h->nlmsg_type == NLMSG_DONE)
-				return 0;
-			if (h->nlmsg_type == NLMSG_ERROR) {
-				const struct nlmsgerr *e = NLMSG_DATA(h);
-				return e->error;
-			}
-			int r = diag_parse(h, fn, userdata);
-			if (r < 0)
-				return r;
-			if (!dump)
-				return 0;
-		}
-	}
-}
-
-static int table_add(const struct unix_diag_msg *m, const struct unix_diag_vfs *vfs,
-		     const char *name, size_t name_len, void *userdata)
-{
-	struct listener_table *t = userdata;
 	/* Unbound and abstract listeners have no node: nothing can name them by path. */
 	if (!vfs || m->udiag_type != SOCK_STREAM || m->udiag_state != TCP_LISTEN)
 		return 0;
@@ -188,36 +142,74 @@ static int table_add(const struct unix_diag_msg *m, const struct unix_diag_vfs *
 	struct unix_listener *l = &t->v[t->n];
 	l->sock_ino = m->udiag_ino;
 	l->node = (struct unix_node){.dev = vfs->udiag_vfs_dev, .ino = vfs->udiag_vfs_ino};
-	l->name = name && name_len ? strndup(name, name_len) : NULL;
-	if (name && name_len && !l->name)
+	l->name = name ? strndup(name, name_len) : NULL;
+	if (name && !l->name)
 		return -ENOMEM;
 	t->n++;
 	t->sorted = false;
 	return 0;
 }
 
+/* Dump the listeners of fd's namespace into the table; 0 at the end of the answers, or -errno. */
+static int diag_dump(int fd, struct listener_table *t)
+{
+	struct {
+		struct nlmsghdr h;
+		struct unix_diag_req r;
+	} q = {
+	    .h = {.nlmsg_len = sizeof(q),
+		  .nlmsg_type = SOCK_DIAG_BY_FAMILY,
+		  .nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP},
+	    .r = {.sdiag_family = AF_UNIX,
+		  .udiag_states = 1u << TCP_LISTEN,
+		  .udiag_show = UDIAG_SHOW_VFS | UDIAG_SHOW_NAME},
+	};
+	struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+	if (sendto(fd, &q, sizeof(q), 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0)
+		return negative_errno();
+	_cleanup_free_ char *buf = malloc(DIAG_RECV_BYTES);
+	if (!buf)
+		return -ENOMEM;
+	for (;;) {
+		ssize_t n = recv(fd, buf, DIAG_RECV_BYTES, 0);
+		if (n < 0)
+			return negative_errno();
+		/* NLMSG_OK/NEXT compare signed with unsigned: the same walk, spelled out. */
+		for (size_t off = 0, step; off + sizeof(struct nlmsghdr) <= (size_t)n;
+		     off += step) {
+			struct nlmsghdr *h = (struct nlmsghdr *)(buf + off);
+			if (h->nlmsg_len < sizeof(*h) || h->nlmsg_len > (size_t)n - off)
+				return -EPROTO;
+			step = NLMSG_ALIGN(h->nlmsg_len);
+			if (h->nlmsg_type == NLMSG_DONE)
+				return 0;
+			if (h->nlmsg_type == NLMSG_ERROR)
+				return ((const struct nlmsgerr *)NLMSG_DATA(h))->error;
+			int r = table_add(t, h);
+			if (r < 0)
+				return r;
+		}
+	}
+}
+
 int listener_table_cover(struct listener_table *t, const struct netns_home *home, int proc_dirfd)
 {
-	struct stat st;
-	if (fstatat(proc_dirfd, "ns/net", &st, 0) < 0)
-		return errno == ENOENT ? -ESRCH : negative_errno();
+	uint64_t netns;
+	int r = netns_of(proc_dirfd, &netns);
+	if (r < 0)
+		return r;
 	for (size_t i = 0; i < t->n_netns; i++)
-		if (t->netns[i] == st.st_ino)
+		if (t->netns[i] == netns)
 			return 0;
 	if (t->n_netns == UNIXSOCK_MAX_NETNS)
 		return -E2BIG;
-	_cleanup_close_ int fd = diag_socket_for(home, proc_dirfd);
+	_cleanup_close_ int fd = diag_socket_for(home, proc_dirfd, netns);
 	if (fd < 0)
 		return fd;
-	struct unix_diag_req req = {
-	    .sdiag_family = AF_UNIX,
-	    .udiag_states = 1u << TCP_LISTEN,
-	    .udiag_show = UDIAG_SHOW_VFS | UDIAG_SHOW_NAME,
-	};
-	int r = diag_query(fd, &req, true, table_add, t);
+	r = diag_dump(fd, t);
 	if (r < 0)
 		return r;
-	t->netns[t->n_netns++] = st.st_ino;
+	t->netns[t->n_netns++] = netns;
 	return 0;
 }
 
@@ -246,51 +238,12 @@ void listener_table_free(struct listener_table *t)
 	memset(t, 0, sizeof(*t));
 }
 
-struct check {
-	const struct unix_node *node;
-	bool listening;
-};
-
-static int check_one(const struct unix_diag_msg *m, const struct unix_diag_vfs *vfs,
-		     const char *name, size_t name_len, void *userdata)
-{
-	struct check *c = userdata;
-	(void)name;
-	(void)name_len;
-	struct unix_node got = vfs ? (struct unix_node){vfs->udiag_vfs_dev, vfs->udiag_vfs_ino}
-				   : (struct unix_node){0, 0};
-	c->listening = vfs && m->udiag_type == SOCK_STREAM && m->udiag_state == TCP_LISTEN &&
-		       unix_node_equal(&got, c->node);
-	return 0;
-}
-
-int listener_check(int diag_fd, uint64_t sock_ino, const struct unix_node *node)
-{
-	struct unix_diag_req req = {
-	    .sdiag_family = AF_UNIX,
-	    .udiag_ino = (uint32_t)sock_ino,
-	    .udiag_show = UDIAG_SHOW_VFS,
-	    .udiag_cookie = {DIAG_NO_COOKIE, DIAG_NO_COOKIE},
-	};
-	struct check c = {.node = node};
-	int r = diag_query(diag_fd, &req, false, check_one, &c);
-	/* ENOENT: not a unix socket of that namespace (a TCP one, or closed meanwhile). */
-	if (r == -ENOENT)
-		return 0;
-	return r < 0 ? r : c.listening;
-}
-
+/* A socket's fd link, as only the kernel writes it: "socket:[ino]" (a file's link starts '/'). */
 static bool parse_socket_link(const char *link, uint64_t *ino)
 {
-	char *end;
-	if (strncmp(link, "socket:[", 8) != 0)
-		return false;
-	errno = 0;
-	unsigned long long v = strtoull(link + 8, &end, 10);
-	if (errno || end == link + 8 || strcmp(end, "]") != 0)
-		return false;
-	*ino = v;
-	return true;
+	int end = 0;
+	return sscanf(link, "socket:[%" SCNu64 "]%n", ino, &end) == 1 && end > 0 &&
+	       link[end] == '\0';
 }
 
 int proc_for_each_socket(int proc_dirfd, socket_fn fn, void *userdata)

@@ -67,14 +67,6 @@ int listener_table_cover(struct listener_table *t, const struct netns_home *home
 const struct unix_listener *listener_table_find(struct listener_table *t, uint64_t sock_ino);
 void listener_table_free(struct listener_table *t);
 
-/* A sock_diag socket in the network namespace of the process at proc_dirfd, or -errno. */
-int diag_socket_for(const struct netns_home *home, int proc_dirfd);
-/*
- * Is the socket sock_ino, of diag_fd's network namespace, listening on
- * node? One exact sock_diag query, for PROBE. Returns 1, 0, or -errno.
- */
-int listener_check(int diag_fd, uint64_t sock_ino, const struct unix_node *node);
-
 /*
  * Call fn for every socket the process holds (its socket inode), until fn
  * returns non-zero (that value is returned). 0 when all were seen, -ESRCH

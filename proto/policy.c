@@ -14,119 +14,81 @@ void policy_init(struct ps_policy *p)
 	memset(p, 0, sizeof(*p));
 }
 
-/* A name prefix must be non-empty (an empty one would allow everything) and printable. */
-static int set_prefix(char *field, size_t size, const char *prefix)
+#define SINGLE(field, kind)                                                                        \
+	kind, offsetof(struct ps_policy, field), sizeof(((struct ps_policy *)0)->field), 0, 0
+#define LIST(field, count, kind)                                                                   \
+	kind, offsetof(struct ps_policy, field), sizeof(((struct ps_policy *)0)->field),           \
+	    sizeof(((struct ps_policy *)0)->field[0]), offsetof(struct ps_policy, count)
+
+/* In the order of the POLICY_FLAG_* names (policy.h). */
+const struct policy_flag policy_flags[POLICY_N_FLAGS] = {
+    {"--tap-prefix", "PREFIX", "tap devices banger may delete", SINGLE(tap_prefix, POLICY_PREFIX)},
+    {"--dm-prefix", "PREFIX", "DM names banger may remove", SINGLE(dm_prefix, POLICY_PREFIX)},
+    {"--dm-uuid-prefix", "PREFIX", "DM uuids banger may remove",
+     SINGLE(dm_uuid_prefix, POLICY_PREFIX)},
+    {"--loop-root", "DIR", "loop backing files must lie below (repeatable)",
+     LIST(loop_roots, n_loop_roots, POLICY_ROOT)},
+    {"--api-sock-root", "DIR", "firecracker api sockets must lie below (repeatable)",
+     LIST(api_sock_roots, n_api_sock_roots, POLICY_ROOT)},
+    {"--firecracker-name", "NAME", "executable names that count as firecracker (repeatable)",
+     LIST(firecracker_names, n_firecracker_names, POLICY_NAME)},
+};
+
+/* May value be a setting of this kind, in a field of size bytes? 0 or -errno. */
+static int check_value(enum policy_kind kind, const char *value, size_t size)
 {
-	if (prefix[0] == '\0')
-		return -EINVAL;
-	for (const char *s = prefix; *s; s++)
+	size_t len = strlen(value);
+
+	if (kind == POLICY_ROOT) /* "/" as a root would make the policy a no-op */
+		return path_is_normal_absolute(value) && strcmp(value, "/") != 0 ? 0 : -EINVAL;
+	if (kind == POLICY_NAME)
+		return len > 0 && !strchr(value, '/') ? 0 : -EINVAL;
+	/* A prefix leaves room for a name after it, and an empty one would allow everything. */
+	if (len + 2 > size)
+		return -ENAMETOOLONG;
+	for (const char *s = value; *s; s++)
 		if (*s <= ' ' || *s > '~' || *s == '/')
 			return -EINVAL;
-	return field_set(field, size, prefix);
+	return len > 0 ? 0 : -EINVAL;
 }
 
-int policy_set_tap_prefix(struct ps_policy *p, const char *prefix)
+int policy_flag_set(const struct policy_flag *f, struct ps_policy *p, const char *value)
 {
-	/* Leave room for at least one character after the prefix within IFNAMSIZ - 1. */
-	if (strlen(prefix) >= PS_IFNAME_MAX - 1)
-		return -ENAMETOOLONG;
-	return set_prefix(p->tap_prefix, sizeof(p->tap_prefix), prefix);
-}
+	char *field = (char *)p + f->offset;
+	size_t size = f->entry_size ? f->entry_size : f->size;
+	uint32_t n;
 
-int policy_set_dm_prefix(struct ps_policy *p, const char *prefix)
-{
-	return set_prefix(p->dm_prefix, sizeof(p->dm_prefix), prefix);
-}
-
-int policy_set_dm_uuid_prefix(struct ps_policy *p, const char *prefix)
-{
-	return set_prefix(p->dm_uuid_prefix, sizeof(p->dm_uuid_prefix), prefix);
-}
-
-static int add_root(char (*roots)[PS_PATH_MAX], uint32_t *n, const char *root)
-{
-	if (!path_is_normal_absolute(root) || strcmp(root, "/") == 0)
-		return -EINVAL; /* "/" as a root would make the policy a no-op */
-	for (uint32_t i = 0; i < *n; i++)
-		if (strcmp(roots[i], root) == 0)
-			return 0;
-	if (*n >= PS_POLICY_MAX_ROOTS)
+	int r = check_value(f->kind, value, size);
+	if (r < 0 || f->entry_size == 0)
+		return r < 0 ? r : field_set(field, size, value);
+	memcpy(&n, (char *)p + f->count_offset, sizeof(n));
+	for (uint32_t i = 0; i < n; i++)
+		if (strcmp(field + i * size, value) == 0)
+			return 0; /* given twice: one entry */
+	if (n >= f->size / size)
 		return -E2BIG;
-	int r = field_set(roots[*n], PS_PATH_MAX, root);
-	if (r < 0)
-		return r;
-	(*n)++;
-	return 0;
-}
-
-int policy_add_loop_root(struct ps_policy *p, const char *root)
-{
-	return add_root(p->loop_roots, &p->n_loop_roots, root);
-}
-
-int policy_add_api_sock_root(struct ps_policy *p, const char *root)
-{
-	return add_root(p->api_sock_roots, &p->n_api_sock_roots, root);
-}
-
-int policy_add_firecracker_name(struct ps_policy *p, const char *name)
-{
-	if (name[0] == '\0' || strchr(name, '/'))
-		return -EINVAL;
-	for (uint32_t i = 0; i < p->n_firecracker_names; i++)
-		if (strcmp(p->firecracker_names[i], name) == 0)
-			return 0;
-	if (p->n_firecracker_names >= PS_POLICY_MAX_NAMES)
-		return -E2BIG;
-	int r = field_set(p->firecracker_names[p->n_firecracker_names], PS_EXE_NAME_MAX, name);
-	if (r < 0)
-		return r;
-	p->n_firecracker_names++;
-	return 0;
+	r = field_set(field + n * size, size, value);
+	n += r == 0;
+	memcpy((char *)p + f->count_offset, &n, sizeof(n));
+	return r;
 }
 
 int policy_finish(struct ps_policy *p, char *why, size_t why_size)
 {
-	if (p->n_firecracker_names == 0)
-		policy_add_firecracker_name(p, POLICY_DEFAULT_FIRECRACKER_NAME);
-	const char *missing = NULL;
-	if (p->tap_prefix[0] == '\0')
-		missing = "tap prefix";
-	else if (p->dm_prefix[0] == '\0')
-		missing = "dm prefix";
-	else if (p->dm_uuid_prefix[0] == '\0')
-		missing = "dm uuid prefix";
-	else if (p->n_loop_roots == 0)
-		missing = "loop root";
-	else if (p->n_api_sock_roots == 0)
-		missing = "api socket root";
-	if (missing) {
-		snprintf(why, why_size, "policy has no %s", missing);
-		return -EINVAL;
+	if (p->n_firecracker_names == 0) {
+		field_set(p->firecracker_names[0], PS_EXE_NAME_MAX,
+			  POLICY_DEFAULT_FIRECRACKER_NAME);
+		p->n_firecracker_names = 1;
+	}
+	/* A setting is missing when its (first) string is empty. */
+	for (size_t i = 0; i < POLICY_N_FLAGS; i++) {
+		if (((const char *)p + policy_flags[i].offset)[0] == '\0') {
+			snprintf(why, why_size, "policy has no %s", policy_flags[i].flag);
+			return -EINVAL;
+		}
 	}
 	return 0;
 }
-
-#define SINGLE(field)                                                                              \
-	offsetof(struct ps_policy, field), sizeof(((struct ps_policy *)0)->field), 0, 0
-#define LIST(field, count)                                                                         \
-	offsetof(struct ps_policy, field), sizeof(((struct ps_policy *)0)->field),                 \
-	    sizeof(((struct ps_policy *)0)->field[0]), offsetof(struct ps_policy, count)
-
-const struct policy_flag policy_flags[POLICY_N_FLAGS] = {
-    {"--tap-prefix", "PREFIX", "tap devices banger may delete", policy_set_tap_prefix,
-     SINGLE(tap_prefix)},
-    {"--dm-prefix", "PREFIX", "DM names banger may remove", policy_set_dm_prefix,
-     SINGLE(dm_prefix)},
-    {"--dm-uuid-prefix", "PREFIX", "DM uuids banger may remove", policy_set_dm_uuid_prefix,
-     SINGLE(dm_uuid_prefix)},
-    {"--loop-root", "DIR", "loop backing files must lie below (repeatable)", policy_add_loop_root,
-     LIST(loop_roots, n_loop_roots)},
-    {"--api-sock-root", "DIR", "firecracker api sockets must lie below (repeatable)",
-     policy_add_api_sock_root, LIST(api_sock_roots, n_api_sock_roots)},
-    {"--firecracker-name", "NAME", "executable names that count as firecracker (repeatable)",
-     policy_add_firecracker_name, LIST(firecracker_names, n_firecracker_names)},
-};
 
 static const char *root_of(const char (*roots)[PS_PATH_MAX], uint32_t n, const char *path)
 {

@@ -16,19 +16,6 @@
 
 void policy_init(struct ps_policy *p);
 
-/* Each returns 0 or -EINVAL/-ENAMETOOLONG/-E2BIG; the message says why. */
-int policy_set_tap_prefix(struct ps_policy *p, const char *prefix);
-int policy_set_dm_prefix(struct ps_policy *p, const char *prefix);
-int policy_set_dm_uuid_prefix(struct ps_policy *p, const char *prefix);
-int policy_add_loop_root(struct ps_policy *p, const char *root);
-int policy_add_api_sock_root(struct ps_policy *p, const char *root);
-int policy_add_firecracker_name(struct ps_policy *p, const char *name);
-
-/* Fill in defaults (firecracker name) and check that every required field is set. */
-int policy_finish(struct ps_policy *p, char *why, size_t why_size);
-
-bool policy_equal(const struct ps_policy *a, const struct ps_policy *b);
-
 /*
  * The policy's settings, one row each: the helper parses its command line
  * with this table, bangerd's configuration takes the same settings from
@@ -37,17 +24,47 @@ bool policy_equal(const struct ps_policy *a, const struct ps_policy *b);
  * flag) keeps entry_size-byte entries at offset and their count at
  * count_offset; a single one is one string field.
  */
+enum policy_kind {
+	POLICY_PREFIX, /* printable, no '/', not empty */
+	POLICY_ROOT,   /* a directory in normal spelling, not "/" */
+	POLICY_NAME,   /* an executable name: not empty, no '/' */
+};
+
 struct policy_flag {
 	const char *flag; /* "--tap-prefix" */
 	const char *meta;
 	const char *help;
-	int (*set)(struct ps_policy *p, const char *value); /* a list's adds one entry */
+	enum policy_kind kind;
 	size_t offset, size;
 	size_t entry_size, count_offset; /* lists only; entry_size 0 for a single value */
 };
 
-#define POLICY_N_FLAGS 6
+/* The rows of policy_flags[], in this order. */
+enum {
+	POLICY_FLAG_TAP_PREFIX,
+	POLICY_FLAG_DM_PREFIX,
+	POLICY_FLAG_DM_UUID_PREFIX,
+	POLICY_FLAG_LOOP_ROOT,
+	POLICY_FLAG_API_SOCK_ROOT,
+	POLICY_FLAG_FIRECRACKER_NAME,
+	POLICY_N_FLAGS
+};
 extern const struct policy_flag policy_flags[POLICY_N_FLAGS];
+
+/* Set a single setting, or add one entry to a list: 0 or -EINVAL/-ENAMETOOLONG/-E2BIG. */
+int policy_flag_set(const struct policy_flag *f, struct ps_policy *p, const char *value);
+/* Fill in defaults (firecracker name) and check that every required field is set. */
+int policy_finish(struct ps_policy *p, char *why, size_t why_size);
+
+/* bangerd's side (policy_args.c): policy_flag_set() by name, for its code and tests. */
+int policy_set_tap_prefix(struct ps_policy *p, const char *prefix);
+int policy_set_dm_prefix(struct ps_policy *p, const char *prefix);
+int policy_set_dm_uuid_prefix(struct ps_policy *p, const char *prefix);
+int policy_add_loop_root(struct ps_policy *p, const char *root);
+int policy_add_api_sock_root(struct ps_policy *p, const char *root);
+int policy_add_firecracker_name(struct ps_policy *p, const char *name);
+
+bool policy_equal(const struct ps_policy *a, const struct ps_policy *b);
 
 /* Empty a list setting (the command line replaces the file's list); a single one is left. */
 void policy_flag_clear(const struct policy_flag *f, struct ps_policy *p);

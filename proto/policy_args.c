@@ -1,13 +1,43 @@
 /*
- * bangerd's side of the policy flags (policy.h): reading its configuration
- * keys and building the helper's command line from policy_flags[]. Kept
- * apart from policy.c so that the helper, which only parses the flags,
- * does not link it.
+ * bangerd's side of the policy flags (policy.h): its setters by name,
+ * reading its configuration keys and building the helper's command line
+ * from policy_flags[]. Kept apart from policy.c so that the helper, which
+ * only parses the flags, does not link it.
  */
 #include <stdint.h>
 #include <string.h>
 
 #include "policy.h"
+
+int policy_set_tap_prefix(struct ps_policy *p, const char *prefix)
+{
+	return policy_flag_set(&policy_flags[POLICY_FLAG_TAP_PREFIX], p, prefix);
+}
+
+int policy_set_dm_prefix(struct ps_policy *p, const char *prefix)
+{
+	return policy_flag_set(&policy_flags[POLICY_FLAG_DM_PREFIX], p, prefix);
+}
+
+int policy_set_dm_uuid_prefix(struct ps_policy *p, const char *prefix)
+{
+	return policy_flag_set(&policy_flags[POLICY_FLAG_DM_UUID_PREFIX], p, prefix);
+}
+
+int policy_add_loop_root(struct ps_policy *p, const char *root)
+{
+	return policy_flag_set(&policy_flags[POLICY_FLAG_LOOP_ROOT], p, root);
+}
+
+int policy_add_api_sock_root(struct ps_policy *p, const char *root)
+{
+	return policy_flag_set(&policy_flags[POLICY_FLAG_API_SOCK_ROOT], p, root);
+}
+
+int policy_add_firecracker_name(struct ps_policy *p, const char *name)
+{
+	return policy_flag_set(&policy_flags[POLICY_FLAG_FIRECRACKER_NAME], p, name);
+}
 
 bool policy_equal(const struct ps_policy *a, const struct ps_policy *b)
 {

@@ -16,22 +16,6 @@
 
 #include "path.h"
 
-/* Every byte of a payload is a named field: no compiler padding can carry stale memory. */
-static_assert(sizeof(struct ps_caller) == 120, "ps_caller layout");
-static_assert(sizeof(struct ps_policy) == 280 + 16 + 2 * PS_POLICY_MAX_ROOTS * PS_PATH_MAX +
-					      PS_POLICY_MAX_NAMES * PS_EXE_NAME_MAX,
-	      "ps_policy layout");
-static_assert(sizeof(struct ps_probe) == 248, "ps_probe layout");
-static_assert(sizeof(struct ps_probe_reply) == 24, "ps_probe_reply layout");
-static_assert(sizeof(struct ps_scan) == 136 + PS_SCAN_PART_MAX * PS_SOCK_PATH_MAX,
-	      "ps_scan layout");
-static_assert(sizeof(struct ps_scan_entry) == 136, "ps_scan_entry layout");
-static_assert(sizeof(struct ps_scan_reply) == 24 + PS_SCAN_REPLY_MAX * 136, "ps_scan_reply layout");
-static_assert(sizeof(struct ps_teardown) == 128 + PS_TEARDOWN_MAX_DM * PS_DM_NAME_MAX +
-						PS_TEARDOWN_MAX_LOOPS * PS_PATH_MAX + PS_IFNAME_MAX,
-	      "ps_teardown layout");
-static_assert(sizeof(struct ps_teardown_result) == 16 + PS_PATH_MAX, "ps_teardown_result layout");
-
 int ps_violation(char *why, size_t why_size, const char *fmt, ...)
 {
 	va_list ap;

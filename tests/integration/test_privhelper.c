@@ -498,6 +498,22 @@ static void scan_identity(void)
 	CHECK(match_a && amb_real && amb_recv, "real a %d, ambiguous b: real %d receiver %d",
 	      match_a, amb_real, amb_recv);
 	t_scan_result_free(&res);
+
+	/* A node the request names twice adopts nobody either: both entries ambiguous. */
+	const char *twice[] = {a, a};
+	size_t named = 0;
+	t_scan(&f.helper, twice, 2, &res);
+	CHECK(res.err == 0, "scan of a twice: err %d", res.err);
+	for (size_t i = 0; i < res.count; i++) {
+		const struct ps_scan_entry *e = &res.entries[i];
+		if (e->kind == PS_SCAN_ORPHAN) /* b's two holders: b is not asked about */
+			continue;
+		CHECK(e->kind == PS_SCAN_AMBIGUOUS && e->pid == real_a && res.pidfds[i] < 0 &&
+			  e->index == named++,
+		      "a twice, entry %zu: kind %u pid %d index %u", i, e->kind, e->pid, e->index);
+	}
+	CHECK(named == 2, "a twice: %zu entries for it", named);
+	t_scan_result_free(&res);
 	t_helper_stop(&f.helper);
 	char *out = t_helper_output(&f.helper);
 	char want[64];

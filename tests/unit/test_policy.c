@@ -11,7 +11,7 @@ int main(void)
 	char why[256];
 
 	policy_init(&p);
-	CHECK(policy_finish(&p, why, sizeof(why)) < 0 && strstr(why, "tap prefix"), "incomplete");
+	CHECK(policy_finish(&p, why, sizeof(why)) < 0 && strstr(why, "--tap-prefix"), "incomplete");
 	CHECK(policy_set_tap_prefix(&p, "") == -EINVAL, "empty prefix allows everything: refused");
 	CHECK(policy_set_tap_prefix(&p, "averyverylongpfx") < 0, "prefix leaves no room");
 	CHECK(policy_set_tap_prefix(&p, "a/b") == -EINVAL, "slash");
@@ -48,7 +48,8 @@ int main(void)
 		for (size_t k = 0; k < POLICY_N_FLAGS; k++)
 			if (strcmp(policy_flags[k].flag, argv[i]) == 0)
 				f = &policy_flags[k];
-		CHECK(f && f->set(&q, argv[i + 1]) == 0, "flag %s %s", argv[i], argv[i + 1]);
+		CHECK(f && policy_flag_set(f, &q, argv[i + 1]) == 0, "flag %s %s", argv[i],
+		      argv[i + 1]);
 	}
 	CHECK(policy_equal(&p, &q), "round trip");
 
