@@ -67,6 +67,9 @@ int unix_node_of_fd(int fd, struct unix_node *node)
 		return negative_errno();
 	if (!S_ISSOCK(st.st_mode))
 		return -ENOTSOCK;
+	/* sock_diag has 32 bits for the inode: a truncated match would be no identity at all. */
+	if (st.st_ino > UINT32_MAX)
+		return -EOVERFLOW;
 	/* sock_diag reports the superblock's s_dev as the kernel keeps it, not stat's encoding. */
 	node->dev = (uint32_t)((major(st.st_dev) << KERNEL_MINOR_BITS) | minor(st.st_dev));
 	node->ino = (uint32_t)st.st_ino;
