@@ -105,6 +105,90 @@ static void reply_vm(struct varlink_call *c, const struct vm_entry *e, int persi
 	varlink_reply(c, varlink_params_end(g), false);
 }
 
+/* Which parameters each error of the service carries, in the order they are written. */
+enum {
+	P_ID = 1 << 0,
+	P_STATE = 1 << 1,
+	P_PID = 1 << 2,
+	P_LIMIT = 1 << 3,
+	P_FILE = 1 << 4,
+	P_KEPT_AS = 1 << 5,
+	P_REASON = 1 << 6,
+};
+
+static const struct {
+	const char *name;
+	unsigned params;
+} service_errors[] = {
+    [SERVICE_NO_SUCH_VM] = {"NoSuchVM", P_ID},
+    [SERVICE_VM_EXISTS] = {"VMExists", P_ID | P_STATE | P_REASON},
+    [SERVICE_TOO_MANY_VMS] = {"TooManyVMs", P_LIMIT},
+    [SERVICE_STORAGE_FAILED] = {"StorageFailed", P_ID | P_FILE},
+    [SERVICE_POLICY_REFUSED] = {"PolicyRefused", P_REASON},
+    [SERVICE_NOT_FIRECRACKER] = {"NotFirecracker", P_ID | P_PID | P_REASON},
+    [SERVICE_STILL_RUNNING] = {"StillRunning", P_ID | P_PID},
+    [SERVICE_NO_HANDLES] = {"NoHandles", P_ID},
+    [SERVICE_CORRUPT_STATE] = {"CorruptState", P_ID | P_FILE | P_KEPT_AS},
+    [SERVICE_HELPER_UNAVAILABLE] = {"HelperUnavailable", P_REASON},
+};
+
+static void gen_opt_string(yajl_gen g, bool wanted, const char *key, const char *value)
+{
+	if (wanted && value)
+		json_gen_kv_string(g, key, value);
+}
+
+static void error_of_result(struct varlink_call *c, const struct service_result *res)
+{
+	unsigned p = service_errors[res->error].params;
+	char name[128];
+	snprintf(name, sizeof(name), IFACE "%s", service_errors[res->error].name);
+	if (p == P_REASON && !res->reason) {
+		varlink_error(c, name, NULL);
+		return;
+	}
+	yajl_gen g = varlink_params_begin();
+	if (g) {
+		gen_opt_string(g, p & P_ID, "id", res->id);
+		gen_opt_string(g, p & P_STATE, "state", res->state);
+		if (p & P_PID)
+			json_gen_kv_int(g, "pid", res->pid);
+		if (p & P_LIMIT)
+			json_gen_kv_int(g, "limit", res->limit);
+		gen_opt_string(g, p & P_FILE, "file", res->file);
+		gen_opt_string(g, p & P_KEPT_AS, "kept_as", res->kept_as);
+		gen_opt_string(g, p & P_REASON, "reason", res->reason);
+	}
+	varlink_error(c, name, varlink_params_end(g));
+}
+
+/* The one place a result of the service becomes a reply. */
+static void api_answer(void *call, const struct service_result *res)
+{
+	struct varlink_call *c = call;
+	if (res->error != SERVICE_OK) {
+		error_of_result(c, res);
+	} else if (res->report) {
+		varlink_reply(c, res->report, false);
+	} else if (res->teardown) {
+		yajl_gen g = varlink_params_begin();
+		if (g) {
+			json_gen_string(g, "results");
+			gen_teardown_results(g, res->results);
+		}
+		varlink_reply(c, varlink_params_end(g), false);
+	} else if (res->vm) {
+		reply_vm(c, res->vm, res->persisted);
+	} else {
+		varlink_reply(c, NULL, false);
+	}
+}
+
+void api_attach(struct daemon *d)
+{
+	d->answer = api_answer;
+}
+
 /* --- decoding --------------------------------------------------------------- */
 
 static bool check_keys(struct varlink_call *c, yajl_val params, const char *const *allowed)
@@ -416,41 +500,6 @@ static void method_register(struct varlink_call *c, yajl_val params, void *userd
 	service_register(d, &rec, on_registered, c);
 }
 
-/*
- * A SetHandles in flight: the probe of the client's process, repeated
- * while that process is a firecracker that does not listen on the VM's
- * api socket yet (it binds just after it starts), until a deadline.
- */
-struct set_request {
-	struct daemon *d;
-	struct varlink_call *call;
-	char id[VM_ID_MAX + 1];
-	struct vm_handles handles;
-	int pidfd; /* the client's pidfd, or -1: probe by pid */
-	struct ps_caller caller;
-	uint64_t deadline_ms;
-	unsigned retry_ms;
-	struct event *retry;
-};
-
-#define SET_PROBE_RETRY_FIRST_MS 5
-#define SET_PROBE_RETRY_MAX_MS	 100
-
-static uint64_t monotonic_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void set_request_free(struct set_request *req)
-{
-	if (req->retry)
-		event_free(req->retry);
-	varlink_server_close_fd(req->d->server, req->pidfd);
-	free(req);
-}
-
 /* Only a pidfd may travel on to the helper: its close never blocks, unlike a client's socket. */
 static bool fd_is_pidfd(int fd)
 {
@@ -463,177 +512,39 @@ static bool fd_is_pidfd(int fd)
 	return strcmp(target, "anon_inode:[pidfd]") == 0;
 }
 
-static void on_set_probe(struct helper_client *hc, struct helper_reply *reply, void *userdata);
-static void error_still_running(struct varlink_call *c, const struct vm_entry *e);
-
-static int set_probe_send(struct set_request *req)
-{
-	struct daemon *d = req->d;
-	struct vm_entry *e = cache_find(&d->cache, req->id);
-	if (!e)
-		return -ENOENT;
-	struct vm_record rec;
-	cache_entry_get(e, &rec, NULL);
-	return helper_probe(d->helper, &req->caller, req->handles.pid, req->pidfd, 0, rec.api_sock,
-			    on_set_probe, req);
-}
-
-static void on_set_retry(evutil_socket_t fd, short what, void *arg)
-{
-	struct set_request *req = arg;
-	(void)fd;
-	(void)what;
-	int r = set_probe_send(req);
-	if (r == -ENOENT) {
-		error_no_such_vm(req->call, req->id); /* unregistered while we waited */
-		set_request_free(req);
-	} else if (r < 0) {
-		error_with(req->call, "HelperUnavailable", "reason",
-			   service_helper_failure(req->d, r), NULL, NULL);
-		set_request_free(req);
-	}
-}
-
-/* Not listening yet: probe again soon, if the deadline allows. Returns false when it does not. */
-static bool set_probe_retry(struct set_request *req)
-{
-	uint64_t now = monotonic_ms();
-	if (now >= req->deadline_ms)
-		return false;
-	if (!req->retry && !(req->retry = evtimer_new(req->d->base, on_set_retry, req)))
-		return false;
-	req->retry_ms = req->retry_ms ? req->retry_ms * 2 : SET_PROBE_RETRY_FIRST_MS;
-	if (req->retry_ms > SET_PROBE_RETRY_MAX_MS)
-		req->retry_ms = SET_PROBE_RETRY_MAX_MS;
-	uint64_t wait =
-	    req->retry_ms < req->deadline_ms - now ? req->retry_ms : req->deadline_ms - now;
-	struct timeval tv = {(time_t)(wait / 1000), (suseconds_t)(wait % 1000) * 1000};
-	return evtimer_add(req->retry, &tv) == 0;
-}
-
-static void on_handles_set(struct daemon *d, const char *id, struct vm_entry *e, int err,
-			   void *userdata)
-{
-	struct set_request *req = userdata;
-	(void)d;
-	if (!e)
-		error_no_such_vm(req->call, id); /* unregistered while it waited */
-	else
-		reply_vm(req->call, e, err == 0);
-	set_request_free(req);
-}
-
-static void on_set_probe(struct helper_client *hc, struct helper_reply *reply, void *userdata)
-{
-	struct set_request *req = userdata;
-	struct daemon *d = req->d;
-	struct varlink_call *c = req->call;
-	(void)hc;
-
-	/* Looked up again: the VM may have been unregistered while the probe ran. */
-	struct vm_entry *e = cache_find(&d->cache, req->id);
-	if (reply->err < 0) {
-		error_with(c, "HelperUnavailable", "reason", reply->why, NULL, NULL);
-	} else if (!e) {
-		error_no_such_vm(c, req->id); /* unregistered while the probe ran */
-	} else {
-		const struct ps_probe_reply *r = &reply->msg->payload.probe_reply;
-		char reason[128];
-		switch (r->status) {
-		case PS_PROBE_RUNNING: {
-			struct ps_message *m = (struct ps_message *)reply->msg;
-			/* A watched firecracker is replaced only once it has exited. */
-			if (e->pid != r->pid && service_pidfd_alive(e)) {
-				error_still_running(c, e);
-				break;
-			}
-			req->handles.pid = r->pid;
-			req->handles.start_time = r->start_time;
-			memcpy(req->handles.boot_id, d->boot_id, sizeof(req->handles.boot_id));
-			/* Answered once handles.json is durable (on_handles_set). */
-			service_set_handles(d, e, &req->handles, ps_message_take_fd(m, 0),
-					    on_handles_set, req);
-			return;
-		}
-		case PS_PROBE_NOT_RUNNING: {
-			if (r->reason == PS_REASON_NO_LISTENER && set_probe_retry(req))
-				return; /* answered by a later probe */
-			char name[128];
-			snprintf(name, sizeof(name), IFACE "NotFirecracker");
-			yajl_gen g = varlink_params_begin();
-			if (g) {
-				json_gen_kv_string(g, "id", req->id);
-				json_gen_kv_int(g, "pid", req->handles.pid);
-				json_gen_kv_string(g, "reason", ps_reason_name(r->reason));
-			}
-			varlink_error(c, name, varlink_params_end(g));
-			break;
-		}
-		case PS_PROBE_REFUSED:
-			error_with(c, "PolicyRefused", "reason", ps_reason_name(r->reason), NULL,
-				   NULL);
-			break;
-		default:
-			snprintf(reason, sizeof(reason),
-				 "the helper could not probe the process: %s", strerror(-r->err));
-			error_with(c, "HelperUnavailable", "reason", reason, NULL, NULL);
-		}
-	}
-	set_request_free(req);
-}
-
 static void method_set_handles(struct varlink_call *c, yajl_val params, void *userdata)
 {
 	struct daemon *d = userdata;
 	const char *id;
 	int64_t pid;
+	struct vm_handles h;
 
 	if (!check_keys(c, params,
 			(const char *const[]){"id", "pid", "tap", "loops", "dm", NULL}) ||
 	    !get_id(c, params, &id))
 		return;
-	struct set_request *req = calloc(1, sizeof(*req));
-	if (!req) {
-		error_with(c, "HelperUnavailable", "reason", "out of memory", NULL, NULL);
-		return;
-	}
-	req->d = d;
-	req->call = c;
-	req->pidfd = -1;
-	field_set(req->id, sizeof(req->id), id);
+	memset(&h, 0, sizeof(h));
 	if (json_get_int(params, "pid", &pid) < 0 || pid <= 0 || pid > INT32_MAX) {
-		set_request_free(req);
 		error_invalid(c, "pid", "a process id (a positive integer)");
 		return;
 	}
-	req->handles.pid = (int32_t)pid;
-	if (!get_tap(c, params, "tap", req->handles.tap) ||
-	    !get_paths(c, params, "loops", "loops", req->handles.loops[0], &req->handles.n_loops) ||
-	    !get_dm(c, params, "dm", req->handles.dm[0], &req->handles.n_dm)) {
-		set_request_free(req);
+	h.pid = (int32_t)pid;
+	if (!get_tap(c, params, "tap", h.tap) ||
+	    !get_paths(c, params, "loops", "loops", h.loops[0], &h.n_loops) ||
+	    !get_dm(c, params, "dm", h.dm[0], &h.n_dm))
 		return;
-	}
 	struct vm_entry *e = find_vm(d, c, id);
-	if (!e || !admit_mutation(d, c, id)) {
-		set_request_free(req);
+	if (!e || !admit_mutation(d, c, id))
 		return;
-	}
 	/* A client that spawned firecracker may pass its pidfd: then that process is verified. */
-	req->pidfd = varlink_call_take_fd(c, 0);
-	if (req->pidfd >= 0 && (varlink_call_nfds(c) > 1 || !fd_is_pidfd(req->pidfd))) {
+	int pidfd = varlink_call_take_fd(c, 0);
+	if (pidfd >= 0 && (varlink_call_nfds(c) > 1 || !fd_is_pidfd(pidfd))) {
+		varlink_server_close_fd(d->server, pidfd);
 		error_invalid(c, "pid", "the one fd SetHandles takes is the firecracker's pidfd");
-		set_request_free(req);
 		return;
 	}
-	req->caller = caller_of(c);
-	field_set(req->caller.vm, sizeof(req->caller.vm), e->id); /* the helper audits it */
-	req->deadline_ms = monotonic_ms() + d->cfg.api_sock_wait_ms;
-	int r = set_probe_send(req);
-	if (r < 0) {
-		set_request_free(req);
-		error_with(c, "HelperUnavailable", "reason", service_helper_failure(d, r), NULL,
-			   NULL);
-	}
+	struct ps_caller caller = caller_of(c);
+	service_set_handles_call(d, e, &h, pidfd, &caller, c);
 }
 
 static void method_get_handles(struct varlink_call *c, yajl_val params, void *userdata)

@@ -45,6 +45,46 @@ struct daemon_counters {
 	uint64_t reconcile_vms[RECONCILE_ACTIONS]; /* per VM of each report, by its action */
 };
 
+/*
+ * What a call to the service came to, for api.c to say. Each error is one
+ * of io.banger.Handles' errors; the comment names the fields it carries.
+ */
+enum service_error {
+	SERVICE_OK,
+	SERVICE_NO_SUCH_VM,	    /* id */
+	SERVICE_VM_EXISTS,	    /* id, state; reason: what to call first */
+	SERVICE_TOO_MANY_VMS,	    /* limit */
+	SERVICE_STORAGE_FAILED,	    /* id, file */
+	SERVICE_POLICY_REFUSED,	    /* reason */
+	SERVICE_NOT_FIRECRACKER,    /* id, pid, reason */
+	SERVICE_STILL_RUNNING,	    /* id, pid */
+	SERVICE_NO_HANDLES,	    /* id */
+	SERVICE_CORRUPT_STATE,	    /* id, file, kept_as */
+	SERVICE_HELPER_UNAVAILABLE, /* reason (none: no parameters) */
+};
+
+struct vm_entry;
+
+struct service_result {
+	enum service_error error;
+	const char *id;
+	const struct vm_entry *vm; /* OK: the VM the reply shows (NULL: an empty reply) */
+	int persisted;		   /* OK of SetHandles: 0 or 1; else -1, not said */
+	int32_t pid;
+	unsigned limit;
+	const char *state;
+	const char *reason;
+	const char *kept_as;
+	const char *file;
+	bool teardown; /* OK of Teardown: its results */
+	const struct ps_teardown_reply *results;
+	yajl_gen report; /* OK of Reconcile: the reply's parameters, for the answer to take */
+};
+#define SERVICE_RESULT(err) ((struct service_result){.error = (err), .persisted = -1})
+
+/* How the service answers a call api.c started (call is api.c's, opaque here). */
+typedef void (*service_answer_fn)(void *call, const struct service_result *res);
+
 struct watcher {
 	struct varlink_call *call;
 	TAILQ_ENTRY(watcher) link;
@@ -53,6 +93,7 @@ struct watcher {
 struct daemon {
 	struct banger_config cfg;
 	struct event_base *base;
+	service_answer_fn answer; /* api.c's: how a call's result becomes its reply */
 	struct helper_client *helper;
 	pid_t helper_pid;      /* our child in spawn mode (to reap), 0 in split mode */
 	pid_t helper_said_pid; /* what the helper reported in HELLO: the process doing the work */
@@ -122,6 +163,14 @@ void service_register(struct daemon *d, const struct vm_record *rec, service_don
  */
 void service_set_handles(struct daemon *d, struct vm_entry *e, const struct vm_handles *h,
 			 int pidfd, service_done_fn done, void *userdata);
+/*
+ * SetHandles: probe the client's process (by pid, or by pidfd, which it
+ * takes), again while it is a firecracker not yet listening on the VM's
+ * api socket (up to api_sock_wait_ms), then set. Answered exactly once,
+ * through d->answer.
+ */
+void service_set_handles_call(struct daemon *d, struct vm_entry *e, const struct vm_handles *h,
+			      int pidfd, const struct ps_caller *caller, void *call);
 void service_clear_handles(struct daemon *d, struct vm_entry *e, service_done_fn done,
 			   void *userdata);
 /* -EBUSY: not known to be dead (e is the entry); -ENOENT; else the files could not go. */
@@ -185,3 +234,5 @@ void service_flush_pending(struct daemon *d);
 bool api_may_mutate(const struct varlink_peer *p, void *userdata);
 extern const struct varlink_interface banger_handles_interface;
 void api_end_watchers(struct daemon *d);
+/* Make api.c the one that answers the service's results (before serving). */
+void api_attach(struct daemon *d);

@@ -367,6 +367,7 @@ static void on_startup_reconciled(struct daemon *d, int err, const char *why, ya
 	    .version = BANGER_VERSION,
 	    .url = "https://banger.invalid/",
 	};
+	api_attach(d);
 	d->server = varlink_server_new(d->base, &info, d);
 	if (d->server)
 		varlink_server_set_limits(d->server, &d->cfg.limits, api_may_mutate, d);

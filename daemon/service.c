@@ -612,6 +612,196 @@ void service_set_handles(struct daemon *d, struct vm_entry *e, const struct vm_h
 	lane_enter(m);
 }
 
+/* --- SetHandles: probe the client's process, then set -------------------- */
+
+/*
+ * A SetHandles in flight: the probe of the client's process, repeated
+ * while that process is a firecracker that does not listen on the VM's
+ * api socket yet (it binds just after it starts), until a deadline.
+ */
+struct set_request {
+	struct daemon *d;
+	void *call; /* api.c's, for the answer */
+	char id[VM_ID_MAX + 1];
+	struct vm_handles handles;
+	int pidfd; /* the client's pidfd, or -1: probe by pid */
+	struct ps_caller caller;
+	uint64_t deadline_ms;
+	unsigned retry_ms;
+	struct event *retry;
+};
+
+#define SET_PROBE_RETRY_FIRST_MS 5
+#define SET_PROBE_RETRY_MAX_MS	 100
+
+static uint64_t monotonic_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Answer the SetHandles and forget it. */
+static void set_request_answer(struct set_request *req, const struct service_result *res)
+{
+	req->d->answer(req->call, res);
+	if (req->retry)
+		event_free(req->retry);
+	safe_close(req->pidfd); /* a pidfd: its close never blocks */
+	free(req);
+}
+
+static void set_request_fail(struct set_request *req, enum service_error error, const char *reason)
+{
+	struct service_result res = SERVICE_RESULT(error);
+	res.id = req->id;
+	res.reason = reason;
+	set_request_answer(req, &res);
+}
+
+static void on_set_probe(struct helper_client *hc, struct helper_reply *reply, void *userdata);
+
+static int set_probe_send(struct set_request *req)
+{
+	struct daemon *d = req->d;
+	struct vm_entry *e = cache_find(&d->cache, req->id);
+	if (!e)
+		return -ENOENT;
+	struct vm_record rec;
+	cache_entry_get(e, &rec, NULL);
+	return helper_probe(d->helper, &req->caller, req->handles.pid, req->pidfd, 0, rec.api_sock,
+			    on_set_probe, req);
+}
+
+static void on_set_retry(evutil_socket_t fd, short what, void *arg)
+{
+	struct set_request *req = arg;
+	(void)fd;
+	(void)what;
+	int r = set_probe_send(req);
+	if (r == -ENOENT)
+		set_request_fail(req, SERVICE_NO_SUCH_VM, NULL); /* unregistered while we waited */
+	else if (r < 0)
+		set_request_fail(req, SERVICE_HELPER_UNAVAILABLE,
+				 service_helper_failure(req->d, r));
+}
+
+/* Not listening yet: probe again soon, if the deadline allows. Returns false when it does not. */
+static bool set_probe_retry(struct set_request *req)
+{
+	uint64_t now = monotonic_ms();
+	if (now >= req->deadline_ms)
+		return false;
+	if (!req->retry && !(req->retry = evtimer_new(req->d->base, on_set_retry, req)))
+		return false;
+	req->retry_ms = req->retry_ms ? req->retry_ms * 2 : SET_PROBE_RETRY_FIRST_MS;
+	if (req->retry_ms > SET_PROBE_RETRY_MAX_MS)
+		req->retry_ms = SET_PROBE_RETRY_MAX_MS;
+	uint64_t wait =
+	    req->retry_ms < req->deadline_ms - now ? req->retry_ms : req->deadline_ms - now;
+	struct timeval tv = {(time_t)(wait / 1000), (suseconds_t)(wait % 1000) * 1000};
+	return evtimer_add(req->retry, &tv) == 0;
+}
+
+static void on_handles_set(struct daemon *d, const char *id, struct vm_entry *e, int err,
+			   void *userdata)
+{
+	struct set_request *req = userdata;
+	struct service_result res = SERVICE_RESULT(e ? SERVICE_OK : SERVICE_NO_SUCH_VM);
+	(void)d;
+	res.id = id;
+	res.vm = e; /* NULL: unregistered while it waited */
+	res.persisted = err == 0;
+	set_request_answer(req, &res);
+}
+
+/* The probe found firecracker: set its handles, unless another one is watched and lives. */
+static void set_probe_running(struct set_request *req, struct vm_entry *e,
+			      const struct ps_probe_reply *r, int pidfd)
+{
+	struct daemon *d = req->d;
+	/* A watched firecracker is replaced only once it has exited. */
+	if (e->pid != r->pid && service_pidfd_alive(e)) {
+		safe_close(pidfd);
+		struct service_result res = SERVICE_RESULT(SERVICE_STILL_RUNNING);
+		res.id = e->id;
+		res.pid = e->pid;
+		set_request_answer(req, &res);
+		return;
+	}
+	req->handles.pid = r->pid;
+	req->handles.start_time = r->start_time;
+	memcpy(req->handles.boot_id, d->boot_id, sizeof(req->handles.boot_id));
+	/* Answered once handles.json is durable (on_handles_set). */
+	service_set_handles(d, e, &req->handles, pidfd, on_handles_set, req);
+}
+
+static void on_set_probe(struct helper_client *hc, struct helper_reply *reply, void *userdata)
+{
+	struct set_request *req = userdata;
+	(void)hc;
+
+	/* Looked up again: the VM may have been unregistered while the probe ran. */
+	struct vm_entry *e = cache_find(&req->d->cache, req->id);
+	if (reply->err < 0) {
+		set_request_fail(req, SERVICE_HELPER_UNAVAILABLE, reply->why);
+		return;
+	}
+	if (!e) {
+		set_request_fail(req, SERVICE_NO_SUCH_VM, NULL); /* unregistered while it ran */
+		return;
+	}
+	const struct ps_probe_reply *r = &reply->msg->payload.probe_reply;
+	char reason[128];
+	switch (r->status) {
+	case PS_PROBE_RUNNING:
+		set_probe_running(req, e, r,
+				  ps_message_take_fd((struct ps_message *)reply->msg, 0));
+		return;
+	case PS_PROBE_NOT_RUNNING: {
+		if (r->reason == PS_REASON_NO_LISTENER && set_probe_retry(req))
+			return; /* answered by a later probe */
+		struct service_result res = SERVICE_RESULT(SERVICE_NOT_FIRECRACKER);
+		res.id = req->id;
+		res.pid = req->handles.pid;
+		res.reason = ps_reason_name(r->reason);
+		set_request_answer(req, &res);
+		return;
+	}
+	case PS_PROBE_REFUSED:
+		set_request_fail(req, SERVICE_POLICY_REFUSED, ps_reason_name(r->reason));
+		return;
+	default:
+		snprintf(reason, sizeof(reason), "the helper could not probe the process: %s",
+			 strerror(-r->err));
+		set_request_fail(req, SERVICE_HELPER_UNAVAILABLE, reason);
+	}
+}
+
+void service_set_handles_call(struct daemon *d, struct vm_entry *e, const struct vm_handles *h,
+			      int pidfd, const struct ps_caller *caller, void *call)
+{
+	struct set_request *req = calloc(1, sizeof(*req));
+	if (!req) {
+		safe_close(pidfd);
+		struct service_result res = SERVICE_RESULT(SERVICE_HELPER_UNAVAILABLE);
+		res.reason = "out of memory";
+		d->answer(call, &res);
+		return;
+	}
+	req->d = d;
+	req->call = call;
+	req->pidfd = pidfd;
+	req->handles = *h;
+	memcpy(req->id, e->id, sizeof(req->id));
+	req->caller = *caller;
+	field_set(req->caller.vm, sizeof(req->caller.vm), e->id); /* the helper audits it */
+	req->deadline_ms = monotonic_ms() + d->cfg.api_sock_wait_ms;
+	int r = set_probe_send(req);
+	if (r < 0)
+		set_request_fail(req, SERVICE_HELPER_UNAVAILABLE, service_helper_failure(d, r));
+}
+
 /* After a clear or a teardown: what the disk now says, or the retry that will say it. */
 static void stopped_written(struct mutation *m, struct vm_entry *e, const struct store_txn *t)
 {
