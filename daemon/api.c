@@ -193,9 +193,39 @@ static void api_answer(void *call, const struct service_result *res)
 	}
 }
 
+/* One reply of a Watch stream. */
+static void reply_event(struct varlink_call *c, const struct service_event *ev)
+{
+	yajl_gen g = varlink_params_begin();
+	if (!g)
+		return;
+	json_gen_string(g, "event");
+	yajl_gen_map_open(g);
+	json_gen_kv_string(g, "kind", ev->kind);
+	if (ev->id)
+		json_gen_kv_string(g, "id", ev->id);
+	json_gen_kv_int(g, "time_usec", (int64_t)ev->time_usec);
+	if (ev->pid > 0)
+		json_gen_kv_int(g, "pid", ev->pid);
+	if (ev->detail)
+		json_gen_kv_string(g, "detail", ev->detail);
+	yajl_gen_map_close(g);
+	varlink_reply(c, varlink_params_end(g), true);
+}
+
+/* Every event goes to every Watch call. */
+static void api_on_event(const struct service_event *ev, void *userdata)
+{
+	struct daemon *d = userdata;
+	struct watcher *w;
+	TAILQ_FOREACH(w, &d->watchers, link)
+	reply_event(w->call, ev);
+}
+
 void api_attach(struct daemon *d)
 {
 	d->answer = api_answer;
+	service_set_event_sink(d, api_on_event, d);
 }
 
 /* --- decoding --------------------------------------------------------------- */
@@ -605,15 +635,8 @@ static void method_watch(struct varlink_call *c, yajl_val params, void *userdata
 	TAILQ_INSERT_TAIL(&d->watchers, w, link);
 	varlink_call_on_cancel(c, on_watch_cancel, d);
 	/* Confirm at once, so a client knows no event after this point can pass it by. */
-	yajl_gen g = varlink_params_begin();
-	if (g) {
-		json_gen_string(g, "event");
-		yajl_gen_map_open(g);
-		json_gen_kv_string(g, "kind", "subscribed");
-		json_gen_kv_int(g, "time_usec", (int64_t)service_realtime_usec());
-		yajl_gen_map_close(g);
-	}
-	varlink_reply(c, varlink_params_end(g), true);
+	reply_event(
+	    c, &(struct service_event){.kind = "subscribed", .time_usec = service_realtime_usec()});
 }
 
 void api_end_watchers(struct daemon *d)

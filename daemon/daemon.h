@@ -83,6 +83,16 @@ struct service_result {
 };
 #define SERVICE_RESULT(err) ((struct service_result){.error = (err), .persisted = -1})
 
+/* What happened, as Watch streams it: events leave the service only through its sink. */
+struct service_event {
+	const char *kind; /* "registered", "exited", "helper_stuck", ... */
+	const char *id;	  /* the VM's, or NULL: bangerd's own */
+	uint64_t time_usec;
+	int pid; /* > 0 when there is one */
+	const char *detail;
+};
+typedef void (*service_event_fn)(const struct service_event *ev, void *userdata);
+
 /* How the service answers a call api.c started (call is api.c's, opaque here). */
 typedef void (*service_answer_fn)(void *call, const struct service_result *res);
 
@@ -94,7 +104,9 @@ struct watcher {
 struct daemon {
 	struct banger_config cfg;
 	struct event_base *base;
-	service_answer_fn answer; /* api.c's: how a call's result becomes its reply */
+	service_answer_fn answer;    /* api.c's: how a call's result becomes its reply */
+	service_event_fn event_sink; /* api.c's: where events go (Watch), or NULL */
+	void *event_sink_userdata;
 	struct helper_client *helper;
 	pid_t helper_pid;      /* our child in spawn mode (to reap), 0 in split mode */
 	pid_t helper_said_pid; /* what the helper reported in HELLO: the process doing the work */
@@ -139,6 +151,8 @@ void service_emit(struct daemon *d, const char *kind, const char *id, int pid, c
  * so. */
 void service_emit_for(struct daemon *d, const char *call, const char *kind, const char *id, int pid,
 		      const char *detail);
+/* Every event from now on goes to sink (NULL: nowhere but the log). */
+void service_set_event_sink(struct daemon *d, service_event_fn sink, void *userdata);
 /* Why a request could not be sent: the helper's failure when it has failed, else strerror. */
 const char *service_helper_failure(const struct daemon *d, int err);
 /*
