@@ -11,12 +11,18 @@
 #include <string.h>
 #include <time.h>
 
+#include "api.h"
 #include "build_config.h"
 #include "daemon.h"
 #include "json.h"
 #include "log.h"
 #include "message_id.h"
 #include "path.h"
+#include "reconcile.h"
+#include "service.h"
+#include "service_calls.h"
+#include "varlink.h"
+#include "vm.h"
 
 #define IFACE "io.banger.Handles."
 

@@ -28,12 +28,24 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "api.h"
 #include "build_config.h"
+#include "cache.h"
+#include "config.h"
 #include "daemon.h"
+#include "helper_client.h"
 #include "log.h"
 #include "path.h"
+#include "policy.h"
 #include "privdrop.h"
+#include "reconcile.h"
+#include "service.h"
 #include "store.h"
+#include "store_writer.h"
+#include "varlink.h"
+
+#define SHUTDOWN_DRAIN_TIMEOUT_MS 10000
+#define SHUTDOWN_DRAIN_POLL_MS	  20
 
 /* bangerd's exit statuses: bangerd(8), EXIT STATUS, says the same. */
 enum {
