@@ -101,18 +101,6 @@ static void gen_vm(yajl_gen g, const struct vm_entry *e)
 	yajl_gen_map_close(g);
 }
 
-static void reply_vm(struct varlink_call *c, const struct vm_entry *e, int persisted)
-{
-	yajl_gen g = varlink_params_begin();
-	if (g) {
-		json_gen_string(g, "vm");
-		gen_vm(g, e);
-		if (persisted >= 0)
-			json_gen_kv_bool(g, "persisted", persisted);
-	}
-	varlink_reply(c, varlink_params_end(g), false);
-}
-
 /* Which parameters each error of the service carries, in the order they are written. */
 enum {
 	P_ID = 1 << 0,
@@ -170,6 +158,23 @@ static void error_of_result(struct varlink_call *c, const struct service_result 
 	varlink_error(c, name, varlink_params_end(g));
 }
 
+/* A successful result's parameters: the VM, its handles, or a teardown's results. */
+static void gen_result(yajl_gen g, const struct service_result *res)
+{
+	if (res->handles) {
+		json_gen_string(g, "handles");
+		gen_handles(g, res->handles);
+	} else if (res->teardown) {
+		json_gen_string(g, "results");
+		gen_teardown_results(g, res->results);
+	} else {
+		json_gen_string(g, "vm");
+		gen_vm(g, res->vm);
+		if (res->persisted >= 0)
+			json_gen_kv_bool(g, "persisted", res->persisted);
+	}
+}
+
 /* The one place a result of the service becomes a reply. */
 static void api_answer(void *call, const struct service_result *res)
 {
@@ -178,24 +183,13 @@ static void api_answer(void *call, const struct service_result *res)
 		error_of_result(c, res);
 	} else if (res->report) {
 		varlink_reply(c, res->report, false);
-	} else if (res->handles) {
-		yajl_gen g = varlink_params_begin();
-		if (g) {
-			json_gen_string(g, "handles");
-			gen_handles(g, res->handles);
-		}
-		varlink_reply(c, varlink_params_end(g), false);
-	} else if (res->teardown) {
-		yajl_gen g = varlink_params_begin();
-		if (g) {
-			json_gen_string(g, "results");
-			gen_teardown_results(g, res->results);
-		}
-		varlink_reply(c, varlink_params_end(g), false);
-	} else if (res->vm) {
-		reply_vm(c, res->vm, res->persisted);
-	} else {
+	} else if (!res->handles && !res->teardown && !res->vm) {
 		varlink_reply(c, NULL, false);
+	} else {
+		yajl_gen g = varlink_params_begin();
+		if (g)
+			gen_result(g, res);
+		varlink_reply(c, varlink_params_end(g), false);
 	}
 }
 
