@@ -76,6 +76,7 @@ struct daemon {
 	int drain_status; /* what to exit with once the drain ends */
 	bool ready;
 	bool stopping;
+	bool stop_requested; /* daemon_stop was called: the loop is leaving */
 	struct timespec started;
 	struct timespec stop_deadline;
 	struct event *ev_sigterm, *ev_sigint, *ev_sigchld, *ev_drain;
