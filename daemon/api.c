@@ -11,12 +11,18 @@
 #include <string.h>
 #include <time.h>
 
+#include "api.h"
 #include "build_config.h"
 #include "daemon.h"
 #include "json.h"
 #include "log.h"
 #include "message_id.h"
 #include "path.h"
+#include "reconcile.h"
+#include "service.h"
+#include "service_calls.h"
+#include "varlink.h"
+#include "vm.h"
 
 #define IFACE "io.banger.Handles."
 
@@ -61,48 +67,165 @@ static void gen_handles(yajl_gen g, const struct vm_handles *h)
 	yajl_gen_map_close(g);
 }
 
+static void gen_planned(yajl_gen g, const struct vm_record *r)
+{
+	json_gen_string(g, "planned");
+	yajl_gen_map_open(g);
+	if (r->planned.tap[0])
+		json_gen_kv_string(g, "tap", r->planned.tap);
+	json_gen_kv_string_array(g, "loop_files", r->planned.loop_files[0], PS_PATH_MAX,
+				 r->planned.n_loop_files);
+	json_gen_kv_string_array(g, "dm", r->planned.dm[0], PS_DM_NAME_MAX, r->planned.n_dm);
+	yajl_gen_map_close(g);
+}
+
 static void gen_vm(yajl_gen g, const struct vm_entry *e)
 {
-	struct vm_record rec;
-	struct vm_handles h;
-	const struct vm_record *r = &rec;
-	cache_entry_get(e, &rec, &h);
+	struct service_vm v;
+	const struct vm_record *r = &v.rec;
+	service_vm_get(e, &v);
 	yajl_gen_map_open(g);
 	json_gen_kv_string(g, "id", r->id);
 	json_gen_kv_string(g, "state", vm_state_name(r->state));
 	json_gen_kv_string(g, "api_sock", r->api_sock);
 	json_gen_kv_string(g, "on_exit", vm_on_exit_name(r->on_exit));
-	if (r->has_planned) {
-		json_gen_string(g, "planned");
-		yajl_gen_map_open(g);
-		if (r->planned.tap[0])
-			json_gen_kv_string(g, "tap", r->planned.tap);
-		json_gen_kv_string_array(g, "loop_files", r->planned.loop_files[0], PS_PATH_MAX,
-					 r->planned.n_loop_files);
-		json_gen_kv_string_array(g, "dm", r->planned.dm[0], PS_DM_NAME_MAX,
-					 r->planned.n_dm);
-		yajl_gen_map_close(g);
-	}
-	if (e->has_handles) {
+	if (r->has_planned)
+		gen_planned(g, r);
+	if (v.has_handles) {
 		json_gen_string(g, "handles");
-		gen_handles(g, &h);
+		gen_handles(g, &v.h);
 	}
-	json_gen_kv_bool(g, "persisted", e->handles_persisted && e->record_persisted);
-	if (e->problem)
-		json_gen_kv_string(g, "problem", e->problem);
+	json_gen_kv_bool(g, "persisted", v.persisted);
+	if (v.problem)
+		json_gen_kv_string(g, "problem", v.problem);
 	yajl_gen_map_close(g);
 }
 
-static void reply_vm(struct varlink_call *c, const struct vm_entry *e, int persisted)
+/* Which parameters each error of the service carries, in the order they are written. */
+enum {
+	P_ID = 1 << 0,
+	P_STATE = 1 << 1,
+	P_PID = 1 << 2,
+	P_LIMIT = 1 << 3,
+	P_FILE = 1 << 4,
+	P_KEPT_AS = 1 << 5,
+	P_REASON = 1 << 6,
+};
+
+static const struct {
+	const char *name;
+	unsigned params;
+} service_errors[] = {
+    [SERVICE_NO_SUCH_VM] = {"NoSuchVM", P_ID},
+    [SERVICE_VM_EXISTS] = {"VMExists", P_ID | P_STATE | P_REASON},
+    [SERVICE_TOO_MANY_VMS] = {"TooManyVMs", P_LIMIT},
+    [SERVICE_STORAGE_FAILED] = {"StorageFailed", P_ID | P_FILE},
+    [SERVICE_POLICY_REFUSED] = {"PolicyRefused", P_REASON},
+    [SERVICE_NOT_FIRECRACKER] = {"NotFirecracker", P_ID | P_PID | P_REASON},
+    [SERVICE_STILL_RUNNING] = {"StillRunning", P_ID | P_PID},
+    [SERVICE_NO_HANDLES] = {"NoHandles", P_ID},
+    [SERVICE_CORRUPT_STATE] = {"CorruptState", P_ID | P_FILE | P_KEPT_AS},
+    [SERVICE_HELPER_UNAVAILABLE] = {"HelperUnavailable", P_REASON},
+};
+
+static void gen_opt_string(yajl_gen g, bool wanted, const char *key, const char *value)
 {
+	if (wanted && value)
+		json_gen_kv_string(g, key, value);
+}
+
+static void error_of_result(struct varlink_call *c, const struct service_result *res)
+{
+	unsigned p = service_errors[res->error].params;
+	char name[128];
+	snprintf(name, sizeof(name), IFACE "%s", service_errors[res->error].name);
+	if (p == P_REASON && !res->reason) {
+		varlink_error(c, name, NULL);
+		return;
+	}
 	yajl_gen g = varlink_params_begin();
 	if (g) {
-		json_gen_string(g, "vm");
-		gen_vm(g, e);
-		if (persisted >= 0)
-			json_gen_kv_bool(g, "persisted", persisted);
+		gen_opt_string(g, p & P_ID, "id", res->id);
+		gen_opt_string(g, p & P_STATE, "state", res->state);
+		if (p & P_PID)
+			json_gen_kv_int(g, "pid", res->pid);
+		if (p & P_LIMIT)
+			json_gen_kv_int(g, "limit", res->limit);
+		gen_opt_string(g, p & P_FILE, "file", res->file);
+		gen_opt_string(g, p & P_KEPT_AS, "kept_as", res->kept_as);
+		gen_opt_string(g, p & P_REASON, "reason", res->reason);
 	}
-	varlink_reply(c, varlink_params_end(g), false);
+	varlink_error(c, name, varlink_params_end(g));
+}
+
+/* A successful result's parameters: the VM, its handles, or a teardown's results. */
+static void gen_result(yajl_gen g, const struct service_result *res)
+{
+	if (res->handles) {
+		json_gen_string(g, "handles");
+		gen_handles(g, res->handles);
+	} else if (res->teardown) {
+		json_gen_string(g, "results");
+		gen_teardown_results(g, res->results);
+	} else {
+		json_gen_string(g, "vm");
+		gen_vm(g, res->vm);
+		if (res->persisted >= 0)
+			json_gen_kv_bool(g, "persisted", res->persisted);
+	}
+}
+
+/* The one place a result of the service becomes a reply. */
+static void api_answer(void *call, const struct service_result *res)
+{
+	struct varlink_call *c = call;
+	if (res->error != SERVICE_OK) {
+		error_of_result(c, res);
+	} else if (res->report) {
+		varlink_reply(c, res->report, false);
+	} else if (!res->handles && !res->teardown && !res->vm) {
+		varlink_reply(c, NULL, false);
+	} else {
+		yajl_gen g = varlink_params_begin();
+		if (g)
+			gen_result(g, res);
+		varlink_reply(c, varlink_params_end(g), false);
+	}
+}
+
+/* One reply of a Watch stream. */
+static void reply_event(struct varlink_call *c, const struct service_event *ev)
+{
+	yajl_gen g = varlink_params_begin();
+	if (!g)
+		return;
+	json_gen_string(g, "event");
+	yajl_gen_map_open(g);
+	json_gen_kv_string(g, "kind", ev->kind);
+	if (ev->id)
+		json_gen_kv_string(g, "id", ev->id);
+	json_gen_kv_int(g, "time_usec", (int64_t)ev->time_usec);
+	if (ev->pid > 0)
+		json_gen_kv_int(g, "pid", ev->pid);
+	if (ev->detail)
+		json_gen_kv_string(g, "detail", ev->detail);
+	yajl_gen_map_close(g);
+	varlink_reply(c, varlink_params_end(g), true);
+}
+
+/* Every event goes to every Watch call. */
+static void api_on_event(const struct service_event *ev, void *userdata)
+{
+	struct daemon *d = userdata;
+	struct watcher *w;
+	TAILQ_FOREACH(w, &d->watchers, link)
+	reply_event(w->call, ev);
+}
+
+void api_attach(struct daemon *d)
+{
+	d->answer = api_answer;
+	service_set_event_sink(d, api_on_event, d);
 }
 
 /* --- decoding --------------------------------------------------------------- */
@@ -140,7 +263,7 @@ static bool get_id(struct varlink_call *c, yajl_val params, const char **id)
 
 static struct vm_entry *find_vm(struct daemon *d, struct varlink_call *c, const char *id)
 {
-	struct vm_entry *e = cache_find(&d->cache, id);
+	struct vm_entry *e = service_find(d, id);
 	if (!e)
 		error_no_such_vm(c, id);
 	return e;
@@ -224,17 +347,7 @@ static bool get_dm(struct varlink_call *c, yajl_val obj, const char *label, char
 
 bool api_may_mutate(const struct varlink_peer *p, void *userdata)
 {
-	const struct daemon *d = userdata;
-	if (p->uid == 0 || p->uid == d->uid)
-		return true;
-	if (!d->has_admin_group)
-		return false;
-	if (p->gid == d->admin_gid)
-		return true;
-	for (size_t i = 0; i < p->ngroups; i++)
-		if (p->groups[i] == d->admin_gid)
-			return true;
-	return false;
+	return service_may_mutate(userdata, p->uid, p->gid, p->groups, p->ngroups);
 }
 
 /* bangerd's id of a call, "SetHandles#17": the method without its interface, and the call's number.
@@ -306,64 +419,23 @@ static struct ps_caller caller_of(struct varlink_call *c)
 
 /* --- methods ------------------------------------------------------------------ */
 
-static void error_too_many_vms(struct varlink_call *c, const struct daemon *d)
+/* Register's record: false (error sent) when a parameter is missing or bad. */
+static bool get_record(struct varlink_call *c, yajl_val params, struct vm_record *rec)
 {
-	yajl_gen g = varlink_params_begin();
-	if (g)
-		json_gen_kv_int(g, "limit", d->cfg.max_vms);
-	varlink_error(c, IFACE "TooManyVMs", varlink_params_end(g));
-}
-
-static void error_storage(struct varlink_call *c, struct daemon *d, const char *id,
-			  const char *name)
-{
-	char file[PATH_MAX];
-	store_path(&d->store, id, name, file, sizeof(file));
-	error_with(c, "StorageFailed", "id", id, "file", file);
-}
-
-static void on_registered(struct daemon *d, const char *id, struct vm_entry *e, int err,
-			  void *userdata)
-{
-	struct varlink_call *c = userdata;
-	const char *refusal = err == -EEXIST && e ? service_rearm_refusal(e) : NULL;
-	if (err == -EEXIST) {
-		/* Which state it is in, and what to call before it can take a next run. */
-		yajl_gen g = varlink_params_begin();
-		if (g) {
-			json_gen_kv_string(g, "id", id);
-			if (e)
-				json_gen_kv_string(g, "state", vm_state_name(e->state));
-			if (refusal)
-				json_gen_kv_string(g, "reason", refusal);
-		}
-		varlink_error(c, IFACE "VMExists", varlink_params_end(g));
-	} else if (err == -ENOSPC)
-		error_too_many_vms(c, d);
-	else if (err < 0)
-		error_storage(c, d, id, "vm.json");
-	else
-		reply_vm(c, e, -1);
-}
-
-static void method_register(struct varlink_call *c, yajl_val params, void *userdata)
-{
-	struct daemon *d = userdata;
 	const char *id, *api_sock, *on_exit = NULL;
-	struct vm_record rec;
 	yajl_val planned = NULL;
 
 	if (!check_keys(c, params,
 			(const char *const[]){"id", "api_sock", "planned", "on_exit", NULL}) ||
 	    !get_id(c, params, &id))
-		return;
-	memset(&rec, 0, sizeof(rec));
-	field_set(rec.id, sizeof(rec.id), id);
+		return false;
+	memset(rec, 0, sizeof(*rec));
+	field_set(rec->id, sizeof(rec->id), id);
 	if (json_get_string(params, "api_sock", &api_sock) < 0 ||
 	    !path_is_normal_absolute(api_sock) ||
-	    field_set(rec.api_sock, sizeof(rec.api_sock), api_sock) < 0) {
+	    field_set(rec->api_sock, sizeof(rec->api_sock), api_sock) < 0) {
 		error_invalid(c, "api_sock", "an absolute path in normal form, under 108 bytes");
-		return;
+		return false;
 	}
 	int r = json_get_string(params, "on_exit", &on_exit);
 	int on_exit_value = r == -ENOENT ? VM_ON_EXIT_TEARDOWN
@@ -371,84 +443,38 @@ static void method_register(struct varlink_call *c, yajl_val params, void *userd
 					 : -EINVAL;
 	if (on_exit_value < 0) {
 		error_invalid(c, "on_exit", "teardown or keep");
-		return;
+		return false;
 	}
-	rec.on_exit = (enum vm_on_exit)on_exit_value;
-	rec.state = VM_STARTING;
+	rec->on_exit = (enum vm_on_exit)on_exit_value;
+	rec->state = VM_STARTING;
 	r = json_get_object(params, "planned", &planned);
 	if (r == -EINVAL) {
 		varlink_error_invalid_parameter(c, "planned");
+		return false;
+	}
+	if (r < 0)
+		return true;
+	rec->has_planned = true;
+	return check_keys(c, planned, (const char *const[]){"tap", "loop_files", "dm", NULL}) &&
+	       get_tap(c, planned, "planned.tap", rec->planned.tap) &&
+	       get_paths(c, planned, "loop_files", "planned.loop_files", rec->planned.loop_files[0],
+			 &rec->planned.n_loop_files) &&
+	       get_dm(c, planned, "planned.dm", rec->planned.dm[0], &rec->planned.n_dm);
+}
+
+static void method_register(struct varlink_call *c, yajl_val params, void *userdata)
+{
+	struct daemon *d = userdata;
+	struct vm_record rec;
+	if (!get_record(c, params, &rec))
 		return;
-	}
-	if (r == 0) {
-		rec.has_planned = true;
-		if (!check_keys(c, planned,
-				(const char *const[]){"tap", "loop_files", "dm", NULL}) ||
-		    !get_tap(c, planned, "planned.tap", rec.planned.tap) ||
-		    !get_paths(c, planned, "loop_files", "planned.loop_files",
-			       rec.planned.loop_files[0], &rec.planned.n_loop_files) ||
-		    !get_dm(c, planned, "planned.dm", rec.planned.dm[0], &rec.planned.n_dm))
-			return;
-	}
-	/* Refuse now what the helper would refuse at teardown time. */
-	const char *refused = NULL;
-	if (!policy_api_sock_allowed(&d->cfg.policy, rec.api_sock))
-		refused = "api_sock is outside every api socket root";
-	else if (rec.planned.tap[0] && !policy_tap_name_allowed(&d->cfg.policy, rec.planned.tap))
-		refused = "planned tap lacks the tap prefix";
-	for (uint32_t i = 0; !refused && i < rec.planned.n_loop_files; i++)
-		if (!policy_loop_file_allowed(&d->cfg.policy, rec.planned.loop_files[i]))
-			refused = "a planned loop file is outside every loop root";
-	for (uint32_t i = 0; !refused && i < rec.planned.n_dm; i++)
-		if (!policy_dm_name_allowed(&d->cfg.policy, rec.planned.dm[i]))
-			refused = "a planned DM name lacks the DM prefix";
+	const char *refused = service_register_refusal(d, &rec);
 	if (refused) {
 		error_with(c, "PolicyRefused", "reason", refused, NULL, NULL);
 		return;
 	}
-	if (!admit_mutation(d, c, id))
-		return;
-
-	if (!cache_find(&d->cache, id) && cache_count(&d->cache) >= d->cfg.max_vms) {
-		error_too_many_vms(c, d);
-		return;
-	}
-	service_register(d, &rec, on_registered, c);
-}
-
-/*
- * A SetHandles in flight: the probe of the client's process, repeated
- * while that process is a firecracker that does not listen on the VM's
- * api socket yet (it binds just after it starts), until a deadline.
- */
-struct set_request {
-	struct daemon *d;
-	struct varlink_call *call;
-	char id[VM_ID_MAX + 1];
-	struct vm_handles handles;
-	int pidfd; /* the client's pidfd, or -1: probe by pid */
-	struct ps_caller caller;
-	uint64_t deadline_ms;
-	unsigned retry_ms;
-	struct event *retry;
-};
-
-#define SET_PROBE_RETRY_FIRST_MS 5
-#define SET_PROBE_RETRY_MAX_MS	 100
-
-static uint64_t monotonic_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void set_request_free(struct set_request *req)
-{
-	if (req->retry)
-		event_free(req->retry);
-	varlink_server_close_fd(req->d->server, req->pidfd);
-	free(req);
+	if (admit_mutation(d, c, rec.id))
+		service_register_call(d, &rec, c);
 }
 
 /* Only a pidfd may travel on to the helper: its close never blocks, unlike a client's socket. */
@@ -463,209 +489,47 @@ static bool fd_is_pidfd(int fd)
 	return strcmp(target, "anon_inode:[pidfd]") == 0;
 }
 
-static void on_set_probe(struct helper_client *hc, struct helper_reply *reply, void *userdata);
-static void error_still_running(struct varlink_call *c, const struct vm_entry *e);
-
-static int set_probe_send(struct set_request *req)
-{
-	struct daemon *d = req->d;
-	struct vm_entry *e = cache_find(&d->cache, req->id);
-	if (!e)
-		return -ENOENT;
-	struct vm_record rec;
-	cache_entry_get(e, &rec, NULL);
-	return helper_probe(d->helper, &req->caller, req->handles.pid, req->pidfd, 0, rec.api_sock,
-			    on_set_probe, req);
-}
-
-static void on_set_retry(evutil_socket_t fd, short what, void *arg)
-{
-	struct set_request *req = arg;
-	(void)fd;
-	(void)what;
-	int r = set_probe_send(req);
-	if (r == -ENOENT) {
-		error_no_such_vm(req->call, req->id); /* unregistered while we waited */
-		set_request_free(req);
-	} else if (r < 0) {
-		error_with(req->call, "HelperUnavailable", "reason",
-			   service_helper_failure(req->d, r), NULL, NULL);
-		set_request_free(req);
-	}
-}
-
-/* Not listening yet: probe again soon, if the deadline allows. Returns false when it does not. */
-static bool set_probe_retry(struct set_request *req)
-{
-	uint64_t now = monotonic_ms();
-	if (now >= req->deadline_ms)
-		return false;
-	if (!req->retry && !(req->retry = evtimer_new(req->d->base, on_set_retry, req)))
-		return false;
-	req->retry_ms = req->retry_ms ? req->retry_ms * 2 : SET_PROBE_RETRY_FIRST_MS;
-	if (req->retry_ms > SET_PROBE_RETRY_MAX_MS)
-		req->retry_ms = SET_PROBE_RETRY_MAX_MS;
-	uint64_t wait =
-	    req->retry_ms < req->deadline_ms - now ? req->retry_ms : req->deadline_ms - now;
-	struct timeval tv = {(time_t)(wait / 1000), (suseconds_t)(wait % 1000) * 1000};
-	return evtimer_add(req->retry, &tv) == 0;
-}
-
-static void on_handles_set(struct daemon *d, const char *id, struct vm_entry *e, int err,
-			   void *userdata)
-{
-	struct set_request *req = userdata;
-	(void)d;
-	if (!e)
-		error_no_such_vm(req->call, id); /* unregistered while it waited */
-	else
-		reply_vm(req->call, e, err == 0);
-	set_request_free(req);
-}
-
-static void on_set_probe(struct helper_client *hc, struct helper_reply *reply, void *userdata)
-{
-	struct set_request *req = userdata;
-	struct daemon *d = req->d;
-	struct varlink_call *c = req->call;
-	(void)hc;
-
-	/* Looked up again: the VM may have been unregistered while the probe ran. */
-	struct vm_entry *e = cache_find(&d->cache, req->id);
-	if (reply->err < 0) {
-		error_with(c, "HelperUnavailable", "reason", reply->why, NULL, NULL);
-	} else if (!e) {
-		error_no_such_vm(c, req->id); /* unregistered while the probe ran */
-	} else {
-		const struct ps_probe_reply *r = &reply->msg->payload.probe_reply;
-		char reason[128];
-		switch (r->status) {
-		case PS_PROBE_RUNNING: {
-			struct ps_message *m = (struct ps_message *)reply->msg;
-			/* A watched firecracker is replaced only once it has exited. */
-			if (e->pid != r->pid && service_pidfd_alive(e)) {
-				error_still_running(c, e);
-				break;
-			}
-			req->handles.pid = r->pid;
-			req->handles.start_time = r->start_time;
-			memcpy(req->handles.boot_id, d->boot_id, sizeof(req->handles.boot_id));
-			/* Answered once handles.json is durable (on_handles_set). */
-			service_set_handles(d, e, &req->handles, ps_message_take_fd(m, 0),
-					    on_handles_set, req);
-			return;
-		}
-		case PS_PROBE_NOT_RUNNING: {
-			if (r->reason == PS_REASON_NO_LISTENER && set_probe_retry(req))
-				return; /* answered by a later probe */
-			char name[128];
-			snprintf(name, sizeof(name), IFACE "NotFirecracker");
-			yajl_gen g = varlink_params_begin();
-			if (g) {
-				json_gen_kv_string(g, "id", req->id);
-				json_gen_kv_int(g, "pid", req->handles.pid);
-				json_gen_kv_string(g, "reason", ps_reason_name(r->reason));
-			}
-			varlink_error(c, name, varlink_params_end(g));
-			break;
-		}
-		case PS_PROBE_REFUSED:
-			error_with(c, "PolicyRefused", "reason", ps_reason_name(r->reason), NULL,
-				   NULL);
-			break;
-		default:
-			snprintf(reason, sizeof(reason),
-				 "the helper could not probe the process: %s", strerror(-r->err));
-			error_with(c, "HelperUnavailable", "reason", reason, NULL, NULL);
-		}
-	}
-	set_request_free(req);
-}
-
 static void method_set_handles(struct varlink_call *c, yajl_val params, void *userdata)
 {
 	struct daemon *d = userdata;
 	const char *id;
 	int64_t pid;
+	struct vm_handles h;
 
 	if (!check_keys(c, params,
 			(const char *const[]){"id", "pid", "tap", "loops", "dm", NULL}) ||
 	    !get_id(c, params, &id))
 		return;
-	struct set_request *req = calloc(1, sizeof(*req));
-	if (!req) {
-		error_with(c, "HelperUnavailable", "reason", "out of memory", NULL, NULL);
-		return;
-	}
-	req->d = d;
-	req->call = c;
-	req->pidfd = -1;
-	field_set(req->id, sizeof(req->id), id);
+	memset(&h, 0, sizeof(h));
 	if (json_get_int(params, "pid", &pid) < 0 || pid <= 0 || pid > INT32_MAX) {
-		set_request_free(req);
 		error_invalid(c, "pid", "a process id (a positive integer)");
 		return;
 	}
-	req->handles.pid = (int32_t)pid;
-	if (!get_tap(c, params, "tap", req->handles.tap) ||
-	    !get_paths(c, params, "loops", "loops", req->handles.loops[0], &req->handles.n_loops) ||
-	    !get_dm(c, params, "dm", req->handles.dm[0], &req->handles.n_dm)) {
-		set_request_free(req);
+	h.pid = (int32_t)pid;
+	if (!get_tap(c, params, "tap", h.tap) ||
+	    !get_paths(c, params, "loops", "loops", h.loops[0], &h.n_loops) ||
+	    !get_dm(c, params, "dm", h.dm[0], &h.n_dm))
 		return;
-	}
 	struct vm_entry *e = find_vm(d, c, id);
-	if (!e || !admit_mutation(d, c, id)) {
-		set_request_free(req);
+	if (!e || !admit_mutation(d, c, id))
 		return;
-	}
 	/* A client that spawned firecracker may pass its pidfd: then that process is verified. */
-	req->pidfd = varlink_call_take_fd(c, 0);
-	if (req->pidfd >= 0 && (varlink_call_nfds(c) > 1 || !fd_is_pidfd(req->pidfd))) {
+	int pidfd = varlink_call_take_fd(c, 0);
+	if (pidfd >= 0 && (varlink_call_nfds(c) > 1 || !fd_is_pidfd(pidfd))) {
+		varlink_server_close_fd(d->server, pidfd);
 		error_invalid(c, "pid", "the one fd SetHandles takes is the firecracker's pidfd");
-		set_request_free(req);
 		return;
 	}
-	req->caller = caller_of(c);
-	field_set(req->caller.vm, sizeof(req->caller.vm), e->id); /* the helper audits it */
-	req->deadline_ms = monotonic_ms() + d->cfg.api_sock_wait_ms;
-	int r = set_probe_send(req);
-	if (r < 0) {
-		set_request_free(req);
-		error_with(c, "HelperUnavailable", "reason", service_helper_failure(d, r), NULL,
-			   NULL);
-	}
+	struct ps_caller caller = caller_of(c);
+	service_set_handles_call(d, e, &h, pidfd, &caller, c);
 }
 
 static void method_get_handles(struct varlink_call *c, yajl_val params, void *userdata)
 {
 	struct daemon *d = userdata;
 	struct vm_entry *e = vm_of_call(d, c, params, false);
-	if (!e)
-		return;
-	if (!e->has_handles && e->kept_as) {
-		char file[PATH_MAX];
-		store_path(&d->store, e->id, "handles.json", file, sizeof(file));
-		yajl_gen g = varlink_params_begin();
-		if (g) {
-			json_gen_kv_string(g, "id", e->id);
-			json_gen_kv_string(g, "file", file);
-			json_gen_kv_string(g, "kept_as", e->kept_as);
-		}
-		varlink_error(c, IFACE "CorruptState", varlink_params_end(g));
-		return;
-	}
-	if (!e->has_handles) {
-		error_with(c, "NoHandles", "id", e->id, NULL, NULL);
-		return;
-	}
-	struct vm_handles h;
-	cache_entry_get(e, NULL, &h);
-	yajl_gen g = varlink_params_begin();
-	if (g) {
-		json_gen_string(g, "handles");
-		gen_handles(g, &h);
-	}
-	varlink_reply(c, varlink_params_end(g), false);
+	if (e)
+		service_get_handles_call(d, e, c);
 }
 
 static void method_is_alive(struct varlink_call *c, yajl_val params, void *userdata)
@@ -682,79 +546,20 @@ static void method_is_alive(struct varlink_call *c, yajl_val params, void *userd
 	varlink_reply(c, varlink_params_end(g), false);
 }
 
-static void on_cleared(struct daemon *d, const char *id, struct vm_entry *e, int err,
-		       void *userdata)
-{
-	struct varlink_call *c = userdata;
-	(void)d;
-	(void)e;
-	if (err == -ENOENT)
-		error_no_such_vm(c, id);
-	else if (err < 0)
-		error_with(c, "HelperUnavailable", "reason", "out of memory", NULL, NULL);
-	else
-		varlink_reply(c, NULL, false); /* a failed write is retried, as for SetHandles */
-}
-
 static void method_clear_handles(struct varlink_call *c, yajl_val params, void *userdata)
 {
 	struct daemon *d = userdata;
 	struct vm_entry *e = vm_of_call(d, c, params, true);
-	if (!e)
-		return;
-	service_clear_handles(d, e, on_cleared, c);
-}
-
-static void error_still_running(struct varlink_call *c, const struct vm_entry *e)
-{
-	yajl_gen g = varlink_params_begin();
-	if (g) {
-		json_gen_kv_string(g, "id", e->id);
-		json_gen_kv_int(g, "pid", e->pid);
-	}
-	varlink_error(c, IFACE "StillRunning", varlink_params_end(g));
-}
-
-static void on_unregistered(struct daemon *d, const char *id, struct vm_entry *e, int err,
-			    void *userdata)
-{
-	struct varlink_call *c = userdata;
-	if (err == -EBUSY && e)
-		error_still_running(c, e);
-	else if (err == -ENOENT)
-		error_no_such_vm(c, id);
-	else if (err < 0)
-		error_storage(c, d, id, "");
-	else
-		varlink_reply(c, NULL, false);
+	if (e)
+		service_clear_handles_call(d, e, c);
 }
 
 static void method_unregister(struct varlink_call *c, yajl_val params, void *userdata)
 {
 	struct daemon *d = userdata;
 	struct vm_entry *e = vm_of_call(d, c, params, true);
-	if (!e)
-		return;
-	/* Decided in turn with the VM's other mutations: a SetHandles before it counts. */
-	service_unregister(d, e, on_unregistered, c);
-}
-
-static void on_teardown_done(struct daemon *d, const char *id, const struct teardown_outcome *out,
-			     void *userdata)
-{
-	struct varlink_call *c = userdata;
-	(void)d;
-	(void)id;
-	if (out->err < 0) {
-		error_with(c, "HelperUnavailable", "reason", out->why, NULL, NULL);
-		return;
-	}
-	yajl_gen g = varlink_params_begin();
-	if (g) {
-		json_gen_string(g, "results");
-		gen_teardown_results(g, out->reply);
-	}
-	varlink_reply(c, varlink_params_end(g), false);
+	if (e)
+		service_unregister_call(d, e, c);
 }
 
 static void method_teardown(struct varlink_call *c, yajl_val params, void *userdata)
@@ -763,31 +568,8 @@ static void method_teardown(struct varlink_call *c, yajl_val params, void *userd
 	struct vm_entry *e = vm_of_call(d, c, params, true);
 	if (!e)
 		return;
-	/* Never on unknown: only a VM known to be dead loses its resources. */
-	if (service_liveness(e) != VM_DEAD) {
-		error_still_running(c, e);
-		return;
-	}
 	struct ps_caller caller = caller_of(c);
-	int r = service_teardown(d, e, &caller, NULL, on_teardown_done, c);
-	if (r < 0)
-		error_with(c, "HelperUnavailable", "reason", service_helper_failure(d, r), NULL,
-			   NULL);
-}
-
-static void on_reconcile_done(struct daemon *d, int err, const char *why, yajl_gen report,
-			      void *userdata)
-{
-	struct varlink_call *c = userdata;
-	(void)d;
-	if (err < 0 || !report) {
-		if (report)
-			yajl_gen_free(report);
-		error_with(c, "HelperUnavailable", "reason",
-			   why ? why : "reconcile could not finish", NULL, NULL);
-		return;
-	}
-	varlink_reply(c, report, false);
+	service_teardown_call(d, e, &caller, c);
 }
 
 static void method_reconcile(struct varlink_call *c, yajl_val params, void *userdata)
@@ -796,26 +578,16 @@ static void method_reconcile(struct varlink_call *c, yajl_val params, void *user
 	if (!check_keys(c, params, (const char *const[]){NULL}) || !admit_mutation(d, c, ""))
 		return;
 	struct ps_caller caller = caller_of(c);
-	int r = reconcile_start(d, &caller, on_reconcile_done, c);
-	if (r < 0)
-		error_with(c, "HelperUnavailable", "reason", service_helper_failure(d, r), NULL,
-			   NULL);
-}
-
-static int compare_entries(const void *a, const void *b)
-{
-	const struct vm_entry *const *x = a, *const *y = b;
-	return strcmp((*x)->id, (*y)->id);
+	service_reconcile_call(d, &caller, c);
 }
 
 static void method_list(struct varlink_call *c, yajl_val params, void *userdata)
 {
 	struct daemon *d = userdata;
-	struct vm_entry *e, *tmp;
-	size_t n = 0;
+	size_t n;
 	if (!check_keys(c, params, (const char *const[]){NULL}))
 		return;
-	_cleanup_free_ struct vm_entry **all = calloc(cache_count(&d->cache) + 1, sizeof(*all));
+	_cleanup_free_ struct vm_entry **all = service_list(d, &n);
 	yajl_gen g = varlink_params_begin();
 	if (!all || !g) {
 		if (g)
@@ -823,9 +595,6 @@ static void method_list(struct varlink_call *c, yajl_val params, void *userdata)
 		varlink_error(c, IFACE "HelperUnavailable", NULL);
 		return;
 	}
-	CACHE_FOREACH(&d->cache, e, tmp)
-	all[n++] = e;
-	qsort(all, n, sizeof(*all), compare_entries);
 	json_gen_string(g, "vms");
 	yajl_gen_array_open(g);
 	for (size_t i = 0; i < n; i++)
@@ -866,15 +635,8 @@ static void method_watch(struct varlink_call *c, yajl_val params, void *userdata
 	TAILQ_INSERT_TAIL(&d->watchers, w, link);
 	varlink_call_on_cancel(c, on_watch_cancel, d);
 	/* Confirm at once, so a client knows no event after this point can pass it by. */
-	yajl_gen g = varlink_params_begin();
-	if (g) {
-		json_gen_string(g, "event");
-		yajl_gen_map_open(g);
-		json_gen_kv_string(g, "kind", "subscribed");
-		json_gen_kv_int(g, "time_usec", (int64_t)service_realtime_usec());
-		yajl_gen_map_close(g);
-	}
-	varlink_reply(c, varlink_params_end(g), true);
+	reply_event(
+	    c, &(struct service_event){.kind = "subscribed", .time_usec = service_realtime_usec()});
 }
 
 void api_end_watchers(struct daemon *d)
@@ -930,61 +692,64 @@ static void gen_teardown_counters(yajl_gen g, const struct daemon_counters *n)
 	json_gen_kv_int(g, "teardowns_unanswered", (int64_t)n->teardowns_unanswered);
 }
 
+static void gen_server_counters(yajl_gen g, struct varlink_server *server)
+{
+	struct varlink_stats st;
+	varlink_server_stats(server, &st);
+	json_gen_kv_int(g, "calls", (int64_t)st.calls);
+	json_gen_kv_int(g, "errors", (int64_t)st.errors);
+	json_gen_kv_int(g, "connections", (int64_t)st.connections);
+	json_gen_kv_int(g, "connections_refused", (int64_t)st.connections_refused);
+	json_gen_kv_int(g, "connections_dropped", (int64_t)st.connections_dropped);
+	json_gen_kv_int(g, "unread_output_bytes", (int64_t)st.output_bytes);
+	json_gen_kv_int(g, "fds_closing", (int64_t)varlink_server_fds_closing(server));
+}
+
+static void gen_counters(yajl_gen g, const struct service_status *st, struct varlink_server *server)
+{
+	json_gen_string(g, "counters");
+	yajl_gen_map_open(g);
+	gen_server_counters(g, server);
+	json_gen_kv_int(g, "persist_failures", (int64_t)st->persist_failures);
+	json_gen_kv_int(g, "events", (int64_t)st->events);
+	json_gen_kv_int(g, "helper_replacements", (int64_t)st->helper_replacements);
+	json_gen_kv_int(g, "exits", (int64_t)st->counters->exits);
+	json_gen_kv_int(g, "persist_retries", (int64_t)st->counters->persist_retries);
+	gen_teardown_counters(g, st->counters);
+	gen_reconcile_counters(g, st->counters);
+	yajl_gen_map_close(g);
+}
+
+static void gen_vm_counts(yajl_gen g, const struct service_status *st)
+{
+	json_gen_string(g, "counts");
+	yajl_gen_map_open(g);
+	json_gen_kv_int(g, "vms", (int64_t)st->vms);
+	json_gen_kv_int(g, "starting", st->by_state[VM_STARTING]);
+	json_gen_kv_int(g, "running", st->by_state[VM_RUNNING]);
+	json_gen_kv_int(g, "stopped", st->by_state[VM_STOPPED]);
+	json_gen_kv_int(g, "liveness_unknown", st->liveness_unknown);
+	yajl_gen_map_close(g);
+}
+
 static void method_get_status(struct varlink_call *c, yajl_val params, void *userdata)
 {
-	static const char *const helper_state_names[] = {
-	    [HELPER_STATE_OK] = "ok", [HELPER_STATE_STUCK] = "stuck", [HELPER_STATE_GONE] = "gone"};
 	struct daemon *d = userdata;
-	struct vm_entry *e, *tmp;
-	int64_t counts[3] = {0}, unknown = 0;
-	struct varlink_stats st;
-	struct timespec now;
-
+	struct service_status st;
 	if (!check_keys(c, params, (const char *const[]){NULL}))
 		return;
-	CACHE_FOREACH(&d->cache, e, tmp)
-	{
-		counts[e->state]++;
-		unknown += service_liveness(e) == VM_UNKNOWN;
-	}
-	varlink_server_stats(d->server, &st);
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	int64_t uptime = (int64_t)(now.tv_sec - d->started.tv_sec) * 1000000 +
-			 (now.tv_nsec - d->started.tv_nsec) / 1000;
+	service_status(d, &st);
 	yajl_gen g = varlink_params_begin();
 	if (g) {
 		json_gen_kv_string(g, "version", BANGER_VERSION);
-		json_gen_kv_int(g, "uptime_usec", uptime);
-		json_gen_string(g, "counts");
-		yajl_gen_map_open(g);
-		json_gen_kv_int(g, "vms", (int64_t)cache_count(&d->cache));
-		json_gen_kv_int(g, "starting", counts[VM_STARTING]);
-		json_gen_kv_int(g, "running", counts[VM_RUNNING]);
-		json_gen_kv_int(g, "stopped", counts[VM_STOPPED]);
-		json_gen_kv_int(g, "liveness_unknown", unknown);
-		yajl_gen_map_close(g);
-		json_gen_kv_int(g, "helper_pid", d->helper_said_pid);
-		json_gen_kv_bool(g, "helper_privileged", d->helper_privileged);
-		json_gen_kv_string(g, "helper_state", helper_state_names[d->helper_state]);
-		if (d->helper_state != HELPER_STATE_OK)
-			json_gen_kv_string(g, "helper_problem", d->helper_problem);
-		json_gen_string(g, "counters");
-		yajl_gen_map_open(g);
-		json_gen_kv_int(g, "calls", (int64_t)st.calls);
-		json_gen_kv_int(g, "errors", (int64_t)st.errors);
-		json_gen_kv_int(g, "connections", (int64_t)st.connections);
-		json_gen_kv_int(g, "connections_refused", (int64_t)st.connections_refused);
-		json_gen_kv_int(g, "connections_dropped", (int64_t)st.connections_dropped);
-		json_gen_kv_int(g, "unread_output_bytes", (int64_t)st.output_bytes);
-		json_gen_kv_int(g, "fds_closing", (int64_t)varlink_server_fds_closing(d->server));
-		json_gen_kv_int(g, "persist_failures", (int64_t)d->persist_failures);
-		json_gen_kv_int(g, "events", (int64_t)d->events);
-		json_gen_kv_int(g, "helper_replacements", (int64_t)d->helper_replacements);
-		json_gen_kv_int(g, "exits", (int64_t)d->counters.exits);
-		json_gen_kv_int(g, "persist_retries", (int64_t)d->counters.persist_retries);
-		gen_teardown_counters(g, &d->counters);
-		gen_reconcile_counters(g, &d->counters);
-		yajl_gen_map_close(g);
+		json_gen_kv_int(g, "uptime_usec", st.uptime_usec);
+		gen_vm_counts(g, &st);
+		json_gen_kv_int(g, "helper_pid", st.helper_pid);
+		json_gen_kv_bool(g, "helper_privileged", st.helper_privileged);
+		json_gen_kv_string(g, "helper_state", st.helper_state);
+		if (st.helper_problem)
+			json_gen_kv_string(g, "helper_problem", st.helper_problem);
+		gen_counters(g, &st, d->server);
 		gen_method_counters(g, d);
 	}
 	varlink_reply(c, varlink_params_end(g), false);

@@ -297,22 +297,28 @@ static void print_usage(FILE *out)
 		"show the version");
 }
 
-int config_parse_args(struct banger_config *cfg, int argc, char **argv, char *why, size_t why_size)
-{
-	enum { OPT_CONFIG = 1000, OPT_HELP, OPT_VERSION };
-	struct option options[N_SETTINGS + 4];
-	bool replaced[N_SETTINGS] = {false};
-	const char *config_path = NULL;
-	int c, r;
+enum { OPT_CONFIG = 1000, OPT_HELP, OPT_VERSION };
+#define N_OPTIONS (N_SETTINGS + 4)
 
+/* One long option per setting, then --config, --help, --version. */
+static void options_build(struct option options[N_OPTIONS])
+{
 	for (size_t i = 0; i < N_SETTINGS; i++)
 		options[i] = (struct option){setting_flag(i), required_argument, NULL, (int)i};
 	options[N_SETTINGS + 0] = (struct option){"config", required_argument, NULL, OPT_CONFIG};
 	options[N_SETTINGS + 1] = (struct option){"help", no_argument, NULL, OPT_HELP};
 	options[N_SETTINGS + 2] = (struct option){"version", no_argument, NULL, OPT_VERSION};
 	options[N_SETTINGS + 3] = (struct option){0};
+}
 
-	/* Pass 1: only --config, --help, --version, and the syntax of everything. */
+/*
+ * Pass 1: only --config, --help, --version, and the syntax of everything.
+ * Returns 0, 1 when --help/--version was answered, or -EINVAL with why set.
+ */
+static int scan_args(int argc, char **argv, const struct option *options, const char **config_path,
+		     char *why, size_t why_size)
+{
+	int c;
 	opterr = 0;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
@@ -325,7 +331,7 @@ int config_parse_args(struct banger_config *cfg, int argc, char **argv, char *wh
 			return 1;
 		}
 		if (c == OPT_CONFIG)
-			config_path = optarg;
+			*config_path = optarg;
 		if (c == '?' || c == ':') {
 			snprintf(why, why_size, "unknown option or missing value: %s (see --help)",
 				 argv[optind - 1]);
@@ -336,14 +342,15 @@ int config_parse_args(struct banger_config *cfg, int argc, char **argv, char *wh
 		snprintf(why, why_size, "unexpected argument '%s'", argv[optind]);
 		return -EINVAL;
 	}
-	if (config_path || access(BANGER_DEFAULT_CONFIG, F_OK) == 0) {
-		r = config_load_file(cfg, config_path ? config_path : BANGER_DEFAULT_CONFIG, why,
-				     why_size);
-		if (r < 0)
-			return r;
-	}
+	return 0;
+}
 
-	/* Pass 2: flags over the file. */
+/* Pass 2: flags over the file; a list flag replaces the file's list. */
+static int apply_args(struct banger_config *cfg, int argc, char **argv,
+		      const struct option *options, char *why, size_t why_size)
+{
+	bool replaced[N_SETTINGS] = {false};
+	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
 		if (c < 0 || c >= (int)N_SETTINGS)
@@ -352,7 +359,7 @@ int config_parse_args(struct banger_config *cfg, int argc, char **argv, char *wh
 			setting_clear(cfg, (size_t)c);
 			replaced[c] = true;
 		}
-		r = setting_set(cfg, (size_t)c, optarg);
+		int r = setting_set(cfg, (size_t)c, optarg);
 		if (r < 0) {
 			snprintf(why, why_size, "--%s '%s': %s", setting_flag((size_t)c), optarg,
 				 strerror(-r));
@@ -360,6 +367,24 @@ int config_parse_args(struct banger_config *cfg, int argc, char **argv, char *wh
 		}
 	}
 	return 0;
+}
+
+int config_parse_args(struct banger_config *cfg, int argc, char **argv, char *why, size_t why_size)
+{
+	struct option options[N_OPTIONS];
+	const char *config_path = NULL;
+
+	options_build(options);
+	int r = scan_args(argc, argv, options, &config_path, why, why_size);
+	if (r != 0)
+		return r;
+	if (config_path || access(BANGER_DEFAULT_CONFIG, F_OK) == 0) {
+		r = config_load_file(cfg, config_path ? config_path : BANGER_DEFAULT_CONFIG, why,
+				     why_size);
+		if (r < 0)
+			return r;
+	}
+	return apply_args(cfg, argc, argv, options, why, why_size);
 }
 
 int config_finish(struct banger_config *cfg, char *why, size_t why_size)

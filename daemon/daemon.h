@@ -1,6 +1,7 @@
 /*
  * bangerd's one context struct: the only mutable state the daemon has
- * beyond what each module's own objects hold.
+ * beyond what each module's own objects hold. Only the struct lives here;
+ * each module's functions are in its own header (service.h, api.h, ...).
  */
 #pragma once
 
@@ -14,13 +15,9 @@
 #include "config.h"
 #include "helper_client.h"
 #include "store.h"
+#include "reconcile.h"
+#include "service.h"
 #include "varlink.h"
-
-/* Every record's socket must fit one reconcile SCAN: more records could never be reconciled. */
-#define PERSIST_RETRY_FIRST_MS	  250
-#define PERSIST_RETRY_MAX_MS	  5000
-#define SHUTDOWN_DRAIN_TIMEOUT_MS 10000
-#define SHUTDOWN_DRAIN_POLL_MS	  20
 
 /* What GetStatus says of the helper. */
 enum helper_state {
@@ -28,9 +25,6 @@ enum helper_state {
 	HELPER_STATE_STUCK, /* a request passed its deadline; replaced (split) or exiting (spawn) */
 	HELPER_STATE_GONE,  /* died or broke the protocol; bangerd is exiting */
 };
-
-/* Report actions of a reconcile, per VM: kept, torn_down, failed, unknown, clean, retained. */
-#define RECONCILE_ACTIONS 6
 
 /* Totals since bangerd started, for GetStatus and `bangerctl metrics`: they only grow. */
 struct daemon_counters {
@@ -53,6 +47,9 @@ struct watcher {
 struct daemon {
 	struct banger_config cfg;
 	struct event_base *base;
+	service_answer_fn answer;    /* api.c's: how a call's result becomes its reply */
+	service_event_fn event_sink; /* api.c's: where events go (Watch), or NULL */
+	void *event_sink_userdata;
 	struct helper_client *helper;
 	pid_t helper_pid;      /* our child in spawn mode (to reap), 0 in split mode */
 	pid_t helper_said_pid; /* what the helper reported in HELLO: the process doing the work */
@@ -79,6 +76,7 @@ struct daemon {
 	int drain_status; /* what to exit with once the drain ends */
 	bool ready;
 	bool stopping;
+	bool stop_requested; /* daemon_stop was called: the loop is leaving */
 	struct timespec started;
 	struct timespec stop_deadline;
 	struct event *ev_sigterm, *ev_sigint, *ev_sigchld, *ev_drain;
@@ -87,101 +85,3 @@ struct daemon {
 	struct service_lane *lanes;  /* a VM's mutations, one at a time (service.c) */
 	unsigned registers_in_flight;
 };
-
-/* service.c: the rules of DESIGN §2 */
-int service_load(struct daemon *d);
-uint64_t service_realtime_usec(void);
-/* id NULL: an event of bangerd itself (helper_stuck, ...), not of a VM. */
-void service_emit(struct daemon *d, const char *kind, const char *id, int pid, const char *detail);
-/* The same, done for call (bangerd's call or task id, "Teardown#9", "exit"): journal entries say
- * so. */
-void service_emit_for(struct daemon *d, const char *call, const char *kind, const char *id, int pid,
-		      const char *detail);
-/* Why a request could not be sent: the helper's failure when it has failed, else strerror. */
-const char *service_helper_failure(const struct daemon *d, int err);
-/*
- * Mutations are answered once what they changed is durable: done runs on
- * the loop's thread with the VM's id, its entry (NULL when there is none,
- * or no longer one) and 0 or -errno. A VM's mutations run one at a time, in
- * the order they were asked for; each decides on the cache as the one
- * before it left it. The writes themselves are the store writer's
- * (store_writer.h): reads never wait behind them.
- */
-typedef void (*service_done_fn)(struct daemon *d, const char *id, struct vm_entry *e, int err,
-				void *userdata);
-/*
- * Register a VM, or re-arm a stopped record that holds nothing for its next
- * run. -EEXIST otherwise (e is the entry: service_rearm_refusal() says why);
- * -ENOSPC: max_vms records already; else vm.json could not be written.
- */
-void service_register(struct daemon *d, const struct vm_record *rec, service_done_fn done,
-		      void *userdata);
-/*
- * Takes pidfd. 0: cached and persisted; -EIO: cached, not persisted (retried,
- * the reply says persisted false); -ENOENT: unregistered meanwhile.
- */
-void service_set_handles(struct daemon *d, struct vm_entry *e, const struct vm_handles *h,
-			 int pidfd, service_done_fn done, void *userdata);
-void service_clear_handles(struct daemon *d, struct vm_entry *e, service_done_fn done,
-			   void *userdata);
-/* -EBUSY: not known to be dead (e is the entry); -ENOENT; else the files could not go. */
-void service_unregister(struct daemon *d, struct vm_entry *e, service_done_fn done, void *userdata);
-/* done runs once every mutation of id asked for so far has finished. */
-void service_after_writes(struct daemon *d, const char *id, service_done_fn done, void *userdata);
-/* Every write queued so far made (or failed) and answered, here (shutdown). */
-void service_flush_writes(struct daemon *d);
-/* Why Register may not re-arm e (what to call first), or NULL when it may. */
-const char *service_rearm_refusal(const struct vm_entry *e);
-/* Does a dead VM hold (or may it hold) anything: handles, a mirror, a kept file, a start? */
-bool service_holds_resources(const struct vm_entry *e);
-enum vm_liveness service_liveness(const struct vm_entry *e);
-
-/* What a teardown came to: err < 0 when the helper could not answer at all (why says so). */
-struct teardown_outcome {
-	int err;
-	const char *why;
-	bool complete; /* every resource removed or absent */
-	const struct ps_teardown_reply *reply;
-};
-typedef void (*teardown_done_fn)(struct daemon *d, const char *id,
-				 const struct teardown_outcome *outcome, void *userdata);
-/*
- * Tear down what the VM holds or held (handles, the record's mirror, its
- * plan), DM -> loops -> tap, through the helper. Once every resource is
- * removed or absent the handles are cleared and the record marked stopped.
- * done may be NULL.
- */
-/* The loops, taps and DM names live VMs hold now; a teardown never names them. */
-struct held_names {
-	struct held_name *set;
-};
-void held_names_collect(struct daemon *d, struct held_names *held);
-void held_names_free(struct held_names *held);
-/* held: what live VMs hold (NULL: collected for this one call). */
-int service_teardown(struct daemon *d, struct vm_entry *e, const struct ps_caller *caller,
-		     const struct held_names *held, teardown_done_fn done, void *userdata);
-void gen_teardown_results(yajl_gen g, const struct ps_teardown_reply *reply);
-
-/*
- * reconcile.c: DESIGN §3. done runs once every VM is decided; report is its
- * JSON. err < 0 when the helper failed it (why names the operation and wait).
- */
-typedef void (*reconcile_done_fn)(struct daemon *d, int err, const char *why, yajl_gen report,
-				  void *userdata);
-int reconcile_start(struct daemon *d, const struct ps_caller *caller, reconcile_done_fn done,
-		    void *userdata);
-/* The name of a report action (0 to RECONCILE_ACTIONS - 1): "kept", "torn_down", ... */
-const char *reconcile_action_name(size_t action);
-/* Watch the verified firecracker of e (adopting a new pid if it moved). */
-void service_adopt_process(struct daemon *d, struct vm_entry *e, int32_t pid, uint64_t start_time,
-			   int pidfd);
-/* Does the process e watches still live? (false when e watches none) */
-bool service_pidfd_alive(const struct vm_entry *e);
-/* Try every pending write once more now (shutdown). */
-void service_flush_pending(struct daemon *d);
-
-/* api.c: io.banger.Handles over Varlink */
-/* uid 0, the daemon's uid, or the admin group: may mutate, may pass fds (varlink is_admin). */
-bool api_may_mutate(const struct varlink_peer *p, void *userdata);
-extern const struct varlink_interface banger_handles_interface;
-void api_end_watchers(struct daemon *d);

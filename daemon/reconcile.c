@@ -18,10 +18,15 @@
 #include <string.h>
 #include <time.h>
 
+#include "cache.h"
 #include "daemon.h"
+#include "helper_client.h"
 #include "json.h"
 #include "log.h"
 #include "message_id.h"
+#include "reconcile.h"
+#include "service.h"
+#include "varlink.h"
 
 enum rc_action {
 	RC_KEPT,

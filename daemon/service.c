@@ -26,12 +26,21 @@
 
 #include <uthash.h>
 
+#include "cache.h"
 #include "crashpoint.h"
 #include "daemon.h"
+#include "helper_client.h"
 #include "json.h"
 #include "log.h"
 #include "message_id.h"
 #include "path.h"
+#include "service.h"
+#include "store.h"
+#include "store_writer.h"
+#include "vm.h"
+
+#define PERSIST_RETRY_FIRST_MS 250
+#define PERSIST_RETRY_MAX_MS   5000
 
 uint64_t service_realtime_usec(void)
 {
@@ -58,7 +67,6 @@ void service_emit(struct daemon *d, const char *kind, const char *id, int pid, c
 void service_emit_for(struct daemon *d, const char *call, const char *kind, const char *id, int pid,
 		      const char *detail)
 {
-	struct watcher *w;
 	d->events++;
 	/* The mutating calls behind registered/handles_set/... are logged already; the rest is
 	 * news. */
@@ -76,24 +84,20 @@ void service_emit_for(struct daemon *d, const char *call, const char *kind, cons
 			      {"BANGER_PID", pid > 0 ? pid_s : NULL}, {"BANGER_CALL", call}),
 		   "event %s%s%s%s%s", kind, id ? " vm " : "", id ? id : "", detail ? ": " : "",
 		   detail ? detail : "");
-	TAILQ_FOREACH(w, &d->watchers, link)
-	{
-		yajl_gen g = varlink_params_begin();
-		if (!g)
-			continue;
-		json_gen_string(g, "event");
-		yajl_gen_map_open(g);
-		json_gen_kv_string(g, "kind", kind);
-		if (id)
-			json_gen_kv_string(g, "id", id);
-		json_gen_kv_int(g, "time_usec", (int64_t)service_realtime_usec());
-		if (pid > 0)
-			json_gen_kv_int(g, "pid", pid);
-		if (detail)
-			json_gen_kv_string(g, "detail", detail);
-		yajl_gen_map_close(g);
-		varlink_reply(w->call, varlink_params_end(g), true);
+	if (d->event_sink) {
+		struct service_event ev = {.kind = kind,
+					   .id = id,
+					   .time_usec = service_realtime_usec(),
+					   .pid = pid,
+					   .detail = detail};
+		d->event_sink(&ev, d->event_sink_userdata);
 	}
+}
+
+void service_set_event_sink(struct daemon *d, service_event_fn sink, void *userdata)
+{
+	d->event_sink = sink;
+	d->event_sink_userdata = userdata;
 }
 
 const char *service_helper_failure(const struct daemon *d, int err)

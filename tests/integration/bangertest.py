@@ -34,7 +34,7 @@ PR_SET_PDEATHSIG = 1
 # something (the ASan build of ./dev test runs the daemons' tests): in bangerd's log, or the
 # helper's (the same pipe), it fails the test however the test itself went.
 SANITIZER_REPORTS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer")
-# bangerd's one line once it serves (daemon/main.c); twice in one log is a second start.
+# bangerd's one line once it serves (daemon/startup.c); twice in one log is a second start.
 READY = "ready: running as"
 
 
