@@ -136,14 +136,11 @@ static char **helper_environment(void)
 	return env;
 }
 
-int helper_spawn(const char *helper_path, const struct ps_policy *policy, const char *audit_log,
-		 int log_level, pid_t *pid_out)
+/* The helper's argv: its path, the policy's flags, the audit log and log level. */
+static void helper_argv(const char **argv, const char *helper_path, const struct ps_policy *policy,
+			const char *audit_log, int log_level)
 {
-	const char *argv[POLICY_MAX_ARGS + 8];
-	int sv[2];
 	size_t n = 0;
-
-	/* Everything the child needs is built before fork: it only execs. */
 	argv[n++] = helper_path;
 	n += policy_to_args(policy, argv + n, POLICY_MAX_ARGS);
 	if (audit_log && audit_log[0]) {
@@ -155,6 +152,41 @@ int helper_spawn(const char *helper_path, const struct ps_policy *policy, const 
 		argv[n++] = log_level_name(log_level);
 	}
 	argv[n] = NULL;
+}
+
+/* In the child: our end of the socketpair on HELPER_FD, stdin /dev/null, nothing else; exec. */
+static _Noreturn void helper_exec(int sock, const char *helper_path, const char *const *argv,
+				  char **env)
+{
+	sigset_t all;
+	sigemptyset(&all);
+	sigprocmask(SIG_SETMASK, &all, NULL);
+	if (sock == HELPER_FD) {
+		if (fcntl(HELPER_FD, F_SETFD, 0) < 0)
+			_exit(127);
+	} else if (dup2(sock, HELPER_FD) < 0) {
+		_exit(127);
+	}
+	int devnull = open("/dev/null", O_RDONLY);
+	if (devnull < 0 || dup2(devnull, STDIN_FILENO) < 0)
+		_exit(127);
+	/* Socket-activation fds and everything else stay with bangerd. */
+	close_range(HELPER_FD + 1, ~0U, 0);
+	execve(helper_path, (char *const *)argv, env);
+	static const char msg[] = "<3>bangerd: cannot execute the helper\n";
+	ssize_t w = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+	(void)w;
+	_exit(127);
+}
+
+int helper_spawn(const char *helper_path, const struct ps_policy *policy, const char *audit_log,
+		 int log_level, pid_t *pid_out)
+{
+	const char *argv[POLICY_MAX_ARGS + 8];
+	int sv[2];
+
+	/* Everything the child needs is built before fork: it only execs. */
+	helper_argv(argv, helper_path, policy, audit_log, log_level);
 	_cleanup_free_ char **env = helper_environment();
 	if (!env)
 		return -ENOMEM;
@@ -168,27 +200,8 @@ int helper_spawn(const char *helper_path, const struct ps_policy *policy, const 
 		safe_close(sv[1]);
 		return r;
 	}
-	if (pid == 0) {
-		sigset_t all;
-		sigemptyset(&all);
-		sigprocmask(SIG_SETMASK, &all, NULL);
-		if (sv[1] == HELPER_FD) {
-			if (fcntl(HELPER_FD, F_SETFD, 0) < 0)
-				_exit(127);
-		} else if (dup2(sv[1], HELPER_FD) < 0) {
-			_exit(127);
-		}
-		int devnull = open("/dev/null", O_RDONLY);
-		if (devnull < 0 || dup2(devnull, STDIN_FILENO) < 0)
-			_exit(127);
-		/* Socket-activation fds and everything else stay with bangerd. */
-		close_range(HELPER_FD + 1, ~0U, 0);
-		execve(helper_path, (char *const *)argv, env);
-		static const char msg[] = "<3>bangerd: cannot execute the helper\n";
-		ssize_t w = write(STDERR_FILENO, msg, sizeof(msg) - 1);
-		(void)w;
-		_exit(127);
-	}
+	if (pid == 0)
+		helper_exec(sv[1], helper_path, argv, env);
 	safe_close(sv[1]);
 	if (fcntl(sv[0], F_SETFL, O_NONBLOCK) < 0) {
 		int r = negative_errno();
