@@ -943,67 +943,102 @@ static const struct command *find_command(const char *name)
 	return NULL;
 }
 
-int main(int argc, char **argv)
+/* Take the command ctl->args names and check its arguments and options against it. */
+static int select_command(struct ctl *ctl)
 {
-	struct ctl ctl = {.pidfd = -1};
-	_cleanup_(varlink_client_freep) struct varlink_client *client = NULL;
-	_cleanup_(yajl_gen_freep) yajl_gen call = NULL;
-
-	int status = parse_command_line(argc, argv, &ctl);
-	if (status < 0)
-		return EXIT_OK;
-	if (status != EXIT_OK)
-		return status;
-	if (ctl.nargs == 0)
+	if (ctl->nargs == 0)
 		return usage_error("no command given");
-	const struct command *cmd = find_command(ctl.args[0]);
+	const struct command *cmd = find_command(ctl->args[0]);
 	if (!cmd)
-		return usage_error("unknown command '%s'", ctl.args[0]);
-	ctl.cmd = cmd;
-	ctl.args++;
-	ctl.nargs--;
-	if (ctl.nargs != cmd->nargs)
+		return usage_error("unknown command '%s'", ctl->args[0]);
+	ctl->cmd = cmd;
+	ctl->args++;
+	ctl->nargs--;
+	if (ctl->nargs != cmd->nargs)
 		return cmd->nargs ? usage_error("%s takes %s", cmd->name, cmd->arg_names)
 				  : usage_error("%s takes no arguments", cmd->name);
-	unsigned stray = ctl.given & ~cmd->options;
+	unsigned stray = ctl->given & ~cmd->options;
 	if (stray)
 		return usage_error("%s does not apply to %s", option_name(stray & -stray),
 				   cmd->name);
+	return EXIT_OK;
+}
 
-	/* Everything that can be wrong with the command line is found before connecting. */
+/*
+ * The whole call, built before connecting: everything that can be wrong with
+ * the command line is found first. On EXIT_OK *out holds the call.
+ */
+static int build_call(struct ctl *ctl, yajl_gen *out)
+{
 	char method[128];
-	snprintf(method, sizeof(method), IFACE "%s", cmd->method);
-	call = varlink_client_call_begin(method);
+	snprintf(method, sizeof(method), IFACE "%s", ctl->cmd->method);
+	_cleanup_(yajl_gen_freep) yajl_gen call = varlink_client_call_begin(method);
 	if (!call) {
 		fprintf(stderr, "bangerctl: out of memory\n");
 		return EXIT_FAILED;
 	}
-	status = cmd->build ? cmd->build(&ctl, call) : EXIT_OK;
-	if (status != EXIT_OK) {
-		safe_close(ctl.pidfd);
-		return status;
-	}
+	int status = ctl->cmd->build ? ctl->cmd->build(ctl, call) : EXIT_OK;
+	if (status == EXIT_OK)
+		*out = TAKE_PTR(call);
+	return status;
+}
 
-	if (!ctl.socket_path)
-		ctl.socket_path = getenv("BANGER_SOCKET");
-	if (!ctl.socket_path || !ctl.socket_path[0])
-		ctl.socket_path = DEFAULT_SOCKET_PATH;
-	int r = varlink_client_connect(ctl.socket_path, &client);
+/*
+ * Connect to bangerd (--socket, else $BANGER_SOCKET, else the default) and run
+ * the command's call, which this takes over.
+ */
+static int connect_and_run(struct ctl *ctl, yajl_gen call_in)
+{
+	_cleanup_(yajl_gen_freep) yajl_gen call = call_in;
+	_cleanup_(varlink_client_freep) struct varlink_client *client = NULL;
+
+	if (!ctl->socket_path)
+		ctl->socket_path = getenv("BANGER_SOCKET");
+	if (!ctl->socket_path || !ctl->socket_path[0])
+		ctl->socket_path = DEFAULT_SOCKET_PATH;
+	int r = varlink_client_connect(ctl->socket_path, &client);
 	if (r < 0) {
-		fprintf(stderr, "bangerctl: cannot connect to %s: %s\n", ctl.socket_path,
+		fprintf(stderr, "bangerctl: cannot connect to %s: %s\n", ctl->socket_path,
 			strerror(-r));
-		status = EXIT_FAILED;
-	} else {
-		ctl.client = client;
-		status = cmd->run(&ctl, TAKE_PTR(call));
+		return EXIT_FAILED;
 	}
-	safe_close(ctl.pidfd);
+	ctl->client = client;
+	int status = ctl->cmd->run(ctl, TAKE_PTR(call));
+	ctl->client = NULL;
+	return status;
+}
+
+/* After the command ran: what must happen however it went; the exit status. */
+static int finish(struct ctl *ctl, int status)
+{
+	int r;
+
+	safe_close(ctl->pidfd);
 	/* A scraper must not take the last file's figures for today's: say bangerd is down. */
-	if (status == EXIT_FAILED && ctl.output && (r = metrics_write_file(ctl.output, NULL)) < 0)
-		fprintf(stderr, "bangerctl: cannot write %s: %s\n", ctl.output, strerror(-r));
+	if (status == EXIT_FAILED && ctl->output && (r = metrics_write_file(ctl->output, NULL)) < 0)
+		fprintf(stderr, "bangerctl: cannot write %s: %s\n", ctl->output, strerror(-r));
 	if (fflush(stdout) != 0 || ferror(stdout)) {
 		fprintf(stderr, "bangerctl: writing the answer failed\n");
 		return EXIT_FAILED;
 	}
 	return status;
+}
+
+int main(int argc, char **argv)
+{
+	struct ctl ctl = {.pidfd = -1};
+	yajl_gen call = NULL;
+
+	int status = parse_command_line(argc, argv, &ctl);
+	if (status < 0)
+		return EXIT_OK; /* --help or --version */
+	if (status == EXIT_OK)
+		status = select_command(&ctl);
+	if (status == EXIT_OK)
+		status = build_call(&ctl, &call);
+	if (status != EXIT_OK) {
+		safe_close(ctl.pidfd);
+		return status;
+	}
+	return finish(&ctl, connect_and_run(&ctl, call));
 }
