@@ -275,6 +275,19 @@ func (d *daemon) client(t *testing.T) *Client {
 	return c
 }
 
+// runningVM registers id (no plan) and sets its handles to a stub firecracker
+// that listens: a VM bangerd sees running. The stub is returned.
+func (d *daemon) runningVM(t *testing.T, c *Client, id string) *stub {
+	t.Helper()
+	ctx := ctxFor(t)
+	_, err := c.Register(ctx, id, d.apiSock(id), nil)
+	must(t, err)
+	fc := startStub(t, d.apiSock(id), true)
+	_, _, err = c.SetHandlesProcess(ctx, id, fc.cmd.Process, Resources{})
+	must(t, err)
+	return fc
+}
+
 // stub is a stub firecracker listening on apiSock (waited for unless extra delays it).
 type stub struct {
 	cmd *exec.Cmd
