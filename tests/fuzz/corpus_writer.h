@@ -60,9 +60,13 @@ static inline void corpus_write(struct corpus *c, const char *name, const void *
 	c->written++;
 }
 
-/* A maker's whole main: `program DIR`, write_seeds into DIR, the count, the exit status. */
-static inline int corpus_main(int argc, char **argv, const char *program,
-			      void (*write_seeds)(struct corpus *c))
+/*
+ * A maker's whole main: `program DIR`, write_seeds into DIR with scratch_size
+ * bytes of zeroed scratch space (where a maker builds each seed), the count,
+ * the exit status.
+ */
+static inline int corpus_main(int argc, char **argv, const char *program, size_t scratch_size,
+			      void (*write_seeds)(struct corpus *c, void *scratch))
 {
 	struct corpus c = {.program = program};
 
@@ -71,7 +75,11 @@ static inline int corpus_main(int argc, char **argv, const char *program,
 		return EXIT_FAILURE;
 	}
 	c.dir = argv[1];
-	write_seeds(&c);
+	_cleanup_free_ void *scratch = calloc(1, scratch_size);
+	if (!scratch)
+		corpus_fail(&c, "out of memory");
+	else
+		write_seeds(&c, scratch);
 	printf("%s: wrote %u seeds to %s\n", program, c.written, c.dir);
 	return c.failures == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -349,14 +349,10 @@ static void seed_teardown_reply(struct corpus *c, struct datagram *d)
 	seed_emit(c, "teardown-reply-3-results", PS_TO_DAEMON, 0, d, datagram_len(d), SEED_VALID);
 }
 
-static void write_seeds(struct corpus *c)
+static void write_seeds(struct corpus *c, void *scratch)
 {
-	_cleanup_free_ struct datagram *d = malloc(sizeof(*d));
+	struct datagram *d = scratch;
 
-	if (!d) {
-		corpus_fail(c, "out of memory");
-		return;
-	}
 	seed_hello(c, d);
 	seed_hello_reply(c, d);
 	seed_probe(c, d);
@@ -369,5 +365,5 @@ static void write_seeds(struct corpus *c)
 
 int main(int argc, char **argv)
 {
-	return corpus_main(argc, argv, "make_corpus", write_seeds);
+	return corpus_main(argc, argv, "make_corpus", sizeof(struct datagram), write_seeds);
 }

@@ -565,14 +565,10 @@ static void seed_turns(struct corpus *c, struct seed *s)
 	seed_emit(c, "calls-per-turn-no-priorities", s);
 }
 
-static void write_seeds(struct corpus *c)
+static void write_seeds(struct corpus *c, void *scratch)
 {
-	_cleanup_free_ struct seed *s = malloc(sizeof(*s));
+	struct seed *s = scratch;
 
-	if (!s) {
-		corpus_fail(c, "out of memory");
-		return;
-	}
 	seed_single_calls(c, s);
 	seed_pipelined(c, s);
 	seed_byte_by_byte(c, s);
@@ -590,5 +586,5 @@ static void write_seeds(struct corpus *c)
 
 int main(int argc, char **argv)
 {
-	return corpus_main(argc, argv, "make_varlink_corpus", write_seeds);
+	return corpus_main(argc, argv, "make_varlink_corpus", sizeof(struct seed), write_seeds);
 }
