@@ -396,14 +396,7 @@ func TestWatchCancellation(t *testing.T) {
 		t.Fatalf("event without time: %+v", ev)
 	}
 	cancel()
-	select {
-	case _, ok := <-w.Events:
-		for ok {
-			_, ok = <-w.Events
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Events not closed 5 s after the cancel")
-	}
+	waitEventsClosed(t, w, "the cancel")
 	if !errors.Is(w.Err(), context.Canceled) {
 		t.Fatalf("Watch ended with %v, want context.Canceled", w.Err())
 	}
@@ -525,14 +518,7 @@ func TestBangerdRestart(t *testing.T) {
 	must(t, err)
 
 	d.kill()
-	select {
-	case _, ok := <-w.Events:
-		for ok {
-			_, ok = <-w.Events
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Watch not ended 5 s after bangerd died")
-	}
+	waitEventsClosed(t, w, "bangerd died")
 	if !errors.Is(w.Err(), ErrConnectionLost) {
 		t.Fatalf("Watch ended with %v, want ErrConnectionLost", w.Err())
 	}

@@ -381,6 +381,23 @@ func ctxFor(t *testing.T) context.Context {
 	return ctx
 }
 
+// waitEventsClosed waits, 5 s at most in all, for w.Events to be closed,
+// reading whatever events are still in it.
+func waitEventsClosed(t *testing.T, w *Watcher, after string) {
+	t.Helper()
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case _, ok := <-w.Events:
+			if !ok {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("Events not closed 5 s after %s", after)
+		}
+	}
+}
+
 // nextEvent waits for the next event of kind for id on w.
 func nextEvent(t *testing.T, w *Watcher, id, kind string) Event {
 	t.Helper()
