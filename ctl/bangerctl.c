@@ -13,6 +13,7 @@
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -836,26 +837,6 @@ static const struct option long_options[] = {
     {NULL, 0, NULL, 0},
 };
 
-static const char *option_name(unsigned bit)
-{
-	switch (bit) {
-	case OPT_API_SOCK:
-		return "--api-sock";
-	case OPT_TAP:
-		return "--tap";
-	case OPT_LOOP_FILE:
-		return "--loop-file";
-	case OPT_LOOP:
-		return "--loop";
-	case OPT_DM:
-		return "--dm";
-	case OPT_OUTPUT:
-		return "--output";
-	default:
-		return "--on-exit";
-	}
-}
-
 static int add_repeated(struct repeated *r, const char *name, const char *value)
 {
 	if (r->count >= MAX_REPEATED_OPTION)
@@ -873,9 +854,50 @@ static int set_once(const char **field, const char *name, const char *value)
 	return EXIT_OK;
 }
 
+/*
+ * The options that carry a value: the bit a command must allow, and where
+ * the value goes (a const char * of struct ctl, or, for one that may be given
+ * again, a struct repeated), as systemd's config tables say it with offsetof.
+ */
+static const struct value_option {
+	int id;	      /* enum long_option */
+	unsigned bit; /* enum command_option */
+	const char *name;
+	bool repeated;
+	size_t field; /* offsetof(struct ctl, ...) */
+} value_options[] = {
+    {LONG_API_SOCK, OPT_API_SOCK, "--api-sock", false, offsetof(struct ctl, api_sock)},
+    {LONG_TAP, OPT_TAP, "--tap", false, offsetof(struct ctl, tap)},
+    {LONG_LOOP_FILE, OPT_LOOP_FILE, "--loop-file", true, offsetof(struct ctl, loop_files)},
+    {LONG_LOOP, OPT_LOOP, "--loop", true, offsetof(struct ctl, loops)},
+    {LONG_DM, OPT_DM, "--dm", true, offsetof(struct ctl, dm)},
+    {LONG_ON_EXIT, OPT_ON_EXIT, "--on-exit", false, offsetof(struct ctl, on_exit)},
+    {LONG_OUTPUT, OPT_OUTPUT, "--output", false, offsetof(struct ctl, output)},
+};
+
+/* The value option of a getopt_long id, or of one enum command_option bit; NULL if none. */
+static const struct value_option *value_option_of(int id, unsigned bit)
+{
+	for (size_t i = 0; i < ELEMENTSOF(value_options); i++)
+		if ((id && value_options[i].id == id) || (bit && value_options[i].bit == bit))
+			return &value_options[i];
+	return NULL;
+}
+
+static int set_value_option(struct ctl *ctl, const struct value_option *o, const char *value)
+{
+	char *field = (char *)ctl + o->field;
+
+	ctl->given |= o->bit;
+	if (o->repeated)
+		return add_repeated((struct repeated *)field, o->name, value);
+	return set_once((const char **)field, o->name, value);
+}
+
 /* Parse argv into ctl; EXIT_OK to go on, -1 after --help/--version, or EXIT_USAGE. */
 static int parse_command_line(int argc, char **argv, struct ctl *ctl)
 {
+	const struct value_option *o;
 	int opt, status = EXIT_OK;
 
 	opterr = 0;
@@ -894,38 +916,13 @@ static int parse_command_line(int argc, char **argv, struct ctl *ctl)
 		case LONG_JSON:
 			ctl->json = true;
 			break;
-		case LONG_API_SOCK:
-			ctl->given |= OPT_API_SOCK;
-			status = set_once(&ctl->api_sock, "--api-sock", optarg);
-			break;
-		case LONG_TAP:
-			ctl->given |= OPT_TAP;
-			status = set_once(&ctl->tap, "--tap", optarg);
-			break;
-		case LONG_ON_EXIT:
-			ctl->given |= OPT_ON_EXIT;
-			status = set_once(&ctl->on_exit, "--on-exit", optarg);
-			break;
-		case LONG_OUTPUT:
-			ctl->given |= OPT_OUTPUT;
-			status = set_once(&ctl->output, "--output", optarg);
-			break;
-		case LONG_LOOP_FILE:
-			ctl->given |= OPT_LOOP_FILE;
-			status = add_repeated(&ctl->loop_files, "--loop-file", optarg);
-			break;
-		case LONG_LOOP:
-			ctl->given |= OPT_LOOP;
-			status = add_repeated(&ctl->loops, "--loop", optarg);
-			break;
-		case LONG_DM:
-			ctl->given |= OPT_DM;
-			status = add_repeated(&ctl->dm, "--dm", optarg);
-			break;
 		case ':':
 			return usage_error("%s needs an argument", argv[optind - 1]);
 		default:
-			return usage_error("unknown option '%s'", argv[optind - 1]);
+			o = value_option_of(opt, 0);
+			if (!o)
+				return usage_error("unknown option '%s'", argv[optind - 1]);
+			status = set_value_option(ctl, o, optarg);
 		}
 	}
 	if (status != EXIT_OK)
@@ -943,67 +940,102 @@ static const struct command *find_command(const char *name)
 	return NULL;
 }
 
-int main(int argc, char **argv)
+/* Take the command ctl->args names and check its arguments and options against it. */
+static int select_command(struct ctl *ctl)
 {
-	struct ctl ctl = {.pidfd = -1};
-	_cleanup_(varlink_client_freep) struct varlink_client *client = NULL;
-	_cleanup_(yajl_gen_freep) yajl_gen call = NULL;
-
-	int status = parse_command_line(argc, argv, &ctl);
-	if (status < 0)
-		return EXIT_OK;
-	if (status != EXIT_OK)
-		return status;
-	if (ctl.nargs == 0)
+	if (ctl->nargs == 0)
 		return usage_error("no command given");
-	const struct command *cmd = find_command(ctl.args[0]);
+	const struct command *cmd = find_command(ctl->args[0]);
 	if (!cmd)
-		return usage_error("unknown command '%s'", ctl.args[0]);
-	ctl.cmd = cmd;
-	ctl.args++;
-	ctl.nargs--;
-	if (ctl.nargs != cmd->nargs)
+		return usage_error("unknown command '%s'", ctl->args[0]);
+	ctl->cmd = cmd;
+	ctl->args++;
+	ctl->nargs--;
+	if (ctl->nargs != cmd->nargs)
 		return cmd->nargs ? usage_error("%s takes %s", cmd->name, cmd->arg_names)
 				  : usage_error("%s takes no arguments", cmd->name);
-	unsigned stray = ctl.given & ~cmd->options;
+	unsigned stray = ctl->given & ~cmd->options;
 	if (stray)
-		return usage_error("%s does not apply to %s", option_name(stray & -stray),
-				   cmd->name);
+		return usage_error("%s does not apply to %s",
+				   value_option_of(0, stray & -stray)->name, cmd->name);
+	return EXIT_OK;
+}
 
-	/* Everything that can be wrong with the command line is found before connecting. */
+/*
+ * The whole call, built before connecting: everything that can be wrong with
+ * the command line is found first. On EXIT_OK *out holds the call.
+ */
+static int build_call(struct ctl *ctl, yajl_gen *out)
+{
 	char method[128];
-	snprintf(method, sizeof(method), IFACE "%s", cmd->method);
-	call = varlink_client_call_begin(method);
+	snprintf(method, sizeof(method), IFACE "%s", ctl->cmd->method);
+	_cleanup_(yajl_gen_freep) yajl_gen call = varlink_client_call_begin(method);
 	if (!call) {
 		fprintf(stderr, "bangerctl: out of memory\n");
 		return EXIT_FAILED;
 	}
-	status = cmd->build ? cmd->build(&ctl, call) : EXIT_OK;
-	if (status != EXIT_OK) {
-		safe_close(ctl.pidfd);
-		return status;
-	}
+	int status = ctl->cmd->build ? ctl->cmd->build(ctl, call) : EXIT_OK;
+	if (status == EXIT_OK)
+		*out = TAKE_PTR(call);
+	return status;
+}
 
-	if (!ctl.socket_path)
-		ctl.socket_path = getenv("BANGER_SOCKET");
-	if (!ctl.socket_path || !ctl.socket_path[0])
-		ctl.socket_path = DEFAULT_SOCKET_PATH;
-	int r = varlink_client_connect(ctl.socket_path, &client);
+/*
+ * Connect to bangerd (--socket, else $BANGER_SOCKET, else the default) and run
+ * the command's call, which this takes over.
+ */
+static int connect_and_run(struct ctl *ctl, yajl_gen call_in)
+{
+	_cleanup_(yajl_gen_freep) yajl_gen call = call_in;
+	_cleanup_(varlink_client_freep) struct varlink_client *client = NULL;
+
+	if (!ctl->socket_path)
+		ctl->socket_path = getenv("BANGER_SOCKET");
+	if (!ctl->socket_path || !ctl->socket_path[0])
+		ctl->socket_path = DEFAULT_SOCKET_PATH;
+	int r = varlink_client_connect(ctl->socket_path, &client);
 	if (r < 0) {
-		fprintf(stderr, "bangerctl: cannot connect to %s: %s\n", ctl.socket_path,
+		fprintf(stderr, "bangerctl: cannot connect to %s: %s\n", ctl->socket_path,
 			strerror(-r));
-		status = EXIT_FAILED;
-	} else {
-		ctl.client = client;
-		status = cmd->run(&ctl, TAKE_PTR(call));
+		return EXIT_FAILED;
 	}
-	safe_close(ctl.pidfd);
+	ctl->client = client;
+	int status = ctl->cmd->run(ctl, TAKE_PTR(call));
+	ctl->client = NULL;
+	return status;
+}
+
+/* After the command ran: what must happen however it went; the exit status. */
+static int finish(struct ctl *ctl, int status)
+{
+	int r;
+
+	safe_close(ctl->pidfd);
 	/* A scraper must not take the last file's figures for today's: say bangerd is down. */
-	if (status == EXIT_FAILED && ctl.output && (r = metrics_write_file(ctl.output, NULL)) < 0)
-		fprintf(stderr, "bangerctl: cannot write %s: %s\n", ctl.output, strerror(-r));
+	if (status == EXIT_FAILED && ctl->output && (r = metrics_write_file(ctl->output, NULL)) < 0)
+		fprintf(stderr, "bangerctl: cannot write %s: %s\n", ctl->output, strerror(-r));
 	if (fflush(stdout) != 0 || ferror(stdout)) {
 		fprintf(stderr, "bangerctl: writing the answer failed\n");
 		return EXIT_FAILED;
 	}
 	return status;
+}
+
+int main(int argc, char **argv)
+{
+	struct ctl ctl = {.pidfd = -1};
+	yajl_gen call = NULL;
+
+	int status = parse_command_line(argc, argv, &ctl);
+	if (status < 0)
+		return EXIT_OK; /* --help or --version */
+	if (status == EXIT_OK)
+		status = select_command(&ctl);
+	if (status == EXIT_OK)
+		status = build_call(&ctl, &call);
+	if (status != EXIT_OK) {
+		safe_close(ctl.pidfd);
+		return status;
+	}
+	return finish(&ctl, connect_and_run(&ctl, call));
 }

@@ -121,38 +121,38 @@ static int buffer_grow(struct varlink_client *c)
 	return 0;
 }
 
+/*
+ * A json_get_*() result for an optional member: absent keeps the default, any
+ * other failure is a malformed reply, and says why.
+ */
+static int optional_member(struct varlink_client_reply *reply, int r, const char *why)
+{
+	if (r == 0 || r == -ENOENT)
+		return 0;
+	strcpy(reply->why, why);
+	return -EBADMSG;
+}
+
 /* Pick the envelope out of a parsed reply. */
 static int reply_decode(struct varlink_client_reply *reply)
 {
-	yajl_val params;
-	int r;
+	yajl_val tree = reply->tree;
 
-	if (!YAJL_IS_OBJECT(reply->tree)) {
+	if (!YAJL_IS_OBJECT(tree)) {
 		strcpy(reply->why, "the reply is not a JSON object");
 		return -EBADMSG;
 	}
-	r = json_get_string(reply->tree, "error", &reply->error);
-	if (r == -ENOENT)
-		reply->error = NULL;
-	else if (r < 0) {
-		strcpy(reply->why, "\"error\" is not a string");
+	/* The defaults: json_get_*() writes only what it found. */
+	reply->error = NULL;
+	reply->parameters = &empty_object;
+	reply->continues = false;
+	if (optional_member(reply, json_get_string(tree, "error", &reply->error),
+			    "\"error\" is not a string") < 0 ||
+	    optional_member(reply, json_get_object(tree, "parameters", &reply->parameters),
+			    "\"parameters\" is not an object") < 0 ||
+	    optional_member(reply, json_get_bool(tree, "continues", &reply->continues),
+			    "\"continues\" is not a boolean") < 0)
 		return -EBADMSG;
-	}
-	r = json_get_object(reply->tree, "parameters", &params);
-	if (r == -ENOENT)
-		params = &empty_object;
-	else if (r < 0) {
-		strcpy(reply->why, "\"parameters\" is not an object");
-		return -EBADMSG;
-	}
-	reply->parameters = params;
-	r = json_get_bool(reply->tree, "continues", &reply->continues);
-	if (r == -ENOENT)
-		reply->continues = false;
-	else if (r < 0) {
-		strcpy(reply->why, "\"continues\" is not a boolean");
-		return -EBADMSG;
-	}
 	return 0;
 }
 

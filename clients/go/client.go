@@ -132,6 +132,17 @@ func (c *Client) Close() error {
 	return err
 }
 
+// callFor is call for a method with one result: fn's result from the call
+// that answered.
+func callFor[T any](c *Client, ctx context.Context, read bool, fn func(*conn) (T, error)) (T, error) {
+	var result T
+	err := c.call(ctx, read, func(t *conn) (err error) {
+		result, err = fn(t)
+		return err
+	})
+	return result, err
+}
+
 // call runs fn on the connection, dialling first when there is none. A
 // failure other than bangerd's error reply drops the connection (a reply
 // may still be on its way, and would answer the next call).
@@ -244,31 +255,23 @@ func (c *Client) Register(ctx context.Context, id, apiSock string, plan *Plan, o
 	for _, o := range opts {
 		o(&onExit)
 	}
-	var vm VM
-	err := c.call(ctx, false, func(t *conn) (err error) {
-		vm, err = iobangerhandles.Register().Call(ctx, t, id, apiSock, planned, onExit)
-		return err
+	return callFor(c, ctx, false, func(t *conn) (VM, error) {
+		return iobangerhandles.Register().Call(ctx, t, id, apiSock, planned, onExit)
 	})
-	return vm, err
 }
 
 // GetHandles returns the live handles of VM id (*NoHandles when it has none).
 func (c *Client) GetHandles(ctx context.Context, id string) (Handles, error) {
-	var h Handles
-	err := c.call(ctx, true, func(t *conn) (err error) {
-		h, err = iobangerhandles.GetHandles().Call(ctx, t, id)
-		return err
+	return callFor(c, ctx, true, func(t *conn) (Handles, error) {
+		return iobangerhandles.GetHandles().Call(ctx, t, id)
 	})
-	return h, err
 }
 
 // Alive asks whether VM id's firecracker lives; bangerd answers from its
 // cache, which a pidfd keeps true. Unknown means it could not be verified.
 func (c *Client) Alive(ctx context.Context, id string) (Liveness, error) {
-	var alive string
-	err := c.call(ctx, true, func(t *conn) (err error) {
-		alive, err = iobangerhandles.IsAlive().Call(ctx, t, id)
-		return err
+	alive, err := callFor(c, ctx, true, func(t *conn) (string, error) {
+		return iobangerhandles.IsAlive().Call(ctx, t, id)
 	})
 	return Liveness(alive), err
 }
@@ -284,12 +287,9 @@ func (c *Client) ClearHandles(ctx context.Context, id string) error {
 // Teardown removes what a VM that is not running holds, DM -> loops -> tap
 // (*StillRunning while it lives or its liveness is unknown).
 func (c *Client) Teardown(ctx context.Context, id string) ([]TeardownResult, error) {
-	var results []TeardownResult
-	err := c.call(ctx, false, func(t *conn) (err error) {
-		results, err = iobangerhandles.Teardown().Call(ctx, t, id)
-		return err
+	return callFor(c, ctx, false, func(t *conn) ([]TeardownResult, error) {
+		return iobangerhandles.Teardown().Call(ctx, t, id)
 	})
-	return results, err
 }
 
 // Unregister forgets VM id for good (*StillRunning while it lives).
@@ -301,12 +301,9 @@ func (c *Client) Unregister(ctx context.Context, id string) error {
 
 // List returns every VM record.
 func (c *Client) List(ctx context.Context) ([]VM, error) {
-	var vms []VM
-	err := c.call(ctx, true, func(t *conn) (err error) {
-		vms, err = iobangerhandles.List().Call(ctx, t)
-		return err
+	return callFor(c, ctx, true, func(t *conn) ([]VM, error) {
+		return iobangerhandles.List().Call(ctx, t)
 	})
-	return vms, err
 }
 
 // Reconcile has bangerd check every record against the running processes

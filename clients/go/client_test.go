@@ -362,11 +362,7 @@ func TestReconcile(t *testing.T) {
 	d := startDaemon(t)
 	c := d.client(t)
 	ctx := ctxFor(t)
-	_, err := c.Register(ctx, "rc", d.apiSock("rc"), nil)
-	must(t, err)
-	fc := startStub(t, d.apiSock("rc"), true)
-	_, _, err = c.SetHandlesProcess(ctx, "rc", fc.cmd.Process, Resources{})
-	must(t, err)
+	fc := d.runningVM(t, c, "rc")
 	orphan := startStub(t, d.apiSock("nobody-owns-me"), true)
 	entries, orphans, err := c.Reconcile(ctx)
 	must(t, err)
@@ -400,14 +396,7 @@ func TestWatchCancellation(t *testing.T) {
 		t.Fatalf("event without time: %+v", ev)
 	}
 	cancel()
-	select {
-	case _, ok := <-w.Events:
-		for ok {
-			_, ok = <-w.Events
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Events not closed 5 s after the cancel")
-	}
+	waitEventsClosed(t, w, "the cancel")
 	if !errors.Is(w.Err(), context.Canceled) {
 		t.Fatalf("Watch ended with %v, want context.Canceled", w.Err())
 	}
@@ -524,23 +513,12 @@ func TestBangerdRestart(t *testing.T) {
 	d := startDaemon(t)
 	c := d.client(t)
 	ctx := ctxFor(t)
-	_, err := c.Register(ctx, "rs", d.apiSock("rs"), nil)
-	must(t, err)
-	fc := startStub(t, d.apiSock("rs"), true)
-	_, _, err = c.SetHandlesProcess(ctx, "rs", fc.cmd.Process, Resources{})
-	must(t, err)
+	d.runningVM(t, c, "rs")
 	w, err := c.Watch(ctx)
 	must(t, err)
 
 	d.kill()
-	select {
-	case _, ok := <-w.Events:
-		for ok {
-			_, ok = <-w.Events
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Watch not ended 5 s after bangerd died")
-	}
+	waitEventsClosed(t, w, "bangerd died")
 	if !errors.Is(w.Err(), ErrConnectionLost) {
 		t.Fatalf("Watch ended with %v, want ErrConnectionLost", w.Err())
 	}

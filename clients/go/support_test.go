@@ -275,6 +275,19 @@ func (d *daemon) client(t *testing.T) *Client {
 	return c
 }
 
+// runningVM registers id (no plan) and sets its handles to a stub firecracker
+// that listens: a VM bangerd sees running. The stub is returned.
+func (d *daemon) runningVM(t *testing.T, c *Client, id string) *stub {
+	t.Helper()
+	ctx := ctxFor(t)
+	_, err := c.Register(ctx, id, d.apiSock(id), nil)
+	must(t, err)
+	fc := startStub(t, d.apiSock(id), true)
+	_, _, err = c.SetHandlesProcess(ctx, id, fc.cmd.Process, Resources{})
+	must(t, err)
+	return fc
+}
+
 // stub is a stub firecracker listening on apiSock (waited for unless extra delays it).
 type stub struct {
 	cmd *exec.Cmd
@@ -366,6 +379,23 @@ func ctxFor(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// waitEventsClosed waits, 5 s at most in all, for w.Events to be closed,
+// reading whatever events are still in it.
+func waitEventsClosed(t *testing.T, w *Watcher, after string) {
+	t.Helper()
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case _, ok := <-w.Events:
+			if !ok {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("Events not closed 5 s after %s", after)
+		}
+	}
 }
 
 // nextEvent waits for the next event of kind for id on w.

@@ -16,7 +16,8 @@ import sys
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
                                 "tests", "integration"))
-from bangertest import IFACE, STUB, Daemon, check, require_root, skip  # noqa: E402
+from bangertest import (IFACE, STUB, Daemon, check, link_exists, loops_on,  # noqa: E402
+                        require_root, skip)
 
 
 def main():
@@ -43,9 +44,8 @@ def main():
         vms = d.client().call(IFACE + "List")["vms"]
         check(len(vms) == 1 and vms[0]["id"] == "demo" and vms[0]["state"] == "stopped"
               and "handles" not in vms[0], f"the record after two runs: {vms}")
-        check(not os.path.exists(f"/sys/class/net/{tap}"), f"tap {tap} left behind")
-        loops = subprocess.run(["losetup", "-j", image, "-O", "NAME", "-n"], check=True,
-                               capture_output=True, text=True).stdout.split()
+        check(not link_exists(tap), f"tap {tap} left behind")
+        loops = loops_on(image)
         check(loops == [], f"loops left on {image}: {loops}")
     finally:
         subprocess.run(["ip", "link", "del", tap], capture_output=True)

@@ -43,28 +43,22 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import (IFACE, Bench, Daemon, add_json_option, check, fail, fd_count,  # noqa: E402
                       link_exists, loops_on, record, skip, wait_fds_back)
+from bangertest import Kernel, sh  # noqa: E402
 
 NS_PER_MS = 1e6
 TAP_PREFIX = "bgtb"  # under the test daemon's tap prefix "bgt"
 TAP_NAMES_MAX = 1000  # bgtb000..bgtb999
-LOOP_FILE_BYTES = 1 << 20
 WAYS = ("exit", "Teardown", "fork/exec")
 
 
-def sh(*argv):
-    out = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
-    check(out.returncode == 0, f"{' '.join(argv)}: exit {out.returncode}: {out.stderr.strip()}")
-    return out.stdout.strip()
-
-
-class Kernel:
-    """The taps and loops this run made; whatever is left is removed on every way out."""
+class BenchKernel(Kernel):
+    """The taps and loops this run made (bangertest's Kernel: whatever is left is removed on
+    every way out), with names that survive a SIGKILLed earlier run's leftovers."""
 
     def __init__(self, loop_root):
+        super().__init__("b")
         self.loop_root = loop_root
         self.next_tap = 0
-        self.taps = []
-        self.files = []
 
     def tap(self):
         # A tap left by a SIGKILLed earlier run keeps its name: take the next free one.
@@ -73,22 +67,17 @@ class Kernel:
             name = f"{TAP_PREFIX}{self.next_tap:03d}"
             self.next_tap += 1
             if not link_exists(name):
-                break
-        sh("ip", "tuntap", "add", "dev", name, "mode", "tap")
-        self.taps.append(name)
-        return name
+                return self.add_tap(name)
 
-    def loop(self, name):
+    def loop_file(self, name):
+        """A fresh file under the loop root and a loop device on it: (file, /dev/loopN)."""
         path = os.path.join(self.loop_root, name)
-        with open(path, "wb") as f:
-            f.truncate(LOOP_FILE_BYTES)
-        self.files.append(path)
-        return path, sh("losetup", "-f", "--show", path)
+        return path, self.loop(path)
 
     def vm_resources(self, tag):
         """A tap and two loops: (tap, [file, file], [/dev/loopN, /dev/loopM])."""
         tap = self.tap()
-        (f1, l1), (f2, l2) = self.loop(f"{tag}-rootfs.img"), self.loop(f"{tag}-cow.img")
+        (f1, l1), (f2, l2) = self.loop_file(f"{tag}-rootfs.img"), self.loop_file(f"{tag}-cow.img")
         return tap, [f1, f2], [l1, l2]
 
     def check_gone(self, what, tap, files):
@@ -103,15 +92,6 @@ class Kernel:
         left += [line for line in sh("ip", "-br", "link").splitlines()
                  if line.split()[0].split("@")[0] in ours]
         return left
-
-    def cleanup(self):
-        for t in self.taps:
-            if link_exists(t):
-                subprocess.run(["ip", "link", "del", t], capture_output=True)
-        for f in self.files:
-            if os.path.exists(f):
-                for dev in loops_on(f):
-                    subprocess.run(["losetup", "-d", dev], capture_output=True)
 
 
 class VMs:
@@ -258,7 +238,7 @@ def main():
             skip("no /dev/loop-control: cannot create loop devices here")
         # Daemon's own reader drains the log pipe, whole: the helper's audit lines are read.
         d = bench.daemon = Daemon()
-        kernel = Kernel(d.loop_root)
+        kernel = BenchKernel(d.loop_root)
         try:
             run(args, VMs(bench, d, d.client(), kernel))
         finally:

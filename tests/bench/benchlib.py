@@ -25,7 +25,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 from bangertest import (IFACE, SKIP, STUB, Daemon, Stub, check, die_with_parent,  # noqa: E402,F401
-                        fail, link_exists, loops_on, require_root, skip, status_of, wait_until)
+                        fail, link_exists, loops_on, require_root, run_ok, skip, status_of,
+                        wait_until)
 
 LOG_KEEP_BYTES = 256 * 1024
 
@@ -155,14 +156,9 @@ class Bench:
 
 
 def run_checked(argv, what, timeout):
-    """Run a measuring program; its stderr passes through; fail unless it exits 0."""
-    try:
-        out = subprocess.run(argv, stdout=subprocess.PIPE, timeout=timeout, text=True,
-                             preexec_fn=die_with_parent)
-    except subprocess.TimeoutExpired:
-        fail(f"{what} did not finish within {timeout} s")
-    check(out.returncode == 0, f"{what} exited {out.returncode}; output:\n{out.stdout}")
-    return out.stdout
+    """Run a measuring program; its stdout. Its stderr passes through; fail unless it
+    exits 0 within timeout seconds."""
+    return run_ok(argv, what, timeout, stdout=subprocess.PIPE, preexec_fn=die_with_parent).stdout
 
 
 def key_values(line):

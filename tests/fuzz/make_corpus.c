@@ -12,21 +12,19 @@
  * Usage: make_corpus DIR. The output is checked in under corpus/privsep/;
  * `ninja fuzz-corpus` regenerates it there.
  */
-#include <errno.h>
-#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "corpus_writer.h"
 #include "fuzz_privsep_input.h"
 #include "macro.h"
 #include "path.h"
 #include "policy.h"
 #include "privsep.h"
 
-#define SEED_PATH_MAX 4096
-#define WHY_MAX	      256
+#define WHY_MAX 256
 
 #define SEED_API_SOCK_ROOT "/run/banger/vms"
 #define SEED_LOOP_ROOT	   "/var/lib/banger/images"
@@ -42,12 +40,6 @@ static_assert(offsetof(struct datagram, payload) == sizeof(struct ps_header),
 enum seed_verdict {
 	SEED_VALID,
 	SEED_INVALID,
-};
-
-struct corpus {
-	const char *dir;
-	unsigned written;
-	unsigned failures;
 };
 
 /* Zero the whole datagram, then write a correct header for a payload of this type. */
@@ -72,27 +64,11 @@ static size_t datagram_len(const struct datagram *d)
 
 static void set_string(struct corpus *c, char *field, size_t size, const char *value)
 {
-	if (field_set(field, size, value) < 0) {
-		fprintf(stderr, "make_corpus: \"%s\" does not fit a %zu-byte field\n", value, size);
-		c->failures++;
-	}
+	if (field_set(field, size, value) < 0)
+		corpus_fail(c, "\"%s\" does not fit a %zu-byte field", value, size);
 }
 
 #define SET_STRING(c, field, value) set_string((c), (field), sizeof(field), (value))
-
-static bool write_file(const char *path, const void *buf, size_t len)
-{
-	_cleanup_fclose_ FILE *f = fopen(path, "wbe");
-	if (!f) {
-		fprintf(stderr, "make_corpus: %s: %s\n", path, strerror(errno));
-		return false;
-	}
-	if (fwrite(buf, 1, len, f) != len || fflush(f) != 0) {
-		fprintf(stderr, "make_corpus: %s: write failed: %s\n", path, strerror(errno));
-		return false;
-	}
-	return true;
-}
 
 /*
  * Write the fuzz input for the first len bytes of d as delivered on a socket
@@ -104,38 +80,29 @@ static void seed_emit(struct corpus *c, const char *name, enum ps_direction dir,
 {
 	_cleanup_free_ struct ps_message *msg = calloc(1, sizeof(*msg));
 	_cleanup_free_ unsigned char *input = malloc(1 + len);
-	char path[SEED_PATH_MAX];
 	char why[WHY_MAX] = "";
 	int selector = fuzz_privsep_selector(dir, nfds);
 
 	if (!msg || !input) {
-		fprintf(stderr, "make_corpus: out of memory\n");
-		c->failures++;
+		corpus_fail(c, "out of memory");
 		return;
 	}
 	if (selector < 0) {
-		fprintf(stderr, "make_corpus: %s: %zu fds cannot be expressed\n", name, nfds);
-		c->failures++;
+		corpus_fail(c, "%s: %zu fds cannot be expressed", name, nfds);
 		return;
 	}
 
 	int r = fuzz_privsep_decode(dir, d, len, nfds, msg, why, sizeof(why));
 	if ((r == 0) != (verdict == SEED_VALID)) {
-		fprintf(stderr, "make_corpus: %s: expected %s, the decoder says %s%s\n", name,
-			verdict == SEED_VALID ? "valid" : "refused",
-			r == 0 ? "valid" : "refused: ", r == 0 ? "" : why);
-		c->failures++;
+		corpus_fail(c, "%s: expected %s, the decoder says %s%s", name,
+			    verdict == SEED_VALID ? "valid" : "refused",
+			    r == 0 ? "valid" : "refused: ", r == 0 ? "" : why);
 		return;
 	}
 
 	input[0] = (unsigned char)selector;
 	memcpy(input + 1, d, len);
-	snprintf(path, sizeof(path), "%s/%s", c->dir, name);
-	if (!write_file(path, input, 1 + len)) {
-		c->failures++;
-		return;
-	}
-	c->written++;
+	corpus_write(c, name, input, 1 + len);
 }
 
 static void fill_caller(struct corpus *c, struct ps_caller *caller, const char *call,
@@ -197,8 +164,7 @@ static void seed_hello_reply(struct corpus *c, struct datagram *d)
 	    policy_add_api_sock_root(&reply->policy, SEED_API_SOCK_ROOT) < 0 ||
 	    policy_add_api_sock_root(&reply->policy, "/srv/banger/sockets") < 0 ||
 	    policy_finish(&reply->policy, why, sizeof(why)) < 0) {
-		fprintf(stderr, "make_corpus: building the seed policy failed\n");
-		c->failures++;
+		corpus_fail(c, "building the seed policy failed");
 		return;
 	}
 	seed_emit(c, "hello-reply-valid", PS_TO_DAEMON, 0, d, datagram_len(d), SEED_VALID);
@@ -383,30 +349,21 @@ static void seed_teardown_reply(struct corpus *c, struct datagram *d)
 	seed_emit(c, "teardown-reply-3-results", PS_TO_DAEMON, 0, d, datagram_len(d), SEED_VALID);
 }
 
+static void write_seeds(struct corpus *c, void *scratch)
+{
+	struct datagram *d = scratch;
+
+	seed_hello(c, d);
+	seed_hello_reply(c, d);
+	seed_probe(c, d);
+	seed_probe_reply(c, d);
+	seed_scan(c, d);
+	seed_scan_reply(c, d);
+	seed_teardown(c, d);
+	seed_teardown_reply(c, d);
+}
+
 int main(int argc, char **argv)
 {
-	struct corpus c = {0};
-
-	if (argc != 2) {
-		fprintf(stderr, "usage: %s DIR\n", argv[0]);
-		return EXIT_FAILURE;
-	}
-	c.dir = argv[1];
-
-	_cleanup_free_ struct datagram *d = malloc(sizeof(*d));
-	if (!d) {
-		fprintf(stderr, "make_corpus: out of memory\n");
-		return EXIT_FAILURE;
-	}
-	seed_hello(&c, d);
-	seed_hello_reply(&c, d);
-	seed_probe(&c, d);
-	seed_probe_reply(&c, d);
-	seed_scan(&c, d);
-	seed_scan_reply(&c, d);
-	seed_teardown(&c, d);
-	seed_teardown_reply(&c, d);
-
-	printf("make_corpus: wrote %u seeds to %s\n", c.written, c.dir);
-	return c.failures == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return corpus_main(argc, argv, "make_corpus", sizeof(struct datagram), write_seeds);
 }

@@ -11,18 +11,17 @@
  * Usage: make_varlink_corpus DIR. The output is checked in under
  * corpus/varlink/; `ninja fuzz-corpus` regenerates it there.
  */
-#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "corpus_writer.h"
 #include "fuzz_varlink_input.h"
 #include "macro.h"
 
 #define SEED_MAX_BYTES 8192
-#define SEED_PATH_MAX  4096
 
 /* Indexes into fuzz_varlink_nfds_choices. */
 #define NO_FDS	      0u
@@ -42,12 +41,6 @@
 #define UNIT_64	     1u
 #define UNIT_4_KIB   2u
 #define UNIT_LARGEST 3u /* 64 of them make the largest message the server takes */
-
-struct corpus {
-	const char *dir;
-	unsigned written;
-	unsigned failures;
-};
 
 struct seed {
 	unsigned char bytes[SEED_MAX_BYTES];
@@ -125,36 +118,13 @@ static void seed_repeat(struct seed *s, const char *pattern, size_t count, unsig
 	seed_put(s, pattern, len);
 }
 
-static bool write_file(const char *path, const void *buf, size_t len)
-{
-	_cleanup_fclose_ FILE *f = fopen(path, "wbe");
-	if (!f) {
-		fprintf(stderr, "make_varlink_corpus: %s: %s\n", path, strerror(errno));
-		return false;
-	}
-	if (fwrite(buf, 1, len, f) != len || fflush(f) != 0) {
-		fprintf(stderr, "make_varlink_corpus: %s: write failed: %s\n", path,
-			strerror(errno));
-		return false;
-	}
-	return true;
-}
-
 static void seed_emit(struct corpus *c, const char *name, const struct seed *s)
 {
-	char path[SEED_PATH_MAX];
-
 	if (s->overflow) {
-		fprintf(stderr, "make_varlink_corpus: %s does not fit a seed\n", name);
-		c->failures++;
+		corpus_fail(c, "%s does not fit a seed", name);
 		return;
 	}
-	snprintf(path, sizeof(path), "%s/%s", c->dir, name);
-	if (!write_file(path, s->bytes, s->len)) {
-		c->failures++;
-		return;
-	}
-	c->written++;
+	corpus_write(c, name, s->bytes, s->len);
 }
 
 /* One message in one chunk; three turns answer anything that answers later. */
@@ -595,35 +565,26 @@ static void seed_turns(struct corpus *c, struct seed *s)
 	seed_emit(c, "calls-per-turn-no-priorities", s);
 }
 
+static void write_seeds(struct corpus *c, void *scratch)
+{
+	struct seed *s = scratch;
+
+	seed_single_calls(c, s);
+	seed_pipelined(c, s);
+	seed_byte_by_byte(c, s);
+	seed_unterminated(c, s);
+	seed_nuls(c, s);
+	seed_fds(c, s);
+	seed_large(c, s);
+	seed_leaving(c, s);
+	seed_not_reading(c, s);
+	seed_clients(c, s);
+	seed_comment_regressions(c, s);
+	seed_limits(c, s);
+	seed_turns(c, s);
+}
+
 int main(int argc, char **argv)
 {
-	struct corpus c = {0};
-
-	if (argc != 2) {
-		fprintf(stderr, "usage: %s DIR\n", argv[0]);
-		return EXIT_FAILURE;
-	}
-	c.dir = argv[1];
-
-	_cleanup_free_ struct seed *s = malloc(sizeof(*s));
-	if (!s) {
-		fprintf(stderr, "make_varlink_corpus: out of memory\n");
-		return EXIT_FAILURE;
-	}
-	seed_single_calls(&c, s);
-	seed_pipelined(&c, s);
-	seed_byte_by_byte(&c, s);
-	seed_unterminated(&c, s);
-	seed_nuls(&c, s);
-	seed_fds(&c, s);
-	seed_large(&c, s);
-	seed_leaving(&c, s);
-	seed_not_reading(&c, s);
-	seed_clients(&c, s);
-	seed_comment_regressions(&c, s);
-	seed_limits(&c, s);
-	seed_turns(&c, s);
-
-	printf("make_varlink_corpus: wrote %u seeds to %s\n", c.written, c.dir);
-	return c.failures == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return corpus_main(argc, argv, "make_varlink_corpus", sizeof(struct seed), write_seeds);
 }

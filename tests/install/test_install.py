@@ -35,7 +35,8 @@ import time
 # Throw-away accounts (a reader, a stand-in daemon user) come from the integration tests'
 # support, which retries the passwd lock that other tests hold at the same time.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from bangertest import SKIP, Account, _useradd_locked, check, fail, skip  # noqa: E402
+from bangertest import (SKIP, Account, _useradd_locked, check, fail, sh, skip,  # noqa: E402
+                        wait_until)
 
 BUILD_ROOT = os.environ.get("BANGER_BUILD_ROOT", "")
 TEST_USER = os.environ.get("BANGER_TEST_USER", "nobody")
@@ -670,7 +671,7 @@ class SplitRun:
                               setpriv, "--bounding-set", bounding, "--inh-caps", "-all",
                               "--no-new-privs", "--"] + hargv),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        wait_for_path(helper_sock, "the helper socket")
+        wait_until(lambda: os.path.exists(helper_sock), 10, f"the helper socket at {helper_sock}")
         apply_socket_access(helper_sock, read_unit(inst.unit("banger-privhelper.socket")),
                             {unit_value(du, "Service", "User"): user})
 
@@ -696,7 +697,7 @@ class SplitRun:
                                "--init-groups", "--bounding-set", "-all", "--inh-caps", "-all",
                                "--no-new-privs", "--"] + dargv),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        wait_for_path(control, "the control socket")
+        wait_until(lambda: os.path.exists(control), 10, f"the control socket at {control}")
         os.chmod(control, 0o666)
         # Socket activation starts bangerd on the first connection: bangerctl status is it.
         bangerctl = inst.path(os.path.join(layout("prefix"), layout("bindir"), "bangerctl"))
@@ -781,21 +782,6 @@ class SplitRun:
               f"the helper is not privileged: {self.status}\n{self.helper_log}")
         check("four capabilities" in self.helper_log and "op=hello" in self.helper_log,
               f"the helper did not serve bangerd:\n{self.helper_log}")
-
-
-def sh(*args):
-    r = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                       timeout=60)
-    check(r.returncode == 0, f"{' '.join(args)}: exit {r.returncode}: {r.stdout}")
-    return r.stdout.strip()
-
-
-def wait_for_path(path, what):
-    """A socket file appearing has no event to wait on: poll, bounded."""
-    deadline = time.monotonic() + 10
-    while not os.path.exists(path):
-        check(time.monotonic() < deadline, f"{what} never appeared at {path}")
-        time.sleep(0.02)
 
 
 def socket_access(sock_unit, stand_in):
@@ -903,7 +889,7 @@ def case_split_helper_socket():
             [activate, "--seqpacket", "--accept", "-l", helper_sock, "sh", "-c",
              'echo accepted >>"$0"', accepted],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        wait_for_path(helper_sock, "the helper socket")
+        wait_until(lambda: os.path.exists(helper_sock), 10, f"the helper socket at {helper_sock}")
         h_uid, h_gid, h_mode = apply_socket_access(helper_sock, hs, stand_in)
         control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         control.bind(control_sock)

@@ -32,7 +32,8 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
-from bangertest import IFACE, Daemon, Stub, check, fail, require_root, skip  # noqa: E402
+from bangertest import (IFACE, Daemon, Stub, check, fail, require_root, skip,  # noqa: E402
+                        wait_or_kill)
 from test_install import Install, exec_start, flag_values, layout, read_unit, unit_value  # noqa: E402
 
 NODE_EXPORTER = "prometheus-node-exporter"
@@ -98,11 +99,7 @@ class NodeExporter:
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            wait_or_kill(self.proc, 10)
         return self.proc.stderr.read().decode(errors="replace")
 
 

@@ -123,6 +123,31 @@ def wait_pid_gone(pid, timeout):
         os.close(fd)
 
 
+def run_ok(argv, what=None, timeout=60, **popen):
+    """Run a program to its end (subprocess.run's keyword arguments, text mode); the
+    CompletedProcess. A non-zero exit or no exit within timeout seconds fails the test,
+    naming what ran (what, else the command) and what it printed (stderr when captured,
+    else stdout)."""
+    what = what or " ".join(map(str, argv))
+    try:
+        r = subprocess.run(argv, timeout=timeout, text=True, **popen)
+    except subprocess.TimeoutExpired:
+        fail(f"{what} did not finish within {timeout} s")
+    said = r.stderr if r.stderr is not None else r.stdout
+    check(r.returncode == 0, f"{what} exited {r.returncode}: {(said or '').strip()}")
+    return r
+
+
+def wait_or_kill(proc, timeout):
+    """Wait (bounded) for a child to exit; past the bound, SIGKILL and reap it. Its exit
+    status."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
 def wait_until(predicate, timeout, what):
     """Poll a condition that has no event to wait on (a file appearing), bounded."""
     deadline = time.monotonic() + timeout
@@ -278,8 +303,14 @@ class _Bangerd(subprocess.Popen):
 
 # --- taps and loops: the kernel resources a test VM holds ---------------------------------
 
-def sh(*args):
-    return subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip()
+LOOP_FILE_BYTES = 1 << 20
+
+
+def sh(*args, timeout=60):
+    """Run a command (no stdin); its stdout, stripped. A non-zero exit or a hang fails the
+    test, naming the command and what it said on stderr."""
+    return run_ok(args, timeout=timeout, stdin=subprocess.DEVNULL,
+                  capture_output=True).stdout.strip()
 
 
 def link_exists(name):
@@ -305,14 +336,17 @@ class Kernel:
         self.files = []
 
     def tap(self, suffix, prefix="bgt"):
-        name = f"{prefix}{self.tag}{suffix}"[:15]
+        return self.add_tap(f"{prefix}{self.tag}{suffix}"[:15])
+
+    def add_tap(self, name):
         sh("ip", "tuntap", "add", "dev", name, "mode", "tap")
         self.taps.append(name)
         return name
 
     def loop(self, path):
+        """A loop device on a fresh 1 MiB file at path."""
         with open(path, "wb") as f:
-            f.truncate(1 << 20)
+            f.truncate(LOOP_FILE_BYTES)
         self.files.append(path)
         for n in range(400 + (os.getpid() % 100) * 4, 1000) if self.high_loops else ():
             r = subprocess.run(["losetup", f"/dev/loop{n}", path], capture_output=True)

@@ -11,10 +11,14 @@ each bounded; nothing sleeps blindly.
 """
 import json
 import os
+import shutil
 import select
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -313,6 +317,55 @@ def case_usage_errors():
           f"--version: {rc} {out!r}, want 'bangerctl {VERSION}' (meson.project_version())")
 
 
+def answer_once(listener, reply, got):
+    """Accept one connection on listener, read one call, answer reply (NUL-terminated)."""
+    conn, _ = listener.accept()
+    with conn:
+        conn.settimeout(10)
+        buf = b""
+        while b"\0" not in buf:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            buf += chunk
+        got.append(buf)
+        conn.sendall(reply + b"\0")
+
+
+def case_malformed_replies():
+    """A reply whose envelope is wrong (not an object; error, parameters or continues of the
+    wrong type) is refused: exit 3, one line that says what was wrong, nothing on stdout;
+    a well-formed error reply is said as such."""
+    cases = [
+        (b"[1]", "the reply is not a JSON object"),
+        (b'{"error":5}', '"error" is not a string'),
+        (b'{"parameters":5}', '"parameters" is not an object'),
+        (b'{"parameters":{},"continues":"yes"}', '"continues" is not a boolean'),
+        (b'{"error":"io.banger.Handles.NoSuchVM","parameters":{"id":"vm1"}}',
+         "io.banger.Handles.NoSuchVM"),
+    ]
+    tmp = tempfile.mkdtemp(prefix="banger-test-ctl-")
+    path = os.path.join(tmp, "fake.sock")
+    try:
+        for reply, said in cases:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+                listener.bind(path)
+                listener.listen(1)
+                listener.settimeout(10)
+                got = []
+                server = threading.Thread(target=answer_once, args=(listener, reply, got))
+                server.start()
+                rc, out, err = ctl(None, "--socket", path, "get", "vm1")
+                server.join(timeout=10)
+                check(not server.is_alive(), f"{reply!r}: bangerctl never called")
+            os.unlink(path)
+            check(got and b'"io.banger.Handles.GetHandles"' in got[0], f"the call: {got}")
+            check(rc == 3 and out == "", f"{reply!r}: exit {rc}, stdout {out!r}, want 3 and none")
+            check(err.count("\n") == 1 and said in err, f"{reply!r}: stderr {err!r}, want {said!r}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def case_status():
     require_root()
     d = Session()
@@ -344,6 +397,7 @@ CASES = {
     "unknown-vm": case_unknown_vm,
     "usage-errors": case_usage_errors,
     "status": case_status,
+    "malformed-replies": case_malformed_replies,
 }
 
 if __name__ == "__main__":

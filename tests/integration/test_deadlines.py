@@ -22,7 +22,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bangertest import (BANGERD, HELPER, IFACE, TEST_USER, Daemon, Kernel, Stub,  # noqa: E402
                         check, die_with_parent, fail, link_exists, loops_on, require_root,
-                        run_cases, sh, skip, wait_pid_gone, wait_until)
+                        run_cases, sh, skip, wait_or_kill, wait_pid_gone, wait_until)
 
 PROBE_MS, SCAN_MS, TEARDOWN_MS = 500, 1000, 1000
 DEADLINE_FLAGS = ["--helper-probe-timeout-ms", str(PROBE_MS),
@@ -323,10 +323,7 @@ def case_split_stuck():
         if d:
             d.finish()
         helper_unit.terminate()
-        try:
-            helper_unit.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            helper_unit.kill()
+        wait_or_kill(helper_unit, 10)
         k.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -59,7 +59,8 @@ THIS = os.path.abspath(__file__)
 sys.path.insert(0, HERE)
 from bangertest import (BANGERD, IFACE, Account, Daemon, Stub, Varlink,  # noqa: E402
                         VarlinkError, check, die_with_parent, fail, memory_kib, raise_nofile,
-                        require_root, run_cases, sanitized, skip, snapshot, wait_pid_gone)
+                        require_root, run_cases, sanitized, skip, snapshot, wait_or_kill,
+                        wait_pid_gone)
 
 STATUS = IFACE + "GetStatus"
 LATENCY_BOUND_MS = 100.0
@@ -488,11 +489,7 @@ class Reader:
                 self.proc.stdin.close()
             except OSError:
                 pass
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            wait_or_kill(self.proc, timeout)
         self.proc.stdout.close()
 
 

@@ -17,15 +17,9 @@ import subprocess
 import sys
 import tempfile
 
-
-def fail(msg):
-    print(f"FAIL: {msg}")
-    sys.exit(1)
-
-
-def check(cond, msg):
-    if not cond:
-        fail(msg)
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+from bangertest import check, skip  # noqa: E402
 
 
 def main():
@@ -64,8 +58,7 @@ def main():
 
     journalctl = shutil.which("journalctl")
     if not journalctl:
-        print("SKIP: journalctl is not installed")
-        sys.exit(77)
+        skip("journalctl is not installed")
     root = tempfile.mkdtemp(prefix="banger-test-catalog-")
     try:
         cat_dir = os.path.join(root, "usr", "lib", "systemd", "catalog")

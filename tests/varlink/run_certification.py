@@ -21,14 +21,12 @@ import sys
 import tempfile
 import time
 
-SKIP = 77
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+from bangertest import fail, skip  # noqa: E402
+
 CERTIFICATION = "/usr/bin/varlink-go-certification"
 IFACE = "org.varlink.certification."
-
-
-def fail(msg):
-    print(f"FAIL: {msg}", file=sys.stderr, flush=True)
-    sys.exit(1)
 
 
 def wait_for_line(proc, needle, timeout):
@@ -189,8 +187,7 @@ def main():
     if len(sys.argv) != 2:
         fail(f"usage: {sys.argv[0]} CERT_SERVER")
     if not os.access(CERTIFICATION, os.X_OK):
-        print(f"SKIP: {CERTIFICATION} is missing (Debian package varlink-go)", flush=True)
-        sys.exit(SKIP)
+        skip(f"{CERTIFICATION} is missing (Debian package varlink-go)")
     tmp = tempfile.mkdtemp(prefix="banger-varlink-cert-")
     path = os.path.join(tmp, "cert.sock")
     server = subprocess.Popen([sys.argv[1], path], stdin=subprocess.DEVNULL,

@@ -12,9 +12,10 @@ contrib/ are proven in a guest whose PID 1 is Debian's systemd:
     their installed paths), the stub firecracker, and
     banger-vmtest.service + scenario.sh; the two sockets are enabled with
     `systemctl --root enable`, as a package would;
-  - an ext4 image of it (`mkfs.ext4 -d`), booted with Debian's kernel
-    (vmtier.py fetches it) and a tiny busybox initramfs (init: loads virtio,
-    ext4, dm, loop and tun, mounts /dev/vda, switch_root to /sbin/init).
+  - an ext4 image of it (`mkfs.ext4 -d`), booted with Debian's kernel and
+    a tiny busybox initramfs (init: loads virtio, ext4, dm, loop and tun,
+    mounts /dev/vda, switch_root to /sbin/init); ../vmdriver.py, the VM
+    tests' one driver, fetches the kernel, builds the initramfs and boots.
 
 The guest's scenario (scenario.sh) prints BANGER-SYSTEMD lines; this test
 passes only on `BANGER-SYSTEMD PASS` with no `BANGER-SYSTEMD FAIL` line
@@ -26,12 +27,13 @@ tool (./dev deps installs them), is a failure.
 
   run.py --workdir DIR
 Environment: BANGER_BUILD_ROOT, BANGER_INSTALL_* (the layout, from meson),
-BANGER_STUB_FIRECRACKER; BANGER_VM_CACHE (see vmtier.py), BANGER_VM_MIRROR
+BANGER_STUB_FIRECRACKER; BANGER_VM_CACHE (see vmdriver.py), BANGER_VM_MIRROR
 (default: the host's apt source for its suite), BANGER_VM_SYSTEMD_TIMEOUT
 (default 600 s, the boot and the scenario).
 """
 import argparse
 import fcntl
+import functools
 import hashlib
 import os
 import re
@@ -43,11 +45,9 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-import vmtier  # noqa: E402  (tests/vm/vmtier.py: packages, kernel, modules, cpio)
-from vmtier import Skip  # noqa: E402
+import vmdriver  # noqa: E402  (tests/vm/vmdriver.py: packages, kernel, initramfs, qemu)
+from vmdriver import Skip, fail, run, skip, tool  # noqa: E402
 
-SKIP = 77
-QEMU = vmtier.QEMU
 TIMEOUT_S = int(os.environ.get("BANGER_VM_SYSTEMD_TIMEOUT", "600"))
 # Modules the initramfs loads: the root disk, its file system (crc32c is
 # ext4's soft dependency), and what the scenario needs from the kernel.
@@ -62,8 +62,7 @@ MASKED = ["serial-getty@ttyS0.service", "getty@tty1.service", "apt-daily.timer",
 MARK = re.compile(r"BANGER-SYSTEMD (STEP|PASS|FAIL|START)\b ?(.*)$")
 
 
-def log(msg):
-    print(f"vm-systemd: {msg}", flush=True)
+log = functools.partial(vmdriver.log, who="vm-systemd")
 
 
 def layout(name):
@@ -71,13 +70,6 @@ def layout(name):
     if not value:
         raise RuntimeError(f"BANGER_INSTALL_{name.upper()} is not set (run through meson test)")
     return value
-
-
-def tool(name):
-    path = shutil.which(name, path="/usr/sbin:/sbin:/usr/bin:/bin")
-    if not path:
-        raise RuntimeError(f"{name} not found (./dev deps installs it)")
-    return path
 
 
 # --- the Debian root -------------------------------------------------------------------
@@ -121,7 +113,7 @@ def apt_mirror(suite):
 def library_packages(binaries):
     """The Debian packages of every library ldd names for binaries (usrmerge-aware)."""
     pkgs = set()
-    for lib in sorted({lib for b in binaries for lib in vmtier.shared_libraries(b)}):
+    for lib in sorted({lib for b in binaries for lib in vmdriver.shared_libraries(b)}):
         real = os.path.realpath(lib)
         candidates = [lib, real]
         for p in (lib, real):
@@ -174,7 +166,7 @@ def rootfs_tarball(cache, suite, mirror, packages):
         took = time.monotonic() - t0
         shutil.rmtree(os.path.join(tmp, "var/cache/apt/archives"), ignore_errors=True)
         os.makedirs(os.path.join(tmp, "var/cache/apt/archives/partial"))
-        vmtier.run(["tar", "-C", tmp, "--numeric-owner", "--xattrs", "-cf", tarball + ".tmp", "."])
+        run(["tar", "-C", tmp, "--numeric-owner", "--xattrs", "-cf", tarball + ".tmp", "."])
         os.replace(tarball + ".tmp", tarball)
         shutil.rmtree(tmp, ignore_errors=True)
         log(f"debootstrap (cold): {took:.1f} s; cached as {tarball} "
@@ -217,7 +209,7 @@ def write(path, text, mode=0o644):
 
 def populate(root, stage):
     """This build, installed, plus the test's own unit and script, into the root."""
-    vmtier.run(["cp", "-a", stage + "/.", root + "/"])
+    run(["cp", "-a", stage + "/.", root + "/"])
     unitdir = layout("unitdir")
     for u in ("bangerd.socket", "bangerd.service", "banger-privhelper.socket",
               "banger-privhelper@.service"):
@@ -244,8 +236,8 @@ def populate(root, stage):
         os.symlink("/dev/null", link)
     # As a package's postinst would: the sockets, not bangerd.service (that
     # would start bangerd at boot; the point is socket activation).
-    vmtier.run(["systemctl", f"--root={root}", "enable", "bangerd.socket",
-                "banger-privhelper.socket", "banger-vmtest.service"])
+    run(["systemctl", f"--root={root}", "enable", "bangerd.socket", "banger-privhelper.socket",
+         "banger-vmtest.service"])
     for s in ("bangerd.socket", "banger-privhelper.socket"):
         if not os.path.lexists(os.path.join(root, "etc/systemd/system/sockets.target.wants", s)):
             raise RuntimeError(f"systemctl --root enable did not enable {s}")
@@ -254,75 +246,36 @@ def populate(root, stage):
 def build_image(root, image):
     if os.path.exists(image):
         os.unlink(image)
-    vmtier.run([tool("mkfs.ext4"), "-q", "-F", "-L", "bangerroot", "-d", root, image, "1536M"])
+    run([tool("mkfs.ext4"), "-q", "-F", "-L", "bangerroot", "-d", root, image, "1536M"])
 
 
 def build_initramfs(workdir, cache):
     """Debian's kernel and a busybox initramfs that mounts /dev/vda and switches to systemd."""
-    with open(os.path.join(cache, ".lock"), "w") as lock:  # vmtier's cache lock
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        kernel_deb = vmtier.kernel_package(cache)
-        busybox_deb = vmtier.fetch("busybox-static", cache)
-        kroot = vmtier.extract(kernel_deb, cache)
-        bbroot = vmtier.extract(busybox_deb, cache)
-    vmlinuz = [os.path.join(kroot, "boot", f) for f in os.listdir(os.path.join(kroot, "boot"))
-               if f.startswith("vmlinuz-")]
-    moddirs = [os.path.join(kroot, "lib", "modules", d)
-               for d in os.listdir(os.path.join(kroot, "lib", "modules"))]
-    if len(vmlinuz) != 1 or len(moddirs) != 1:
-        raise RuntimeError(f"{kernel_deb}: want one vmlinuz and one modules dir")
-    saved = vmtier.KERNEL_MODULES
-    vmtier.KERNEL_MODULES = MODULES
-    try:
-        modules = vmtier.kernel_modules(moddirs[0])
-    finally:
-        vmtier.KERNEL_MODULES = saved
-    busybox = os.path.join(bbroot, "bin", "busybox")
-    c = vmtier.Cpio()
-    for d in ("dev", "proc", "sys", "newroot"):
-        c.dir(d)
-    c.chardev("dev/console", 5, 1)
-    c.chardev("dev/null", 1, 3, 0o666)
-    c.copy(busybox, "bin/busybox", 0o755)
-    for applet in vmtier.run([busybox, "--list"]).split():
-        if applet != "busybox":
-            c.symlink(f"bin/{applet}", "busybox")
-    for name, ko in modules:
-        c.file(f"lib/modules/{name}.ko", ko)
-    c.file("etc/banger-vm/modules", "".join(f"{n}\n" for n, _ in modules).encode())
-    c.copy(os.path.join(HERE, "init"), "init", 0o755)
+    debian = vmdriver.DebianBoot(cache)
+    modules = vmdriver.kernel_modules(debian.moddir, MODULES)
+    c = vmdriver.busybox_initramfs(debian, modules, os.path.join(HERE, "init"), dirs=("newroot",))
     initrd = os.path.join(workdir, "initramfs.cpio.gz")
     c.write(initrd)
-    log(f"kernel {os.path.basename(kernel_deb)}; initramfs {os.path.getsize(initrd) >> 10} KiB")
-    return vmlinuz[0], initrd
+    log(f"kernel {os.path.basename(debian.kernel_deb)}; "
+        f"initramfs {os.path.getsize(initrd) >> 10} KiB")
+    return debian.vmlinuz, initrd
 
 
 # --- booting ---------------------------------------------------------------------------
 
 
 def boot(vmlinuz, initrd, image, workdir):
-    cmd = [QEMU, "-machine", "q35,accel=tcg", "-cpu", "max", "-m", "1536", "-smp", "2",
-           "-nographic", "-no-reboot", "-nic", "none", "-kernel", vmlinuz, "-initrd", initrd,
-           "-drive", f"file={image},format=raw,if=virtio",
-           "-append", "console=ttyS0 panic=-1 quiet loglevel=3 rw systemd.show_status=false "
-                      "systemd.unit=multi-user.target"]
-    log("$ " + " ".join(cmd))
-    console_path = os.path.join(workdir, "console.log")
-    res = {"steps": [], "console": console_path, "guest": []}
-    start = time.monotonic()
-    deadline = start + TIMEOUT_S
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    guest = vmdriver.Guest(vmlinuz, initrd, workdir, memory_mib=1536, timeout_s=TIMEOUT_S,
+                           extra=["-drive", f"file={image},format=raw,if=virtio"],
+                           append="rw systemd.show_status=false systemd.unit=multi-user.target",
+                           who="vm-systemd")
+    res = {"steps": [], "console": guest.console_path, "guest": []}
     in_guest = False
-    console = vmtier.Console(proc, console_path, start, deadline)
-    for t, line in console.lines():
+    for t, line in guest.lines():
         if "BANGER-SYSTEMD-INITRAMFS" in line:
             res["initramfs_s"] = round(t, 1)
         elif "BANGER-SYSTEMD-SWITCH-ROOT" in line:
             res["switch_root_s"] = round(t, 1)
-        elif "BANGER-VM-ERROR" in line or "Kernel panic" in line:
-            res.setdefault("errors", []).append(line.strip())
-            log(line.strip())
         if in_guest:
             res["guest"].append(line)
         m = MARK.search(line)
@@ -345,10 +298,9 @@ def boot(vmlinuz, initrd, image, workdir):
             # Every FAIL counts, whatever comes after it.
             res.setdefault("failures", []).append(rest)
             res.setdefault("verdict_s", round(t, 1))
-    if console.timed_out:
+    if guest.timed_out:
         res["error"] = f"no verdict within {TIMEOUT_S} s (BANGER_VM_SYSTEMD_TIMEOUT)"
-        proc.kill()
-    vmtier.qemu_wait(proc, res, start)
+    guest.finish(res)
     return res
 
 
@@ -362,14 +314,13 @@ def main():
     try:
         if os.geteuid() != 0:
             raise Skip("needs root: debootstrap, and a root file system owned by root")
-        vmtier.require_qemu()
-        tool("debootstrap")
-        tool("mkfs.ext4")
-        for t in ("dpkg-deb", "dpkg-query", "ldd", "tar", "meson", "systemctl"):
+        vmdriver.require_qemu()
+        for t in ("debootstrap", "mkfs.ext4", "dpkg-deb", "dpkg-query", "ldd", "tar", "meson",
+                  "systemctl"):
             tool(t)
         shutil.rmtree(workdir, ignore_errors=True)
         os.makedirs(workdir)
-        cache = vmtier.cache_dir()
+        cache = vmdriver.cache_dir()
         suite = host_suite()
         mirror = apt_mirror(suite)
 
@@ -388,7 +339,7 @@ def main():
         root = os.path.join(workdir, "root")
         os.makedirs(root)
         t1 = time.monotonic()
-        vmtier.run(["tar", "-C", root, "--numeric-owner", "--xattrs", "-xpf", tarball])
+        run(["tar", "-C", root, "--numeric-owner", "--xattrs", "-xpf", tarball])
         times["root from the cached tarball"] = time.monotonic() - t1
         populate(root, stage)
         image = os.path.join(workdir, "root.ext4")
@@ -404,13 +355,11 @@ def main():
         times["kernel + initramfs"] = time.monotonic() - t
         res = boot(vmlinuz, initrd, image, workdir)
     except Skip as e:
-        print(f"SKIP: {e}")
-        return SKIP
+        skip(str(e))
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:
-        print(f"FAIL: building the systemd VM failed: {e}")
         if isinstance(e, subprocess.CalledProcessError):
             print(e.stdout, e.stderr)
-        return 1
+        fail(f"building the systemd VM failed: {e}")
 
     times["qemu"] = res["total_s"]
     print("---- guest ----")
@@ -422,26 +371,26 @@ def main():
           f"verdict after {res.get('verdict_s', '-')} s (scenario "
           f"{res.get('scenario_ms', 0) / 1000:.1f} s); qemu exited {res['qemu_status']}; "
           f"whole test {time.monotonic() - t_all:.1f} s; console: {res['console']}")
-    ok, message = verdict(res)
-    if ok:
-        os.unlink(image)  # 1.5 GiB sparse: kept only when something went wrong
-    print(message)
-    return 0 if ok else 1
+    failure = verdict(res)
+    if failure:
+        fail(failure)
+    os.unlink(image)  # 1.5 GiB sparse: kept only when something went wrong
+    print(f"PASS: {len(res['steps'])} steps")
+    return 0
 
 
 def verdict(res):
-    """(passed, the line that says so) for boot()'s results: a PASS line, and no FAIL line
-    anywhere before or after it, no guest error, qemu not cut off."""
+    """What failed the test in boot()'s results, or None when it passed: a PASS line, and no
+    FAIL line anywhere before or after it, no guest error, qemu not cut off."""
     if res.get("failures"):
-        return False, "FAIL: " + "; ".join(res["failures"])
+        return "; ".join(res["failures"])
     if res.get("errors"):
-        return False, "FAIL: the guest reported: " + "; ".join(res["errors"])
+        return "the guest reported: " + "; ".join(res["errors"])
     if res.get("passed") and not res.get("error"):
-        return True, f"PASS: {len(res['steps'])} steps"
+        return None
     with open(res["console"]) as f:
         tail = f.read()[-4000:]
-    return False, (f"FAIL: {res.get('error', 'qemu ended without a verdict')}; console tail:\n"
-                   f"{tail}")
+    return f"{res.get('error', 'qemu ended without a verdict')}; console tail:\n{tail}"
 
 
 if __name__ == "__main__":
