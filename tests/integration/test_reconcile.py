@@ -298,7 +298,8 @@ def case_helper_gone_during_reconcile(f):
 def case_stale_loop_spared(f):
     """A dead VM's record names /dev/loopN; the kernel gave that number to a live VM since."""
     img_a = f.image("sl-a.img")
-    loop = f.k.loop(img_a)
+    loop = Kernel("sl", high_loops=True).loop(img_a)  # a number no parallel test takes meanwhile
+    f.k.files.append(img_a)  # the fixture's cleanup detaches what is left on its files
     f.c.call(IFACE + "Register", {"id": "vm-sla", "api_sock": f.sock("vm-sla"), "on_exit": "keep"})
     a = f.stub("vm-sla")
     f.c.call(IFACE + "SetHandles", {"id": "vm-sla", "pid": a.pid, "loops": [loop]})
