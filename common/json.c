@@ -568,6 +568,24 @@ int json_copy_string_array(yajl_val arr, char *fields, size_t field_size, size_t
 	return 0;
 }
 
+int json_copy_uint_array(yajl_val arr, uint64_t *out, size_t max, uint32_t *count)
+{
+	if (!YAJL_IS_ARRAY(arr))
+		return -EINVAL;
+	size_t n = arr->u.array.len;
+	if (n > max)
+		return -E2BIG;
+	for (size_t i = 0; i < n; i++)
+		if (!YAJL_IS_INTEGER(arr->u.array.values[i]) ||
+		    arr->u.array.values[i]->u.number.i < 0)
+			return -EINVAL;
+	memset(out, 0, max * sizeof(*out));
+	for (size_t i = 0; i < n; i++)
+		out[i] = (uint64_t)arr->u.array.values[i]->u.number.i;
+	*count = (uint32_t)n;
+	return 0;
+}
+
 yajl_gen json_gen_new(void)
 {
 	yajl_gen g = yajl_gen_alloc(NULL);
@@ -627,6 +645,15 @@ void json_gen_kv_string_array(yajl_gen g, const char *key, const char *fields, s
 		    yajl_gen_invalid_string)
 			yajl_gen_null(g);
 	}
+	yajl_gen_array_close(g);
+}
+
+void json_gen_kv_uint_array(yajl_gen g, const char *key, const uint64_t *values, uint32_t count)
+{
+	gen_key(g, key);
+	yajl_gen_array_open(g);
+	for (uint32_t i = 0; i < count; i++)
+		yajl_gen_integer(g, (long long)values[i]);
 	yajl_gen_array_close(g);
 }
 

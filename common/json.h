@@ -79,6 +79,12 @@ const char *json_unknown_key(yajl_val obj, const char *const *allowed);
  */
 int json_copy_string_array(yajl_val arr, char *fields, size_t field_size, size_t max,
 			   uint32_t *count);
+/*
+ * The same for an array of non-negative integers into out[max] (zero-filled
+ * past the count). -EINVAL if arr is not an array or holds anything else;
+ * -E2BIG over max entries. A refused array leaves out as it was.
+ */
+int json_copy_uint_array(yajl_val arr, uint64_t *out, size_t max, uint32_t *count);
 
 /* A generator without beautify, validate_utf8 on. NULL on allocation failure. */
 yajl_gen json_gen_new(void);
@@ -92,3 +98,5 @@ void json_gen_value(yajl_gen g, yajl_val v);
 
 void json_gen_kv_string_array(yajl_gen g, const char *key, const char *fields, size_t field_size,
 			      uint32_t count);
+/* Each value must be at most INT64_MAX (JSON integers are int64 to yajl). */
+void json_gen_kv_uint_array(yajl_gen g, const char *key, const uint64_t *values, uint32_t count);

@@ -15,6 +15,7 @@
 #include "build_config.h"
 #include "daemon.h"
 #include "json.h"
+#include "loop_diskseq.h"
 #include "log.h"
 #include "message_id.h"
 #include "path.h"
@@ -63,6 +64,9 @@ static void gen_handles(yajl_gen g, const struct vm_handles *h)
 	if (h->tap[0])
 		json_gen_kv_string(g, "tap", h->tap);
 	json_gen_kv_string_array(g, "loops", h->loops[0], PS_PATH_MAX, h->n_loops);
+	/* Handles restored from an older bangerd's handles.json have none. */
+	if (vm_loops_have_diskseq(h->loop_diskseq, h->n_loops))
+		json_gen_kv_uint_array(g, "loop_diskseq", h->loop_diskseq, h->n_loops);
 	json_gen_kv_string_array(g, "dm", h->dm[0], PS_DM_NAME_MAX, h->n_dm);
 	yajl_gen_map_close(g);
 }
@@ -343,6 +347,36 @@ static bool get_dm(struct varlink_call *c, yajl_val obj, const char *label, char
 			   "up to 8 device-mapper names without '/'", count);
 }
 
+/*
+ * Every reported loop must be an attached /dev/loopN; its diskseq, read now,
+ * says which attach the VM uses, so that no later attach of the same number
+ * is ever torn down for it (loop_diskseq.h). False (error sent) otherwise.
+ */
+static bool get_loop_diskseqs(struct varlink_call *c, struct vm_handles *h)
+{
+	char reason[PS_PATH_MAX + 128];
+
+	for (uint32_t i = 0; i < h->n_loops; i++) {
+		const char *dev = h->loops[i];
+		int r = loop_diskseq_read(dev, &h->loop_diskseq[i]);
+		if (r == 0)
+			continue;
+		if (r == -EINVAL)
+			snprintf(reason, sizeof(reason), "%s is not a loop device, /dev/loopN",
+				 dev);
+		else if (r == -ENXIO)
+			snprintf(reason, sizeof(reason),
+				 "%s is not attached to a backing file: no VM can be using it",
+				 dev);
+		else
+			snprintf(reason, sizeof(reason), "the diskseq of %s could not be read: %s",
+				 dev, r == -EAGAIN ? "it kept being re-attached" : strerror(-r));
+		error_invalid(c, "loops", reason);
+		return false;
+	}
+	return true;
+}
+
 /* --- access ------------------------------------------------------------------ */
 
 bool api_may_mutate(const struct varlink_peer *p, void *userdata)
@@ -508,7 +542,7 @@ static void method_set_handles(struct varlink_call *c, yajl_val params, void *us
 	h.pid = (int32_t)pid;
 	if (!get_tap(c, params, "tap", h.tap) ||
 	    !get_paths(c, params, "loops", "loops", h.loops[0], &h.n_loops) ||
-	    !get_dm(c, params, "dm", h.dm[0], &h.n_dm))
+	    !get_dm(c, params, "dm", h.dm[0], &h.n_dm) || !get_loop_diskseqs(c, &h))
 		return;
 	struct vm_entry *e = find_vm(d, c, id);
 	if (!e || !admit_mutation(d, c, id))

@@ -834,6 +834,30 @@ static void add_unique(char *fields, size_t field_size, uint32_t *n, uint32_t ma
 }
 
 /*
+ * A loop to tear down, with the diskseq recorded for it (0: none). One name
+ * may come from the handles and the mirror both: recorded once, it is one
+ * attach; recorded as two attaches, each is asked about, and the helper
+ * finds at most one of them still there.
+ */
+static void add_loop(struct ps_teardown *q, const char *name, uint64_t diskseq)
+{
+	if (name[0] == '\0')
+		return;
+	for (uint32_t i = 0; i < q->n_loops; i++) {
+		if (strcmp(q->loops[i], name) != 0)
+			continue;
+		if (q->loop_diskseq[i] == 0)
+			q->loop_diskseq[i] = diskseq;
+		if (diskseq == 0 || q->loop_diskseq[i] == diskseq)
+			return;
+	}
+	if (q->n_loops < PS_TEARDOWN_MAX_LOOPS) {
+		field_set(q->loops[q->n_loops], PS_PATH_MAX, name);
+		q->loop_diskseq[q->n_loops++] = diskseq;
+	}
+}
+
+/*
  * Everything the VM may hold: its live handles, the record's mirror of them
  * (handles.json may be lost), and its plan (a manager that crashed before
  * SetHandles never reported what it made; loops are then found by file).
@@ -852,14 +876,11 @@ static void build_teardown(const struct vm_record *r, const struct vm_handles *h
 			   r->planned.dm[i]);
 	if (has_h)
 		for (uint32_t i = 0; i < h->n_loops; i++)
-			add_unique(q->loops[0], PS_PATH_MAX, &q->n_loops, PS_TEARDOWN_MAX_LOOPS,
-				   h->loops[i]);
+			add_loop(q, h->loops[i], h->loop_diskseq[i]);
 	for (uint32_t i = 0; i < r->mirror.n_loops; i++)
-		add_unique(q->loops[0], PS_PATH_MAX, &q->n_loops, PS_TEARDOWN_MAX_LOOPS,
-			   r->mirror.loops[i]);
+		add_loop(q, r->mirror.loops[i], r->mirror.loop_diskseq[i]);
 	for (uint32_t i = 0; r->has_planned && i < r->planned.n_loop_files; i++)
-		add_unique(q->loops[0], PS_PATH_MAX, &q->n_loops, PS_TEARDOWN_MAX_LOOPS,
-			   r->planned.loop_files[i]);
+		add_loop(q, r->planned.loop_files[i], 0);
 	const char *tap = has_h && h->tap[0] ? h->tap
 			  : r->mirror.tap[0] ? r->mirror.tap
 			  : r->has_planned   ? r->planned.tap
@@ -926,12 +947,13 @@ void held_names_free(struct held_names *held)
 	}
 }
 
-static void drop_item(char *fields, size_t field_size, uint32_t *n, uint32_t i)
+/* Remove entry i of n from an array, zeroing the freed last slot. */
+static void drop_entry(void *array, size_t entry_size, uint32_t n, uint32_t i)
 {
-	memmove(fields + (size_t)i * field_size, fields + (size_t)(i + 1) * field_size,
-		(size_t)(*n - i - 1) * field_size);
-	memset(fields + (size_t)(*n - 1) * field_size, 0, field_size);
-	(*n)--;
+	char *a = array;
+	memmove(a + (size_t)i * entry_size, a + (size_t)(i + 1) * entry_size,
+		(size_t)(n - i - 1) * entry_size);
+	memset(a + (size_t)(n - 1) * entry_size, 0, entry_size);
 }
 
 /*
@@ -944,11 +966,14 @@ static void spare_live_neighbours(const struct held_names *held, const struct vm
 {
 	const char *owner;
 	for (uint32_t i = q->n_loops; i-- > 0;)
-		if ((owner = held_owner(held, "loop", q->loops[i])) && strcmp(owner, self->id) != 0)
-			drop_item(q->loops[0], PS_PATH_MAX, &q->n_loops, i);
+		if ((owner = held_owner(held, "loop", q->loops[i])) &&
+		    strcmp(owner, self->id) != 0) {
+			drop_entry(q->loops, sizeof(q->loops[0]), q->n_loops, i);
+			drop_entry(q->loop_diskseq, sizeof(q->loop_diskseq[0]), q->n_loops--, i);
+		}
 	for (uint32_t i = q->n_dm; i-- > 0;)
 		if ((owner = held_owner(held, "dm", q->dm[i])) && strcmp(owner, self->id) != 0)
-			drop_item(q->dm[0], PS_DM_NAME_MAX, &q->n_dm, i);
+			drop_entry(q->dm, sizeof(q->dm[0]), q->n_dm--, i);
 	if (q->tap[0] && (owner = held_owner(held, "tap", q->tap)) &&
 	    strcmp(owner, self->id) != 0) {
 		log_warnx("vm %s: tap %s now belongs to vm %s; not torn down", self->id, q->tap,

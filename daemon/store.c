@@ -201,6 +201,27 @@ static int decode_string_array(const struct decoder *d, yajl_val obj, const char
 	return 0;
 }
 
+/*
+ * The loops' diskseqs, one per loop, or nothing: a file written before
+ * bangerd recorded them, whose loops then keep 0 (not recorded).
+ */
+static int decode_diskseqs(const struct decoder *d, yajl_val obj, const char *where,
+			   uint32_t n_loops, uint64_t *seqs)
+{
+	yajl_val arr;
+	uint32_t count = 0;
+	int r = json_get_array(obj, "loop_diskseq", &arr);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0 || json_copy_uint_array(arr, seqs, VM_MAX_LOOPS, &count) < 0)
+		return corrupt(d, "\"%sloop_diskseq\" is not an array of up to %d integers >= 0",
+			       where, VM_MAX_LOOPS);
+	if (count != n_loops)
+		return corrupt(d, "\"%sloop_diskseq\" has %u entries for %u loops", where, count,
+			       n_loops);
+	return 0;
+}
+
 static int decode_object(const struct decoder *d, yajl_val obj, const char *key, yajl_val *out)
 {
 	int r = json_get_object(obj, key, out);
@@ -254,7 +275,7 @@ static int decode_planned(const struct decoder *d, yajl_val obj, struct vm_plann
 
 static int decode_mirror(const struct decoder *d, yajl_val obj, struct vm_record *rec)
 {
-	static const char *const keys[] = {"tap", "loops", "dm", NULL};
+	static const char *const keys[] = {"tap", "loops", "loop_diskseq", "dm", NULL};
 	int r = check_keys(d, obj, "mirror.", keys);
 	if (r == 0)
 		r = decode_string(d, obj, "mirror.", "tap", rec->mirror.tap,
@@ -263,6 +284,9 @@ static int decode_mirror(const struct decoder *d, yajl_val obj, struct vm_record
 		r = decode_string_array(d, obj, "mirror.", "loops", &rec->mirror.loops[0][0],
 					sizeof(rec->mirror.loops[0]), VM_MAX_LOOPS,
 					&rec->mirror.n_loops);
+	if (r == 0)
+		r = decode_diskseqs(d, obj, "mirror.", rec->mirror.n_loops,
+				    rec->mirror.loop_diskseq);
 	if (r == 0)
 		r = decode_string_array(d, obj, "mirror.", "dm", &rec->mirror.dm[0][0],
 					sizeof(rec->mirror.dm[0]), VM_MAX_DM, &rec->mirror.n_dm);
@@ -344,8 +368,8 @@ static int decode_record(const struct decoder *d, const char *text, const char *
 /* handles.json; *out is written only on success. */
 static int decode_handles(const struct decoder *d, const char *text, struct vm_handles *out)
 {
-	static const char *const keys[] = {"version", "pid",   "start_time", "boot_id",
-					   "tap",     "loops", "dm",	     NULL};
+	static const char *const keys[] = {
+	    "version", "pid", "start_time", "boot_id", "tap", "loops", "loop_diskseq", "dm", NULL};
 	_cleanup_(yajl_tree_freep) yajl_val root = NULL;
 	struct vm_handles h;
 	int64_t pid, start_time;
@@ -377,6 +401,8 @@ static int decode_handles(const struct decoder *d, const char *text, struct vm_h
 		r = decode_string_array(d, root, "", "loops", &h.loops[0][0], sizeof(h.loops[0]),
 					VM_MAX_LOOPS, &h.n_loops);
 	if (r == 0)
+		r = decode_diskseqs(d, root, "", h.n_loops, h.loop_diskseq);
+	if (r == 0)
 		r = decode_string_array(d, root, "", "dm", &h.dm[0][0], sizeof(h.dm[0]), VM_MAX_DM,
 					&h.n_dm);
 	if (r < 0)
@@ -390,6 +416,22 @@ static int decode_handles(const struct decoder *d, const char *text, struct vm_h
 static bool terminated(const char *field, size_t size)
 {
 	return memchr(field, '\0', size) != NULL;
+}
+
+/* JSON integers are int64 to yajl: a larger diskseq cannot be written (none is that large). */
+static bool diskseqs_fit(const uint64_t *seqs)
+{
+	for (size_t i = 0; i < VM_MAX_LOOPS; i++)
+		if (seqs[i] > INT64_MAX)
+			return false;
+	return true;
+}
+
+/* Written only when recorded, so that a record of none reads as before. */
+static void encode_diskseqs(yajl_gen g, const uint64_t *seqs, uint32_t n_loops)
+{
+	if (vm_loops_have_diskseq(seqs, n_loops))
+		json_gen_kv_uint_array(g, "loop_diskseq", seqs, n_loops);
 }
 
 static void encode_planned(yajl_gen g, const struct vm_planned *p)
@@ -412,7 +454,7 @@ static int encode_record(yajl_gen g, const struct vm_record *r)
 {
 	if (!terminated(r->api_sock, sizeof(r->api_sock)) ||
 	    !terminated(r->mirror.tap, sizeof(r->mirror.tap)) || r->mirror.n_loops > VM_MAX_LOOPS ||
-	    r->mirror.n_dm > VM_MAX_DM)
+	    r->mirror.n_dm > VM_MAX_DM || !diskseqs_fit(r->mirror.loop_diskseq))
 		return -EINVAL;
 	if (r->has_planned &&
 	    (!terminated(r->planned.tap, sizeof(r->planned.tap)) ||
@@ -432,6 +474,7 @@ static int encode_record(yajl_gen g, const struct vm_record *r)
 	json_gen_kv_string(g, "tap", r->mirror.tap);
 	json_gen_kv_string_array(g, "loops", &r->mirror.loops[0][0], sizeof(r->mirror.loops[0]),
 				 r->mirror.n_loops);
+	encode_diskseqs(g, r->mirror.loop_diskseq, r->mirror.n_loops);
 	json_gen_kv_string_array(g, "dm", &r->mirror.dm[0][0], sizeof(r->mirror.dm[0]),
 				 r->mirror.n_dm);
 	yajl_gen_map_close(g);
@@ -442,7 +485,8 @@ static int encode_record(yajl_gen g, const struct vm_record *r)
 static int encode_handles(yajl_gen g, const struct vm_handles *h)
 {
 	if (!terminated(h->boot_id, sizeof(h->boot_id)) || !terminated(h->tap, sizeof(h->tap)) ||
-	    h->n_loops > VM_MAX_LOOPS || h->n_dm > VM_MAX_DM || h->start_time > INT64_MAX)
+	    h->n_loops > VM_MAX_LOOPS || h->n_dm > VM_MAX_DM || h->start_time > INT64_MAX ||
+	    !diskseqs_fit(h->loop_diskseq))
 		return -EINVAL;
 
 	yajl_gen_map_open(g);
@@ -452,6 +496,7 @@ static int encode_handles(yajl_gen g, const struct vm_handles *h)
 	json_gen_kv_string(g, "boot_id", h->boot_id);
 	json_gen_kv_string(g, "tap", h->tap);
 	json_gen_kv_string_array(g, "loops", &h->loops[0][0], sizeof(h->loops[0]), h->n_loops);
+	encode_diskseqs(g, h->loop_diskseq, h->n_loops);
 	json_gen_kv_string_array(g, "dm", &h->dm[0][0], sizeof(h->dm[0]), h->n_dm);
 	yajl_gen_map_close(g);
 	return 0;

@@ -72,11 +72,20 @@ bool vm_id_is_valid(const char *id, const char **why)
 	return reason == NULL;
 }
 
+bool vm_loops_have_diskseq(const uint64_t *loop_diskseq, uint32_t n_loops)
+{
+	for (uint32_t i = 0; i < n_loops && i < VM_MAX_LOOPS; i++)
+		if (loop_diskseq[i] != 0)
+			return true;
+	return false;
+}
+
 void vm_record_mirror_handles(struct vm_record *r, const struct vm_handles *h)
 {
 	memcpy(r->mirror.tap, h->tap, sizeof(r->mirror.tap));
 	r->mirror.n_loops = h->n_loops;
 	memcpy(r->mirror.loops, h->loops, sizeof(r->mirror.loops));
+	memcpy(r->mirror.loop_diskseq, h->loop_diskseq, sizeof(r->mirror.loop_diskseq));
 	r->mirror.n_dm = h->n_dm;
 	memcpy(r->mirror.dm, h->dm, sizeof(r->mirror.dm));
 }
@@ -127,6 +136,12 @@ static void put_strs(struct packer *p, const char *fields, size_t size, uint32_t
 	put_u32(p, count);
 	for (uint32_t i = 0; i < count; i++)
 		put_str(p, fields + (size_t)i * size, size);
+}
+
+/* The loops' diskseqs: as many as there are loops, which were packed just before. */
+static void put_diskseqs(struct packer *p, const uint64_t *seqs, uint32_t count)
+{
+	put(p, seqs, (size_t)count * sizeof(*seqs));
 }
 
 struct unpacker {
@@ -181,6 +196,13 @@ static uint32_t get_strs(struct unpacker *u, char *fields, size_t size, uint32_t
 	return count;
 }
 
+static void get_diskseqs(struct unpacker *u, uint64_t *seqs, uint32_t count, uint32_t max)
+{
+	get(u, seqs, (size_t)count * sizeof(*seqs));
+	if (seqs)
+		memset(seqs + count, 0, (size_t)(max - count) * sizeof(*seqs));
+}
+
 int vm_pack(const struct vm_record *r, const struct vm_handles *h, uint8_t **out, size_t *len)
 {
 	struct packer p = {0};
@@ -194,6 +216,7 @@ int vm_pack(const struct vm_record *r, const struct vm_handles *h, uint8_t **out
 	put_strs(&p, r->planned.dm[0], PS_DM_NAME_MAX, r->planned.n_dm);
 	put_str(&p, r->mirror.tap, sizeof(r->mirror.tap));
 	put_strs(&p, r->mirror.loops[0], PS_PATH_MAX, r->mirror.n_loops);
+	put_diskseqs(&p, r->mirror.loop_diskseq, r->mirror.n_loops);
 	put_strs(&p, r->mirror.dm[0], PS_DM_NAME_MAX, r->mirror.n_dm);
 	put_u32(&p, h != NULL);
 	if (h) {
@@ -202,6 +225,7 @@ int vm_pack(const struct vm_record *r, const struct vm_handles *h, uint8_t **out
 		put_str(&p, h->boot_id, sizeof(h->boot_id));
 		put_str(&p, h->tap, sizeof(h->tap));
 		put_strs(&p, h->loops[0], PS_PATH_MAX, h->n_loops);
+		put_diskseqs(&p, h->loop_diskseq, h->n_loops);
 		put_strs(&p, h->dm[0], PS_DM_NAME_MAX, h->n_dm);
 	}
 	if (p.failed) {
@@ -232,6 +256,7 @@ static void unpack_record(struct unpacker *u, struct vm_record *r)
 	x->planned.n_dm = get_strs(u, r ? r->planned.dm[0] : NULL, PS_DM_NAME_MAX, VM_MAX_DM);
 	get_str(u, FIELD(mirror.tap), sizeof(x->mirror.tap));
 	x->mirror.n_loops = get_strs(u, r ? r->mirror.loops[0] : NULL, PS_PATH_MAX, VM_MAX_LOOPS);
+	get_diskseqs(u, r ? r->mirror.loop_diskseq : NULL, x->mirror.n_loops, VM_MAX_LOOPS);
 	x->mirror.n_dm = get_strs(u, r ? r->mirror.dm[0] : NULL, PS_DM_NAME_MAX, VM_MAX_DM);
 #undef FIELD
 }
@@ -243,6 +268,7 @@ static void unpack_handles(struct unpacker *u, struct vm_handles *h)
 	get_str(u, h->boot_id, sizeof(h->boot_id));
 	get_str(u, h->tap, sizeof(h->tap));
 	h->n_loops = get_strs(u, h->loops[0], PS_PATH_MAX, VM_MAX_LOOPS);
+	get_diskseqs(u, h->loop_diskseq, h->n_loops, VM_MAX_LOOPS);
 	h->n_dm = get_strs(u, h->dm[0], PS_DM_NAME_MAX, VM_MAX_DM);
 }
 

@@ -44,6 +44,13 @@ struct vm_handles {
 	char tap[PS_IFNAME_MAX];
 	uint32_t n_loops;
 	char loops[VM_MAX_LOOPS][PS_PATH_MAX]; /* /dev/loopN */
+	/*
+	 * Each loop's disk sequence number when SetHandles named it: the kernel's
+	 * name for that one attach, never reused, so that a teardown cannot take
+	 * a later attach of the same number for ours. 0: not recorded (handles
+	 * of a bangerd from before it was).
+	 */
+	uint64_t loop_diskseq[VM_MAX_LOOPS];
 	uint32_t n_dm;
 	char dm[VM_MAX_DM][PS_DM_NAME_MAX];
 };
@@ -64,6 +71,7 @@ struct vm_record {
 		char tap[PS_IFNAME_MAX];
 		uint32_t n_loops;
 		char loops[VM_MAX_LOOPS][PS_PATH_MAX];
+		uint64_t loop_diskseq[VM_MAX_LOOPS];
 		uint32_t n_dm;
 		char dm[VM_MAX_DM][PS_DM_NAME_MAX];
 	} mirror;
@@ -76,6 +84,9 @@ int vm_on_exit_from_name(const char *name);
 
 /* [A-Za-z0-9][A-Za-z0-9_.-]{0,63}, never "." or "..": safe as a directory name. */
 bool vm_id_is_valid(const char *id, const char **why);
+
+/* Whether any of n loops has its diskseq recorded (none has, in an older bangerd's files). */
+bool vm_loops_have_diskseq(const uint64_t *loop_diskseq, uint32_t n_loops);
 
 /* Copy the teardown-critical fields of h onto the record's mirror. */
 void vm_record_mirror_handles(struct vm_record *r, const struct vm_handles *h);

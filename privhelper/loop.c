@@ -9,11 +9,21 @@
  * Never detaches a loop outside the roots, never opens a path a request
  * names other than /dev/loopN (a backing file is opened O_PATH, and only
  * by the name the kernel gives).
+ *
+ * A loop number is reused as soon as it is free, so a stale record's
+ * /dev/loopN may be another VM's loop now, on a file under the roots too.
+ * When the request carries the diskseq bangerd recorded for the loop, the
+ * device's own (BLKGETDISKSEQ, read through the fd that will detach it:
+ * while we hold it open nobody can re-attach the loop) must be that one;
+ * any other means the attach we were asked about is gone, and the loop is
+ * reported absent and left alone. Without a diskseq (records of an older
+ * bangerd) the backing-file checks alone decide, as before.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/fs.h>
 #include <linux/loop.h>
 #include <linux/major.h>
 #include <stdio.h>
@@ -245,6 +255,23 @@ static void loop_clear(int *fd, unsigned n, const char *backing, struct ps_teard
 		teardown_set(r, PS_TEARDOWN_REMOVED, 0, 0);
 }
 
+/* Is the open loop still the attach whose diskseq the request recorded (if it did)? */
+static bool loop_same_attach(int fd, struct ps_teardown_result *r)
+{
+	uint64_t seq;
+
+	if (r->diskseq == 0)
+		return true;
+	if (ioctl(fd, BLKGETDISKSEQ, &seq) < 0) {
+		teardown_set(r, PS_TEARDOWN_FAILED, 0, negative_errno());
+		return false;
+	}
+	r->diskseq_found = seq;
+	if (seq != r->diskseq)
+		teardown_set(r, PS_TEARDOWN_ABSENT, PS_REASON_DISKSEQ_CHANGED, 0);
+	return seq == r->diskseq;
+}
+
 static void loop_detach(const struct ps_policy *p, unsigned n, struct ps_teardown_result *r)
 {
 	_cleanup_close_ int fd = -1;
@@ -258,7 +285,7 @@ static void loop_detach(const struct ps_policy *p, unsigned n, struct ps_teardow
 		teardown_set(r, PS_TEARDOWN_FAILED, 0, bound);
 	else if (bound == 0)
 		teardown_set(r, PS_TEARDOWN_ABSENT, 0, 0);
-	else if (loop_verify(p, n, &info, backing, sizeof(backing), r))
+	else if (loop_same_attach(fd, r) && loop_verify(p, n, &info, backing, sizeof(backing), r))
 		loop_clear(&fd, n, backing, r);
 	if (r->status == PS_TEARDOWN_REMOVED)
 		log_debug("loop%u detached", n);
@@ -290,7 +317,7 @@ static void loop_detach_file(const struct ps_policy *p, struct ps_teardown_resul
 		if (loop_backing_path(n, backing, sizeof(backing), &deleted) < 0 ||
 		    strcmp(backing, r->name) != 0)
 			continue;
-		struct ps_teardown_result one = {0};
+		struct ps_teardown_result one = {.diskseq = r->diskseq};
 		loop_detach(p, n, &one);
 		if (status_rank(one.status) > status_rank(r->status))
 			teardown_set(r, one.status, one.reason, one.err);

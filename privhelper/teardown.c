@@ -40,10 +40,11 @@ void sleep_ms(long ms)
 }
 
 static void plan_add(const struct ps_policy *p, struct ps_teardown_reply *rep,
-		     enum ps_resource_kind kind, const char *name)
+		     enum ps_resource_kind kind, const char *name, uint64_t diskseq)
 {
 	struct ps_teardown_result *r = &rep->results[rep->count++];
 	r->kind = kind;
+	r->diskseq = diskseq;
 	/* Cannot fail: no request field is wider than name (PS_PATH_MAX). */
 	field_set(r->name, sizeof(r->name), name);
 	teardown_kinds[kind].check(p, r);
@@ -54,11 +55,11 @@ static void teardown_plan(const struct ps_policy *p, const struct ps_teardown *q
 			  struct ps_teardown_reply *rep)
 {
 	for (uint32_t i = 0; i < q->n_dm; i++)
-		plan_add(p, rep, PS_RESOURCE_DM, q->dm[i]);
+		plan_add(p, rep, PS_RESOURCE_DM, q->dm[i], 0);
 	for (uint32_t i = 0; i < q->n_loops; i++)
-		plan_add(p, rep, PS_RESOURCE_LOOP, q->loops[i]);
+		plan_add(p, rep, PS_RESOURCE_LOOP, q->loops[i], q->loop_diskseq[i]);
 	if (q->tap[0] != '\0')
-		plan_add(p, rep, PS_RESOURCE_TAP, q->tap);
+		plan_add(p, rep, PS_RESOURCE_TAP, q->tap, 0);
 }
 
 static bool blocks_chain(const struct ps_teardown_result *r)
@@ -103,7 +104,11 @@ static void audit_results(struct asroot_call *c, const struct ps_teardown_reply 
 		audit_field(c, field, r->name);
 		strbuf_appendf(&list, "%s%s:%s", list.len ? "," : "", r->name,
 			       ps_teardown_status_name((int)r->status));
-		if (r->reason)
+		if (r->reason == PS_REASON_DISKSEQ_CHANGED)
+			strbuf_appendf(&list, "(diskseq %llu != recorded %llu)",
+				       (unsigned long long)r->diskseq_found,
+				       (unsigned long long)r->diskseq);
+		else if (r->reason)
 			strbuf_appendf(&list, "(%s)", ps_reason_name(r->reason));
 		else if (r->err && strerrorname_np(-r->err))
 			strbuf_appendf(&list, "(%s)", strerrorname_np(-r->err));

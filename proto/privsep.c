@@ -82,6 +82,7 @@ const char *ps_reason_name(int reason)
 	    [PS_REASON_DEPENDENCY_BUSY] = "dependency-busy",
 	    [PS_REASON_BACKING_CHANGED] = "backing-changed",
 	    [PS_REASON_NO_LISTENER] = "no-listener",
+	    [PS_REASON_DISKSEQ_CHANGED] = "diskseq-changed",
 	};
 	if (reason < 0 || reason >= PS_REASON_MAX_ || !names[reason])
 		return "unknown";

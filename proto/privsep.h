@@ -21,8 +21,9 @@
 #include "fdpass.h"
 #include "macro.h"
 
-#define PS_MAGIC	    0x52474e42u /* "BNGR" in little-endian byte order */
-#define PS_PROTOCOL_VERSION 3		/* 3: the caller names bangerd's call and the VM apart */
+#define PS_MAGIC 0x52474e42u /* "BNGR" in little-endian byte order */
+/* 3: the caller names bangerd's call and the VM apart; 4: loops carry their recorded diskseq */
+#define PS_PROTOCOL_VERSION 4
 
 /* An api socket path must fit sockaddr_un.sun_path, or firecracker could not bind it. */
 #define PS_SOCK_PATH_MAX 108
@@ -161,6 +162,7 @@ enum ps_reason {
 	PS_REASON_DEPENDENCY_BUSY,
 	PS_REASON_BACKING_CHANGED, /* a loop's backing file is not the file its status names */
 	PS_REASON_NO_LISTENER,	   /* holds no listening socket bound to the api socket's node */
+	PS_REASON_DISKSEQ_CHANGED, /* the loop was re-attached since its diskseq was recorded */
 	PS_REASON_MAX_,
 };
 
@@ -227,13 +229,20 @@ struct ps_scan_reply {
 	struct ps_scan_entry entries[PS_SCAN_REPLY_MAX];
 };
 
-/* loops[] holds /dev/loopN device paths or, for loops never reported, backing file paths. */
+/*
+ * loops[] holds /dev/loopN device paths or, for loops never reported, backing file paths.
+ * loop_diskseq[i] is the disk sequence number bangerd recorded for loops[i] when the VM
+ * reported it (the kernel gives every attach a new one and never reuses it), or 0 when
+ * none was recorded (a backing file, or a record of a bangerd older than protocol 4);
+ * entries from n_loops on are 0.
+ */
 struct ps_teardown {
 	struct ps_caller caller;
 	uint32_t n_dm;
 	uint32_t n_loops;
 	char dm[PS_TEARDOWN_MAX_DM][PS_DM_NAME_MAX];
 	char loops[PS_TEARDOWN_MAX_LOOPS][PS_PATH_MAX];
+	uint64_t loop_diskseq[PS_TEARDOWN_MAX_LOOPS];
 	char tap[PS_IFNAME_MAX];
 };
 
@@ -251,11 +260,18 @@ enum ps_teardown_status {
 	PS_TEARDOWN_FAILED = 5,
 };
 
+/*
+ * A loop's result carries the diskseq the request recorded for it (0: none) and, when the
+ * helper read the device's own, that one: they differ exactly when reason is
+ * PS_REASON_DISKSEQ_CHANGED. Both are 0 for other kinds.
+ */
 struct ps_teardown_result {
 	uint32_t kind;
 	uint32_t status;
 	int32_t reason;
 	int32_t err;
+	uint64_t diskseq;
+	uint64_t diskseq_found;
 	char name[PS_PATH_MAX];
 };
 
@@ -277,9 +293,10 @@ static_assert(sizeof(struct ps_scan) == 136 + PS_SCAN_PART_MAX * PS_SOCK_PATH_MA
 static_assert(sizeof(struct ps_scan_entry) == 136, "ps_scan_entry layout");
 static_assert(sizeof(struct ps_scan_reply) == 24 + PS_SCAN_REPLY_MAX * 136, "ps_scan_reply layout");
 static_assert(sizeof(struct ps_teardown) == 128 + PS_TEARDOWN_MAX_DM * PS_DM_NAME_MAX +
-						PS_TEARDOWN_MAX_LOOPS * PS_PATH_MAX + PS_IFNAME_MAX,
+						PS_TEARDOWN_MAX_LOOPS * (PS_PATH_MAX + 8) +
+						PS_IFNAME_MAX,
 	      "ps_teardown layout");
-static_assert(sizeof(struct ps_teardown_result) == 16 + PS_PATH_MAX, "ps_teardown_result layout");
+static_assert(sizeof(struct ps_teardown_result) == 32 + PS_PATH_MAX, "ps_teardown_result layout");
 
 union ps_payload {
 	struct ps_hello hello;

@@ -131,6 +131,10 @@ static int validate_teardown_reply(const union ps_payload *p, size_t nfds, char 
 		if (t->reason < 0 || t->reason >= PS_REASON_MAX_ || t->err > 0)
 			return ps_violation(why, why_size,
 					    "teardown_reply.results[%zu]: bad reason or errno", i);
+		if (t->kind != PS_RESOURCE_LOOP && (t->diskseq || t->diskseq_found))
+			return ps_violation(why, why_size,
+					    "teardown_reply.results[%zu]: a diskseq on a %s", i,
+					    ps_resource_kind_name((int)t->kind));
 		CHECK_STRING(t->name, "teardown_reply.results[].name");
 	}
 	return 0;

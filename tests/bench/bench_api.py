@@ -157,8 +157,9 @@ def setup_vm(bench, d):
         "tap": f"bgt-{VM_ID}", "loop_files": [os.path.join(d.loop_root, VM_ID, "rootfs.ext4")],
         "dm": [f"bangertest-{VM_ID}"]}})
     stub = bench.stub(sock)
+    loop = bench.loop(d, "l0.img")  # real: SetHandles records its diskseq
     c.call(IFACE + "SetHandles", {"id": VM_ID, "pid": stub.pid, "tap": f"bgt-{VM_ID}",
-                                  "loops": ["/dev/loop0"], "dm": [f"bangertest-{VM_ID}"]})
+                                  "loops": [loop], "dm": [f"bangertest-{VM_ID}"]})
     # The raw reply, as it crosses the socket: redis will serve a value exactly as long.
     c.send(IFACE + "GetHandles", {"id": VM_ID})
     while b"\0" not in c.buf:

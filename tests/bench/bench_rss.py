@@ -61,11 +61,14 @@ def register_all(d, c, count, checkpoints):
 def set_handles_first(bench, d, c, count):
     socks = [os.path.join(d.api_root, vm_id(i), "api.sock") for i in range(count)]
     stubs = bench.stubs_for(socks)
+    # Two real loops that every VM names: SetHandles takes only attached loops, and the
+    # handles' size is the same as with two loops of their own.
+    loops = [bench.loop(d, "l0.img"), bench.loop(d, "l1.img")]
     for i, stub in enumerate(stubs):
         vid = vm_id(i)
         reply = c.call(IFACE + "SetHandles", {
             "id": vid, "pid": stub.pid, "tap": f"bgt-{vid}",
-            "loops": [f"/dev/loop{2 * i}", f"/dev/loop{2 * i + 1}"], "dm": [f"bangertest-{vid}"]})
+            "loops": loops, "dm": [f"bangertest-{vid}"]})
         check(reply["persisted"] is True and reply["vm"]["handles"]["pid"] == stub.pid,
               f"SetHandles {vid}: {reply}")
 

@@ -27,17 +27,18 @@ from benchlib import (IFACE, Bench, add_json_option, check, fd_count, key_values
 VM_ID = "s1"
 
 
-def handles_of():
-    return {"tap": f"bgt-{VM_ID}", "loops": ["/dev/loop0", "/dev/loop1"],
+def handles_of(loops):
+    return {"tap": f"bgt-{VM_ID}", "loops": loops,
             "dm": [f"bangertest-{VM_ID}-base", f"bangertest-{VM_ID}"]}
 
 
-def setup_vm(bench, d):
+def setup_vm(bench, d, loops):
     """Register the VM, start its stub, and SetHandles once so vm.json is final."""
     sock = os.path.join(d.api_root, VM_ID, "api.sock")
-    h = handles_of()
+    h = handles_of(loops)
     c = d.client()
-    # on_exit keep: the resources named are made up, and nothing must try to tear them down.
+    # on_exit keep: the resources named are made up (the loops real, on other files than the
+    # plan's), and nothing must try to tear them down.
     c.call(IFACE + "Register", {"id": VM_ID, "api_sock": sock, "on_exit": "keep", "planned": {
         "tap": h["tap"], "loop_files": [os.path.join(d.loop_root, "base.ext4"),
                                         os.path.join(d.loop_root, VM_ID, "cow.img")],
@@ -58,11 +59,12 @@ def main():
     args = p.parse_args()
     with Bench() as bench:
         d = bench.start_daemon()
-        stubs = setup_vm(bench, d)
+        loops = [bench.loop(d, "l0.img"), bench.loop(d, "l1.img")]
+        stubs = setup_vm(bench, d, loops)
         floor_dir = os.path.join(d.dir, "floor")  # same filesystem as the state dir
         os.mkdir(floor_dir)
         fds0, rss0 = fd_count(d.proc.pid), rss_kib(d.proc.pid)
-        h = handles_of()
+        h = handles_of(loops)
         argv = [args.exe, "--socket", d.socket, "--id", VM_ID, "--vm-dir", d.vm_dir(VM_ID),
                 "--floor-dir", floor_dir, "--tap", h["tap"], "--calls", str(args.calls)]
         for s in stubs:

@@ -24,9 +24,9 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from bangertest import (IFACE, SKIP, STUB, Daemon, Stub, check, die_with_parent,  # noqa: E402,F401
-                        fail, link_exists, loops_on, require_root, run_ok, skip, status_of,
-                        wait_until)
+from bangertest import (IFACE, SKIP, STUB, Daemon, Kernel, Stub, check,  # noqa: E402,F401
+                        die_with_parent, fail, link_exists, loops_on, require_root, run_ok,
+                        skip, status_of, wait_until)
 
 LOG_KEEP_BYTES = 256 * 1024
 
@@ -74,6 +74,7 @@ class Bench:
         self.stubs = []
         self.procs = []
         self.dirs = []
+        self.kernel = None
 
     def __enter__(self):
         require_root()  # before anything is installed or started
@@ -89,6 +90,8 @@ class Bench:
             if p.poll() is None:
                 p.kill()
             p.wait()
+        if self.kernel:
+            self.kernel.cleanup()  # before the daemons' dirs go: losetup -j finds them by file
         # bangerd first: stubs that died under it would start exit handling and teardowns.
         for d in self.others:
             self._stop_daemon(d, show_log=failed)
@@ -126,6 +129,13 @@ class Bench:
         if show_log:
             print(f"--- bangerd log (last {LOG_KEEP_BYTES // 1024} KiB) ---\n{d.log[-20000:]}",
                   file=sys.stderr)
+
+    def loop(self, d, name):
+        """A real loop device on a file under d's loop root (SetHandles takes only attached
+        loops: it records their diskseq), detached when the benchmark ends."""
+        if self.kernel is None:
+            self.kernel = Kernel("bench")
+        return self.kernel.loop(os.path.join(d.loop_root, name))
 
     def stub(self, api_sock):
         s = StubProcess(api_sock)

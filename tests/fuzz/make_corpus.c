@@ -315,10 +315,17 @@ static void seed_teardown(struct corpus *c, struct datagram *d)
 	teardown->n_dm = 2;
 	SET_STRING(c, teardown->dm[0], "banger-a-root");
 	SET_STRING(c, teardown->dm[1], "banger-a-root-base");
-	teardown->n_loops = 1;
+	teardown->n_loops = 2;
 	SET_STRING(c, teardown->loops[0], "/dev/loop7");
+	teardown->loop_diskseq[0] = 34207;
+	SET_STRING(c, teardown->loops[1], "/var/lib/banger/images/a-root.img");
 	SET_STRING(c, teardown->tap, "bgtap3");
 	seed_emit(c, "teardown-valid", PS_TO_HELPER, 0, d, datagram_len(d), SEED_VALID);
+
+	teardown->loop_diskseq[2] = 34208;
+	seed_emit(c, "teardown-diskseq-beyond-count", PS_TO_HELPER, 0, d, datagram_len(d),
+		  SEED_INVALID);
+	teardown->loop_diskseq[2] = 0;
 
 	teardown->n_dm = 1;
 	seed_emit(c, "teardown-dm-beyond-count", PS_TO_HELPER, 0, d, datagram_len(d), SEED_INVALID);
@@ -331,11 +338,13 @@ static void seed_teardown_reply(struct corpus *c, struct datagram *d)
 		uint32_t kind;
 		uint32_t status;
 		int32_t reason;
+		uint64_t diskseq, diskseq_found;
 		const char *name;
 	} results[] = {
-	    {PS_RESOURCE_DM, PS_TEARDOWN_REMOVED, PS_REASON_NONE, "banger-a-root"},
-	    {PS_RESOURCE_LOOP, PS_TEARDOWN_ABSENT, PS_REASON_NONE, "/dev/loop7"},
-	    {PS_RESOURCE_TAP, PS_TEARDOWN_REFUSED, PS_REASON_MISSING_PREFIX, "eth0"},
+	    {PS_RESOURCE_DM, PS_TEARDOWN_REMOVED, PS_REASON_NONE, 0, 0, "banger-a-root"},
+	    {PS_RESOURCE_LOOP, PS_TEARDOWN_ABSENT, PS_REASON_DISKSEQ_CHANGED, 34207, 34210,
+	     "/dev/loop7"},
+	    {PS_RESOURCE_TAP, PS_TEARDOWN_REFUSED, PS_REASON_MISSING_PREFIX, 0, 0, "eth0"},
 	};
 
 	datagram_reset(d, PS_TEARDOWN_REPLY, sizeof(*reply), 0);
@@ -344,9 +353,15 @@ static void seed_teardown_reply(struct corpus *c, struct datagram *d)
 		reply->results[i].kind = results[i].kind;
 		reply->results[i].status = results[i].status;
 		reply->results[i].reason = results[i].reason;
+		reply->results[i].diskseq = results[i].diskseq;
+		reply->results[i].diskseq_found = results[i].diskseq_found;
 		SET_STRING(c, reply->results[i].name, results[i].name);
 	}
 	seed_emit(c, "teardown-reply-3-results", PS_TO_DAEMON, 0, d, datagram_len(d), SEED_VALID);
+
+	reply->results[2].diskseq = 34207;
+	seed_emit(c, "teardown-reply-diskseq-on-tap", PS_TO_DAEMON, 0, d, datagram_len(d),
+		  SEED_INVALID);
 }
 
 static void write_seeds(struct corpus *c, void *scratch)

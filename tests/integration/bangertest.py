@@ -322,6 +322,12 @@ def loops_on(path):
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
+def diskseq_of(dev):
+    """The kernel's disk sequence number of /dev/loopN: a new one at every attach."""
+    with open(f"/sys/block/{os.path.basename(dev)}/diskseq") as f:
+        return int(f.read())
+
+
 class Kernel:
     """Taps and loops made for one test; whatever survives is removed at the end.
 

@@ -16,8 +16,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bangertest import (IFACE, STUB_OTHER, Daemon, Stub, Varlink, VarlinkError,  # noqa: E402
-                        check, fail, require_root, run_cases, snapshot, wait_until)
+from bangertest import (IFACE, STUB_OTHER, Daemon, Kernel, Stub, Varlink,  # noqa: E402
+                        VarlinkError, check, diskseq_of, fail, require_root, run_cases, sh,
+                        snapshot, wait_until)
 
 
 class Fixture:
@@ -26,6 +27,7 @@ class Fixture:
         self.d = Daemon(**kw)
         self.c = self.d.client()
         self.stubs = []
+        self.k = Kernel("api", high_loops=True)  # loops made only by the cases that need one
 
     def sock(self, vm_id):
         return os.path.join(self.d.api_root, vm_id, "api.sock")
@@ -54,6 +56,7 @@ class Fixture:
         for s in self.stubs:
             s.kill()
         self.c.close()
+        self.k.cleanup()  # before the files go: losetup -j finds loops by their backing file
         self.d.finish()
 
 
@@ -299,14 +302,19 @@ def case_intent_first(f):
 
 
 def case_set_order(f):
-    s, reply = f.running_vm("s1", tap="bgt-s1", loops=["/dev/loop7"], dm=["bangertest-s1"])
+    loop = f.k.loop(os.path.join(f.d.loop_root, "s1.img"))
+    seq = diskseq_of(loop)
+    s, reply = f.running_vm("s1", tap="bgt-s1", loops=[loop], dm=["bangertest-s1"])
     check(reply["persisted"] is True and reply["vm"]["handles"]["pid"] == s.pid, str(reply))
+    check(reply["vm"]["handles"]["loop_diskseq"] == [seq], f"the attach's diskseq: {reply}")
     with open(os.path.join(f.d.vm_dir("s1"), "handles.json")) as fh:
         h = json.load(fh)
-    check(h["pid"] == s.pid and h["tap"] == "bgt-s1" and h["loops"] == ["/dev/loop7"], str(h))
+    check(h["pid"] == s.pid and h["tap"] == "bgt-s1" and h["loops"] == [loop]
+          and h["loop_diskseq"] == [seq], str(h))
     with open(os.path.join(f.d.vm_dir("s1"), "vm.json")) as fh:
         rec = json.load(fh)
     check(rec["state"] == "running" and rec["mirror"]["tap"] == "bgt-s1"
+          and rec["mirror"]["loops"] == [loop] and rec["mirror"]["loop_diskseq"] == [seq]
           and rec["mirror"]["dm"] == ["bangertest-s1"], f"teardown fields mirrored: {rec}")
     handles = f.c.call(IFACE + "GetHandles", {"id": "s1"})["handles"]
     check(handles["pid"] == s.pid and handles["start_time"] > 0 and handles["boot_id"], str(handles))
@@ -316,6 +324,28 @@ def case_set_order(f):
                        r"call=SetHandles#\d+ vm=s1 op=probe ")
     check(f.d.read_until("op=probe") and audit.search(f.d.log),
           f"no probe audit line naming call= and vm=:\n{f.d.log}")
+
+
+def case_set_loop_not_attached(f):
+    """A VM cannot be using a loop that has no backing file, or a path that is no loop device:
+    SetHandles refuses both, naming the loop, and records nothing."""
+    f.register("sn")
+    s = f.stub("sn")
+    gone = f.k.loop(os.path.join(f.d.loop_root, "sn.img"))  # a high number no other test takes
+    sh("losetup", "-d", gone)
+    wait_until(lambda: not os.path.exists(f"/sys/block/{os.path.basename(gone)}/loop"), 5,
+               "the loop to detach")
+    before = snapshot(f.d.state)
+    for loops, says in [([gone], f"{gone} is not attached to a backing file"),
+                        (["/dev/loop1048575"], "/dev/loop1048575 is not attached"),
+                        (["/dev/loop07"], "/dev/loop07 is not a loop device"),
+                        ([os.path.join(f.d.loop_root, "sn.img")], "is not a loop device")]:
+        e = f.c.expect_error(IFACE + "SetHandles", {"id": "sn", "pid": s.pid, "loops": loops},
+                             IFACE + "InvalidParameter")
+        check(e["parameter"] == "loops" and says in e["reason"], f"{loops}: {e}")
+    check(snapshot(f.d.state) == before, "a refused SetHandles changed a state file")
+    vm = f.c.call(IFACE + "List")["vms"][0]
+    check(vm["state"] == "starting" and "handles" not in vm, str(vm))
 
 
 def case_not_firecracker(f):
@@ -509,8 +539,11 @@ def case_permission(f):
 def case_restart_100(f):
     """100 VMs with handles on live stubs survive a SIGTERM and a new start unchanged."""
     for i in range(100):
-        f.running_vm(f"r{i:03d}", tap=f"bgt{i}", loops=[f"/dev/loop{i}"])
+        # A handful with real loops: SetHandles records only attached ones, by their diskseq.
+        loops = [f.k.loop(os.path.join(f.d.loop_root, f"r{i}.img"))] if i < 4 else []
+        f.running_vm(f"r{i:03d}", tap=f"bgt{i}", loops=loops)
     before = f.c.call(IFACE + "List")["vms"]
+    check(all("loop_diskseq" in v["handles"] for v in before[:4]), f"diskseqs: {before[:4]}")
     check(len(before) == 100, f"{len(before)} VMs")
     check(f.d.stop() == 0, "SIGTERM exit status")
     f.d = Daemon(root=f.d.dir)

@@ -22,7 +22,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bangertest import (IFACE, STUB_OTHER, Daemon, Stub, check, fail,  # noqa: E402
+from bangertest import (IFACE, STUB_OTHER, Daemon, Kernel, Stub, check, diskseq_of, fail,  # noqa: E402
                         require_root, run_cases)
 
 CTL = ""  # argv[2]
@@ -130,6 +130,7 @@ def case_lifecycle():
     """register, list, set, get, alive, the exit seen by watch, alive again, clear, unregister."""
     require_root()
     d = Session()
+    k = Kernel("ctl")
     try:
         api_sock = os.path.join(d.api_root, "vm1", "api.sock")
         loop_file = os.path.join(d.loop_root, "vm1.ext4")
@@ -154,8 +155,9 @@ def case_lifecycle():
 
         # set: bangerd has the helper verify the stub, then records what it found
         stub = d.stub(api_sock)
+        loop = k.loop(loop_file)  # a real attach: SetHandles records its diskseq
         reply = ctl_json(d, "set", "vm1", str(stub.pid), "--tap", "bgt0",
-                         "--loop", "/dev/loop7", "--dm", "bangertest-vm1")
+                         "--loop", loop, "--dm", "bangertest-vm1")
         vm = reply["vm"]
         check(vm["state"] == "running", f"set: {reply}")
         h = vm["handles"]
@@ -163,15 +165,16 @@ def case_lifecycle():
         check(h["start_time"] == proc_start_time(stub.pid),
               f"start_time {h['start_time']} is not the stub's {proc_start_time(stub.pid)}")
         check(h["boot_id"] == boot_id(), f"boot_id {h['boot_id']}")
-        check(h["tap"] == "bgt0" and h["loops"] == ["/dev/loop7"] and
-              h["dm"] == ["bangertest-vm1"], f"handles: {h}")
+        check(h["tap"] == "bgt0" and h["loops"] == [loop] and
+              h["loop_diskseq"] == [diskseq_of(loop)] and h["dm"] == ["bangertest-vm1"],
+              f"handles: {h}")
         check(reply["persisted"] is True, f"persisted: {reply}")
 
         out = ctl_ok(d, "get", "vm1")
-        check("pid:" in out and str(stub.pid) in out and "/dev/loop7" in out, f"get:\n{out}")
+        check("pid:" in out and str(stub.pid) in out and loop in out, f"get:\n{out}")
         check(ctl_json(d, "get", "vm1")["handles"] == h, "get --json differs from set's reply")
         row = ctl_ok(d, "list").splitlines()[1].split()
-        check(row[:3] == ["vm1", "running", str(stub.pid)] and row[4] == "/dev/loop7",
+        check(row[:3] == ["vm1", "running", str(stub.pid)] and row[4] == loop,
               f"list row after set: {row}")
 
         rc, out, err = ctl(d, "alive", "vm1")
@@ -199,6 +202,7 @@ def case_lifecycle():
         check(ctl_ok(d, "list").splitlines()[1:] == [], "list after unregister")
         check(ctl_json(d, "list") == {"vms": []}, "list --json after unregister")
     finally:
+        k.cleanup()  # before the files go: losetup -j finds loops by their backing file
         d.finish()
 
 

@@ -178,8 +178,9 @@ class Crash:
 
     def reused(self, vm_id):
         """Why a second teardown of vm_id may not find its loops absent: the kernel gave a
-        freed /dev/loopN to another file meanwhile (another test, another program). The
-        helper then refuses that name (not under the roots), and the VM stays unfinished."""
+        freed /dev/loopN to another file meanwhile (another test, another program). With
+        the diskseq recorded at SetHandles the helper finds that attach is not ours (absent);
+        a loop recorded without one (by a plan's backing file) is judged by its file alone."""
         notes = []
         for dev, own in self.loops.get(vm_id, []):
             r = subprocess.run(["losetup", "-n", "-O", "BACK-FILE", dev],
@@ -190,7 +191,7 @@ class Crash:
         if not notes:
             return ""
         return (" (the kernel reused its freed loop numbers meanwhile: " + "; ".join(notes) +
-                ": a stale /dev/loopN name is refused, not counted as absent)")
+                ")")
 
     def nothing_left(self, tap, files):
         check(not link_exists(tap), f"tap {tap} leaked")
@@ -874,11 +875,16 @@ def case_kill9_storm():
                 if vm.stub and vm.stub.proc.poll() is None:
                     if vm.acked[0] == "running+handles":
                         t.all_there(vm.tap, vm.files)
+                    elif vm.acked[0] == "starting":
+                        # Its SetHandles was never answered: no record or held list names
+                        # its /dev/loopN, and a dead VM's stale record may name the same
+                        # numbers (the kernel reuses them at once). The diskseq recorded
+                        # with each of those tells the helper they are not the same attach.
+                        t.all_there(vm.tap, vm.files)
                     else:
-                        # Its SetHandles was never answered: bangerd may not know which
-                        # /dev/loopN it holds, and a dead VM's stale record may name the
-                        # same numbers (the kernel reuses them at once). Only its tap, a
-                        # name no other VM has, is bangerd's to keep for sure.
+                        # Stopped by its manager (ClearHandles) before the stub was killed:
+                        # its plan may be torn down; only its tap, a name no other VM has,
+                        # is bangerd's to keep for sure.
                         check(link_exists(vm.tap), f"{vm.id}: tap {vm.tap} was torn down")
                     kept += 1
                 else:

@@ -15,8 +15,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bangertest import (IFACE, Daemon, Kernel, Stub, check, fail, link_exists,  # noqa: E402
-                        loops_on, require_root, run_cases, sh, skip, wait_until)
+from bangertest import (IFACE, Daemon, Kernel, Stub, check, diskseq_of, fail,  # noqa: E402
+                        link_exists, loops_on, require_root, run_cases, sh, skip, wait_until)
 
 
 class Fixture:
@@ -298,7 +298,8 @@ def case_helper_gone_during_reconcile(f):
 def case_stale_loop_spared(f):
     """A dead VM's record names /dev/loopN; the kernel gave that number to a live VM since."""
     img_a = f.image("sl-a.img")
-    loop = f.k.loop(img_a)
+    loop = Kernel("sl", high_loops=True).loop(img_a)  # a number no parallel test takes meanwhile
+    f.k.files.append(img_a)  # the fixture's cleanup detaches what is left on its files
     f.c.call(IFACE + "Register", {"id": "vm-sla", "api_sock": f.sock("vm-sla"), "on_exit": "keep"})
     a = f.stub("vm-sla")
     f.c.call(IFACE + "SetHandles", {"id": "vm-sla", "pid": a.pid, "loops": [loop]})
@@ -318,6 +319,96 @@ def case_stale_loop_spared(f):
     results = f.c.call(IFACE + "Teardown", {"id": "vm-sla"})["results"]
     check(all(r["name"] != loop for r in results), f"A's teardown named B's loop: {results}")
     check(loops_on(img_b) == [loop], f"B's loop survived: {loops_on(img_b)}")
+
+
+def loop_reattached_while_down(f, vm_id, elsewhere):
+    """VM vm_id holds a real loop; bangerd stops and the VM dies; the loop is detached and
+    its number attached again, to a file under the roots (another VM's, whose SetHandles is
+    not durable yet: no record names it) or, with elsewhere, outside every root. The restart
+    tears vm_id down: the new attach is not vm_id's, so it is absent and left alone, and the
+    record finishes. Returns the loop."""
+    k = Kernel(f.k.tag[:2], high_loops=True)  # a number no parallel test takes meanwhile
+    img_a = f.image(f"{vm_id}-a.img")
+    loop = k.loop(img_a)
+    f.k.files.append(img_a)  # the fixture's cleanup detaches what is left on its files
+    recorded = diskseq_of(loop)
+    f.c.call(IFACE + "Register", {"id": vm_id, "api_sock": f.sock(vm_id)})
+    a = f.stub(vm_id)
+    h = f.c.call(IFACE + "SetHandles", {"id": vm_id, "pid": a.pid, "loops": [loop]})["vm"]
+    check(h["handles"]["loop_diskseq"] == [recorded], f"recorded: {h}")
+    check(f.d.stop() == 0, "clean stop")
+    a.kill()
+    sh("losetup", "-d", loop)
+    wait_until(lambda: loops_on(img_a) == [], 5, "the loop to detach")
+    img_b = os.path.join(f.d.dir, "elsewhere.img") if elsewhere else f.image(f"{vm_id}-b.img")
+    with open(img_b, "wb") as fh:
+        fh.truncate(1 << 20)
+    f.k.files.append(img_b)
+    sh("losetup", loop, img_b)
+    now = diskseq_of(loop)
+    f.d = Daemon(root=f.d.dir)
+    f.c = f.d.client()
+    check(loops_on(img_b) == [loop], f"the new attach of {loop} was detached: {loops_on(img_b)}")
+    check(diskseq_of(loop) == now, f"{loop} was re-attached by the restart")
+    check(f"reconcile: vm {vm_id} torn_down" in f.d.log, f"{vm_id} not finished:\n{f.d.log}")
+    audit = f"loops=\"{loop}:absent(diskseq {now} != recorded {recorded})\""
+    check(audit in f.d.log, f"no audit line with {audit}:\n{f.d.log}")
+    vm = f.c.call(IFACE + "List")["vms"][0]
+    check(vm["state"] == "stopped" and "handles" not in vm, f"{vm_id} finished: {vm}")
+    check(not os.path.exists(os.path.join(f.d.vm_dir(vm_id), "handles.json")), "scratch left")
+    print(f"{loop}: recorded diskseq {recorded}, re-attached as {now} "
+          f"({'outside the roots' if elsewhere else 'under the roots'}): absent, kept; "
+          f"{vm_id} stopped")
+    return loop
+
+
+@with_fixture("lr")
+def case_loop_reused_while_down(f):
+    """The reuse case: without the diskseq the restart detached a live VM's loop."""
+    loop_reattached_while_down(f, "vm-lr1", elsewhere=False)
+
+
+@with_fixture("lo")
+def case_loop_reused_outside_roots(f):
+    """A stale /dev/loopN that now backs a file outside the roots: once refused at every
+    reconcile (the record never finished), now absent."""
+    loop = loop_reattached_while_down(f, "vm-lo1", elsewhere=True)
+    again = f.c.call(IFACE + "Reconcile")["vms"]
+    check([(v["id"], v["action"]) for v in again] == [("vm-lo1", "clean")],
+          f"a second reconcile still has work for vm-lo1: {again}")
+    check(f"{loop}:refused" not in f.d.log, f"{loop} refused:\n{f.d.log}")
+
+
+@with_fixture("od")
+def case_old_records_without_diskseq(f):
+    """handles.json and vm.json as a bangerd from before the diskseq wrote them: they load,
+    a live VM is adopted with its loops kept, and a dead one is torn down by today's
+    backing-file checks alone."""
+    dead, dead_tap, dead_loops = f.vm_with_resources("vm-od1")
+    live, live_tap, live_loops = f.vm_with_resources("vm-od2")
+    check(f.d.stop() == 0, "clean stop")
+    for vm_id in ("vm-od1", "vm-od2"):
+        for name, strip in (("handles.json", lambda x: x), ("vm.json", lambda x: x["mirror"])):
+            path = os.path.join(f.d.vm_dir(vm_id), name)
+            with open(path) as fh:
+                doc = json.load(fh)
+            check("loop_diskseq" in strip(doc), f"{path}: {doc}")
+            del strip(doc)["loop_diskseq"]
+            with open(path, "w") as fh:
+                json.dump(doc, fh)
+    dead.kill()
+    f.d = Daemon(root=f.d.dir)
+    f.c = f.d.client()
+    check("corrupt" not in f.d.log, f"an old file was taken for corrupt:\n{f.d.log}")
+    h = f.c.call(IFACE + "GetHandles", {"id": "vm-od2"})["handles"]
+    check(h["loops"] == live_loops and "loop_diskseq" not in h and h["pid"] == live.pid, str(h))
+    check(f.c.call(IFACE + "IsAlive", {"id": "vm-od2"})["alive"] == "alive", "vm-od2 adopted")
+    check(all(loops_on(f.image(f"vm-od2-{i}.img")) for i in range(2)), "live loops kept")
+    check(link_exists(live_tap), "live tap kept")
+    check("reconcile: vm vm-od1 torn_down" in f.d.log, f"vm-od1 not torn down:\n{f.d.log}")
+    f.nothing_left(dead_tap, [f.image(f"vm-od1-{i}.img") for i in range(2)])
+    check(re.search(r"vm=vm-od1 op=teardown .*loops=\"[^\"]*:removed,[^\"]*:removed\"",
+                    f.d.log), f"no teardown by backing file:\n{f.d.log}")
 
 
 @with_fixture("ru")

@@ -12,6 +12,7 @@
 #include <limits.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
+#include <linux/fs.h>
 #include <linux/seccomp.h>
 #include <net/if.h>
 #include <poll.h>
@@ -21,6 +22,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -352,6 +354,7 @@ static void release(pid_t pid)
 struct request {
 	const char *dm[PS_TEARDOWN_MAX_DM];
 	const char *loops[PS_TEARDOWN_MAX_LOOPS];
+	uint64_t loop_diskseq[PS_TEARDOWN_MAX_LOOPS];
 	const char *tap;
 };
 
@@ -366,9 +369,11 @@ static void teardown(struct fixture *f, const struct request *rq, struct ps_tear
 	strcpy(q.caller.call, "test");
 	for (; q.n_dm < PS_TEARDOWN_MAX_DM && rq->dm[q.n_dm]; q.n_dm++)
 		CHECK(field_set(q.dm[q.n_dm], PS_DM_NAME_MAX, rq->dm[q.n_dm]) == 0, "dm name");
-	for (; q.n_loops < PS_TEARDOWN_MAX_LOOPS && rq->loops[q.n_loops]; q.n_loops++)
+	for (; q.n_loops < PS_TEARDOWN_MAX_LOOPS && rq->loops[q.n_loops]; q.n_loops++) {
 		CHECK(field_set(q.loops[q.n_loops], PS_PATH_MAX, rq->loops[q.n_loops]) == 0,
 		      "loop name");
+		q.loop_diskseq[q.n_loops] = rq->loop_diskseq[q.n_loops];
+	}
 	CHECK(field_set(q.tap, sizeof(q.tap), rq->tap ? rq->tap : "") == 0, "tap name");
 	CHECK(ps_send(f->helper.sock, PS_TEARDOWN, id, &q, sizeof(q), NULL, 0) == 0, "send");
 	struct pollfd p = {.fd = f->helper.sock, .events = POLLIN};
@@ -823,6 +828,60 @@ static void loop_refused_symlink_walk(void)
 	loop_refused_symlink();
 }
 
+/* The kernel's disk sequence number of dev, read through the device as the helper does. */
+static uint64_t diskseq_of(const char *dev)
+{
+	uint64_t seq = 0;
+	_cleanup_close_ int fd = open(dev, O_RDONLY | O_CLOEXEC);
+	CHECK(fd >= 0 && ioctl(fd, BLKGETDISKSEQ, &seq) == 0 && seq > 0, "diskseq of %s: %s", dev,
+	      strerror(errno));
+	return seq;
+}
+
+/*
+ * A compromised bangerd (or a record of an attach long gone) names a live
+ * loop under the roots, with a diskseq that is not its attach's: an earlier
+ * attach of the number, a later one, and by its backing file. The loop is
+ * absent for each, and stays bound; the audit names both numbers. With its
+ * own diskseq the same request detaches it.
+ */
+static void loop_diskseq_changed(void)
+{
+	struct fixture f;
+	struct ps_teardown_reply rep;
+	char file[PATH_MAX], dev[32], needle[PATH_MAX + 128];
+	fixture_setup(&f, "td-diskseq");
+	make_loop(f.loop_root, "a.img", file, sizeof(file), dev, sizeof(dev));
+	uint64_t seq = diskseq_of(dev);
+	struct request rq = {.loops = {dev, dev, file},
+			     .loop_diskseq = {seq - 1, seq + 7, seq - 1}};
+	teardown(&f, &rq, &rep);
+	expect(&rep, 0, PS_RESOURCE_LOOP, dev, PS_TEARDOWN_ABSENT, PS_REASON_DISKSEQ_CHANGED);
+	expect(&rep, 1, PS_RESOURCE_LOOP, dev, PS_TEARDOWN_ABSENT, PS_REASON_DISKSEQ_CHANGED);
+	expect(&rep, 2, PS_RESOURCE_LOOP, file, PS_TEARDOWN_ABSENT, PS_REASON_NONE);
+	CHECK(rep.results[0].diskseq == seq - 1 && rep.results[0].diskseq_found == seq &&
+		  rep.results[1].diskseq == seq + 7 && rep.results[1].diskseq_found == seq,
+	      "results name the recorded and found diskseqs");
+	CHECK(loop_bound_to(dev, file), "%s was detached for another attach's diskseq", dev);
+	CHECK(diskseq_of(dev) == seq, "%s was touched (diskseq %llu, was %llu)", dev,
+	      (unsigned long long)diskseq_of(dev), (unsigned long long)seq);
+
+	struct request own = {.loops = {dev}, .loop_diskseq = {seq}};
+	teardown(&f, &own, &rep);
+	expect(&rep, 0, PS_RESOURCE_LOOP, dev, PS_TEARDOWN_REMOVED, PS_REASON_NONE);
+	CHECK(!loop_bound_to(dev, file), "%s still bound to %s", dev, file);
+	char *out = fixture_stop(&f);
+	t_pathf(needle, sizeof(needle),
+		"loops=\"%s:absent(diskseq %llu != recorded %llu),%s:absent(diskseq %llu != "
+		"recorded %llu),%s:absent\" tap=\"\" result=ok",
+		dev, (unsigned long long)seq, (unsigned long long)(seq - 1), dev,
+		(unsigned long long)seq, (unsigned long long)(seq + 7), file);
+	expect_in_audit(out, needle);
+	t_pathf(needle, sizeof(needle), "loops=\"%s:removed\"", dev);
+	expect_in_audit(out, needle);
+	free(out);
+}
+
 static void loop_busy(void)
 {
 	struct fixture f;
@@ -1046,6 +1105,7 @@ static const struct t_case cases[] = {
     {"loop-refused-other-namespace-walk", loop_refused_other_namespace_walk},
     {"loop-refused-symlink-walk", loop_refused_symlink_walk},
     {"loop-busy", loop_busy},
+    {"loop-diskseq-changed", loop_diskseq_changed},
     {"dm-policy", dm_policy},
     {"dm-real", dm_real},
     {"chain", chain},

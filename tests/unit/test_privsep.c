@@ -200,6 +200,43 @@ static void decoder_rules(void)
 	expect_violation(buf, len, 0, PS_TO_HELPER, "pidfd flag");
 	pr->flags = 0x80;
 	expect_violation(buf, len, 0, PS_TO_HELPER, "unknown bits");
+
+	/* A loop's diskseq: only for the loops named, and only on a loop's result. */
+	struct ps_header th = {PS_MAGIC, PS_PROTOCOL_VERSION,	     PS_TEARDOWN,
+			       4,	 sizeof(struct ps_teardown), 0};
+	struct ps_teardown *td = (struct ps_teardown *)(buf + sizeof(th));
+	memcpy(buf, &th, sizeof(th));
+	memset(td, 0, sizeof(*td));
+	td->n_loops = 1;
+	strcpy(td->loops[0], "/dev/loop7");
+	td->loop_diskseq[0] = 34207;
+	len = sizeof(th) + sizeof(*td);
+	CHECK(decode(PS_TO_HELPER, buf, len, 0, &m) == 0, "valid teardown: %s", why);
+	CHECK(m.payload.teardown.loop_diskseq[0] == 34207, "the diskseq arrives");
+	td->loop_diskseq[1] = 34208;
+	expect_violation(buf, len, 0, PS_TO_HELPER, "teardown.loop_diskseq[] past n_loops");
+
+	struct ps_header rh = {
+	    PS_MAGIC, PS_PROTOCOL_VERSION, PS_TEARDOWN_REPLY, 4, sizeof(struct ps_teardown_reply),
+	    0};
+	struct ps_teardown_reply *tr = (struct ps_teardown_reply *)(buf + sizeof(rh));
+	memcpy(buf, &rh, sizeof(rh));
+	memset(tr, 0, sizeof(*tr));
+	tr->count = 2;
+	tr->results[0] = (struct ps_teardown_result){.kind = PS_RESOURCE_LOOP,
+						     .status = PS_TEARDOWN_ABSENT,
+						     .reason = PS_REASON_DISKSEQ_CHANGED,
+						     .diskseq = 34207,
+						     .diskseq_found = 34210};
+	strcpy(tr->results[0].name, "/dev/loop7");
+	tr->results[1] =
+	    (struct ps_teardown_result){.kind = PS_RESOURCE_TAP, .status = PS_TEARDOWN_REMOVED};
+	strcpy(tr->results[1].name, "bgt0");
+	len = sizeof(rh) + sizeof(*tr);
+	CHECK(decode(PS_TO_DAEMON, buf, len, 0, &m) == 0, "valid teardown reply: %s", why);
+	tr->results[1].diskseq_found = 1;
+	expect_violation(buf, len, 0, PS_TO_DAEMON,
+			 "teardown_reply.results[1]: a diskseq on a tap");
 }
 
 /* A rejected message's fds are closed by asroot_recv: none leaks into the receiver. */

@@ -73,6 +73,7 @@ static void make_record(struct vm_record *r, const char *id)
 	field_set(r->mirror.tap, sizeof(r->mirror.tap), "bgt0");
 	r->mirror.n_loops = 1;
 	field_set(r->mirror.loops[0], sizeof(r->mirror.loops[0]), "/dev/loop3");
+	r->mirror.loop_diskseq[0] = 34207;
 	r->mirror.n_dm = VM_MAX_DM;
 	for (int i = 0; i < VM_MAX_DM; i++)
 		snprintf(r->mirror.dm[i], sizeof(r->mirror.dm[i]), "banger-vm1-%d", i);
@@ -87,6 +88,7 @@ static void make_handles(struct vm_handles *h)
 	field_set(h->tap, sizeof(h->tap), "bgt0");
 	h->n_loops = 1;
 	field_set(h->loops[0], sizeof(h->loops[0]), "/dev/loop3");
+	h->loop_diskseq[0] = 34207;
 }
 
 static void test_round_trips(struct fixture *f)
@@ -219,6 +221,61 @@ static void test_corrupt_handles(struct fixture *f)
 	check_corrupt_handles(f, "[1]", "not a JSON object");
 }
 
+/*
+ * Files of a bangerd from before loops carried their diskseq: they load, with
+ * every diskseq 0 (not recorded), and such handles are written back the same
+ * way. A diskseq list that does not fit the loops is corruption.
+ */
+static void test_without_diskseq(struct fixture *f)
+{
+	struct vm_handles h, want;
+	struct vm_record r;
+	char path[PATH_MAX];
+
+	write_raw(f, "vm1", "handles.json",
+		  "{\"version\":1,\"pid\":123,\"start_time\":4567890123,"
+		  "\"boot_id\":\"0b1e5a4e-1c1d-4a4b-9c2e-6f00d00dfeed\",\"tap\":\"bgt0\","
+		  "\"loops\":[\"/dev/loop3\"],\"dm\":[]}");
+	memset(&h, 0xaa, sizeof(h));
+	CHECK(store_read_handles(&f->store, "vm1", &h, f->why, sizeof(f->why), f->kept,
+				 sizeof(f->kept)) == 0,
+	      "old handles.json: %s", f->why);
+	make_handles(&want);
+	want.loop_diskseq[0] = 0;
+	CHECK(memcmp(&h, &want, sizeof(h)) == 0,
+	      "old handles.json: diskseqs 0, the rest as written");
+	CHECK(store_write_handles(&f->store, "vm1", &h) == 0, "write handles without diskseqs");
+	vm_file(f, "vm1", "handles.json", path, sizeof(path));
+	_cleanup_free_ char *text = read_raw(path);
+	CHECK(text && !strstr(text, "loop_diskseq"), "none recorded, none written: %s", text);
+
+	write_raw(f, "vm1", "vm.json",
+		  "{\"version\":1,\"id\":\"vm1\",\"state\":\"running\",\"on_exit\":\"keep\","
+		  "\"api_sock\":\"\",\"mirror\":{\"tap\":\"\",\"loops\":[\"/dev/loop3\"],"
+		  "\"dm\":[]}}");
+	CHECK(store_read_record(&f->store, "vm1", &r, f->why, sizeof(f->why)) == 0,
+	      "old vm.json: %s", f->why);
+	CHECK(r.mirror.n_loops == 1 && r.mirror.loop_diskseq[0] == 0, "old mirror: diskseq 0");
+
+	check_corrupt_handles(f,
+			      "{\"version\":1,\"pid\":5,\"start_time\":1,\"boot_id\":\"b\","
+			      "\"tap\":\"t\",\"loops\":[\"/dev/loop3\"],\"loop_diskseq\":[1,2],"
+			      "\"dm\":[]}",
+			      "\"loop_diskseq\" has 2 entries for 1 loops");
+	check_corrupt_handles(f,
+			      "{\"version\":1,\"pid\":5,\"start_time\":1,\"boot_id\":\"b\","
+			      "\"tap\":\"t\",\"loops\":[\"/dev/loop3\"],\"loop_diskseq\":[-1],"
+			      "\"dm\":[]}",
+			      "\"loop_diskseq\" is not an array of up to 8 integers >= 0");
+	write_raw(f, "vm1", "vm.json",
+		  "{\"version\":1,\"id\":\"vm1\",\"state\":\"running\",\"on_exit\":\"keep\","
+		  "\"api_sock\":\"\",\"mirror\":{\"tap\":\"\",\"loops\":[],"
+		  "\"loop_diskseq\":[\"7\"],\"dm\":[]}}");
+	CHECK(store_read_record(&f->store, "vm1", &r, f->why, sizeof(f->why)) == -EBADMSG &&
+		  strstr(f->why, "\"mirror.loop_diskseq\" is not an array"),
+	      "mirror diskseqs of strings: %s", f->why);
+}
+
 static void test_record_versions(struct fixture *f)
 {
 	struct vm_record r;
@@ -335,6 +392,7 @@ int main(void)
 	test_round_trips(&f);
 	test_missing(&f);
 	test_corrupt_handles(&f);
+	test_without_diskseq(&f);
 	test_record_versions(&f);
 	test_list_and_remove(&f);
 
