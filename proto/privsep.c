@@ -15,6 +15,7 @@
 #include <sys/uio.h>
 
 #include "path.h"
+#include "privsep_check.h"
 
 int ps_violation(char *why, size_t why_size, const char *fmt, ...)
 {
@@ -40,20 +41,25 @@ int ps_check_zero(const void *field, size_t size, const char *label, char *why, 
 	return 0;
 }
 
-int ps_check_string_array(const char *base, size_t entry_size, size_t capacity, uint32_t count,
-			  const char *label, char *why, size_t why_size)
+int ps_check_counted(const void *base, size_t entry_size, size_t capacity, uint32_t count,
+		     const char *label, char *why, size_t why_size)
 {
 	if (count > capacity)
 		return ps_violation(why, why_size, "%s: count %u over the maximum %zu", label,
 				    count, capacity);
-	for (size_t i = 0; i < capacity; i++) {
+	for (size_t i = count; i < capacity; i++)
+		if (!bytes_are_zero((const char *)base + i * entry_size, entry_size))
+			return ps_violation(why, why_size, "%s[%zu]: unused entry is not zero",
+					    label, i);
+	return 0;
+}
+
+int ps_check_string_array(const char *base, size_t entry_size, size_t capacity, uint32_t count,
+			  const char *label, char *why, size_t why_size)
+{
+	PS_TRY(ps_check_counted(base, entry_size, capacity, count, label, why, why_size));
+	for (size_t i = 0; i < count; i++) {
 		const char *entry = base + i * entry_size;
-		if (i >= count) {
-			if (!bytes_are_zero(entry, entry_size))
-				return ps_violation(why, why_size,
-						    "%s[%zu]: unused entry is not zero", label, i);
-			continue;
-		}
 		if (!field_is_clean_string(entry, entry_size))
 			return ps_violation(why, why_size,
 					    "%s[%zu]: unterminated string or embedded NUL", label,

@@ -370,6 +370,9 @@ int ps_check_string_array(const char *base, size_t entry_size, size_t capacity, 
 int ps_check_string(const char *field, size_t size, const char *label, char *why, size_t why_size);
 /* Reserved bytes that must be zero. */
 int ps_check_zero(const void *field, size_t size, const char *label, char *why, size_t why_size);
+/* A counted array: count at most capacity, and the entries from count on all zero. */
+int ps_check_counted(const void *base, size_t entry_size, size_t capacity, uint32_t count,
+		     const char *label, char *why, size_t why_size);
 
 /* A decoder of one received datagram: ps_decode_reply(), or the helper's of requests. */
 typedef int (*ps_decode_fn)(const void *buf, size_t len, size_t nfds_received,

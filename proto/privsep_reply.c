@@ -60,21 +60,13 @@ static int validate_scan_reply(const union ps_payload *p, size_t nfds, char *why
 	if (q->flags & ~PS_SCAN_LAST)
 		return ps_violation(why, why_size, "scan_reply.flags: unknown bits 0x%x", q->flags);
 	CHECK_ZERO(q->reserved, "scan_reply.reserved");
-	if (q->count > PS_SCAN_REPLY_MAX)
-		return ps_violation(why, why_size, "scan_reply.count: %u over the maximum %d",
-				    q->count, PS_SCAN_REPLY_MAX);
 	if (q->err > 0)
 		return ps_violation(why, why_size, "scan_reply.err: %d is not a negative errno",
 				    q->err);
-	for (size_t i = 0; i < PS_SCAN_REPLY_MAX; i++) {
+	PS_TRY(ps_check_counted(q->entries, sizeof(q->entries[0]), PS_SCAN_REPLY_MAX, q->count,
+				"scan_reply.entries", why, why_size));
+	for (size_t i = 0; i < q->count; i++) {
 		const struct ps_scan_entry *e = &q->entries[i];
-		if (i >= q->count) {
-			if (!bytes_are_zero(e, sizeof(*e)))
-				return ps_violation(
-				    why, why_size,
-				    "scan_reply.entries[%zu]: unused entry is not zero", i);
-			continue;
-		}
 		if (e->kind < PS_SCAN_MATCH || e->kind > PS_SCAN_UNKNOWN)
 			return ps_violation(why, why_size,
 					    "scan_reply.entries[%zu].kind: %u unknown", i, e->kind);
@@ -110,18 +102,10 @@ static int validate_teardown_reply(const union ps_payload *p, size_t nfds, char 
 	if (q->err > 0)
 		return ps_violation(why, why_size, "teardown_reply.err: %d is not a negative errno",
 				    q->err);
-	if (q->count > PS_TEARDOWN_MAX_RESULTS)
-		return ps_violation(why, why_size, "teardown_reply.count: %u over the maximum %d",
-				    q->count, PS_TEARDOWN_MAX_RESULTS);
-	for (size_t i = 0; i < PS_TEARDOWN_MAX_RESULTS; i++) {
+	PS_TRY(ps_check_counted(q->results, sizeof(q->results[0]), PS_TEARDOWN_MAX_RESULTS,
+				q->count, "teardown_reply.results", why, why_size));
+	for (size_t i = 0; i < q->count; i++) {
 		const struct ps_teardown_result *t = &q->results[i];
-		if (i >= q->count) {
-			if (!bytes_are_zero(t, sizeof(*t)))
-				return ps_violation(
-				    why, why_size,
-				    "teardown_reply.results[%zu]: unused entry is not zero", i);
-			continue;
-		}
 		if (t->kind < PS_RESOURCE_DM || t->kind > PS_RESOURCE_TAP)
 			return ps_violation(why, why_size, "teardown_reply.results[%zu].kind: %u",
 					    i, t->kind);

@@ -93,8 +93,8 @@ int ps_validate_teardown(const union ps_payload *p, size_t nfds, char *why, size
 				     "teardown.dm", why, why_size));
 	PS_TRY(ps_check_string_array(q->loops[0], PS_PATH_MAX, PS_TEARDOWN_MAX_LOOPS, q->n_loops,
 				     "teardown.loops", why, why_size));
-	for (uint32_t i = q->n_loops; i < PS_TEARDOWN_MAX_LOOPS; i++)
-		CHECK_ZERO(q->loop_diskseq[i], "teardown.loop_diskseq[] past n_loops");
+	PS_TRY(ps_check_counted(q->loop_diskseq, sizeof(q->loop_diskseq[0]), PS_TEARDOWN_MAX_LOOPS,
+				q->n_loops, "teardown.loop_diskseq", why, why_size));
 	CHECK_STRING(q->tap, "teardown.tap");
 	return 0;
 }

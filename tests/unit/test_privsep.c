@@ -214,7 +214,8 @@ static void decoder_rules(void)
 	CHECK(decode(PS_TO_HELPER, buf, len, 0, &m) == 0, "valid teardown: %s", why);
 	CHECK(m.payload.teardown.loop_diskseq[0] == 34207, "the diskseq arrives");
 	td->loop_diskseq[1] = 34208;
-	expect_violation(buf, len, 0, PS_TO_HELPER, "teardown.loop_diskseq[] past n_loops");
+	expect_violation(buf, len, 0, PS_TO_HELPER,
+			 "teardown.loop_diskseq[1]: unused entry is not zero");
 
 	struct ps_header rh = {
 	    PS_MAGIC, PS_PROTOCOL_VERSION, PS_TEARDOWN_REPLY, 4, sizeof(struct ps_teardown_reply),
