@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "array.h"
 #include "log.h"
 
 #define CLOSER_STOP_WAIT_MS 1000
@@ -96,14 +97,8 @@ void fd_closer_close(struct fd_closer *c, int fd)
 	pthread_mutex_lock(&c->lock);
 	if (!c->started && pthread_create(&c->thread, NULL, closer_main, c) == 0)
 		c->started = true;
-	if (c->started && c->n == c->capacity) {
-		size_t cap = c->capacity ? 2 * c->capacity : 16;
-		int *q = realloc(c->queue, cap * sizeof(*q));
-		if (q) {
-			c->queue = q;
-			c->capacity = cap;
-		}
-	}
+	if (c->started) /* on ENOMEM the queue stays full: see below */
+		(void)grow_array(&c->queue, &c->capacity, c->n + 1, sizeof(*c->queue), 16);
 	bool queued = c->started && c->n < c->capacity;
 	if (queued) {
 		c->queue[c->n++] = fd;

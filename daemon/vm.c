@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "array.h"
 #include "macro.h"
 
 static const char *const state_names[] = {
@@ -102,17 +103,9 @@ static void put(struct packer *p, const void *data, size_t n)
 {
 	if (p->failed)
 		return;
-	if (p->len + n > p->cap) {
-		size_t cap = p->cap ? p->cap * 2 : 256;
-		while (cap < p->len + n)
-			cap *= 2;
-		uint8_t *b = realloc(p->buf, cap);
-		if (!b) {
-			p->failed = true;
-			return;
-		}
-		p->buf = b;
-		p->cap = cap;
+	if (grow_array(&p->buf, &p->cap, p->len + n, 1, 256) < 0) {
+		p->failed = true;
+		return;
 	}
 	memcpy(p->buf + p->len, data, n);
 	p->len += n;

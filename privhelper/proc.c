@@ -21,6 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "array.h"
 #include "beneath.h"
 #include "helper.h"
 #include "log.h"
@@ -196,15 +197,9 @@ static int compare_nodes(const void *a, const void *b)
 static struct ps_scan_entry *scan_hit_add(struct scan_request *s, uint32_t kind, uint32_t index,
 					  int pidfd)
 {
-	if (s->n_hits == s->hits_capacity) {
-		size_t cap = s->hits_capacity ? 2 * s->hits_capacity : 64;
-		struct scan_hit *n = realloc(s->hits, cap * sizeof(*n));
-		if (!n) {
-			safe_close(pidfd);
-			return NULL;
-		}
-		s->hits = n;
-		s->hits_capacity = cap;
+	if (grow_array(&s->hits, &s->hits_capacity, s->n_hits + 1, sizeof(*s->hits), 64) < 0) {
+		safe_close(pidfd);
+		return NULL;
 	}
 	struct scan_hit *hit = &s->hits[s->n_hits++];
 	hit->entry = (struct ps_scan_entry){.kind = kind, .index = index, .has_pidfd = pidfd >= 0};

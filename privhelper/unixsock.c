@@ -24,6 +24,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "array.h"
 #include "log.h"
 #include "macro.h"
 
@@ -134,14 +135,8 @@ static int table_add(struct listener_table *t, const struct nlmsghdr *h)
 	/* Unbound and abstract listeners have no node: nothing can name them by path. */
 	if (!vfs || m->udiag_type != SOCK_STREAM || m->udiag_state != TCP_LISTEN)
 		return 0;
-	if (t->n == t->capacity) {
-		size_t cap = t->capacity ? 2 * t->capacity : 256;
-		struct unix_listener *v = realloc(t->v, cap * sizeof(*v));
-		if (!v)
-			return -ENOMEM;
-		t->v = v;
-		t->capacity = cap;
-	}
+	if (grow_array(&t->v, &t->capacity, t->n + 1, sizeof(*t->v), 256) < 0)
+		return -ENOMEM;
 	struct unix_listener *l = &t->v[t->n];
 	l->sock_ino = m->udiag_ino;
 	l->node = (struct unix_node){.dev = vfs->udiag_vfs_dev, .ino = vfs->udiag_vfs_ino};
