@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "event_util.h"
 #include "log.h"
 #include "macro.h"
 
@@ -63,10 +64,7 @@ int cache_entry_put(struct vm_entry *e, const struct vm_record *r, const struct 
 
 void cache_entry_unwatch(struct vm_entry *e)
 {
-	if (e->ev_exit) {
-		event_free(e->ev_exit);
-		e->ev_exit = NULL;
-	}
+	event_freep(&e->ev_exit);
 	e->pidfd = safe_close(e->pidfd);
 }
 

@@ -20,6 +20,7 @@
 #include "api.h"
 #include "cache.h"
 #include "daemon.h"
+#include "event_util.h"
 #include "exit_status.h"
 #include "helper_client.h"
 #include "lifecycle.h"
@@ -347,8 +348,7 @@ int daemon_shutdown(struct daemon *d)
 	varlink_server_free(d->server);
 	cache_free_all(&d->cache);
 	store_close(&d->store);
-	if (d->ev_persist_retry)
-		event_free(d->ev_persist_retry);
+	event_freep(&d->ev_persist_retry);
 	event_free(d->ev_drain);
 	int status;
 	if (d->helper_pid > 0 &&

@@ -24,6 +24,7 @@
 
 #include "atomicfile.h"
 #include "closer.h"
+#include "event_util.h"
 #include "crashpoint.h"
 #include "log.h"
 #include "macro.h"
@@ -539,8 +540,7 @@ struct store_writer *store_writer_new(struct event_base *base, int vms_fd,
 	w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	w->ev_done = w->efd >= 0 ? event_new(base, w->efd, EV_READ | EV_PERSIST, on_done, w) : NULL;
 	if (!w->ev_done || event_add(w->ev_done, NULL) < 0) {
-		if (w->ev_done)
-			event_free(w->ev_done);
+		event_freep(&w->ev_done);
 		safe_close(w->efd);
 		free(w);
 		return NULL;

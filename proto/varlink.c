@@ -19,6 +19,7 @@
 #include <uthash.h>
 
 #include "closer.h"
+#include "event_util.h"
 #include "fdpass.h"
 #include "json.h"
 #include "log.h"
@@ -922,32 +923,35 @@ static void conn_kill(struct varlink_conn *conn, const char *why)
 	event_active(s->ev_reap, EV_TIMEOUT, 0);
 }
 
+/*
+ * Free one of a connection's buffers (if it was made). What it still holds leaves
+ * *counted, the server-wide figure, if its counting callback was installed (and so
+ * added it); either way it counts towards the next malloc_trim().
+ */
+static void conn_buffer_free(struct varlink_server *s, struct evbuffer *buf,
+			     struct evbuffer_cb_entry *cb, size_t *counted)
+{
+	if (!buf)
+		return;
+	if (cb)
+		evbuffer_remove_cb_entry(buf, cb);
+	size_t left = evbuffer_get_length(buf);
+	*counted -= cb ? left : 0;
+	s->freed_bytes += left;
+	evbuffer_free(buf);
+}
+
 static void conn_free(struct varlink_conn *conn)
 {
 	struct varlink_server *s = conn->server;
 	for (size_t i = 0; i < conn->nfdq; i++)
 		fd_closer_close(s->closer, conn->fdq[i].fd);
-	struct event *events[] = {conn->ev_read, conn->ev_write, conn->ev_partial,
-				  conn->ev_idle, conn->ev_stall, conn->ev_resume};
+	struct event **events[] = {&conn->ev_read, &conn->ev_write, &conn->ev_partial,
+				   &conn->ev_idle, &conn->ev_stall, &conn->ev_resume};
 	for (size_t i = 0; i < ELEMENTSOF(events); i++)
-		if (events[i])
-			event_free(events[i]);
-	if (conn->in) {
-		if (conn->in_cb)
-			evbuffer_remove_cb_entry(conn->in, conn->in_cb);
-		size_t unparsed = evbuffer_get_length(conn->in);
-		s->stats.input_bytes -= conn->in_cb ? unparsed : 0;
-		s->freed_bytes += unparsed;
-		evbuffer_free(conn->in);
-	}
-	if (conn->out) {
-		if (conn->out_cb)
-			evbuffer_remove_cb_entry(conn->out, conn->out_cb);
-		size_t unread = evbuffer_get_length(conn->out);
-		s->stats.output_bytes -= conn->out_cb ? unread : 0;
-		s->freed_bytes += unread;
-		evbuffer_free(conn->out);
-	}
+		event_freep(events[i]);
+	conn_buffer_free(s, conn->in, conn->in_cb, &s->stats.input_bytes);
+	conn_buffer_free(s, conn->out, conn->out_cb, &s->stats.output_bytes);
 	safe_close(conn->fd);
 	free(conn);
 }
@@ -1159,10 +1163,8 @@ struct varlink_server *varlink_server_new(struct event_base *base,
 	s->ev_trim = evtimer_new(base, on_trim, s);
 	s->closer = fd_closer_new();
 	if (!s->ev_reap || !s->ev_trim || !s->closer) {
-		if (s->ev_reap)
-			event_free(s->ev_reap);
-		if (s->ev_trim)
-			event_free(s->ev_trim);
+		event_freep(&s->ev_reap);
+		event_freep(&s->ev_trim);
 		fd_closer_free(s->closer);
 		free(s);
 		return NULL;
@@ -1201,10 +1203,7 @@ int varlink_server_listen_fd(struct varlink_server *s, int fd)
 
 void varlink_server_stop_accepting(struct varlink_server *s)
 {
-	if (s->ev_accept) {
-		event_free(s->ev_accept);
-		s->ev_accept = NULL;
-	}
+	event_freep(&s->ev_accept);
 	s->listen_fd = safe_close(s->listen_fd);
 }
 
