@@ -326,6 +326,8 @@ static const struct {
     {IFACE "PermissionDenied", "not allowed to call {method}"},
     {IFACE "StorageFailed", "could not write {file} of VM {id}"},
     {IFACE "CorruptState", "{file} of VM {id} was unreadable; it was kept as {kept_as}"},
+    {IFACE "OutOfMemory", "bangerd ran {reason} (its own failure, not the helper's: "
+			  "nothing was torn down on it); try again"},
     {"org.varlink.service.InvalidParameter", "bangerd refused the parameter {parameter}"},
     {"org.varlink.service.MethodNotFound", "bangerd has no method {method}"},
     {"org.varlink.service.InterfaceNotFound", "bangerd has no interface {interface}"},

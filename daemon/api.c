@@ -130,6 +130,7 @@ static const struct {
     [SERVICE_NO_HANDLES] = {"NoHandles", P_ID},
     [SERVICE_CORRUPT_STATE] = {"CorruptState", P_ID | P_FILE | P_KEPT_AS},
     [SERVICE_HELPER_UNAVAILABLE] = {"HelperUnavailable", P_REASON},
+    [SERVICE_OUT_OF_MEMORY] = {"OutOfMemory", P_REASON},
 };
 
 static void gen_opt_string(yajl_gen g, bool wanted, const char *key, const char *value)
@@ -626,7 +627,7 @@ static void method_list(struct varlink_call *c, yajl_val params, void *userdata)
 	if (!all || !g) {
 		if (g)
 			yajl_gen_free(g);
-		varlink_error(c, IFACE "HelperUnavailable", NULL);
+		error_with(c, "OutOfMemory", "reason", "out of memory listing the VMs", NULL, NULL);
 		return;
 	}
 	json_gen_string(g, "vms");
@@ -662,7 +663,7 @@ static void method_watch(struct varlink_call *c, yajl_val params, void *userdata
 	}
 	struct watcher *w = calloc(1, sizeof(*w));
 	if (!w) {
-		varlink_error(c, IFACE "HelperUnavailable", NULL);
+		error_with(c, "OutOfMemory", "reason", "out of memory for the watcher", NULL, NULL);
 		return;
 	}
 	w->call = c;

@@ -311,8 +311,10 @@ static void on_replacement_hello(struct helper_client *hc, struct helper_reply *
 	struct ps_caller caller = {
 	    .uid = (uint32_t)d->uid, .gid = (uint32_t)d->gid, .call = "helper-replaced"};
 	int r = reconcile_start(d, &caller, on_replacement_reconciled, NULL);
+	char why[512];
 	if (r < 0)
-		on_replacement_reconciled(d, r, service_helper_failure(d, r), NULL, NULL);
+		on_replacement_reconciled(d, r, service_helper_failure(d, r, why, sizeof(why)),
+					  NULL, NULL);
 }
 
 int daemon_watch_signals(struct daemon *d)

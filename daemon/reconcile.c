@@ -266,8 +266,10 @@ static void send_teardowns(struct reconcile *rc)
 		if (!e)
 			continue;
 		int r = service_teardown(rc->d, e, &rc->caller, &held, on_vm_teardown, rc);
+		char why[512];
 		if (r < 0) {
-			reconcile_helper_failed(rc, r, service_helper_failure(rc->d, r));
+			reconcile_helper_failed(rc, r,
+						service_helper_failure(rc->d, r, why, sizeof(why)));
 			v->action = RC_UNKNOWN;
 			v->reason = rc->why;
 			continue;

@@ -100,10 +100,18 @@ void service_set_event_sink(struct daemon *d, service_event_fn sink, void *userd
 	d->event_sink_userdata = userdata;
 }
 
-const char *service_helper_failure(const struct daemon *d, int err)
+const char *service_helper_failure(const struct daemon *d, int err, char *buf, size_t size)
 {
 	const char *failure = d->helper ? helper_client_failure(d->helper) : NULL;
-	return failure ? failure : strerror(-err);
+	if (failure)
+		snprintf(buf, size, "the helper is %s: %s",
+			 d->helper_state == HELPER_STATE_STUCK ? "stuck" : "gone", failure);
+	else if (!d->helper)
+		snprintf(buf, size, "the helper is not connected");
+	else
+		snprintf(buf, size, "the request could not be queued for the helper: %s",
+			 strerror(-err));
+	return buf;
 }
 
 /* --- a VM's mutations, one at a time --------------------------------------- */

@@ -32,7 +32,8 @@ enum service_error {
 	SERVICE_STILL_RUNNING,	    /* id, pid */
 	SERVICE_NO_HANDLES,	    /* id */
 	SERVICE_CORRUPT_STATE,	    /* id, file, kept_as */
-	SERVICE_HELPER_UNAVAILABLE, /* reason (none: no parameters) */
+	SERVICE_HELPER_UNAVAILABLE, /* reason: stuck or gone, and why */
+	SERVICE_OUT_OF_MEMORY,	    /* reason: bangerd's own, never blamed on the helper */
 };
 
 struct vm_entry;
@@ -78,8 +79,8 @@ void service_emit_for(struct daemon *d, const char *call, const char *kind, cons
 		      const char *detail);
 /* Every event from now on goes to sink (NULL: nowhere but the log). */
 void service_set_event_sink(struct daemon *d, service_event_fn sink, void *userdata);
-/* Why a request could not be sent: the helper's failure when it has failed, else strerror. */
-const char *service_helper_failure(const struct daemon *d, int err);
+/* Why a request could not be sent, into buf: the helper is stuck or gone (and why), or err. */
+const char *service_helper_failure(const struct daemon *d, int err, char *buf, size_t size);
 /*
  * Mutations are answered once what they changed is durable: done runs on
  * the loop's thread with the VM's id, its entry (NULL when there is none,

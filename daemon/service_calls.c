@@ -73,6 +73,18 @@ static void set_request_fail(struct set_request *req, enum service_error error, 
 	set_request_answer(req, &res);
 }
 
+/* A probe the helper never got: out of memory (bangerd's), or the helper stuck or gone. */
+static void set_request_helper_failed(struct set_request *req, int err)
+{
+	char why[512];
+	if (err == -ENOMEM)
+		set_request_fail(req, SERVICE_OUT_OF_MEMORY,
+				 "out of memory sending the request to the helper");
+	else
+		set_request_fail(req, SERVICE_HELPER_UNAVAILABLE,
+				 service_helper_failure(req->d, err, why, sizeof(why)));
+}
+
 static void on_set_probe(struct helper_client *hc, struct helper_reply *reply, void *userdata);
 
 static int set_probe_send(struct set_request *req)
@@ -96,8 +108,7 @@ static void on_set_retry(evutil_socket_t fd, short what, void *arg)
 	if (r == -ENOENT)
 		set_request_fail(req, SERVICE_NO_SUCH_VM, NULL); /* unregistered while we waited */
 	else if (r < 0)
-		set_request_fail(req, SERVICE_HELPER_UNAVAILABLE,
-				 service_helper_failure(req->d, r));
+		set_request_helper_failed(req, r);
 }
 
 /* Not listening yet: probe again soon, if the deadline allows. Returns false when it does not. */
@@ -126,6 +137,10 @@ static void on_handles_set(struct daemon *d, const char *id, struct vm_entry *e,
 	res.id = id;
 	res.vm = e; /* NULL: unregistered while it waited */
 	res.persisted = err == 0;
+	if (e && err == -ENOMEM) {
+		res.error = SERVICE_OUT_OF_MEMORY;
+		res.reason = "out of memory setting the handles; a retry sets them";
+	}
 	set_request_answer(req, &res);
 }
 
@@ -198,8 +213,8 @@ void service_set_handles_call(struct daemon *d, struct vm_entry *e, const struct
 	struct set_request *req = calloc(1, sizeof(*req));
 	if (!req) {
 		safe_close(pidfd);
-		struct service_result res = SERVICE_RESULT(SERVICE_HELPER_UNAVAILABLE);
-		res.reason = "out of memory";
+		struct service_result res = SERVICE_RESULT(SERVICE_OUT_OF_MEMORY);
+		res.reason = "out of memory for the request";
 		d->answer(call, &res);
 		return;
 	}
@@ -213,7 +228,7 @@ void service_set_handles_call(struct daemon *d, struct vm_entry *e, const struct
 	req->deadline_ms = monotonic_ms() + d->cfg.api_sock_wait_ms;
 	int r = set_probe_send(req);
 	if (r < 0)
-		set_request_fail(req, SERVICE_HELPER_UNAVAILABLE, service_helper_failure(d, r));
+		set_request_helper_failed(req, r);
 }
 
 /* --- io.banger.Handles' calls: one entry per method, answered through d->answer --- */
@@ -225,6 +240,18 @@ static void answer_error(struct daemon *d, void *call, enum service_error error,
 	res.id = id;
 	res.reason = reason;
 	d->answer(call, &res);
+}
+
+/* A request the helper never got: out of memory (bangerd's), or the helper stuck or gone. */
+static void answer_helper_failed(struct daemon *d, void *call, const char *id, int err)
+{
+	char why[512];
+	if (err == -ENOMEM)
+		answer_error(d, call, SERVICE_OUT_OF_MEMORY, id,
+			     "out of memory sending the request to the helper");
+	else
+		answer_error(d, call, SERVICE_HELPER_UNAVAILABLE, id,
+			     service_helper_failure(d, err, why, sizeof(why)));
 }
 
 /* The VM's files, named in a StorageFailed or CorruptState ("" for its directory). */
@@ -295,6 +322,9 @@ static void on_register_call(struct daemon *d, const char *id, struct vm_entry *
 	} else if (err == -ENOSPC) {
 		res.error = SERVICE_TOO_MANY_VMS;
 		res.limit = d->cfg.max_vms;
+	} else if (err == -ENOMEM) {
+		res.error = SERVICE_OUT_OF_MEMORY;
+		res.reason = "out of memory registering the VM";
 	} else if (err < 0) {
 		res.error = SERVICE_STORAGE_FAILED;
 		res.file = vm_file(d, id, "vm.json", file, sizeof(file));
@@ -336,7 +366,8 @@ static void on_clear_call(struct daemon *d, const char *id, struct vm_entry *e, 
 	if (err == -ENOENT)
 		answer_error(d, call, SERVICE_NO_SUCH_VM, id, NULL);
 	else if (err < 0)
-		answer_error(d, call, SERVICE_HELPER_UNAVAILABLE, id, "out of memory");
+		answer_error(d, call, SERVICE_OUT_OF_MEMORY, id,
+			     "out of memory clearing the handles");
 	else
 		answer_error(d, call, SERVICE_OK, id, NULL); /* a failed write is retried */
 }
@@ -362,6 +393,9 @@ static void on_unregister_call(struct daemon *d, const char *id, struct vm_entry
 		answer_still_running(d, call, e);
 	} else if (err == -ENOENT) {
 		answer_error(d, call, SERVICE_NO_SUCH_VM, id, NULL);
+	} else if (err == -ENOMEM) {
+		answer_error(d, call, SERVICE_OUT_OF_MEMORY, id,
+			     "out of memory unregistering the VM");
 	} else if (err < 0) {
 		struct service_result res = SERVICE_RESULT(SERVICE_STORAGE_FAILED);
 		res.id = id;
@@ -401,16 +435,20 @@ void service_teardown_call(struct daemon *d, struct vm_entry *e, const struct ps
 	}
 	int r = service_teardown(d, e, caller, NULL, on_teardown_call, call);
 	if (r < 0)
-		answer_error(d, call, SERVICE_HELPER_UNAVAILABLE, e->id,
-			     service_helper_failure(d, r));
+		answer_helper_failed(d, call, e->id, r);
 }
 
 static void on_reconcile_call(struct daemon *d, int err, const char *why, yajl_gen report,
 			      void *call)
 {
-	if (err < 0 || !report) {
+	if (err == -ENOMEM || !report) {
 		if (report)
 			yajl_gen_free(report);
+		answer_error(d, call, SERVICE_OUT_OF_MEMORY, NULL, "out of memory reconciling");
+		return;
+	}
+	if (err < 0) {
+		yajl_gen_free(report);
 		answer_error(d, call, SERVICE_HELPER_UNAVAILABLE, NULL,
 			     why ? why : "reconcile could not finish");
 		return;
@@ -424,8 +462,7 @@ void service_reconcile_call(struct daemon *d, const struct ps_caller *caller, vo
 {
 	int r = reconcile_start(d, caller, on_reconcile_call, call);
 	if (r < 0)
-		answer_error(d, call, SERVICE_HELPER_UNAVAILABLE, NULL,
-			     service_helper_failure(d, r));
+		answer_helper_failed(d, call, NULL, r);
 }
 
 static int compare_entries(const void *a, const void *b)

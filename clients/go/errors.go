@@ -25,6 +25,7 @@ type (
 	StorageFailed     = iobangerhandles.StorageFailed
 	CorruptState      = iobangerhandles.CorruptState
 	TooManyVMs        = iobangerhandles.TooManyVMs
+	OutOfMemory       = iobangerhandles.OutOfMemory
 )
 
 // ErrConnectionLost: bangerd went away (a restart, a crash) after the call

@@ -152,14 +152,20 @@ def spawn_stuck(op, deadline_ms, prepare, method_of, after=None):
         check(st["helper_state"] == "ok" and st["helper_pid"] == hp, f"before: {st}")
         stopped.stop(hp)
         caller = d.client()
-        # GetStatus pipelined behind the stuck call: answered during the drain, after it.
+        # GetStatus and Reconcile pipelined behind the stuck call: answered during the drain,
+        # after it. The Reconcile needs the helper, known stuck by then: the reason says so.
         _, waited = stuck_call(d, caller, method, params, op, deadline_ms, "vm-live",
-                               pipeline=[IFACE + "GetStatus"])
+                               pipeline=[IFACE + "GetStatus", IFACE + "Reconcile"])
         status = caller.receive()
         check(status and "parameters" in status, f"pipelined GetStatus: {status}")
         st = status["parameters"]
         check(st["helper_state"] == "stuck" and op in st.get("helper_problem", ""),
               f"GetStatus after the deadline: {st}")
+        late = caller.receive()
+        want = f"the helper is stuck: the helper did not answer {op} within {deadline_ms} ms"
+        check(late and late.get("error") == IFACE + "HelperUnavailable"
+              and late["parameters"].get("reason") == want,
+              f"pipelined Reconcile after the deadline: {late}, want reason {want!r}")
         event = watcher.next_event()
         check(event["kind"] == "helper_stuck" and "id" not in event and
               f"{op} within {deadline_ms} ms" in event["detail"], f"event: {event}")
