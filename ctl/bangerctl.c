@@ -324,7 +324,7 @@ static const struct {
     {IFACE "PolicyRefused", "refused by the helper's policy: {reason}"},
     {IFACE "HelperUnavailable", "the privileged helper is unavailable: {reason}"},
     {IFACE "PermissionDenied", "not allowed to call {method}"},
-    {IFACE "StorageFailed", "could not write {file} of VM {id}"},
+    {IFACE "StorageFailed", "could not write {file} of VM {id}: {reason}"},
     {IFACE "CorruptState", "{file} of VM {id} was unreadable; it was kept as {kept_as}"},
     {IFACE "OutOfMemory", "bangerd ran {reason} (its own failure, not the helper's: "
 			  "nothing was torn down on it); try again"},

@@ -123,7 +123,7 @@ static const struct {
     [SERVICE_NO_SUCH_VM] = {"NoSuchVM", P_ID},
     [SERVICE_VM_EXISTS] = {"VMExists", P_ID | P_STATE | P_REASON},
     [SERVICE_TOO_MANY_VMS] = {"TooManyVMs", P_LIMIT},
-    [SERVICE_STORAGE_FAILED] = {"StorageFailed", P_ID | P_FILE},
+    [SERVICE_STORAGE_FAILED] = {"StorageFailed", P_ID | P_FILE | P_REASON},
     [SERVICE_POLICY_REFUSED] = {"PolicyRefused", P_REASON},
     [SERVICE_NOT_FIRECRACKER] = {"NotFirecracker", P_ID | P_PID | P_REASON},
     [SERVICE_STILL_RUNNING] = {"StillRunning", P_ID | P_PID},

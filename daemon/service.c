@@ -100,6 +100,13 @@ void service_set_event_sink(struct daemon *d, service_event_fn sink, void *userd
 	d->event_sink_userdata = userdata;
 }
 
+const char *service_errno_text(int err, char *buf, size_t size)
+{
+	const char *name = strerrorname_np(-err);
+	snprintf(buf, size, "%s (%s)", strerror(-err), name ? name : "unknown errno");
+	return buf;
+}
+
 const char *service_helper_failure(const struct daemon *d, int err, char *buf, size_t size)
 {
 	const char *failure = d->helper ? helper_client_failure(d->helper) : NULL;
@@ -288,9 +295,10 @@ static void persist_retry_arm(struct daemon *d)
 
 static void persist_failed(struct daemon *d, struct vm_entry *e, int err, const char *file)
 {
-	char detail[300];
+	char detail[PATH_MAX + 128], errno_text[96];
 	d->persist_failures++;
-	snprintf(detail, sizeof(detail), "%s not written: %s; retrying", file, strerror(-err));
+	snprintf(detail, sizeof(detail), "%s not written: %s; retrying", file,
+		 service_errno_text(err, errno_text, sizeof(errno_text)));
 	log_warnx("vm %s: %s", e->id, detail);
 	service_emit(d, "persist_failed", e->id, e->pid, detail);
 	persist_retry_arm(d);
@@ -518,7 +526,7 @@ static void register_start(struct mutation *m)
 	m->rearm = e != NULL;
 	/* Registrations in flight count: each may become a VM. */
 	if (!m->rearm && cache_count(&d->cache) + d->registers_in_flight >= d->cfg.max_vms) {
-		mutation_answer(m, -ENOSPC);
+		mutation_answer(m, -EDQUOT); /* not -ENOSPC: that is a full disk's */
 		return;
 	}
 	struct store_txn *t = mutation_txn(m);
@@ -578,7 +586,8 @@ static void set_handles_written(struct mutation *m, struct vm_entry *e, const st
 		persist_failed(d, e, handles_err, file);
 	}
 	service_emit(d, "handles_set", e->id, m->h.pid, NULL);
-	m->done(d, e->id, e, record_err == 0 && handles_err == 0 ? 0 : -EIO, m->userdata);
+	/* Not persisted: the write's own errno (a full disk is ENOSPC, never a vague EIO). */
+	m->done(d, e->id, e, record_err < 0 ? record_err : handles_err, m->userdata);
 }
 
 static void set_handles_start(struct mutation *m)

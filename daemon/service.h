@@ -26,7 +26,7 @@ enum service_error {
 	SERVICE_NO_SUCH_VM,	    /* id */
 	SERVICE_VM_EXISTS,	    /* id, state; reason: what to call first */
 	SERVICE_TOO_MANY_VMS,	    /* limit */
-	SERVICE_STORAGE_FAILED,	    /* id, file */
+	SERVICE_STORAGE_FAILED,	    /* id, file, reason: the errno */
 	SERVICE_POLICY_REFUSED,	    /* reason */
 	SERVICE_NOT_FIRECRACKER,    /* id, pid, reason */
 	SERVICE_STILL_RUNNING,	    /* id, pid */
@@ -79,6 +79,8 @@ void service_emit_for(struct daemon *d, const char *call, const char *kind, cons
 		      const char *detail);
 /* Every event from now on goes to sink (NULL: nowhere but the log). */
 void service_set_event_sink(struct daemon *d, service_event_fn sink, void *userdata);
+/* "No space left on device (ENOSPC)": err (negative) for a reply or a log line, into buf. */
+const char *service_errno_text(int err, char *buf, size_t size);
 /* Why a request could not be sent, into buf: the helper is stuck or gone (and why), or err. */
 const char *service_helper_failure(const struct daemon *d, int err, char *buf, size_t size);
 /*
@@ -94,13 +96,15 @@ typedef void (*service_done_fn)(struct daemon *d, const char *id, struct vm_entr
 /*
  * Register a VM, or re-arm a stopped record that holds nothing for its next
  * run. -EEXIST otherwise (e is the entry: service_rearm_refusal() says why);
- * -ENOSPC: max_vms records already; else vm.json could not be written.
+ * -EDQUOT: max_vms records already (not -ENOSPC: that is a full disk's); -ENOMEM; else
+ * vm.json could not be written (its errno).
  */
 void service_register(struct daemon *d, const struct vm_record *rec, service_done_fn done,
 		      void *userdata);
 /*
- * Takes pidfd. 0: cached and persisted; -EIO: cached, not persisted (retried,
- * the reply says persisted false); -ENOENT: unregistered meanwhile.
+ * Takes pidfd. 0: cached and persisted; -ENOENT: unregistered meanwhile;
+ * -ENOMEM: out of memory (a retry sets them); another -errno: cached, not
+ * persisted, the write's errno (retried; the reply says persisted false).
  */
 void service_set_handles(struct daemon *d, struct vm_entry *e, const struct vm_handles *h,
 			 int pidfd, service_done_fn done, void *userdata);

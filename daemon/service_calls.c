@@ -310,7 +310,7 @@ const char *service_register_refusal(const struct daemon *d, const struct vm_rec
 static void on_register_call(struct daemon *d, const char *id, struct vm_entry *e, int err,
 			     void *call)
 {
-	char file[PATH_MAX];
+	char file[PATH_MAX], why[96];
 	struct service_result res = SERVICE_RESULT(SERVICE_OK);
 	res.id = id;
 	res.vm = e;
@@ -319,7 +319,7 @@ static void on_register_call(struct daemon *d, const char *id, struct vm_entry *
 		res.error = SERVICE_VM_EXISTS;
 		res.state = e ? vm_state_name(e->state) : NULL;
 		res.reason = e ? service_rearm_refusal(e) : NULL;
-	} else if (err == -ENOSPC) {
+	} else if (err == -EDQUOT) {
 		res.error = SERVICE_TOO_MANY_VMS;
 		res.limit = d->cfg.max_vms;
 	} else if (err == -ENOMEM) {
@@ -328,6 +328,7 @@ static void on_register_call(struct daemon *d, const char *id, struct vm_entry *
 	} else if (err < 0) {
 		res.error = SERVICE_STORAGE_FAILED;
 		res.file = vm_file(d, id, "vm.json", file, sizeof(file));
+		res.reason = service_errno_text(err, why, sizeof(why));
 	}
 	d->answer(call, &res);
 }
@@ -335,7 +336,7 @@ static void on_register_call(struct daemon *d, const char *id, struct vm_entry *
 void service_register_call(struct daemon *d, const struct vm_record *rec, void *call)
 {
 	if (!cache_find(&d->cache, rec->id) && cache_count(&d->cache) >= d->cfg.max_vms) {
-		on_register_call(d, rec->id, NULL, -ENOSPC, call);
+		on_register_call(d, rec->id, NULL, -EDQUOT, call);
 		return;
 	}
 	service_register(d, rec, on_register_call, call);
@@ -388,7 +389,7 @@ static void answer_still_running(struct daemon *d, void *call, const struct vm_e
 static void on_unregister_call(struct daemon *d, const char *id, struct vm_entry *e, int err,
 			       void *call)
 {
-	char file[PATH_MAX];
+	char file[PATH_MAX], why[96];
 	if (err == -EBUSY && e) {
 		answer_still_running(d, call, e);
 	} else if (err == -ENOENT) {
@@ -400,6 +401,7 @@ static void on_unregister_call(struct daemon *d, const char *id, struct vm_entry
 		struct service_result res = SERVICE_RESULT(SERVICE_STORAGE_FAILED);
 		res.id = id;
 		res.file = vm_file(d, id, "", file, sizeof(file));
+		res.reason = service_errno_text(err, why, sizeof(why));
 		d->answer(call, &res);
 	} else {
 		answer_error(d, call, SERVICE_OK, id, NULL);

@@ -327,15 +327,21 @@ static void step_durable(struct store_txn *t)
 	t->cursor++;
 }
 
-static void finish_txn(struct store_txn *t, struct fd_closer *reaper)
+static void finish_txn(int vms_fd, struct store_txn *t, struct fd_closer *reaper)
 {
+	bool committed = false;
 	for (size_t i = 0; i < t->n_steps; i++) {
 		struct store_step *s = &t->steps[i];
 		if (s->temp[0] && t->dir_fd >= 0)
 			unlinkat(t->dir_fd, s->temp, 0); /* written, never committed */
 		s->temp[0] = '\0';
 		s->temp_fd = safe_close(s->temp_fd);
+		committed = committed || s->err == 0;
 	}
+	/* A dir made for writes that all failed (a full disk) would read as a record without
+	 * its vm.json at the next start: it goes, if still empty. */
+	if (t->made_dir && !committed)
+		unlinkat(vms_fd, t->id, AT_REMOVEDIR);
 	/* A dir removed by the transaction frees its block at this close: the reaper's. */
 	reap(reaper, t->dir_fd);
 	t->dir_fd = -1;
@@ -384,7 +390,7 @@ static void run_batch(int vms_fd, enum store_sync_mode mode, struct store_txn *b
 		}
 	}
 	for (struct store_txn *t = batch; t; t = t->next)
-		finish_txn(t, reaper);
+		finish_txn(vms_fd, t, reaper);
 	st->syncs += l.syncs + made.syncs;
 	st->sync_us += l.sync_us + made.sync_us;
 	st->batches++;

@@ -6,13 +6,17 @@ the test user; stub firecrackers stand in for VMs. Bad-input cases check
 afterwards that a second client is still served and that no state file
 changed.
 """
+import errno
 import json
 import os
 import re
 import resource
+import shutil
 import signal
 import socket
+import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -572,6 +576,77 @@ def case_sigterm_drain(f):
     check(replies == 200, f"{replies} of 200 pipelined calls answered before exit")
 
 
+def storage_full():
+    """The state dir's filesystem is full (a small tmpfs, filled): Register answers
+    StorageFailed naming ENOSPC and changes nothing; SetHandles keeps the handles it verified
+    (persisted false, DESIGN section 2) and says why in its persist_failed event; once space
+    is freed the same Register succeeds and the handles reach the disk."""
+    require_root()
+    root = tempfile.mkdtemp(prefix="banger-test-full-")
+    state = os.path.join(root, "state")
+    os.makedirs(state)
+    sh("mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "bangertest-full", state)
+    f = None
+    try:
+        f = Fixture(root=root)
+        f.register("before")
+        watcher = f.d.client().watch()
+        listed = f.c.call(IFACE + "List")
+        filler = os.path.join(state, "filler")
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)  # root's: every page left
+        try:
+            while True:
+                os.write(fd, b"\0" * 4096)
+        except OSError as e:
+            check(e.errno == errno.ENOSPC, f"filling the tmpfs: {e}")
+        finally:
+            os.close(fd)
+        files = {k: v for k, v in snapshot(state).items() if k != filler}
+
+        e = f.c.expect_error(IFACE + "Register", {"id": "full", "api_sock": f.sock("full")},
+                             IFACE + "StorageFailed")
+        want = os.path.join(state, "vms", "full", "vm.json")
+        check(e == {"id": "full", "file": want,
+                    "reason": "No space left on device (ENOSPC)"}, f"StorageFailed: {e}")
+        check({k: v for k, v in snapshot(state).items() if k != filler} == files,
+              f"a failed Register changed the state dir (a record, a temp or its dir left)")
+        check(f.c.call(IFACE + "List") == listed, "a failed Register changed the cache")
+        f.still_served()
+
+        s = f.stub("before")
+        reply = f.c.call(IFACE + "SetHandles", {"id": "before", "pid": s.pid})
+        check(reply["persisted"] is False and reply["vm"]["handles"]["pid"] == s.pid,
+              f"SetHandles on a full disk: {reply}")
+        events = []
+        while not any(ev["kind"] == "handles_set" for ev in events):
+            events.append(watcher.next_event())
+        failed = [ev for ev in events if ev["kind"] == "persist_failed"]
+        check(failed and "No space left on device (ENOSPC)" in failed[0]["detail"],
+              f"persist_failed does not name ENOSPC: {events}")
+        check(f.c.call(IFACE + "IsAlive", {"id": "before"})["alive"] == "alive",
+              "the handles verified on a full disk are kept")
+
+        os.unlink(filler)
+        vm = f.c.call(IFACE + "Register", {"id": "full", "api_sock": f.sock("full")})["vm"]
+        check(vm["id"] == "full" and vm["state"] == "starting", f"Register after freeing: {vm}")
+        with open(want) as fh:
+            check(json.load(fh)["id"] == "full", "vm.json written once there is space")
+        while watcher.next_event()["kind"] != "persist_recovered":
+            pass
+        with open(os.path.join(f.d.vm_dir("before"), "handles.json")) as fh:
+            check(json.load(fh)["pid"] == s.pid, "handles.json written once there is space")
+        check([v["id"] for v in f.c.call(IFACE + "List")["vms"]] == ["before", "full"],
+              "both records listed")
+        watcher.close()
+        print("Register: StorageFailed naming ENOSPC, nothing changed; SetHandles kept its "
+              "handles and wrote them once the disk had room")
+    finally:
+        if f:
+            f.close()
+        subprocess.run(["umount", state], check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
 FIXTURE_ARGS = {"case_set_waits_for_listener": {"extra": ["--api-sock-wait-ms", "1000"]}}
 CASES = {name[5:].replace("_", "-"):
          (lambda fn, kw: lambda: with_fixture(fn, **kw))(fn, FIXTURE_ARGS.get(name, {}))
@@ -579,6 +654,8 @@ CASES = {name[5:].replace("_", "-"):
 for name, action in list(globals().items()):
     if name.startswith("bad_") and callable(action) and name != "bad_input":
         CASES[name.replace("_", "-")] = (lambda a: lambda: with_fixture(bad_input(a)))(action)
+
+CASES["storage-full"] = storage_full
 
 if __name__ == "__main__":
     run_cases(CASES)
