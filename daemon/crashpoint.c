@@ -17,15 +17,19 @@
 #include <unistd.h>
 
 #define CRASH_AT_ENV	    "BANGER_CRASH_AT"
+#define FAIL_AT_ENV	    "BANGER_FAIL_AT"
 #define CRASH_HOLD_ENV	    "BANGER_CRASH_HOLD"
 #define CRASH_HOLD_FIFO_ENV "BANGER_CRASH_HOLD_FIFO"
 #define CRASH_NAME_MAX	    64
 
-static struct {
+/* A point armed by name[:N]: it fires the Nth time it is reached. */
+struct armed_point {
 	char name[CRASH_NAME_MAX]; /* empty: no point is armed */
 	unsigned long nth;
 	unsigned long hits;
-} crash_at;
+};
+
+static struct armed_point crash_at, fail_at;
 
 /* BANGER_CRASH_HOLD's point and fifo, read with BANGER_CRASH_AT before main (NULL: none). */
 static struct {
@@ -34,18 +38,16 @@ static struct {
 } crash_hold;
 
 /* A malformed spec is a broken test: refuse to start rather than run unarmed. */
-static _Noreturn void crash_spec_invalid(const char *spec)
+static _Noreturn void crash_spec_invalid(const char *env, const char *spec)
 {
-	dprintf(STDERR_FILENO, "<3>bangerd: %s=\"%s\": want name or name:N (N >= 1)\n",
-		CRASH_AT_ENV, spec);
+	dprintf(STDERR_FILENO, "<3>bangerd: %s=\"%s\": want name or name:N (N >= 1)\n", env, spec);
 	_exit(2);
 }
 
-__attribute__((constructor)) static void crash_point_arm(void)
+/* Arm p from the environment variable env (name or name:N), if it is set. */
+static void armed_point_parse(struct armed_point *p, const char *env)
 {
-	crash_hold.name = getenv(CRASH_HOLD_ENV);
-	crash_hold.fifo = getenv(CRASH_HOLD_FIFO_ENV);
-	const char *spec = getenv(CRASH_AT_ENV);
+	const char *spec = getenv(env);
 	if (!spec || !spec[0])
 		return;
 	const char *colon = strchr(spec, ':');
@@ -56,13 +58,27 @@ __attribute__((constructor)) static void crash_point_arm(void)
 		errno = 0;
 		nth = strtoul(colon + 1, &end, 10);
 		if (errno || end == colon + 1 || *end || nth == 0)
-			crash_spec_invalid(spec);
+			crash_spec_invalid(env, spec);
 	}
-	if (len == 0 || len >= sizeof(crash_at.name))
-		crash_spec_invalid(spec);
-	memcpy(crash_at.name, spec, len);
-	crash_at.name[len] = '\0';
-	crash_at.nth = nth;
+	if (len == 0 || len >= sizeof(p->name))
+		crash_spec_invalid(env, spec);
+	memcpy(p->name, spec, len);
+	p->name[len] = '\0';
+	p->nth = nth;
+}
+
+/* Is p armed for name, and is this the hit it waits for? */
+static bool armed_point_fires(struct armed_point *p, const char *name)
+{
+	return p->name[0] && strcmp(name, p->name) == 0 && ++p->hits == p->nth;
+}
+
+__attribute__((constructor)) static void crash_point_arm(void)
+{
+	crash_hold.name = getenv(CRASH_HOLD_ENV);
+	crash_hold.fifo = getenv(CRASH_HOLD_FIFO_ENV);
+	armed_point_parse(&crash_at, CRASH_AT_ENV);
+	armed_point_parse(&fail_at, FAIL_AT_ENV);
 }
 
 /*
@@ -92,10 +108,19 @@ static void crash_point_hold(const char *name)
 void crash_point(const char *name)
 {
 	crash_point_hold(name);
-	if (!crash_at.name[0] || strcmp(name, crash_at.name) != 0 || ++crash_at.hits < crash_at.nth)
+	if (!armed_point_fires(&crash_at, name))
 		return;
 	/* One write(2), no stdio buffer: the test reads which point fired. */
 	dprintf(STDERR_FILENO, "<2>bangerd: crash point %s reached (hit %lu): SIGKILL\n", name,
 		crash_at.hits);
 	raise(SIGKILL);
+}
+
+bool fault_point(const char *name)
+{
+	if (!armed_point_fires(&fail_at, name))
+		return false;
+	dprintf(STDERR_FILENO, "<2>bangerd: fault point %s reached (hit %lu): failing\n", name,
+		fail_at.hits);
+	return true;
 }

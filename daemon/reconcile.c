@@ -254,12 +254,23 @@ static void decide_unfound(struct rc_vm *v, struct vm_entry *e, bool scan_comple
 	v->action = RC_TEAR_DOWN; /* sent once every VM's liveness is decided */
 }
 
-/* Tear down the dead, sparing whatever the live hold: the set is built once for all of them. */
+/*
+ * Tear down the dead, sparing whatever the live hold: the set is built once for all of them.
+ * Fail closed: without the whole set no teardown is sent, and every dead VM waits (failed,
+ * with the reason) for the next reconcile or Teardown.
+ */
 static void send_teardowns(struct reconcile *rc)
 {
 	struct held_names held;
-	held_names_collect(rc->d, &held);
-	for (size_t i = 0; i < rc->n; i++) {
+	bool whole = held_names_collect(rc->d, &held) == 0;
+	for (size_t i = 0; !whole && i < rc->n; i++) {
+		if (rc->vms[i].action != RC_TEAR_DOWN)
+			continue;
+		rc->vms[i].action = RC_FAILED;
+		rc->vms[i].reason = "not torn down: out of memory listing what live VMs hold, "
+				    "which a teardown must spare; the next reconcile retries";
+	}
+	for (size_t i = 0; whole && i < rc->n; i++) {
 		struct rc_vm *v = &rc->vms[i];
 		struct vm_entry *e =
 		    v->action == RC_TEAR_DOWN ? cache_find(&rc->d->cache, v->id) : NULL;

@@ -26,6 +26,7 @@
 
 #include <uthash.h>
 
+#include "array.h"
 #include "cache.h"
 #include "crashpoint.h"
 #include "daemon.h"
@@ -907,61 +908,88 @@ static void build_teardown(const struct vm_record *r, const struct vm_handles *h
 
 /* One name a live VM holds, keyed by kind ("loop:/dev/loop3", "tap:fc0", "dm:banger-1"). */
 struct held_name {
-	UT_hash_handle hh;
 	char owner[VM_ID_MAX + 1];
 	char key[];
 };
 
-static void held_add(struct held_names *held, const char *kind, const char *name, const char *owner)
+#define HELD_KEY_MAX (PS_PATH_MAX + 8)
+
+/* Each allocation of the set is a fault point: its failure must leave the set failed, never
+ * short. */
+static int held_add(struct held_names *held, size_t *cap, const char *kind, const char *name,
+		    const char *owner)
 {
-	char key[PS_PATH_MAX + 8];
-	struct held_name *n = NULL;
+	char key[HELD_KEY_MAX];
 	if (!name[0])
-		return;
-	snprintf(key, sizeof(key), "%s:%s", kind, name);
-	HASH_FIND_STR(held->set, key, n);
-	if (n || !(n = calloc(1, sizeof(*n) + strlen(key) + 1)))
-		return;
-	strcpy(n->key, key);
+		return 0;
+	if (FAULT_POINT("held-names-alloc") ||
+	    grow_array(&held->names, cap, held->n + 1, sizeof(*held->names), 64) < 0)
+		return -ENOMEM;
+	size_t len = (size_t)snprintf(key, sizeof(key), "%s:%s", kind, name);
+	struct held_name *n = FAULT_POINT("held-names-alloc") ? NULL : malloc(sizeof(*n) + len + 1);
+	if (!n)
+		return -ENOMEM;
+	memcpy(n->key, key, len + 1);
 	memcpy(n->owner, owner, sizeof(n->owner));
-	HASH_ADD_STR(held->set, key, n);
+	held->names[held->n++] = n;
+	return 0;
+}
+
+static int compare_held(const void *a, const void *b)
+{
+	return strcmp((*(struct held_name *const *)a)->key, (*(struct held_name *const *)b)->key);
+}
+
+static int compare_held_key(const void *key, const void *item)
+{
+	return strcmp(key, (*(struct held_name *const *)item)->key);
 }
 
 static const char *held_owner(const struct held_names *held, const char *kind, const char *name)
 {
-	char key[PS_PATH_MAX + 8];
-	struct held_name *n = NULL;
+	char key[HELD_KEY_MAX];
 	snprintf(key, sizeof(key), "%s:%s", kind, name);
-	HASH_FIND_STR(held->set, key, n);
-	return n ? n->owner : NULL;
+	struct held_name *const *n =
+	    held->n ? bsearch(key, held->names, held->n, sizeof(*held->names), compare_held_key)
+		    : NULL;
+	return n ? (*n)->owner : NULL;
 }
 
-void held_names_collect(struct daemon *d, struct held_names *held)
+int held_names_collect(struct daemon *d, struct held_names *held)
 {
 	struct vm_entry *e, *tmp;
-	held->set = NULL;
+	size_t cap = 0;
+	int r = 0;
+	memset(held, 0, sizeof(*held));
 	CACHE_FOREACH(&d->cache, e, tmp)
 	{
 		if (!e->has_handles || e->liveness == VM_DEAD)
 			continue;
 		struct vm_handles h;
 		cache_entry_get(e, NULL, &h);
-		for (uint32_t i = 0; i < h.n_loops; i++)
-			held_add(held, "loop", h.loops[i], e->id);
-		for (uint32_t i = 0; i < h.n_dm; i++)
-			held_add(held, "dm", h.dm[i], e->id);
-		held_add(held, "tap", h.tap, e->id);
+		for (uint32_t i = 0; r == 0 && i < h.n_loops; i++)
+			r = held_add(held, &cap, "loop", h.loops[i], e->id);
+		for (uint32_t i = 0; r == 0 && i < h.n_dm; i++)
+			r = held_add(held, &cap, "dm", h.dm[i], e->id);
+		if (r == 0)
+			r = held_add(held, &cap, "tap", h.tap, e->id);
+		if (r < 0) {
+			/* A set missing one name would let a teardown take a live VM's device. */
+			held_names_free(held);
+			return r;
+		}
 	}
+	if (held->n > 1)
+		qsort(held->names, held->n, sizeof(*held->names), compare_held);
+	return 0;
 }
 
 void held_names_free(struct held_names *held)
 {
-	struct held_name *n, *tmp;
-	HASH_ITER(hh, held->set, n, tmp)
-	{
-		HASH_DEL(held->set, n);
-		free(n);
-	}
+	for (size_t i = 0; i < held->n; i++)
+		free(held->names[i]);
+	free(held->names);
+	memset(held, 0, sizeof(*held));
 }
 
 /* Remove entry i of n from an array, zeroing the freed last slot. */
@@ -1134,7 +1162,9 @@ int service_teardown(struct daemon *d, struct vm_entry *e, const struct ps_calle
 		spare_live_neighbours(held, e, &q);
 	} else {
 		struct held_names now;
-		held_names_collect(d, &now);
+		int r = held_names_collect(d, &now);
+		if (r < 0)
+			return r; /* nothing is sent without the whole set */
 		spare_live_neighbours(&now, e, &q);
 		held_names_free(&now);
 	}

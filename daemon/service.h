@@ -139,11 +139,16 @@ typedef void (*teardown_done_fn)(struct daemon *d, const char *id,
  */
 /* The loops, taps and DM names live VMs hold now; a teardown never names them. */
 struct held_names {
-	struct held_name *set;
+	struct held_name **names; /* sorted by key */
+	size_t n;
 };
-void held_names_collect(struct daemon *d, struct held_names *held);
+/*
+ * 0, or -ENOMEM with held empty: the set is whole or there is none, never a
+ * part of it (a teardown that trusted a part could take a live VM's device).
+ */
+int held_names_collect(struct daemon *d, struct held_names *held);
 void held_names_free(struct held_names *held);
-/* held: what live VMs hold (NULL: collected for this one call). */
+/* held: what live VMs hold (NULL: collected for this one call; -ENOMEM if it cannot be). */
 int service_teardown(struct daemon *d, struct vm_entry *e, const struct ps_caller *caller,
 		     const struct held_names *held, teardown_done_fn done, void *userdata);
 void gen_teardown_results(yajl_gen g, const struct ps_teardown_reply *reply);

@@ -34,6 +34,7 @@ from bangertest import (IFACE, Daemon, Stub, Varlink, VarlinkError, check,  # no
 from test_reconcile import Kernel, link_exists, loops_on  # noqa: E402
 
 CRASH_ENV = "BANGER_CRASH_AT"
+FAIL_ENV = "BANGER_FAIL_AT"
 CRASH_TIMEOUT_S = 10
 
 
@@ -53,15 +54,17 @@ class Crash:
 
     # --- bangerd ---------------------------------------------------------------------
 
-    def start(self, crash_at=None, wait_ready=True):
+    def start(self, crash_at=None, wait_ready=True, fail_at=None):
         """Start bangerd on this test's state dir (made by the first start), armed with
-        BANGER_CRASH_AT=crash_at when given; it reads the variable once, at start."""
-        if crash_at:
-            os.environ[CRASH_ENV] = crash_at
+        BANGER_CRASH_AT=crash_at or BANGER_FAIL_AT=fail_at when given; it reads the
+        variables once, at start."""
+        armed = {CRASH_ENV: crash_at, FAIL_ENV: fail_at}
+        os.environ.update({k: v for k, v in armed.items() if v})
         try:
             self.d = Daemon(root=self.root, wait_ready=wait_ready)
         finally:
-            os.environ.pop(CRASH_ENV, None)
+            for k in armed:
+                os.environ.pop(k, None)
         self.d.own_dir = False  # close() removes the dir, after the last bangerd
         self.root = self.d.dir
         self.helper = self.d.helper_pid() if wait_ready else None
@@ -665,6 +668,49 @@ def case_adopt_after_cache_before_scratch(t):
     check(seen == ["exited", "torn_down"], str(seen))
     watcher.close()
     t.stopped_and_clean("vm-ad1", tap, files)
+
+
+
+# --- fault points: a failure no test could cause otherwise ----------------------------
+
+@crash_case("hn")
+def case_held_names_fail_closed(t):
+    """The set of names live VMs hold cannot be built whole at the restart's reconcile (one
+    of its allocations fails): no teardown is sent at all. The dead VM is reported failed
+    with why, counted, and keeps everything; the next Reconcile, with the whole set, tears
+    it down and spares the live VM."""
+    point = "held-names-alloc"
+    t.start()
+    _, live_tap, live_files = t.running_vm("vm-hnl")
+    dead, dead_tap, dead_files = t.running_vm("vm-hnd")
+    t.d.proc.kill()  # kill -9 bangerd; then one VM dies while it is down
+    t.d.wait_exit()
+    dead.kill()
+    t.c.close()
+    t.start(fail_at=f"{point}:2")  # the first name's allocation, after the array's
+    check(f"fault point {point} reached (hit 2)" in t.d.log,
+          f"the fault point never fired; log:\n{t.d.log}")
+    why = "not torn down: out of memory listing what live VMs hold"
+    check(f"reconcile: vm vm-hnd failed: {why}" in t.d.log,
+          f"the dead VM is not reported failed with why; log:\n{t.d.log}")
+    check("event torn_down" not in t.d.log and " op=teardown " not in t.d.log,
+          f"a teardown was sent without the whole set; log:\n{t.d.log}")
+    t.all_there(dead_tap, dead_files)
+    t.all_there(live_tap, live_files)
+    check(t.alive("vm-hnd") == "dead" and t.alive("vm-hnl") == "alive", "liveness")
+    check(t.handles("vm-hnd")["tap"] == dead_tap, "the dead VM keeps its handles for later")
+    vms = t.c.call(IFACE + "GetStatus")["counters"]["reconciles"]["vms"]
+    check(vms["failed"] == 1 and vms["torn_down"] == 0 and vms["kept"] == 1,
+          f"reconcile counters: {vms}")
+    print(f"held set failed at its second allocation: nothing torn down, vm-hnd failed "
+          f"({why}), counters {vms}")
+    report = {v["id"]: v for v in t.c.call(IFACE + "Reconcile")["vms"]}
+    check(report["vm-hnd"]["action"] == "torn_down" and report["vm-hnl"]["action"] == "kept",
+          f"the next Reconcile: {report}")
+    t.stopped_and_clean("vm-hnd", dead_tap, dead_files)
+    t.all_there(live_tap, live_files)
+    check(t.alive("vm-hnl") == "alive", "the live VM survived")
+    print("the next Reconcile, with the whole set, tore vm-hnd down and spared vm-hnl")
 
 
 # --- kill -9 during a storm of batched writes (issue 14) --------------------------------
