@@ -61,6 +61,7 @@ struct rc_vm {
 	const char *reason;
 	char why[128];			   /* a reason made for this VM (reason points here) */
 	struct ps_teardown_reply *results; /* after a teardown, or NULL */
+	bool scanned;			   /* its api socket is in the SCAN */
 };
 
 struct rc_waiter {
@@ -73,6 +74,8 @@ struct reconcile {
 	struct ps_caller caller;
 	struct rc_vm *vms;
 	size_t n;
+	size_t *scan_vm; /* the SCAN's socket i is vms[scan_vm[i]]'s */
+	size_t n_scan;
 	struct ps_scan_entry *orphans;
 	size_t n_orphans;
 	size_t pending; /* teardowns still out */
@@ -184,6 +187,7 @@ static void reconcile_finish(struct reconcile *rc)
 	for (size_t i = 0; i < rc->n; i++)
 		free(rc->vms[i].results);
 	free(rc->vms);
+	free(rc->scan_vm);
 	free(rc->orphans);
 	free(rc->waiters);
 	free(rc);
@@ -224,22 +228,20 @@ static void on_vm_teardown(struct daemon *d, const char *id, const struct teardo
 		reconcile_finish(rc);
 }
 
-/* One VM the scan did not find. */
-static void decide_unfound(struct rc_vm *v, struct vm_entry *e, bool scan_complete)
+/* Our pidfd says it lives: a scan that missed it (or was not asked) cannot overrule that. */
+static bool decide_watched(struct rc_vm *v, const struct vm_entry *e)
+{
+	if (e->liveness != VM_ALIVE || e->pidfd < 0)
+		return false;
+	v->action = RC_KEPT;
+	v->pid = e->pid;
+	return true;
+}
+
+/* Known dead: tear down what it holds, unless it holds nothing or is kept on exit. */
+static void decide_dead(struct rc_vm *v, struct vm_entry *e)
 {
 	struct vm_record rec;
-	if (e->liveness == VM_ALIVE && e->pidfd >= 0) {
-		/* Our pidfd says it lives; a scan that missed it cannot overrule that. */
-		v->action = RC_KEPT;
-		v->pid = e->pid;
-		return;
-	}
-	if (!scan_complete) {
-		e->liveness = VM_UNKNOWN;
-		v->action = RC_UNKNOWN;
-		v->reason = "the helper could not inspect every process";
-		return;
-	}
 	e->liveness = VM_DEAD;
 	if (!service_holds_resources(e)) {
 		v->action = RC_CLEAN;
@@ -252,6 +254,40 @@ static void decide_unfound(struct rc_vm *v, struct vm_entry *e, bool scan_comple
 		return;
 	}
 	v->action = RC_TEAR_DOWN; /* sent once every VM's liveness is decided */
+}
+
+/* One VM the scan did not find. */
+static void decide_unfound(struct rc_vm *v, struct vm_entry *e, bool scan_complete)
+{
+	if (decide_watched(v, e))
+		return;
+	if (!scan_complete) {
+		e->liveness = VM_UNKNOWN;
+		v->action = RC_UNKNOWN;
+		v->reason = "the helper could not inspect every process";
+		return;
+	}
+	decide_dead(v, e);
+}
+
+static void decide_unknown(struct rc_vm *v, struct vm_entry *e, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Its handles name a pid of another boot (DESIGN §3): dead without a probe or a scan. */
+static void decide_other_boot(const struct daemon *d, struct rc_vm *v, struct vm_entry *e)
+{
+	struct vm_handles h;
+	if (decide_watched(v, e)) /* set again meanwhile, in this boot */
+		return;
+	cache_entry_get(e, NULL, &h);
+	if (!e->has_handles || strcmp(h.boot_id, d->boot_id) == 0) {
+		decide_unknown(v, e, "its handles changed while the reconcile ran");
+		return;
+	}
+	snprintf(v->why, sizeof(v->why), "its pid %d is of another boot (%s): dead without a probe",
+		 (int)h.pid, h.boot_id);
+	v->reason = v->why;
+	decide_dead(v, e);
 }
 
 /*
@@ -291,8 +327,6 @@ static void send_teardowns(struct reconcile *rc)
 }
 
 /* Liveness could not be established: say why, touch nothing. */
-static void decide_unknown(struct rc_vm *v, struct vm_entry *e, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 static void decide_unknown(struct rc_vm *v, struct vm_entry *e, const char *fmt, ...)
 {
 	va_list ap;
@@ -379,12 +413,12 @@ static void apply_scan(struct reconcile *rc, struct helper_scan_result *res, boo
 			rc->orphans[rc->n_orphans++] = *m;
 			continue;
 		}
-		struct vm_entry *e =
-		    m->index < rc->n ? cache_find(&d->cache, rc->vms[m->index].id) : NULL;
-		if (!e || decided[m->index])
+		size_t k = m->index < rc->n_scan ? rc->scan_vm[m->index] : rc->n;
+		struct vm_entry *e = k < rc->n ? cache_find(&d->cache, rc->vms[k].id) : NULL;
+		if (!e || decided[k])
 			continue;
-		struct rc_vm *v = &rc->vms[m->index];
-		decided[m->index] = true;
+		struct rc_vm *v = &rc->vms[k];
+		decided[k] = true;
 		if (m->kind == PS_SCAN_UNKNOWN)
 			decide_unknown(v, e, "its api socket could not be looked at: %s",
 				       strerror(-m->err));
@@ -422,6 +456,8 @@ static void on_scan(struct helper_client *hc, struct helper_scan_result *res, vo
 			if (!e) {
 				rc->vms[i].action = RC_CLEAN;
 				rc->vms[i].reason = "unregistered meanwhile";
+			} else if (!rc->vms[i].scanned) {
+				decide_other_boot(d, &rc->vms[i], e);
 			} else if (!decided[i]) {
 				decide_unfound(&rc->vms[i], e, res->uninspected == 0);
 			}
@@ -458,9 +494,12 @@ int reconcile_start(struct daemon *d, const struct ps_caller *caller, reconcile_
 	rc->caller = *caller;
 	rc->started_usec = monotonic_usec();
 	rc->vms = calloc(cap ? cap : 1, sizeof(*rc->vms));
+	rc->scan_vm = calloc(cap ? cap : 1, sizeof(*rc->scan_vm));
 	char(*socks)[PS_SOCK_PATH_MAX] = calloc(cap ? cap : 1, PS_SOCK_PATH_MAX);
 	const char **sock_ptrs = calloc(cap ? cap : 1, sizeof(char *));
-	int r = rc->vms && socks && sock_ptrs ? reconcile_add_waiter(rc, done, userdata) : -ENOMEM;
+	int r = rc->vms && rc->scan_vm && socks && sock_ptrs
+		    ? reconcile_add_waiter(rc, done, userdata)
+		    : -ENOMEM;
 	if (r == 0) {
 		struct vm_entry *e, *tmp;
 		CACHE_FOREACH(&d->cache, e, tmp)
@@ -468,16 +507,25 @@ int reconcile_start(struct daemon *d, const struct ps_caller *caller, reconcile_
 		qsort(rc->vms, rc->n, sizeof(*rc->vms), compare_ids);
 		for (size_t i = 0; i < rc->n; i++) {
 			struct vm_record rec;
-			cache_entry_get(cache_find(&d->cache, rc->vms[i].id), &rec, NULL);
-			memcpy(socks[i], rec.api_sock, PS_SOCK_PATH_MAX);
-			sock_ptrs[i] = socks[i];
+			struct vm_handles h;
+			e = cache_find(&d->cache, rc->vms[i].id);
+			cache_entry_get(e, &rec, &h);
+			/* A pid of another boot is dead whoever holds its socket now: never looked
+			 * for. */
+			if (e->has_handles && strcmp(h.boot_id, d->boot_id) != 0)
+				continue;
+			rc->vms[i].scanned = true;
+			memcpy(socks[rc->n_scan], rec.api_sock, PS_SOCK_PATH_MAX);
+			sock_ptrs[rc->n_scan] = socks[rc->n_scan];
+			rc->scan_vm[rc->n_scan++] = i;
 		}
-		r = helper_scan(d->helper, caller, sock_ptrs, rc->n, on_scan, rc);
+		r = helper_scan(d->helper, caller, sock_ptrs, rc->n_scan, on_scan, rc);
 	}
 	free(socks);
 	free(sock_ptrs);
 	if (r < 0) {
 		free(rc->vms);
+		free(rc->scan_vm);
 		free(rc->waiters);
 		free(rc);
 		return r;

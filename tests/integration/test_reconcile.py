@@ -294,6 +294,45 @@ def case_helper_gone_during_reconcile(f):
     check("3 torn down" in f.d.log, f"second reconcile summary:\n{f.d.log}")
 
 
+@with_fixture("ob")
+def case_other_boot(f):
+    """handles.json names a live process, but another boot's id (DESIGN section 3): that pid
+    is of another boot, so the VM is dead without a probe or a scan. The process (a stub
+    listening on the VM's api socket, which a scan would adopt) is never looked for and never
+    touched: the scan reports it as an orphan. What the record names is torn down."""
+    s, tap, _ = f.vm_with_resources("vm-ob1")
+    files = [f.image(f"vm-ob1-{i}.img") for i in range(2)]
+    path = os.path.join(f.d.vm_dir("vm-ob1"), "handles.json")
+    with open("/proc/sys/kernel/random/boot_id") as fh:
+        boot = fh.read().strip()
+    with open(path) as fh:
+        h = json.load(fh)
+    check(h["boot_id"] == boot and h["pid"] == s.pid, f"handles.json as bangerd wrote it: {h}")
+    other = "00000000-0000-4000-8000-000000000000"
+    check(other != boot, "this boot's id is the planted one")
+    owner = os.stat(path)
+    check(f.d.stop() == 0, "clean stop")  # the VM runs on; its handles.json stays
+    h["boot_id"] = other
+    with open(path, "w") as fh:  # rewritten in place: still bangerd's file, mode 0600
+        json.dump(h, fh)
+    check((os.stat(path).st_uid, os.stat(path).st_mode) == (owner.st_uid, owner.st_mode),
+          "the planted handles.json is bangerd's")
+    f.d = Daemon(root=f.d.dir)
+    f.c = f.d.client()
+    check(f.c.call(IFACE + "IsAlive", {"id": "vm-ob1"})["alive"] == "dead", "adopted")
+    vm = f.c.call(IFACE + "List")["vms"][0]
+    check(vm["state"] == "stopped" and "handles" not in vm, f"not stopped: {vm}")
+    check(f"reconcile: vm vm-ob1 torn_down: its pid {s.pid} is of another boot ({other}): "
+          "dead without a probe" in f.d.log, f"no reconcile line saying why:\n{f.d.log}")
+    f.nothing_left(tap, files)
+    check(re.search(r" op=scan sockets=0 parts=1 matched=0 orphans=1 ", f.d.log),
+          f"the scan looked for the VM's socket, or missed its process:\n{f.d.log}")
+    check(" op=probe " not in f.d.log, f"a probe was sent:\n{f.d.log}")
+    check(s.proc.poll() is None, "the live process of the planted pid was touched")
+    print(f"pid {s.pid} of boot {other}: dead without a probe (scan asked for 0 sockets and "
+          "reported the live process as an orphan), torn down, the process untouched")
+
+
 @with_fixture("sl")
 def case_stale_loop_spared(f):
     """A dead VM's record names /dev/loopN; the kernel gave that number to a live VM since."""
