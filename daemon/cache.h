@@ -33,9 +33,11 @@ struct vm_entry {
 	enum vm_liveness liveness;
 	int pidfd; /* the verified firecracker, or -1 */
 	struct event *ev_exit;
-	char *problem; /* a file on disk that could not be read (for List), or NULL */
-	char *kept_as; /* where a corrupt handles.json was kept, or NULL */
-	void *owner;   /* the daemon, for event callbacks */
+	char *problem;		/* a file on disk that could not be read (for List), or NULL */
+	char *kept_as;		/* where a corrupt handles.json was kept, or NULL */
+	bool record_unreadable; /* vm.json could not be read: never written over (problem says why)
+				 */
+	void *owner;		/* the daemon, for event callbacks */
 	uint8_t *packed;
 	uint32_t packed_len;
 	uint32_t

@@ -270,8 +270,19 @@ static void decide_unfound(struct rc_vm *v, struct vm_entry *e, bool scan_comple
 	decide_dead(v, e);
 }
 
+/* Liveness could not be established: say why, touch nothing. */
 static void decide_unknown(struct rc_vm *v, struct vm_entry *e, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+static void decide_unknown(struct rc_vm *v, struct vm_entry *e, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(v->why, sizeof(v->why), fmt, ap);
+	va_end(ap);
+	v->action = RC_UNKNOWN;
+	v->reason = v->why;
+	e->liveness = VM_UNKNOWN;
+}
 
 /* Its handles name a pid of another boot (DESIGN §3): dead without a probe or a scan. */
 static void decide_other_boot(const struct daemon *d, struct rc_vm *v, struct vm_entry *e)
@@ -324,18 +335,6 @@ static void send_teardowns(struct reconcile *rc)
 		rc->pending++;
 	}
 	held_names_free(&held);
-}
-
-/* Liveness could not be established: say why, touch nothing. */
-static void decide_unknown(struct rc_vm *v, struct vm_entry *e, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(v->why, sizeof(v->why), fmt, ap);
-	va_end(ap);
-	v->action = RC_UNKNOWN;
-	v->reason = v->why;
-	e->liveness = VM_UNKNOWN;
 }
 
 /*
@@ -429,6 +428,47 @@ static void apply_scan(struct reconcile *rc, struct helper_scan_result *res, boo
 	}
 }
 
+/*
+ * Its vm.json cannot be read, so there is no api socket to look for: its handles.json (if
+ * any) decides. A pid of another boot is dead; a firecracker the scan found under the roots
+ * with its saved pid and start time (an orphan, to the scan) may be it: unknown; else, once
+ * the scan saw every process, dead like any VM the scan did not find.
+ */
+static void decide_unreadable(struct reconcile *rc, struct rc_vm *v, struct vm_entry *e,
+			      bool scan_complete)
+{
+	struct vm_handles h;
+	if (decide_watched(v, e))
+		return;
+	if (!e->has_handles) {
+		decide_unknown(v, e,
+			       "its vm.json cannot be read and no handles.json says what it "
+			       "holds: nothing torn down");
+		return;
+	}
+	cache_entry_get(e, NULL, &h);
+	if (strcmp(h.boot_id, rc->d->boot_id) != 0) {
+		decide_other_boot(rc->d, v, e);
+		return;
+	}
+	for (size_t i = 0; i < rc->n_orphans; i++)
+		if (rc->orphans[i].pid == h.pid && rc->orphans[i].start_time == h.start_time) {
+			decide_unknown(v, e,
+				       "its vm.json cannot be read, and firecracker pid %d of "
+				       "its handles.json lives",
+				       (int)h.pid);
+			return;
+		}
+	if (!scan_complete) {
+		decide_unknown(v, e, "the helper could not inspect every process");
+		return;
+	}
+	snprintf(v->why, sizeof(v->why),
+		 "its vm.json cannot be read: torn down from its handles.json");
+	v->reason = v->why;
+	decide_dead(v, e);
+}
+
 static void on_scan(struct helper_client *hc, struct helper_scan_result *res, void *userdata)
 {
 	struct reconcile *rc = userdata;
@@ -456,6 +496,8 @@ static void on_scan(struct helper_client *hc, struct helper_scan_result *res, vo
 			if (!e) {
 				rc->vms[i].action = RC_CLEAN;
 				rc->vms[i].reason = "unregistered meanwhile";
+			} else if (!rc->vms[i].scanned && e->record_unreadable) {
+				decide_unreadable(rc, &rc->vms[i], e, res->uninspected == 0);
 			} else if (!rc->vms[i].scanned) {
 				decide_other_boot(d, &rc->vms[i], e);
 			} else if (!decided[i]) {
@@ -511,8 +553,9 @@ int reconcile_start(struct daemon *d, const struct ps_caller *caller, reconcile_
 			e = cache_find(&d->cache, rc->vms[i].id);
 			cache_entry_get(e, &rec, &h);
 			/* A pid of another boot is dead whoever holds its socket now: never looked
-			 * for. */
-			if (e->has_handles && strcmp(h.boot_id, d->boot_id) != 0)
+			 * for. Nor is a socket that an unreadable vm.json cannot name. */
+			if ((e->has_handles && strcmp(h.boot_id, d->boot_id) != 0) ||
+			    e->record_unreadable)
 				continue;
 			rc->vms[i].scanned = true;
 			memcpy(socks[rc->n_scan], rec.api_sock, PS_SOCK_PATH_MAX);

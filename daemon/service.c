@@ -476,6 +476,9 @@ const char *service_rearm_refusal(const struct vm_entry *e)
 	if (e->state == VM_RUNNING)
 		return "it is running: once its firecracker has exited (or after ClearHandles), "
 		       "Teardown it first";
+	if (e->record_unreadable)
+		return "its vm.json cannot be read (List shows why): repair or remove that file "
+		       "first";
 	cache_entry_get(e, &rec, NULL);
 	/*
 	 * A plan outlives a run only when no teardown finished it (teardown_finish drops it):
@@ -610,7 +613,7 @@ static void set_handles_start(struct mutation *m)
 	record_same = record_same && memcmp(&old_mirror, &rec->mirror, sizeof(rec->mirror)) == 0;
 	/* 1. the record's mirror and handles.json: the disk first (vm.json only if it changed),
 	 * the mirror durable before handles.json appears... */
-	if (!record_same &&
+	if (!record_same && !e->record_unreadable &&
 	    (m->step_record = store_txn_write_record(t, rec, "set-between-record-and-handles")) < 0)
 		m->record_err = m->step_record;
 	m->step_handles = store_txn_write_handles(t, &m->h, NULL);
@@ -659,11 +662,14 @@ static void stopped_submit(struct mutation *m, struct vm_entry *e, struct store_
 			   const char *crash_after_handles, mutation_written_fn written)
 {
 	cache_entry_get(e, &m->rec, NULL);
-	e->record_persisted = e->handles_persisted = false; /* until the writer says so */
+	e->handles_persisted = false; /* until the writer says so */
+	e->record_persisted = e->record_unreadable;
 	m->version = e->version;
 	if ((m->step_handles = store_txn_remove_handles(t, crash_after_handles)) < 0)
 		m->handles_err = m->step_handles;
-	if ((m->step_record = store_txn_write_record(t, &m->rec, NULL)) < 0)
+	/* An unreadable vm.json is the evidence of what went wrong: never written over. */
+	if (!e->record_unreadable &&
+	    (m->step_record = store_txn_write_record(t, &m->rec, NULL)) < 0)
 		m->record_err = m->step_record;
 	m->written = written;
 	mutation_submit(m, t);
@@ -768,10 +774,23 @@ static void load_one(struct daemon *d, const char *id)
 	if (r < 0)
 		log_warnx("vm %s: cannot remove temp files: %s", id, strerror(-r));
 	r = store_read_record(&d->store, id, &rec, why, sizeof(why));
-	if (r < 0) {
-		/* Never guessed, never deleted: the operator sees the file named in the log. */
+	if (r == -ENOENT) {
+		/* A dir without a record: an Unregister cut short after vm.json went. */
 		log_errx("vm %s not loaded: %s", id, why);
 		return;
+	}
+	bool unreadable = r < 0;
+	if (unreadable) {
+		/*
+		 * Never guessed, never deleted, never written over: listed with its problem, and
+		 * reconciled from its handles.json (DESIGN §2). With no api socket to look for,
+		 * reconcile decides its liveness from the pid and boot id that file names.
+		 */
+		log_errx("vm %s: %s; the file is left as it is", id, why);
+		memset(&rec, 0, sizeof(rec));
+		field_set(rec.id, sizeof(rec.id), id);
+		rec.state = VM_STOPPED;
+		rec.on_exit = VM_ON_EXIT_TEARDOWN;
 	}
 	struct vm_entry *e = cache_add(&d->cache, &rec);
 	if (!e) {
@@ -779,15 +798,25 @@ static void load_one(struct daemon *d, const char *id)
 		return;
 	}
 	e->owner = d;
+	e->record_unreadable = unreadable;
+	e->problem = unreadable ? strdup(why) : NULL;
 	r = store_read_handles(&d->store, id, &h, why, sizeof(why), kept, sizeof(kept));
 	if (r == 0) {
+		/* handles.json exists only while the VM runs: so does it, as far as we know. */
+		if (unreadable)
+			rec.state = VM_RUNNING;
 		if (cache_entry_put(e, &rec, &h) < 0)
 			log_errx("vm %s: out of memory loading handles", id);
 		/* Not verified yet: the adopting SCAN decides. */
 		e->liveness = VM_UNKNOWN;
-	} else if (r != -ENOENT) {
+	} else if (r != -ENOENT && !unreadable) {
 		/* Corrupt: kept aside by the store; teardown falls back to the record's mirror. */
 		e->problem = strdup(why);
+		e->kept_as = strdup(kept);
+		log_errx("vm %s: %s; the file is kept as %s", id, why, kept);
+	} else if (r != -ENOENT) {
+		/* Both unreadable: nothing says what it holds; vm.json's problem is the one listed.
+		 */
 		e->kept_as = strdup(kept);
 		log_errx("vm %s: %s; the file is kept as %s", id, why, kept);
 	}

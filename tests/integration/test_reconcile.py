@@ -333,6 +333,58 @@ def case_other_boot(f):
           "reported the live process as an orphan), torn down, the process untouched")
 
 
+@with_fixture("ur")
+def case_unreadable_record(f):
+    """vm.json cannot be read (not JSON, a wrong type, no permission): the record is still
+    listed, with a problem that says why, and what its handles.json names is torn down. The
+    file itself is never written over."""
+    _, tap, _ = f.vm_with_resources("vm-ur1")
+    files = [f.image(f"vm-ur1-{i}.img") for i in range(2)]
+    for vm_id in ("vm-ur2", "vm-ur3"):
+        f.c.call(IFACE + "Register", {"id": vm_id, "api_sock": f.sock(vm_id)})
+    f.d.proc.kill()  # kill -9 bangerd; then vm-ur1's firecracker dies too
+    f.d.wait_exit()
+    for s in f.stubs:
+        s.kill()
+    vm_json = {vm_id: os.path.join(f.d.vm_dir(vm_id), "vm.json")
+               for vm_id in ("vm-ur1", "vm-ur2", "vm-ur3")}
+    with open(vm_json["vm-ur1"], "w") as fh:  # rewritten in place: still bangerd's file
+        fh.write('{"version": 1, "id": "vm-ur1", "state": "runn')
+    with open(vm_json["vm-ur2"]) as fh:
+        rec = json.load(fh)
+    rec["state"] = 5
+    with open(vm_json["vm-ur2"], "w") as fh:
+        json.dump(rec, fh)
+    os.chmod(vm_json["vm-ur3"], 0)  # bangerd's own file, which it may not read now
+    before = {vm_id: open(path, "rb").read() for vm_id, path in vm_json.items()}
+    f.d = Daemon(root=f.d.dir)
+    f.c = f.d.client()
+    listed = {v["id"]: v for v in f.c.call(IFACE + "List")["vms"]}
+    check(sorted(listed) == ["vm-ur1", "vm-ur2", "vm-ur3"], f"not all listed: {listed}")
+    for vm_id, why in (("vm-ur1", "vm.json: not valid JSON"),
+                       ("vm-ur2", 'vm.json: "state" is not a string'),
+                       ("vm-ur3", "vm.json: Permission denied")):
+        check(why in listed[vm_id].get("problem", ""), f"{vm_id} problem, want {why!r}: "
+              f"{listed[vm_id]}")
+    v = listed["vm-ur1"]
+    check(v["state"] == "stopped" and "handles" not in v, f"vm-ur1 after reconcile: {v}")
+    f.nothing_left(tap, files)
+    check(re.search(r" vm=vm-ur1 op=teardown .*result=ok", f.d.log),
+          f"no teardown audit line for vm-ur1:\n{f.d.log}")
+    check("reconcile: vm vm-ur1 torn_down: its vm.json cannot be read: torn down from its "
+          "handles.json" in f.d.log, f"no reconcile line saying why:\n{f.d.log}")
+    check(not os.path.exists(os.path.join(f.d.vm_dir("vm-ur1"), "handles.json")),
+          "handles.json left after the teardown")
+    os.chmod(vm_json["vm-ur3"], 0o600)
+    after = {vm_id: open(path, "rb").read() for vm_id, path in vm_json.items()}
+    check(after == before, "an unreadable vm.json was written over")
+    e = f.c.expect_error(IFACE + "Register", {"id": "vm-ur1", "api_sock": f.sock("vm-ur1")},
+                         IFACE + "VMExists")
+    check("vm.json cannot be read" in e["reason"], f"Register over it: {e}")
+    print("3 unreadable records listed with their problems; vm-ur1's tap and loops torn down "
+          "from its handles.json; every vm.json as it was")
+
+
 @with_fixture("sl")
 def case_stale_loop_spared(f):
     """A dead VM's record names /dev/loopN; the kernel gave that number to a live VM since."""
