@@ -163,10 +163,63 @@ static void error_of_result(struct varlink_call *c, const struct service_result 
 	varlink_error(c, name, varlink_params_end(g));
 }
 
-/* A successful result's parameters: the VM, its handles, or a teardown's results. */
+static void gen_teardown_results(yajl_gen g, const struct ps_teardown_reply *reply)
+{
+	yajl_gen_array_open(g);
+	for (uint32_t i = 0; reply && i < reply->count; i++) {
+		const struct ps_teardown_result *t = &reply->results[i];
+		yajl_gen_map_open(g);
+		json_gen_kv_string(g, "kind", ps_resource_kind_name((int)t->kind));
+		json_gen_kv_string(g, "name", t->name);
+		json_gen_kv_string(g, "status", ps_teardown_status_name((int)t->status));
+		if (t->reason)
+			json_gen_kv_string(g, "reason", ps_reason_name(t->reason));
+		if (t->err)
+			json_gen_kv_int(g, "errno", -t->err);
+		yajl_gen_map_close(g);
+	}
+	yajl_gen_array_close(g);
+}
+
+/* A Reconcile's reply: each VM and what became of it, then the orphans. */
+static void gen_reconcile_report(yajl_gen g, const struct reconcile_report *report)
+{
+	json_gen_string(g, "vms");
+	yajl_gen_array_open(g);
+	for (size_t i = 0; i < report->n_vms; i++) {
+		const struct rc_vm *v = &report->vms[i];
+		yajl_gen_map_open(g);
+		json_gen_kv_string(g, "id", v->id);
+		json_gen_kv_string(g, "action", reconcile_action_name(v->action));
+		if (v->pid > 0)
+			json_gen_kv_int(g, "pid", v->pid);
+		if (v->reason)
+			json_gen_kv_string(g, "reason", v->reason);
+		if (v->results) {
+			json_gen_string(g, "results");
+			gen_teardown_results(g, v->results);
+		}
+		yajl_gen_map_close(g);
+	}
+	yajl_gen_array_close(g);
+	json_gen_string(g, "orphans");
+	yajl_gen_array_open(g);
+	for (size_t i = 0; i < report->n_orphans; i++) {
+		yajl_gen_map_open(g);
+		json_gen_kv_int(g, "pid", report->orphans[i].pid);
+		json_gen_kv_string(g, "api_sock", report->orphans[i].api_sock);
+		yajl_gen_map_close(g);
+	}
+	yajl_gen_array_close(g);
+}
+
+/* A successful result's parameters: a reconcile's report, the VM, its handles, or a teardown's
+ * results. */
 static void gen_result(yajl_gen g, const struct service_result *res)
 {
-	if (res->handles) {
+	if (res->report) {
+		gen_reconcile_report(g, res->report);
+	} else if (res->handles) {
 		json_gen_string(g, "handles");
 		gen_handles(g, res->handles);
 	} else if (res->teardown) {
@@ -186,9 +239,7 @@ static void api_answer(void *call, const struct service_result *res)
 	struct varlink_call *c = call;
 	if (res->error != SERVICE_OK) {
 		error_of_result(c, res);
-	} else if (res->report) {
-		varlink_reply(c, res->report, false);
-	} else if (!res->handles && !res->teardown && !res->vm) {
+	} else if (!res->report && !res->handles && !res->teardown && !res->vm) {
 		varlink_reply(c, NULL, false);
 	} else {
 		yajl_gen g = varlink_params_begin();

@@ -277,13 +277,12 @@ static void on_terminate(evutil_socket_t sig, short what, void *arg)
 }
 
 /* The replacement's reconcile is over: it is on trial no more. */
-static void on_replacement_reconciled(struct daemon *d, int err, const char *why, yajl_gen report,
-				      void *userdata)
+static void on_replacement_reconciled(struct daemon *d, int err, const char *why,
+				      const struct reconcile_report *report, void *userdata)
 {
 	char detail[640];
+	(void)report;
 	(void)userdata;
-	if (report)
-		yajl_gen_free(report);
 	if (d->helper_state != HELPER_STATE_OK)
 		return; /* it failed too: daemon_on_helper_failed ends bangerd */
 	d->helper_replacing = false;

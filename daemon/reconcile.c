@@ -26,17 +26,6 @@
 #include "message_id.h"
 #include "reconcile.h"
 #include "service.h"
-#include "varlink.h"
-
-enum rc_action {
-	RC_KEPT,
-	RC_TORN_DOWN,
-	RC_FAILED,
-	RC_UNKNOWN,
-	RC_CLEAN,
-	RC_RETAINED,
-	RC_TEAR_DOWN, /* decided dead, teardown not sent yet: never in a report */
-};
 
 static const char *const rc_action_names[] = {
     [RC_KEPT] = "kept",
@@ -53,16 +42,6 @@ const char *reconcile_action_name(size_t action)
 {
 	return action < RECONCILE_ACTIONS ? rc_action_names[action] : "?";
 }
-
-struct rc_vm {
-	char id[VM_ID_MAX + 1];
-	enum rc_action action;
-	int32_t pid;
-	const char *reason;
-	char why[128];			   /* a reason made for this VM (reason points here) */
-	struct ps_teardown_reply *results; /* after a teardown, or NULL */
-	bool scanned;			   /* its api socket is in the SCAN */
-};
 
 struct rc_waiter {
 	reconcile_done_fn done;
@@ -98,39 +77,10 @@ static int compare_ids(const void *a, const void *b)
 	return strcmp(((const struct rc_vm *)a)->id, ((const struct rc_vm *)b)->id);
 }
 
-static yajl_gen reconcile_report(const struct reconcile *rc)
+static struct reconcile_report reconcile_report(const struct reconcile *rc)
 {
-	yajl_gen g = varlink_params_begin();
-	if (!g)
-		return NULL;
-	json_gen_string(g, "vms");
-	yajl_gen_array_open(g);
-	for (size_t i = 0; i < rc->n; i++) {
-		const struct rc_vm *v = &rc->vms[i];
-		yajl_gen_map_open(g);
-		json_gen_kv_string(g, "id", v->id);
-		json_gen_kv_string(g, "action", rc_action_names[v->action]);
-		if (v->pid > 0)
-			json_gen_kv_int(g, "pid", v->pid);
-		if (v->reason)
-			json_gen_kv_string(g, "reason", v->reason);
-		if (v->results) {
-			json_gen_string(g, "results");
-			gen_teardown_results(g, v->results);
-		}
-		yajl_gen_map_close(g);
-	}
-	yajl_gen_array_close(g);
-	json_gen_string(g, "orphans");
-	yajl_gen_array_open(g);
-	for (size_t i = 0; i < rc->n_orphans; i++) {
-		yajl_gen_map_open(g);
-		json_gen_kv_int(g, "pid", rc->orphans[i].pid);
-		json_gen_kv_string(g, "api_sock", rc->orphans[i].api_sock);
-		yajl_gen_map_close(g);
-	}
-	yajl_gen_array_close(g);
-	return varlink_params_end(g);
+	return (struct reconcile_report){
+	    .vms = rc->vms, .n_vms = rc->n, .orphans = rc->orphans, .n_orphans = rc->n_orphans};
 }
 
 static void reconcile_log(const struct reconcile *rc)
@@ -181,9 +131,10 @@ static void reconcile_finish(struct reconcile *rc)
 	reconcile_log(rc);
 	reconcile_count(rc);
 	d->reconcile = NULL;
+	struct reconcile_report report = reconcile_report(rc);
 	for (size_t i = 0; i < rc->n_waiters; i++)
-		rc->waiters[i].done(d, rc->err, rc->why[0] ? rc->why : NULL, reconcile_report(rc),
-				    rc->waiters[i].userdata);
+		rc->waiters[i].done(d, rc->err, rc->why[0] ? rc->why : NULL,
+				    rc->err < 0 ? NULL : &report, rc->waiters[i].userdata);
 	for (size_t i = 0; i < rc->n; i++)
 		free(rc->vms[i].results);
 	free(rc->vms);

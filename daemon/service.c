@@ -1213,21 +1213,3 @@ int service_teardown(struct daemon *d, struct vm_entry *e, const struct ps_calle
 	d->teardowns_in_flight++;
 	return 0;
 }
-
-void gen_teardown_results(yajl_gen g, const struct ps_teardown_reply *reply)
-{
-	yajl_gen_array_open(g);
-	for (uint32_t i = 0; reply && i < reply->count; i++) {
-		const struct ps_teardown_result *t = &reply->results[i];
-		yajl_gen_map_open(g);
-		json_gen_kv_string(g, "kind", ps_resource_kind_name((int)t->kind));
-		json_gen_kv_string(g, "name", t->name);
-		json_gen_kv_string(g, "status", ps_teardown_status_name((int)t->status));
-		if (t->reason)
-			json_gen_kv_string(g, "reason", ps_reason_name(t->reason));
-		if (t->err)
-			json_gen_kv_int(g, "errno", -t->err);
-		yajl_gen_map_close(g);
-	}
-	yajl_gen_array_close(g);
-}

@@ -52,7 +52,7 @@ struct service_result {
 	const struct vm_handles *handles; /* OK of GetHandles */
 	bool teardown;			  /* OK of Teardown: its results */
 	const struct ps_teardown_reply *results;
-	yajl_gen report; /* OK of Reconcile: the reply's parameters, for the answer to take */
+	const struct reconcile_report *report; /* OK of Reconcile: what it found */
 };
 #define SERVICE_RESULT(err) ((struct service_result){.error = (err), .persisted = -1})
 
@@ -151,7 +151,6 @@ void held_names_free(struct held_names *held);
 /* held: what live VMs hold (NULL: collected for this one call; -ENOMEM if it cannot be). */
 int service_teardown(struct daemon *d, struct vm_entry *e, const struct ps_caller *caller,
 		     const struct held_names *held, teardown_done_fn done, void *userdata);
-void gen_teardown_results(yajl_gen g, const struct ps_teardown_reply *reply);
 /* Watch the verified firecracker of e (adopting a new pid if it moved). */
 void service_adopt_process(struct daemon *d, struct vm_entry *e, int32_t pid, uint64_t start_time,
 			   int pidfd);

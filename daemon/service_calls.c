@@ -440,17 +440,14 @@ void service_teardown_call(struct daemon *d, struct vm_entry *e, const struct ps
 		answer_helper_failed(d, call, e->id, r);
 }
 
-static void on_reconcile_call(struct daemon *d, int err, const char *why, yajl_gen report,
-			      void *call)
+static void on_reconcile_call(struct daemon *d, int err, const char *why,
+			      const struct reconcile_report *report, void *call)
 {
-	if (err == -ENOMEM || !report) {
-		if (report)
-			yajl_gen_free(report);
+	if (err == -ENOMEM) {
 		answer_error(d, call, SERVICE_OUT_OF_MEMORY, NULL, "out of memory reconciling");
 		return;
 	}
-	if (err < 0) {
-		yajl_gen_free(report);
+	if (err < 0 || !report) {
 		answer_error(d, call, SERVICE_HELPER_UNAVAILABLE, NULL,
 			     why ? why : "reconcile could not finish");
 		return;

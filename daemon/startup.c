@@ -291,13 +291,12 @@ static bool load_records(struct daemon *d)
 	return true;
 }
 
-static void on_startup_reconciled(struct daemon *d, int err, const char *why, yajl_gen report,
-				  void *userdata)
+static void on_startup_reconciled(struct daemon *d, int err, const char *why,
+				  const struct reconcile_report *report, void *userdata)
 {
 	struct startup_wait *w = userdata;
 	(void)d;
-	if (report)
-		yajl_gen_free(report);
+	(void)report;
 	w->done = true;
 	w->err = err;
 	if (err < 0)
