@@ -15,7 +15,7 @@
 #include "build_config.h"
 #include "daemon.h"
 #include "json.h"
-#include "loop_diskseq.h"
+#include "kernel_ids.h"
 #include "log.h"
 #include "message_id.h"
 #include "path.h"
@@ -63,6 +63,9 @@ static void gen_handles(yajl_gen g, const struct vm_handles *h)
 	json_gen_kv_string(g, "boot_id", h->boot_id);
 	if (h->tap[0])
 		json_gen_kv_string(g, "tap", h->tap);
+	/* Handles restored from an older bangerd's handles.json have none. */
+	if (h->tap_ifindex)
+		json_gen_kv_int(g, "tap_ifindex", h->tap_ifindex);
 	json_gen_kv_string_array(g, "loops", h->loops[0], PS_PATH_MAX, h->n_loops);
 	/* Handles restored from an older bangerd's handles.json have none. */
 	if (vm_loops_have_diskseq(h->loop_diskseq, h->n_loops))
@@ -402,7 +405,7 @@ static bool get_dm(struct varlink_call *c, yajl_val obj, const char *label, char
 /*
  * Every reported loop must be an attached /dev/loopN; its diskseq, read now,
  * says which attach the VM uses, so that no later attach of the same number
- * is ever torn down for it (loop_diskseq.h). False (error sent) otherwise.
+ * is ever torn down for it (kernel_ids.h). False (error sent) otherwise.
  */
 static bool get_loop_diskseqs(struct varlink_call *c, struct vm_handles *h)
 {
@@ -427,6 +430,30 @@ static bool get_loop_diskseqs(struct varlink_call *c, struct vm_handles *h)
 		return false;
 	}
 	return true;
+}
+
+/*
+ * A reported tap must exist; its ifindex, read now, says which link the VM
+ * uses, so that no later link of the same name is ever torn down for it
+ * (kernel_ids.h). False (error sent) otherwise.
+ */
+static bool get_tap_ifindex(struct varlink_call *c, struct vm_handles *h)
+{
+	char reason[PS_IFNAME_MAX + 128];
+
+	if (h->tap[0] == '\0')
+		return true;
+	int r = tap_ifindex_read(h->tap, &h->tap_ifindex);
+	if (r == 0)
+		return true;
+	if (r == -ENXIO)
+		snprintf(reason, sizeof(reason),
+			 "no network interface is named %s: no VM can be using it", h->tap);
+	else
+		snprintf(reason, sizeof(reason), "the ifindex of %s could not be read: %s", h->tap,
+			 strerror(-r));
+	error_invalid(c, "tap", reason);
+	return false;
 }
 
 /* --- access ------------------------------------------------------------------ */
@@ -594,7 +621,8 @@ static void method_set_handles(struct varlink_call *c, yajl_val params, void *us
 	h.pid = (int32_t)pid;
 	if (!get_tap(c, params, "tap", h.tap) ||
 	    !get_paths(c, params, "loops", "loops", h.loops[0], &h.n_loops) ||
-	    !get_dm(c, params, "dm", h.dm[0], &h.n_dm) || !get_loop_diskseqs(c, &h))
+	    !get_dm(c, params, "dm", h.dm[0], &h.n_dm) || !get_tap_ifindex(c, &h) ||
+	    !get_loop_diskseqs(c, &h))
 		return;
 	struct vm_entry *e = find_vm(d, c, id);
 	if (!e || !admit_mutation(d, c, id))

@@ -933,6 +933,11 @@ static void build_teardown(const struct vm_record *r, const struct vm_handles *h
 			  : r->has_planned   ? r->planned.tap
 					     : "";
 	field_set(q->tap, sizeof(q->tap), tap);
+	/* The ifindex recorded for that name (0: none, as for a planned tap). */
+	if (has_h && strcmp(h->tap, tap) == 0)
+		q->tap_ifindex = h->tap_ifindex;
+	if (q->tap_ifindex == 0 && tap[0] && strcmp(r->mirror.tap, tap) == 0)
+		q->tap_ifindex = r->mirror.tap_ifindex;
 }
 
 /* One name a live VM holds, keyed by kind ("loop:/dev/loop3", "tap:fc0", "dm:banger-1"). */
@@ -1053,6 +1058,7 @@ static void spare_live_neighbours(const struct held_names *held, const struct vm
 		log_warnx("vm %s: tap %s now belongs to vm %s; not torn down", self->id, q->tap,
 			  owner);
 		memset(q->tap, 0, sizeof(q->tap));
+		q->tap_ifindex = 0;
 	}
 }
 

@@ -222,6 +222,25 @@ static int decode_diskseqs(const struct decoder *d, yajl_val obj, const char *wh
 	return 0;
 }
 
+/*
+ * The tap's ifindex, or nothing: a file written before bangerd recorded it
+ * (or with no tap), whose tap then keeps 0 (not recorded).
+ */
+static int decode_tap_ifindex(const struct decoder *d, yajl_val obj, const char *where,
+			      const char *tap, uint32_t *ifindex)
+{
+	int64_t v;
+	int r = json_get_int(obj, "tap_ifindex", &v);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0 || v <= 0 || v > INT32_MAX)
+		return corrupt(d, "\"%stap_ifindex\" is not a positive 32-bit integer", where);
+	if (tap[0] == '\0')
+		return corrupt(d, "\"%stap_ifindex\" without a tap", where);
+	*ifindex = (uint32_t)v;
+	return 0;
+}
+
 static int decode_object(const struct decoder *d, yajl_val obj, const char *key, yajl_val *out)
 {
 	int r = json_get_object(obj, key, out);
@@ -275,11 +294,15 @@ static int decode_planned(const struct decoder *d, yajl_val obj, struct vm_plann
 
 static int decode_mirror(const struct decoder *d, yajl_val obj, struct vm_record *rec)
 {
-	static const char *const keys[] = {"tap", "loops", "loop_diskseq", "dm", NULL};
+	static const char *const keys[] = {"tap",	   "tap_ifindex", "loops",
+					   "loop_diskseq", "dm",	  NULL};
 	int r = check_keys(d, obj, "mirror.", keys);
 	if (r == 0)
 		r = decode_string(d, obj, "mirror.", "tap", rec->mirror.tap,
 				  sizeof(rec->mirror.tap));
+	if (r == 0)
+		r = decode_tap_ifindex(d, obj, "mirror.", rec->mirror.tap,
+				       &rec->mirror.tap_ifindex);
 	if (r == 0)
 		r = decode_string_array(d, obj, "mirror.", "loops", &rec->mirror.loops[0][0],
 					sizeof(rec->mirror.loops[0]), VM_MAX_LOOPS,
@@ -368,8 +391,8 @@ static int decode_record(const struct decoder *d, const char *text, const char *
 /* handles.json; *out is written only on success. */
 static int decode_handles(const struct decoder *d, const char *text, struct vm_handles *out)
 {
-	static const char *const keys[] = {
-	    "version", "pid", "start_time", "boot_id", "tap", "loops", "loop_diskseq", "dm", NULL};
+	static const char *const keys[] = {"version",	  "pid",   "start_time",   "boot_id", "tap",
+					   "tap_ifindex", "loops", "loop_diskseq", "dm",      NULL};
 	_cleanup_(yajl_tree_freep) yajl_val root = NULL;
 	struct vm_handles h;
 	int64_t pid, start_time;
@@ -397,6 +420,8 @@ static int decode_handles(const struct decoder *d, const char *text, struct vm_h
 	r = decode_string(d, root, "", "boot_id", h.boot_id, sizeof(h.boot_id));
 	if (r == 0)
 		r = decode_string(d, root, "", "tap", h.tap, sizeof(h.tap));
+	if (r == 0)
+		r = decode_tap_ifindex(d, root, "", h.tap, &h.tap_ifindex);
 	if (r == 0)
 		r = decode_string_array(d, root, "", "loops", &h.loops[0][0], sizeof(h.loops[0]),
 					VM_MAX_LOOPS, &h.n_loops);
@@ -434,6 +459,14 @@ static void encode_diskseqs(yajl_gen g, const uint64_t *seqs, uint32_t n_loops)
 		json_gen_kv_uint_array(g, "loop_diskseq", seqs, n_loops);
 }
 
+/* Written only when recorded, as the diskseqs are. */
+static void encode_tap(yajl_gen g, const char *tap, uint32_t ifindex)
+{
+	json_gen_kv_string(g, "tap", tap);
+	if (ifindex)
+		json_gen_kv_int(g, "tap_ifindex", ifindex);
+}
+
 static void encode_planned(yajl_gen g, const struct vm_planned *p)
 {
 	json_gen_string(g, "planned");
@@ -454,7 +487,8 @@ static int encode_record(yajl_gen g, const struct vm_record *r)
 {
 	if (!terminated(r->api_sock, sizeof(r->api_sock)) ||
 	    !terminated(r->mirror.tap, sizeof(r->mirror.tap)) || r->mirror.n_loops > VM_MAX_LOOPS ||
-	    r->mirror.n_dm > VM_MAX_DM || !diskseqs_fit(r->mirror.loop_diskseq))
+	    r->mirror.n_dm > VM_MAX_DM || !diskseqs_fit(r->mirror.loop_diskseq) ||
+	    r->mirror.tap_ifindex > INT32_MAX)
 		return -EINVAL;
 	if (r->has_planned &&
 	    (!terminated(r->planned.tap, sizeof(r->planned.tap)) ||
@@ -471,7 +505,7 @@ static int encode_record(yajl_gen g, const struct vm_record *r)
 		encode_planned(g, &r->planned);
 	json_gen_string(g, "mirror");
 	yajl_gen_map_open(g);
-	json_gen_kv_string(g, "tap", r->mirror.tap);
+	encode_tap(g, r->mirror.tap, r->mirror.tap_ifindex);
 	json_gen_kv_string_array(g, "loops", &r->mirror.loops[0][0], sizeof(r->mirror.loops[0]),
 				 r->mirror.n_loops);
 	encode_diskseqs(g, r->mirror.loop_diskseq, r->mirror.n_loops);
@@ -486,7 +520,7 @@ static int encode_handles(yajl_gen g, const struct vm_handles *h)
 {
 	if (!terminated(h->boot_id, sizeof(h->boot_id)) || !terminated(h->tap, sizeof(h->tap)) ||
 	    h->n_loops > VM_MAX_LOOPS || h->n_dm > VM_MAX_DM || h->start_time > INT64_MAX ||
-	    !diskseqs_fit(h->loop_diskseq))
+	    !diskseqs_fit(h->loop_diskseq) || h->tap_ifindex > INT32_MAX)
 		return -EINVAL;
 
 	yajl_gen_map_open(g);
@@ -494,7 +528,7 @@ static int encode_handles(yajl_gen g, const struct vm_handles *h)
 	json_gen_kv_int(g, "pid", h->pid);
 	json_gen_kv_int(g, "start_time", (int64_t)h->start_time);
 	json_gen_kv_string(g, "boot_id", h->boot_id);
-	json_gen_kv_string(g, "tap", h->tap);
+	encode_tap(g, h->tap, h->tap_ifindex);
 	json_gen_kv_string_array(g, "loops", &h->loops[0][0], sizeof(h->loops[0]), h->n_loops);
 	encode_diskseqs(g, h->loop_diskseq, h->n_loops);
 	json_gen_kv_string_array(g, "dm", &h->dm[0][0], sizeof(h->dm[0]), h->n_dm);

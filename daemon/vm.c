@@ -84,6 +84,7 @@ bool vm_loops_have_diskseq(const uint64_t *loop_diskseq, uint32_t n_loops)
 void vm_record_mirror_handles(struct vm_record *r, const struct vm_handles *h)
 {
 	memcpy(r->mirror.tap, h->tap, sizeof(r->mirror.tap));
+	r->mirror.tap_ifindex = h->tap_ifindex;
 	r->mirror.n_loops = h->n_loops;
 	memcpy(r->mirror.loops, h->loops, sizeof(r->mirror.loops));
 	memcpy(r->mirror.loop_diskseq, h->loop_diskseq, sizeof(r->mirror.loop_diskseq));
@@ -208,6 +209,7 @@ int vm_pack(const struct vm_record *r, const struct vm_handles *h, uint8_t **out
 	put_strs(&p, r->planned.loop_files[0], PS_PATH_MAX, r->planned.n_loop_files);
 	put_strs(&p, r->planned.dm[0], PS_DM_NAME_MAX, r->planned.n_dm);
 	put_str(&p, r->mirror.tap, sizeof(r->mirror.tap));
+	put_u32(&p, r->mirror.tap_ifindex);
 	put_strs(&p, r->mirror.loops[0], PS_PATH_MAX, r->mirror.n_loops);
 	put_diskseqs(&p, r->mirror.loop_diskseq, r->mirror.n_loops);
 	put_strs(&p, r->mirror.dm[0], PS_DM_NAME_MAX, r->mirror.n_dm);
@@ -217,6 +219,7 @@ int vm_pack(const struct vm_record *r, const struct vm_handles *h, uint8_t **out
 		put(&p, &h->start_time, sizeof(h->start_time));
 		put_str(&p, h->boot_id, sizeof(h->boot_id));
 		put_str(&p, h->tap, sizeof(h->tap));
+		put_u32(&p, h->tap_ifindex);
 		put_strs(&p, h->loops[0], PS_PATH_MAX, h->n_loops);
 		put_diskseqs(&p, h->loop_diskseq, h->n_loops);
 		put_strs(&p, h->dm[0], PS_DM_NAME_MAX, h->n_dm);
@@ -248,6 +251,7 @@ static void unpack_record(struct unpacker *u, struct vm_record *r)
 	    get_strs(u, r ? r->planned.loop_files[0] : NULL, PS_PATH_MAX, VM_MAX_LOOPS);
 	x->planned.n_dm = get_strs(u, r ? r->planned.dm[0] : NULL, PS_DM_NAME_MAX, VM_MAX_DM);
 	get_str(u, FIELD(mirror.tap), sizeof(x->mirror.tap));
+	x->mirror.tap_ifindex = get_u32(u);
 	x->mirror.n_loops = get_strs(u, r ? r->mirror.loops[0] : NULL, PS_PATH_MAX, VM_MAX_LOOPS);
 	get_diskseqs(u, r ? r->mirror.loop_diskseq : NULL, x->mirror.n_loops, VM_MAX_LOOPS);
 	x->mirror.n_dm = get_strs(u, r ? r->mirror.dm[0] : NULL, PS_DM_NAME_MAX, VM_MAX_DM);
@@ -260,6 +264,7 @@ static void unpack_handles(struct unpacker *u, struct vm_handles *h)
 	get(u, &h->start_time, sizeof(h->start_time));
 	get_str(u, h->boot_id, sizeof(h->boot_id));
 	get_str(u, h->tap, sizeof(h->tap));
+	h->tap_ifindex = get_u32(u);
 	h->n_loops = get_strs(u, h->loops[0], PS_PATH_MAX, VM_MAX_LOOPS);
 	get_diskseqs(u, h->loop_diskseq, h->n_loops, VM_MAX_LOOPS);
 	h->n_dm = get_strs(u, h->dm[0], PS_DM_NAME_MAX, VM_MAX_DM);

@@ -42,6 +42,12 @@ struct vm_handles {
 	uint64_t start_time;
 	char boot_id[VM_BOOT_ID_SIZE];
 	char tap[PS_IFNAME_MAX];
+	/*
+	 * The tap's ifindex when SetHandles named it: the kernel's number for that
+	 * one link, so that a teardown cannot take a later link of the same name
+	 * for ours. 0: not recorded (no tap, or handles of a bangerd from before).
+	 */
+	uint32_t tap_ifindex;
 	uint32_t n_loops;
 	char loops[VM_MAX_LOOPS][PS_PATH_MAX]; /* /dev/loopN */
 	/*
@@ -69,6 +75,7 @@ struct vm_record {
 	struct vm_planned planned;
 	struct {
 		char tap[PS_IFNAME_MAX];
+		uint32_t tap_ifindex;
 		uint32_t n_loops;
 		char loops[VM_MAX_LOOPS][PS_PATH_MAX];
 		uint64_t loop_diskseq[VM_MAX_LOOPS];

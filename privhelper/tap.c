@@ -5,6 +5,16 @@
  * carry the prefix is refused, never deleted. The delete names the link by
  * the ifindex that was checked, so a name that changes hands between the
  * look-up and the delete cannot redirect it.
+ *
+ * A tap name is free again the moment its link is gone, so a stale
+ * record's name may belong to another VM's tap by now, one that carries
+ * the prefix and is a tap too. When the request carries the ifindex
+ * bangerd recorded for the tap, the link the name leads to must have that
+ * one (the kernel does not hand a number out again until its counter
+ * wraps); another means the link we were asked about is gone, and the tap
+ * is reported absent and left alone. The delete then names that very
+ * ifindex. Without one (records of an older bangerd, a planned tap) the
+ * prefix and kind checks alone decide, as before.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -137,6 +147,13 @@ void tap_teardown(const struct ps_policy *p, struct ps_teardown_result *r)
 		return;
 	}
 	int ifindex = rtnl_link_get_ifindex(link);
+	if (r->ifindex != 0) {
+		r->ifindex_found = (uint32_t)ifindex;
+		if (r->ifindex_found != r->ifindex) {
+			teardown_set(r, PS_TEARDOWN_ABSENT, PS_REASON_IFINDEX_CHANGED, 0);
+			return;
+		}
+	}
 	int is_tap = tap_is_tap(r->name, ifindex, rtnl_link_get_type(link));
 	if (is_tap == 0) {
 		teardown_set(r, PS_TEARDOWN_REFUSED, PS_REASON_WRONG_LINK_KIND, 0);

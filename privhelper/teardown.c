@@ -40,11 +40,15 @@ void sleep_ms(long ms)
 }
 
 static void plan_add(const struct ps_policy *p, struct ps_teardown_reply *rep,
-		     enum ps_resource_kind kind, const char *name, uint64_t diskseq)
+		     enum ps_resource_kind kind, const char *name, uint64_t recorded)
 {
 	struct ps_teardown_result *r = &rep->results[rep->count++];
 	r->kind = kind;
-	r->diskseq = diskseq;
+	/* What bangerd recorded of its identity (0: nothing): a loop's diskseq, a tap's ifindex. */
+	if (kind == PS_RESOURCE_LOOP)
+		r->diskseq = recorded;
+	else if (kind == PS_RESOURCE_TAP)
+		r->ifindex = (uint32_t)recorded; /* the decoder keeps it within INT32_MAX */
 	/* Cannot fail: no request field is wider than name (PS_PATH_MAX). */
 	field_set(r->name, sizeof(r->name), name);
 	teardown_kinds[kind].check(p, r);
@@ -59,7 +63,7 @@ static void teardown_plan(const struct ps_policy *p, const struct ps_teardown *q
 	for (uint32_t i = 0; i < q->n_loops; i++)
 		plan_add(p, rep, PS_RESOURCE_LOOP, q->loops[i], q->loop_diskseq[i]);
 	if (q->tap[0] != '\0')
-		plan_add(p, rep, PS_RESOURCE_TAP, q->tap, 0);
+		plan_add(p, rep, PS_RESOURCE_TAP, q->tap, q->tap_ifindex);
 }
 
 static bool blocks_chain(const struct ps_teardown_result *r)
@@ -108,6 +112,9 @@ static void audit_results(struct asroot_call *c, const struct ps_teardown_reply 
 			strbuf_appendf(&list, "(diskseq %llu != recorded %llu)",
 				       (unsigned long long)r->diskseq_found,
 				       (unsigned long long)r->diskseq);
+		else if (r->reason == PS_REASON_IFINDEX_CHANGED)
+			strbuf_appendf(&list, "(ifindex %u != recorded %u)", r->ifindex_found,
+				       r->ifindex);
 		else if (r->reason)
 			strbuf_appendf(&list, "(%s)", ps_reason_name(r->reason));
 		else if (r->err && strerrorname_np(-r->err))

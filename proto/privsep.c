@@ -89,6 +89,7 @@ const char *ps_reason_name(int reason)
 	    [PS_REASON_BACKING_CHANGED] = "backing-changed",
 	    [PS_REASON_NO_LISTENER] = "no-listener",
 	    [PS_REASON_DISKSEQ_CHANGED] = "diskseq-changed",
+	    [PS_REASON_IFINDEX_CHANGED] = "ifindex-changed",
 	};
 	if (reason < 0 || reason >= PS_REASON_MAX_ || !names[reason])
 		return "unknown";

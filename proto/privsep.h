@@ -22,8 +22,11 @@
 #include "macro.h"
 
 #define PS_MAGIC 0x52474e42u /* "BNGR" in little-endian byte order */
-/* 3: the caller names bangerd's call and the VM apart; 4: loops carry their recorded diskseq */
-#define PS_PROTOCOL_VERSION 4
+/*
+ * 3: the caller names bangerd's call and the VM apart; 4: loops carry their recorded diskseq;
+ * 5: the tap carries its recorded ifindex
+ */
+#define PS_PROTOCOL_VERSION 5
 
 /* An api socket path must fit sockaddr_un.sun_path, or firecracker could not bind it. */
 #define PS_SOCK_PATH_MAX 108
@@ -163,6 +166,7 @@ enum ps_reason {
 	PS_REASON_BACKING_CHANGED, /* a loop's backing file is not the file its status names */
 	PS_REASON_NO_LISTENER,	   /* holds no listening socket bound to the api socket's node */
 	PS_REASON_DISKSEQ_CHANGED, /* the loop was re-attached since its diskseq was recorded */
+	PS_REASON_IFINDEX_CHANGED, /* the tap's name now names another link than the recorded */
 	PS_REASON_MAX_,
 };
 
@@ -235,6 +239,10 @@ struct ps_scan_reply {
  * reported it (the kernel gives every attach a new one and never reuses it), or 0 when
  * none was recorded (a backing file, or a record of a bangerd older than protocol 4);
  * entries from n_loops on are 0.
+ * tap_ifindex is the ifindex bangerd recorded for tap when the VM reported it (the kernel
+ * numbers links without reusing a number until it wraps), or 0 when none was recorded (a
+ * planned tap, or a record of a bangerd older than protocol 5); 0 when tap is empty, and
+ * never above INT32_MAX (an ifindex is a positive int).
  */
 struct ps_teardown {
 	struct ps_caller caller;
@@ -244,6 +252,8 @@ struct ps_teardown {
 	char loops[PS_TEARDOWN_MAX_LOOPS][PS_PATH_MAX];
 	uint64_t loop_diskseq[PS_TEARDOWN_MAX_LOOPS];
 	char tap[PS_IFNAME_MAX];
+	uint32_t tap_ifindex;
+	uint32_t reserved;
 };
 
 enum ps_resource_kind {
@@ -263,7 +273,9 @@ enum ps_teardown_status {
 /*
  * A loop's result carries the diskseq the request recorded for it (0: none) and, when the
  * helper read the device's own, that one: they differ exactly when reason is
- * PS_REASON_DISKSEQ_CHANGED. Both are 0 for other kinds.
+ * PS_REASON_DISKSEQ_CHANGED. Both are 0 for other kinds. A tap's result carries the same for
+ * its ifindex: ifindex recorded (0: none), ifindex_found the link's that bears the name; they
+ * differ exactly when reason is PS_REASON_IFINDEX_CHANGED; both are 0 for other kinds.
  */
 struct ps_teardown_result {
 	uint32_t kind;
@@ -272,6 +284,8 @@ struct ps_teardown_result {
 	int32_t err;
 	uint64_t diskseq;
 	uint64_t diskseq_found;
+	uint32_t ifindex;
+	uint32_t ifindex_found;
 	char name[PS_PATH_MAX];
 };
 
@@ -294,9 +308,9 @@ static_assert(sizeof(struct ps_scan_entry) == 136, "ps_scan_entry layout");
 static_assert(sizeof(struct ps_scan_reply) == 24 + PS_SCAN_REPLY_MAX * 136, "ps_scan_reply layout");
 static_assert(sizeof(struct ps_teardown) == 128 + PS_TEARDOWN_MAX_DM * PS_DM_NAME_MAX +
 						PS_TEARDOWN_MAX_LOOPS * (PS_PATH_MAX + 8) +
-						PS_IFNAME_MAX,
+						PS_IFNAME_MAX + 8,
 	      "ps_teardown layout");
-static_assert(sizeof(struct ps_teardown_result) == 32 + PS_PATH_MAX, "ps_teardown_result layout");
+static_assert(sizeof(struct ps_teardown_result) == 40 + PS_PATH_MAX, "ps_teardown_result layout");
 
 union ps_payload {
 	struct ps_hello hello;

@@ -119,6 +119,14 @@ static int validate_teardown_reply(const union ps_payload *p, size_t nfds, char 
 			return ps_violation(why, why_size,
 					    "teardown_reply.results[%zu]: a diskseq on a %s", i,
 					    ps_resource_kind_name((int)t->kind));
+		if (t->kind != PS_RESOURCE_TAP && (t->ifindex || t->ifindex_found))
+			return ps_violation(why, why_size,
+					    "teardown_reply.results[%zu]: an ifindex on a %s", i,
+					    ps_resource_kind_name((int)t->kind));
+		if (t->ifindex > INT32_MAX || t->ifindex_found > INT32_MAX)
+			return ps_violation(
+			    why, why_size,
+			    "teardown_reply.results[%zu]: an ifindex above INT32_MAX", i);
 		CHECK_STRING(t->name, "teardown_reply.results[].name");
 	}
 	return 0;

@@ -5,6 +5,7 @@
  * protocol violation and the helper exits. Which request types exist, and
  * when each is permitted, is the helper's table (privhelper/dispatch.c).
  */
+#include <stdint.h>
 #include <string.h>
 
 #include "privsep.h"
@@ -96,5 +97,9 @@ int ps_validate_teardown(const union ps_payload *p, size_t nfds, char *why, size
 	PS_TRY(ps_check_counted(q->loop_diskseq, sizeof(q->loop_diskseq[0]), PS_TEARDOWN_MAX_LOOPS,
 				q->n_loops, "teardown.loop_diskseq", why, why_size));
 	CHECK_STRING(q->tap, "teardown.tap");
+	CHECK_ZERO(q->reserved, "teardown.reserved");
+	if (q->tap_ifindex > INT32_MAX || (q->tap_ifindex && q->tap[0] == '\0'))
+		return ps_violation(why, why_size, "teardown.tap_ifindex: %u %s", q->tap_ifindex,
+				    q->tap[0] ? "is not an ifindex" : "without a tap");
 	return 0;
 }

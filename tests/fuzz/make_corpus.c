@@ -320,7 +320,16 @@ static void seed_teardown(struct corpus *c, struct datagram *d)
 	teardown->loop_diskseq[0] = 34207;
 	SET_STRING(c, teardown->loops[1], "/var/lib/banger/images/a-root.img");
 	SET_STRING(c, teardown->tap, "bgtap3");
+	teardown->tap_ifindex = 17;
 	seed_emit(c, "teardown-valid", PS_TO_HELPER, 0, d, datagram_len(d), SEED_VALID);
+
+	teardown->tap_ifindex = 0x80000000u;
+	seed_emit(c, "teardown-ifindex-not-int", PS_TO_HELPER, 0, d, datagram_len(d), SEED_INVALID);
+	teardown->tap_ifindex = 17;
+	SET_STRING(c, teardown->tap, "");
+	seed_emit(c, "teardown-ifindex-without-tap", PS_TO_HELPER, 0, d, datagram_len(d),
+		  SEED_INVALID);
+	SET_STRING(c, teardown->tap, "bgtap3");
 
 	teardown->loop_diskseq[2] = 34208;
 	seed_emit(c, "teardown-diskseq-beyond-count", PS_TO_HELPER, 0, d, datagram_len(d),
@@ -339,12 +348,14 @@ static void seed_teardown_reply(struct corpus *c, struct datagram *d)
 		uint32_t status;
 		int32_t reason;
 		uint64_t diskseq, diskseq_found;
+		uint32_t ifindex, ifindex_found;
 		const char *name;
 	} results[] = {
-	    {PS_RESOURCE_DM, PS_TEARDOWN_REMOVED, PS_REASON_NONE, 0, 0, "banger-a-root"},
-	    {PS_RESOURCE_LOOP, PS_TEARDOWN_ABSENT, PS_REASON_DISKSEQ_CHANGED, 34207, 34210,
+	    {PS_RESOURCE_DM, PS_TEARDOWN_REMOVED, PS_REASON_NONE, 0, 0, 0, 0, "banger-a-root"},
+	    {PS_RESOURCE_LOOP, PS_TEARDOWN_ABSENT, PS_REASON_DISKSEQ_CHANGED, 34207, 34210, 0, 0,
 	     "/dev/loop7"},
-	    {PS_RESOURCE_TAP, PS_TEARDOWN_REFUSED, PS_REASON_MISSING_PREFIX, 0, 0, "eth0"},
+	    {PS_RESOURCE_TAP, PS_TEARDOWN_ABSENT, PS_REASON_IFINDEX_CHANGED, 0, 0, 17, 23,
+	     "bgtap3"},
 	};
 
 	datagram_reset(d, PS_TEARDOWN_REPLY, sizeof(*reply), 0);
@@ -355,12 +366,18 @@ static void seed_teardown_reply(struct corpus *c, struct datagram *d)
 		reply->results[i].reason = results[i].reason;
 		reply->results[i].diskseq = results[i].diskseq;
 		reply->results[i].diskseq_found = results[i].diskseq_found;
+		reply->results[i].ifindex = results[i].ifindex;
+		reply->results[i].ifindex_found = results[i].ifindex_found;
 		SET_STRING(c, reply->results[i].name, results[i].name);
 	}
 	seed_emit(c, "teardown-reply-3-results", PS_TO_DAEMON, 0, d, datagram_len(d), SEED_VALID);
 
 	reply->results[2].diskseq = 34207;
 	seed_emit(c, "teardown-reply-diskseq-on-tap", PS_TO_DAEMON, 0, d, datagram_len(d),
+		  SEED_INVALID);
+	reply->results[2].diskseq = 0;
+	reply->results[1].ifindex_found = 17;
+	seed_emit(c, "teardown-reply-ifindex-on-loop", PS_TO_DAEMON, 0, d, datagram_len(d),
 		  SEED_INVALID);
 }
 

@@ -216,6 +216,21 @@ static void decoder_rules(void)
 	td->loop_diskseq[1] = 34208;
 	expect_violation(buf, len, 0, PS_TO_HELPER,
 			 "teardown.loop_diskseq[1]: unused entry is not zero");
+	td->loop_diskseq[1] = 0;
+
+	/* A tap's ifindex: a positive int, only with a tap; 0 is "not recorded". */
+	td->tap_ifindex = 17;
+	expect_violation(buf, len, 0, PS_TO_HELPER, "teardown.tap_ifindex: 17 without a tap");
+	strcpy(td->tap, "bgt0");
+	CHECK(decode(PS_TO_HELPER, buf, len, 0, &m) == 0, "teardown with an ifindex: %s", why);
+	CHECK(m.payload.teardown.tap_ifindex == 17, "the ifindex arrives");
+	td->tap_ifindex = 0;
+	CHECK(decode(PS_TO_HELPER, buf, len, 0, &m) == 0, "a tap without an ifindex: %s", why);
+	td->tap_ifindex = 0x80000000u;
+	expect_violation(buf, len, 0, PS_TO_HELPER, "teardown.tap_ifindex: 2147483648 is not");
+	td->tap_ifindex = 17;
+	td->reserved = 1;
+	expect_violation(buf, len, 0, PS_TO_HELPER, "teardown.reserved");
 
 	struct ps_header rh = {
 	    PS_MAGIC, PS_PROTOCOL_VERSION, PS_TEARDOWN_REPLY, 4, sizeof(struct ps_teardown_reply),
@@ -238,6 +253,22 @@ static void decoder_rules(void)
 	tr->results[1].diskseq_found = 1;
 	expect_violation(buf, len, 0, PS_TO_DAEMON,
 			 "teardown_reply.results[1]: a diskseq on a tap");
+	tr->results[1].diskseq_found = 0;
+
+	/* A tap's ifindex pair: only on a tap's result, each within int. */
+	tr->results[1].reason = PS_REASON_IFINDEX_CHANGED;
+	tr->results[1].status = PS_TEARDOWN_ABSENT;
+	tr->results[1].ifindex = 17;
+	tr->results[1].ifindex_found = 23;
+	CHECK(decode(PS_TO_DAEMON, buf, len, 0, &m) == 0, "ifindex-changed reply: %s", why);
+	CHECK(m.payload.teardown_reply.results[1].ifindex_found == 23, "the found ifindex arrives");
+	tr->results[1].ifindex_found = 0x80000000u;
+	expect_violation(buf, len, 0, PS_TO_DAEMON,
+			 "teardown_reply.results[1]: an ifindex above INT32_MAX");
+	tr->results[1].ifindex_found = 23;
+	tr->results[0].ifindex = 17;
+	expect_violation(buf, len, 0, PS_TO_DAEMON,
+			 "teardown_reply.results[0]: an ifindex on a loop");
 }
 
 /* A rejected message's fds are closed by asroot_recv: none leaks into the receiver. */

@@ -1,5 +1,5 @@
-/* See loop_diskseq.h. */
-#include "loop_diskseq.h"
+/* See kernel_ids.h. */
+#include "kernel_ids.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -28,20 +28,26 @@ static int loop_index(const char *dev, unsigned *n)
 	return strcmp(again, dev) == 0 ? 0 : -EINVAL;
 }
 
-static int read_diskseq(int dirfd, uint64_t *seq)
+/* A positive decimal number up to max in sysfs attribute name; -ENXIO when it is not there. */
+static int read_sysfs_number(int dirfd, const char *name, uint64_t max, uint64_t *out)
 {
 	_cleanup_free_ char *text = NULL;
 	char *end;
 
-	int r = read_file_at(dirfd, "diskseq", SYSFS_ATTR_MAX_BYTES, &text, NULL);
+	int r = read_file_at(dirfd, name, SYSFS_ATTR_MAX_BYTES, &text, NULL);
 	if (r < 0)
 		return r == -ENOENT ? -ENXIO : r;
 	errno = 0;
 	unsigned long long v = strtoull(text, &end, 10);
-	if (errno != 0 || end == text || (*end != '\n' && *end != '\0') || v == 0)
+	if (errno != 0 || end == text || (*end != '\n' && *end != '\0') || v == 0 || v > max)
 		return -EIO;
-	*seq = v;
+	*out = v;
 	return 0;
+}
+
+static int read_diskseq(int dirfd, uint64_t *seq)
+{
+	return read_sysfs_number(dirfd, "diskseq", UINT64_MAX, seq);
 }
 
 int loop_diskseq_read(const char *dev, uint64_t *seq)
@@ -75,4 +81,21 @@ int loop_diskseq_read(const char *dev, uint64_t *seq)
 		}
 	}
 	return -EAGAIN;
+}
+
+int tap_ifindex_read(const char *name, uint32_t *ifindex)
+{
+	char dir[64];
+	uint64_t v;
+
+	snprintf(dir, sizeof(dir), "/sys/class/net/%s", name);
+	_cleanup_close_ int dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (dirfd < 0)
+		return errno == ENOENT ? -ENXIO : negative_errno();
+	/* One read: the number of whichever link bore the name at that instant. */
+	int r = read_sysfs_number(dirfd, "ifindex", INT32_MAX, &v);
+	if (r < 0)
+		return r;
+	*ifindex = (uint32_t)v;
+	return 0;
 }
