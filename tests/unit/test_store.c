@@ -71,6 +71,7 @@ static void make_record(struct vm_record *r, const char *id)
 	r->planned.n_dm = 1;
 	field_set(r->planned.dm[0], sizeof(r->planned.dm[0]), "banger-vm1");
 	field_set(r->mirror.tap, sizeof(r->mirror.tap), "bgt0");
+	r->mirror.tap_ifindex = 17;
 	r->mirror.n_loops = 1;
 	field_set(r->mirror.loops[0], sizeof(r->mirror.loops[0]), "/dev/loop3");
 	r->mirror.loop_diskseq[0] = 34207;
@@ -86,6 +87,7 @@ static void make_handles(struct vm_handles *h)
 	h->start_time = 4567890123ULL;
 	field_set(h->boot_id, sizeof(h->boot_id), "0b1e5a4e-1c1d-4a4b-9c2e-6f00d00dfeed");
 	field_set(h->tap, sizeof(h->tap), "bgt0");
+	h->tap_ifindex = 17;
 	h->n_loops = 1;
 	field_set(h->loops[0], sizeof(h->loops[0]), "/dev/loop3");
 	h->loop_diskseq[0] = 34207;
@@ -242,12 +244,14 @@ static void test_without_diskseq(struct fixture *f)
 	      "old handles.json: %s", f->why);
 	make_handles(&want);
 	want.loop_diskseq[0] = 0;
+	want.tap_ifindex = 0;
 	CHECK(memcmp(&h, &want, sizeof(h)) == 0,
-	      "old handles.json: diskseqs 0, the rest as written");
+	      "old handles.json: diskseqs and ifindex 0, the rest as written");
 	CHECK(store_write_handles(&f->store, "vm1", &h) == 0, "write handles without diskseqs");
 	vm_file(f, "vm1", "handles.json", path, sizeof(path));
 	_cleanup_free_ char *text = read_raw(path);
-	CHECK(text && !strstr(text, "loop_diskseq"), "none recorded, none written: %s", text);
+	CHECK(text && !strstr(text, "loop_diskseq") && !strstr(text, "tap_ifindex"),
+	      "none recorded, none written: %s", text);
 
 	write_raw(f, "vm1", "vm.json",
 		  "{\"version\":1,\"id\":\"vm1\",\"state\":\"running\",\"on_exit\":\"keep\","
@@ -256,6 +260,32 @@ static void test_without_diskseq(struct fixture *f)
 	CHECK(store_read_record(&f->store, "vm1", &r, f->why, sizeof(f->why)) == 0,
 	      "old vm.json: %s", f->why);
 	CHECK(r.mirror.n_loops == 1 && r.mirror.loop_diskseq[0] == 0, "old mirror: diskseq 0");
+	write_raw(f, "vm1", "vm.json",
+		  "{\"version\":1,\"id\":\"vm1\",\"state\":\"running\",\"on_exit\":\"keep\","
+		  "\"api_sock\":\"\",\"mirror\":{\"tap\":\"bgt0\",\"loops\":[],\"dm\":[]}}");
+	CHECK(store_read_record(&f->store, "vm1", &r, f->why, sizeof(f->why)) == 0,
+	      "old vm.json with a tap: %s", f->why);
+	CHECK(strcmp(r.mirror.tap, "bgt0") == 0 && r.mirror.tap_ifindex == 0,
+	      "old mirror: ifindex 0");
+	check_corrupt_handles(f,
+			      "{\"version\":1,\"pid\":5,\"start_time\":1,\"boot_id\":\"b\","
+			      "\"tap\":\"t\",\"tap_ifindex\":0,\"loops\":[],\"dm\":[]}",
+			      "\"tap_ifindex\" is not a positive 32-bit integer");
+	check_corrupt_handles(f,
+			      "{\"version\":1,\"pid\":5,\"start_time\":1,\"boot_id\":\"b\","
+			      "\"tap\":\"t\",\"tap_ifindex\":2147483648,\"loops\":[],\"dm\":[]}",
+			      "\"tap_ifindex\" is not a positive 32-bit integer");
+	check_corrupt_handles(f,
+			      "{\"version\":1,\"pid\":5,\"start_time\":1,\"boot_id\":\"b\","
+			      "\"tap\":\"\",\"tap_ifindex\":3,\"loops\":[],\"dm\":[]}",
+			      "\"tap_ifindex\" without a tap");
+	write_raw(f, "vm1", "vm.json",
+		  "{\"version\":1,\"id\":\"vm1\",\"state\":\"running\",\"on_exit\":\"keep\","
+		  "\"api_sock\":\"\",\"mirror\":{\"tap\":\"t\",\"tap_ifindex\":\"3\","
+		  "\"loops\":[],\"dm\":[]}}");
+	CHECK(store_read_record(&f->store, "vm1", &r, f->why, sizeof(f->why)) == -EBADMSG &&
+		  strstr(f->why, "\"mirror.tap_ifindex\" is not a positive"),
+	      "mirror ifindex as a string: %s", f->why);
 
 	check_corrupt_handles(f,
 			      "{\"version\":1,\"pid\":5,\"start_time\":1,\"boot_id\":\"b\","
