@@ -328,6 +328,12 @@ def diskseq_of(dev):
         return int(f.read())
 
 
+def ifindex_of(name):
+    """The kernel's number of the network interface named name: a new one for every link."""
+    with open(f"/sys/class/net/{name}/ifindex") as f:
+        return int(f.read())
+
+
 class Kernel:
     """Taps and loops made for one test; whatever survives is removed at the end.
 

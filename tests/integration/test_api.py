@@ -21,8 +21,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bangertest import (IFACE, STUB_OTHER, Daemon, Kernel, Stub, Varlink,  # noqa: E402
-                        VarlinkError, check, diskseq_of, fail, require_root, run_cases, sh,
-                        snapshot, wait_until)
+                        VarlinkError, check, diskseq_of, fail, ifindex_of, require_root,
+                        run_cases, sh, snapshot, wait_until)
 
 
 class Fixture:
@@ -308,16 +308,20 @@ def case_intent_first(f):
 def case_set_order(f):
     loop = f.k.loop(os.path.join(f.d.loop_root, "s1.img"))
     seq = diskseq_of(loop)
-    s, reply = f.running_vm("s1", tap="bgt-s1", loops=[loop], dm=["bangertest-s1"])
+    tap = f.k.tap("s1")
+    ifindex = ifindex_of(tap)
+    s, reply = f.running_vm("s1", tap=tap, loops=[loop], dm=["bangertest-s1"])
     check(reply["persisted"] is True and reply["vm"]["handles"]["pid"] == s.pid, str(reply))
     check(reply["vm"]["handles"]["loop_diskseq"] == [seq], f"the attach's diskseq: {reply}")
+    check(reply["vm"]["handles"]["tap_ifindex"] == ifindex, f"the link's ifindex: {reply}")
     with open(os.path.join(f.d.vm_dir("s1"), "handles.json")) as fh:
         h = json.load(fh)
-    check(h["pid"] == s.pid and h["tap"] == "bgt-s1" and h["loops"] == [loop]
-          and h["loop_diskseq"] == [seq], str(h))
+    check(h["pid"] == s.pid and h["tap"] == tap and h["tap_ifindex"] == ifindex
+          and h["loops"] == [loop] and h["loop_diskseq"] == [seq], str(h))
     with open(os.path.join(f.d.vm_dir("s1"), "vm.json")) as fh:
         rec = json.load(fh)
-    check(rec["state"] == "running" and rec["mirror"]["tap"] == "bgt-s1"
+    check(rec["state"] == "running" and rec["mirror"]["tap"] == tap
+          and rec["mirror"]["tap_ifindex"] == ifindex
           and rec["mirror"]["loops"] == [loop] and rec["mirror"]["loop_diskseq"] == [seq]
           and rec["mirror"]["dm"] == ["bangertest-s1"], f"teardown fields mirrored: {rec}")
     handles = f.c.call(IFACE + "GetHandles", {"id": "s1"})["handles"]
@@ -347,6 +351,24 @@ def case_set_loop_not_attached(f):
         e = f.c.expect_error(IFACE + "SetHandles", {"id": "sn", "pid": s.pid, "loops": loops},
                              IFACE + "InvalidParameter")
         check(e["parameter"] == "loops" and says in e["reason"], f"{loops}: {e}")
+    check(snapshot(f.d.state) == before, "a refused SetHandles changed a state file")
+    vm = f.c.call(IFACE + "List")["vms"][0]
+    check(vm["state"] == "starting" and "handles" not in vm, str(vm))
+
+
+def case_set_tap_missing(f):
+    """A VM cannot be using a tap no interface is named: SetHandles refuses it, naming the tap,
+    and records nothing (as a loop that is not attached)."""
+    f.register("tm")
+    s = f.stub("tm")
+    gone = f.k.tap("tm")
+    sh("ip", "link", "del", gone)
+    wait_until(lambda: not os.path.exists(f"/sys/class/net/{gone}"), 5, "the tap to go")
+    before = snapshot(f.d.state)
+    e = f.c.expect_error(IFACE + "SetHandles", {"id": "tm", "pid": s.pid, "tap": gone},
+                         IFACE + "InvalidParameter")
+    check(e["parameter"] == "tap" and f"no network interface is named {gone}" in e["reason"],
+          str(e))
     check(snapshot(f.d.state) == before, "a refused SetHandles changed a state file")
     vm = f.c.call(IFACE + "List")["vms"][0]
     check(vm["state"] == "starting" and "handles" not in vm, str(vm))
@@ -425,7 +447,7 @@ def case_persist_retry(f):
     os.chmod(vm_dir, 0o500)  # the daemon runs unprivileged: it cannot write here now
     try:
         s = f.stub("pr")
-        reply = f.c.call(IFACE + "SetHandles", {"id": "pr", "pid": s.pid, "tap": "bgt-pr"})
+        reply = f.c.call(IFACE + "SetHandles", {"id": "pr", "pid": s.pid, "tap": f.k.tap("pr")})
         check(reply["persisted"] is False, f"persisted with an unwritable dir: {reply}")
         check(not os.path.exists(os.path.join(vm_dir, "handles.json")), "no file yet")
         check(f.c.call(IFACE + "GetHandles", {"id": "pr"})["handles"]["pid"] == s.pid,
@@ -473,7 +495,8 @@ def case_missing_scratch(f):
 
 
 def case_corrupt_scratch(f):
-    s, _ = f.running_vm("cs", tap="bgt-cs")
+    tap = f.k.tap("cs")
+    s, _ = f.running_vm("cs", tap=tap)
     check(f.d.stop() == 0, "clean stop")
     path = os.path.join(f.d.vm_dir("cs"), "handles.json")
     with open(path, "w") as fh:
@@ -490,7 +513,7 @@ def case_corrupt_scratch(f):
     check(path in vm["problem"], f"List shows the problem: {vm}")
     # The record's mirror still knows what to tear down.
     with open(os.path.join(f.d.vm_dir("cs"), "vm.json")) as fh:
-        check(json.load(fh)["mirror"]["tap"] == "bgt-cs", "mirror kept")
+        check(json.load(fh)["mirror"]["tap"] == tap, "mirror kept")
 
 
 def case_unregister(f):
@@ -543,11 +566,14 @@ def case_permission(f):
 def case_restart_100(f):
     """100 VMs with handles on live stubs survive a SIGTERM and a new start unchanged."""
     for i in range(100):
-        # A handful with real loops: SetHandles records only attached ones, by their diskseq.
-        loops = [f.k.loop(os.path.join(f.d.loop_root, f"r{i}.img"))] if i < 4 else []
-        f.running_vm(f"r{i:03d}", tap=f"bgt{i}", loops=loops)
+        # A handful with real loops and taps: SetHandles records only attached loops, by
+        # their diskseq, and taps that exist, by their ifindex.
+        real = {"loops": [f.k.loop(os.path.join(f.d.loop_root, f"r{i}.img"))],
+                "tap": f.k.tap(f"r{i}")} if i < 4 else {}
+        f.running_vm(f"r{i:03d}", **real)
     before = f.c.call(IFACE + "List")["vms"]
-    check(all("loop_diskseq" in v["handles"] for v in before[:4]), f"diskseqs: {before[:4]}")
+    check(all("loop_diskseq" in v["handles"] and "tap_ifindex" in v["handles"]
+              for v in before[:4]), f"diskseqs and ifindexes: {before[:4]}")
     check(len(before) == 100, f"{len(before)} VMs")
     check(f.d.stop() == 0, "SIGTERM exit status")
     f.d = Daemon(root=f.d.dir)

@@ -23,7 +23,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bangertest import (IFACE, STUB_OTHER, Daemon, Kernel, Stub, check, diskseq_of, fail,  # noqa: E402
-                        require_root, run_cases)
+                        ifindex_of, require_root, run_cases)
 
 CTL = ""  # argv[2]
 # meson.project_version(), from the test's environment: what bangerctl --version and
@@ -133,8 +133,9 @@ def case_lifecycle():
     k = Kernel("ctl")
     try:
         api_sock = os.path.join(d.api_root, "vm1", "api.sock")
+        tap = k.tap("0")  # a real link: SetHandles records its ifindex
         loop_file = os.path.join(d.loop_root, "vm1.ext4")
-        out = ctl_ok(d, "register", "vm1", "--api-sock", api_sock, "--tap", "bgt0",
+        out = ctl_ok(d, "register", "vm1", "--api-sock", api_sock, "--tap", tap,
                      "--loop-file", loop_file, "--dm", "bangertest-vm1", "--on-exit", "keep")
         check("state:" in out and "starting" in out, f"register output:\n{out}")
 
@@ -143,20 +144,20 @@ def case_lifecycle():
         check(lines[0].split() == ["ID", "STATE", "PID", "TAP", "LOOPS", "DM", "API-SOCK"],
               f"list header: {lines[0]!r}")
         check(len(lines) == 2, f"list: {lines}")
-        check(lines[1].split() == ["vm1", "starting", "-", "bgt0", loop_file, "bangertest-vm1",
+        check(lines[1].split() == ["vm1", "starting", "-", tap, loop_file, "bangertest-vm1",
                                    api_sock], f"list row: {lines[1]!r}")
         vms = ctl_json(d, "list")["vms"]
         check(len(vms) == 1 and vms[0]["id"] == "vm1" and vms[0]["state"] == "starting",
               f"list --json: {vms}")
         check(vms[0]["api_sock"] == api_sock and vms[0]["on_exit"] == "keep", f"{vms}")
-        check(vms[0]["planned"] == {"tap": "bgt0", "loop_files": [loop_file],
+        check(vms[0]["planned"] == {"tap": tap, "loop_files": [loop_file],
                                     "dm": ["bangertest-vm1"]}, f"planned: {vms[0]}")
         check("handles" not in vms[0], f"handles before set: {vms[0]}")
 
         # set: bangerd has the helper verify the stub, then records what it found
         stub = d.stub(api_sock)
         loop = k.loop(loop_file)  # a real attach: SetHandles records its diskseq
-        reply = ctl_json(d, "set", "vm1", str(stub.pid), "--tap", "bgt0",
+        reply = ctl_json(d, "set", "vm1", str(stub.pid), "--tap", tap,
                          "--loop", loop, "--dm", "bangertest-vm1")
         vm = reply["vm"]
         check(vm["state"] == "running", f"set: {reply}")
@@ -165,8 +166,9 @@ def case_lifecycle():
         check(h["start_time"] == proc_start_time(stub.pid),
               f"start_time {h['start_time']} is not the stub's {proc_start_time(stub.pid)}")
         check(h["boot_id"] == boot_id(), f"boot_id {h['boot_id']}")
-        check(h["tap"] == "bgt0" and h["loops"] == [loop] and
-              h["loop_diskseq"] == [diskseq_of(loop)] and h["dm"] == ["bangertest-vm1"],
+        check(h["tap"] == tap and h["tap_ifindex"] == ifindex_of(tap) and
+              h["loops"] == [loop] and h["loop_diskseq"] == [diskseq_of(loop)] and
+              h["dm"] == ["bangertest-vm1"],
               f"handles: {h}")
         check(reply["persisted"] is True, f"persisted: {reply}")
 

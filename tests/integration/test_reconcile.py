@@ -16,7 +16,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bangertest import (IFACE, Daemon, Kernel, Stub, check, diskseq_of, fail,  # noqa: E402
-                        link_exists, loops_on, require_root, run_cases, sh, skip, wait_until)
+                        ifindex_of, link_exists, loops_on, require_root, run_cases, sh, skip,
+                        wait_until)
 
 
 class Fixture:
@@ -470,11 +471,42 @@ def case_loop_reused_outside_roots(f):
     check(f"{loop}:refused" not in f.d.log, f"{loop} refused:\n{f.d.log}")
 
 
+@with_fixture("ti")
+def case_tap_reused_while_down(f):
+    """The reuse case for taps: a VM's tap is deleted while bangerd is down and a link of the
+    same name made again (another VM's tap: prefix and kind are right, its ifindex is new).
+    The restart tears the dead VM down: the link is not its own, so it is absent and left
+    alone, and the record finishes."""
+    tap = f.k.tap("ifx")  # bgt<tag>ifx: this branch's name, no parallel test takes it
+    recorded = ifindex_of(tap)
+    f.c.call(IFACE + "Register", {"id": "vm-ti1", "api_sock": f.sock("vm-ti1")})
+    a = f.stub("vm-ti1")
+    h = f.c.call(IFACE + "SetHandles", {"id": "vm-ti1", "pid": a.pid, "tap": tap})["vm"]
+    check(h["handles"]["tap_ifindex"] == recorded, f"recorded: {h}")
+    check(f.d.stop() == 0, "clean stop")
+    a.kill()
+    sh("ip", "link", "del", tap)
+    sh("ip", "tuntap", "add", "dev", tap, "mode", "tap")
+    now = ifindex_of(tap)
+    check(now != recorded, f"{tap} made again with the same ifindex {now}")
+    f.d = Daemon(root=f.d.dir)
+    f.c = f.d.client()
+    check(link_exists(tap) and ifindex_of(tap) == now, f"the new link {tap} was touched")
+    check("reconcile: vm vm-ti1 torn_down" in f.d.log, f"vm-ti1 not finished:\n{f.d.log}")
+    audit = f"tap=\"{tap}:absent(ifindex {now} != recorded {recorded})\""
+    check(audit in f.d.log, f"no audit line with {audit}:\n{f.d.log}")
+    vm = f.c.call(IFACE + "List")["vms"][0]
+    check(vm["state"] == "stopped" and "handles" not in vm, f"vm-ti1 finished: {vm}")
+    check(not os.path.exists(os.path.join(f.d.vm_dir("vm-ti1"), "handles.json")), "scratch left")
+    print(f"{tap}: recorded ifindex {recorded}, made again as {now}: absent, kept; "
+          "vm-ti1 stopped")
+
+
 @with_fixture("od")
 def case_old_records_without_diskseq(f):
-    """handles.json and vm.json as a bangerd from before the diskseq wrote them: they load,
-    a live VM is adopted with its loops kept, and a dead one is torn down by today's
-    backing-file checks alone."""
+    """handles.json and vm.json as a bangerd from before the diskseq and the ifindex wrote
+    them: they load, a live VM is adopted with its loops and tap kept, and a dead one is torn
+    down by today's backing-file, prefix and kind checks alone."""
     dead, dead_tap, dead_loops = f.vm_with_resources("vm-od1")
     live, live_tap, live_loops = f.vm_with_resources("vm-od2")
     check(f.d.stop() == 0, "clean stop")
@@ -483,8 +515,10 @@ def case_old_records_without_diskseq(f):
             path = os.path.join(f.d.vm_dir(vm_id), name)
             with open(path) as fh:
                 doc = json.load(fh)
-            check("loop_diskseq" in strip(doc), f"{path}: {doc}")
+            check("loop_diskseq" in strip(doc) and "tap_ifindex" in strip(doc),
+                  f"{path}: {doc}")
             del strip(doc)["loop_diskseq"]
+            del strip(doc)["tap_ifindex"]
             with open(path, "w") as fh:
                 json.dump(doc, fh)
     dead.kill()
@@ -492,14 +526,16 @@ def case_old_records_without_diskseq(f):
     f.c = f.d.client()
     check("corrupt" not in f.d.log, f"an old file was taken for corrupt:\n{f.d.log}")
     h = f.c.call(IFACE + "GetHandles", {"id": "vm-od2"})["handles"]
-    check(h["loops"] == live_loops and "loop_diskseq" not in h and h["pid"] == live.pid, str(h))
+    check(h["loops"] == live_loops and "loop_diskseq" not in h and "tap_ifindex" not in h
+          and h["pid"] == live.pid, str(h))
     check(f.c.call(IFACE + "IsAlive", {"id": "vm-od2"})["alive"] == "alive", "vm-od2 adopted")
     check(all(loops_on(f.image(f"vm-od2-{i}.img")) for i in range(2)), "live loops kept")
     check(link_exists(live_tap), "live tap kept")
     check("reconcile: vm vm-od1 torn_down" in f.d.log, f"vm-od1 not torn down:\n{f.d.log}")
     f.nothing_left(dead_tap, [f.image(f"vm-od1-{i}.img") for i in range(2)])
-    check(re.search(r"vm=vm-od1 op=teardown .*loops=\"[^\"]*:removed,[^\"]*:removed\"",
-                    f.d.log), f"no teardown by backing file:\n{f.d.log}")
+    check(re.search(r"vm=vm-od1 op=teardown .*loops=\"[^\"]*:removed,[^\"]*:removed\" "
+                    + f"tap=\"{dead_tap}:removed\"", f.d.log),
+          f"no teardown by backing file, prefix and kind:\n{f.d.log}")
 
 
 @with_fixture("ru")

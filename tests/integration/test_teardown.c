@@ -356,6 +356,7 @@ struct request {
 	const char *loops[PS_TEARDOWN_MAX_LOOPS];
 	uint64_t loop_diskseq[PS_TEARDOWN_MAX_LOOPS];
 	const char *tap;
+	uint32_t tap_ifindex;
 };
 
 static void teardown(struct fixture *f, const struct request *rq, struct ps_teardown_reply *out)
@@ -375,6 +376,7 @@ static void teardown(struct fixture *f, const struct request *rq, struct ps_tear
 		q.loop_diskseq[q.n_loops] = rq->loop_diskseq[q.n_loops];
 	}
 	CHECK(field_set(q.tap, sizeof(q.tap), rq->tap ? rq->tap : "") == 0, "tap name");
+	q.tap_ifindex = rq->tap_ifindex;
 	CHECK(ps_send(f->helper.sock, PS_TEARDOWN, id, &q, sizeof(q), NULL, 0) == 0, "send");
 	struct pollfd p = {.fd = f->helper.sock, .events = POLLIN};
 	CHECK(poll(&p, 1, 60000) == 1, "no teardown reply within 60 s");
@@ -455,6 +457,49 @@ static void tap_removed(void)
 	t_pathf(needle, sizeof(needle), "tap=\"%s:removed\" result=ok", tap);
 	expect_in_audit(out, needle);
 	t_pathf(needle, sizeof(needle), "tap=\"%s:absent\" result=ok", tap);
+	expect_in_audit(out, needle);
+	expect_teardown_lines(out, 2);
+	free(out);
+}
+
+/*
+ * A stale record (or a compromised bangerd) names a live tap by the name it
+ * had, with the ifindex of a link that is gone: the tap was deleted and a
+ * new one made under the same name, another VM's. The helper reports it
+ * absent (ifindex-changed) and leaves it, with the same ifindex, in place;
+ * the audit names both numbers. With its own ifindex it is deleted.
+ */
+static void tap_ifindex_changed(void)
+{
+	struct fixture f;
+	struct ps_teardown_reply rep;
+	char tap[IF_NAMESIZE], needle[128];
+	fixture_setup(&f, "td-tap-ifindex");
+	t_pathf(tap, sizeof(tap), "bgtifx%d", (int)getpid());
+	make_tap(tap, "tap");
+	unsigned old = if_nametoindex(tap);
+	CHECK(sh("ip link del %s", tap) == 0, "deleting %s", tap);
+	make_tap(tap, "tap");
+	unsigned now = if_nametoindex(tap);
+	CHECK(now != 0 && now != old, "%s re-created with ifindex %u (was %u)", tap, now, old);
+
+	struct request stale = {.tap = tap, .tap_ifindex = old};
+	teardown(&f, &stale, &rep);
+	expect(&rep, 0, PS_RESOURCE_TAP, tap, PS_TEARDOWN_ABSENT, PS_REASON_IFINDEX_CHANGED);
+	CHECK(rep.results[0].ifindex == old && rep.results[0].ifindex_found == now,
+	      "the result names ifindex %u recorded, %u found: got %u, %u", old, now,
+	      rep.results[0].ifindex, rep.results[0].ifindex_found);
+	CHECK(if_nametoindex(tap) == now, "%s was touched for another link's ifindex", tap);
+
+	struct request own = {.tap = tap, .tap_ifindex = now};
+	teardown(&f, &own, &rep);
+	expect(&rep, 0, PS_RESOURCE_TAP, tap, PS_TEARDOWN_REMOVED, PS_REASON_NONE);
+	CHECK(if_nametoindex(tap) == 0, "%s still exists", tap);
+	char *out = fixture_stop(&f);
+	t_pathf(needle, sizeof(needle), "tap=\"%s:absent(ifindex %u != recorded %u)\" result=ok",
+		tap, now, old);
+	expect_in_audit(out, needle);
+	t_pathf(needle, sizeof(needle), "tap=\"%s:removed\" result=ok", tap);
 	expect_in_audit(out, needle);
 	expect_teardown_lines(out, 2);
 	free(out);
@@ -1088,6 +1133,7 @@ static void mixed(void)
 
 static const struct t_case cases[] = {
     {"tap-removed", tap_removed},
+    {"tap-ifindex-changed", tap_ifindex_changed},
     {"tap-refused-no-prefix", tap_refused_no_prefix},
     {"tap-refused-veth", tap_refused_veth},
     {"tap-refused-bridge", tap_refused_bridge},
