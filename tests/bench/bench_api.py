@@ -153,12 +153,13 @@ def setup_vm(bench, d):
     c = d.client()
     sock = os.path.join(d.api_root, VM_ID, "api.sock")
     # on_exit keep: the resources named are made up, and nothing must try to tear them down.
+    tap = bench.tap("api")  # real: SetHandles records its ifindex
     c.call(IFACE + "Register", {"id": VM_ID, "api_sock": sock, "on_exit": "keep", "planned": {
-        "tap": f"bgt-{VM_ID}", "loop_files": [os.path.join(d.loop_root, VM_ID, "rootfs.ext4")],
+        "tap": tap, "loop_files": [os.path.join(d.loop_root, VM_ID, "rootfs.ext4")],
         "dm": [f"bangertest-{VM_ID}"]}})
     stub = bench.stub(sock)
     loop = bench.loop(d, "l0.img")  # real: SetHandles records its diskseq
-    c.call(IFACE + "SetHandles", {"id": VM_ID, "pid": stub.pid, "tap": f"bgt-{VM_ID}",
+    c.call(IFACE + "SetHandles", {"id": VM_ID, "pid": stub.pid, "tap": tap,
                                   "loops": [loop], "dm": [f"bangertest-{VM_ID}"]})
     # The raw reply, as it crosses the socket: redis will serve a value exactly as long.
     c.send(IFACE + "GetHandles", {"id": VM_ID})

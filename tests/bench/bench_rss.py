@@ -61,13 +61,14 @@ def register_all(d, c, count, checkpoints):
 def set_handles_first(bench, d, c, count):
     socks = [os.path.join(d.api_root, vm_id(i), "api.sock") for i in range(count)]
     stubs = bench.stubs_for(socks)
-    # Two real loops that every VM names: SetHandles takes only attached loops, and the
-    # handles' size is the same as with two loops of their own.
+    # Two real loops and a real tap that every VM names: SetHandles takes only attached
+    # loops and existing taps, and the handles' size is the same as with their own.
     loops = [bench.loop(d, "l0.img"), bench.loop(d, "l1.img")]
+    tap = bench.tap("rss")
     for i, stub in enumerate(stubs):
         vid = vm_id(i)
         reply = c.call(IFACE + "SetHandles", {
-            "id": vid, "pid": stub.pid, "tap": f"bgt-{vid}",
+            "id": vid, "pid": stub.pid, "tap": tap,
             "loops": loops, "dm": [f"bangertest-{vid}"]})
         check(reply["persisted"] is True and reply["vm"]["handles"]["pid"] == stub.pid,
               f"SetHandles {vid}: {reply}")

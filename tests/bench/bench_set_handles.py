@@ -27,15 +27,15 @@ from benchlib import (IFACE, Bench, add_json_option, check, fd_count, key_values
 VM_ID = "s1"
 
 
-def handles_of(loops):
-    return {"tap": f"bgt-{VM_ID}", "loops": loops,
+def handles_of(loops, tap):
+    return {"tap": tap, "loops": loops,
             "dm": [f"bangertest-{VM_ID}-base", f"bangertest-{VM_ID}"]}
 
 
-def setup_vm(bench, d, loops):
+def setup_vm(bench, d, loops, tap):
     """Register the VM, start its stub, and SetHandles once so vm.json is final."""
     sock = os.path.join(d.api_root, VM_ID, "api.sock")
-    h = handles_of(loops)
+    h = handles_of(loops, tap)
     c = d.client()
     # on_exit keep: the resources named are made up (the loops real, on other files than the
     # plan's), and nothing must try to tear them down.
@@ -60,11 +60,12 @@ def main():
     with Bench() as bench:
         d = bench.start_daemon()
         loops = [bench.loop(d, "l0.img"), bench.loop(d, "l1.img")]
-        stubs = setup_vm(bench, d, loops)
+        tap = bench.tap("sh")
+        stubs = setup_vm(bench, d, loops, tap)
         floor_dir = os.path.join(d.dir, "floor")  # same filesystem as the state dir
         os.mkdir(floor_dir)
         fds0, rss0 = fd_count(d.proc.pid), rss_kib(d.proc.pid)
-        h = handles_of(loops)
+        h = handles_of(loops, tap)
         argv = [args.exe, "--socket", d.socket, "--id", VM_ID, "--vm-dir", d.vm_dir(VM_ID),
                 "--floor-dir", floor_dir, "--tap", h["tap"], "--calls", str(args.calls)]
         for s in stubs:

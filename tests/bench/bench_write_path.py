@@ -33,7 +33,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import IFACE, Bench, check, key_values, run_checked  # noqa: E402
-from bangertest import Daemon  # noqa: E402
+from bangertest import Daemon, sh  # noqa: E402
 
 VM_ID = "alive1"
 WRITERS = (1, 8, 50)
@@ -156,12 +156,14 @@ def part_restart(args, bench):
         # Arm: the first half run on stubs, then die with bangerd down (a host reboot).
         stubs = bench.stubs_for([socks[i] for i in ids[:dead]])
         c = d.client()
+        tap = bench.tap(f"wp{rnd}")  # real (SetHandles records its ifindex); gone by the restart
         for i, s in zip(ids[:dead], stubs):
-            c.call(IFACE + "SetHandles", {"id": i, "pid": s.pid, "tap": f"bgt{i}"})
+            c.call(IFACE + "SetHandles", {"id": i, "pid": s.pid, "tap": tap})
         c.close()
         stop(d)
         for s in stubs:
             s.kill()
+        sh("ip", "link", "del", tap)
         ms, summary, d = timed_start(bench, root)
         check(f"{dead} torn down, 0 failed, 0 unknown" in summary, f"restart: {summary}")
         down.append(ms)

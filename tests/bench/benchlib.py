@@ -133,9 +133,17 @@ class Bench:
     def loop(self, d, name):
         """A real loop device on a file under d's loop root (SetHandles takes only attached
         loops: it records their diskseq), detached when the benchmark ends."""
+        return self.kernel_objects().loop(os.path.join(d.loop_root, name))
+
+    def tap(self, suffix):
+        """A real tap (SetHandles takes only existing taps: it records their ifindex), deleted
+        when the benchmark ends if nothing deleted it before."""
+        return self.kernel_objects().tap(suffix)
+
+    def kernel_objects(self):
         if self.kernel is None:
             self.kernel = Kernel("bench")
-        return self.kernel.loop(os.path.join(d.loop_root, name))
+        return self.kernel
 
     def stub(self, api_sock):
         s = StubProcess(api_sock)

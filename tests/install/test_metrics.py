@@ -143,7 +143,12 @@ def known_sequence(d, bridge):
     c.call(IFACE + "Register", {"id": "m2", "api_sock": sock["m2"], "on_exit": "keep"})
     c.call(IFACE + "Register", {"id": "m3", "api_sock": sock["m3"], "planned": {"tap": bridge}})
     s1, s2 = Stub(sock["m1"]), Stub(sock["m2"])
-    c.call(IFACE + "SetHandles", {"id": "m1", "pid": s1.pid, "tap": gone_tap})
+    # A real tap (SetHandles records its ifindex), gone before m1's teardown: absent there.
+    subprocess.run(["ip", "tuntap", "add", "dev", gone_tap, "mode", "tap"], check=True)
+    try:
+        c.call(IFACE + "SetHandles", {"id": "m1", "pid": s1.pid, "tap": gone_tap})
+    finally:
+        subprocess.run(["ip", "link", "del", gone_tap], check=True)
     c.call(IFACE + "SetHandles", {"id": "m2", "pid": s2.pid})
     s1.kill()
     kinds = []
