@@ -146,7 +146,7 @@ func TestTypedErrors(t *testing.T) {
 	expect("GetHandles(starting)", err, &noHandles)
 
 	fc := startStub(t, d.apiSock("e1"), true)
-	_, _, err = c.SetHandles(ctx, "e1", fc.cmd.Process.Pid, Resources{Tap: tag("bgtgoe")})
+	_, _, err = c.SetHandles(ctx, "e1", fc.cmd.Process.Pid, Resources{Tap: makeTap(t, tag("bgtgoe"))})
 	must(t, err)
 	_, err = c.Teardown(ctx, "e1")
 	var running *StillRunning
