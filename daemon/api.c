@@ -621,11 +621,13 @@ static void method_set_handles(struct varlink_call *c, yajl_val params, void *us
 	h.pid = (int32_t)pid;
 	if (!get_tap(c, params, "tap", h.tap) ||
 	    !get_paths(c, params, "loops", "loops", h.loops[0], &h.n_loops) ||
-	    !get_dm(c, params, "dm", h.dm[0], &h.n_dm) || !get_tap_ifindex(c, &h) ||
-	    !get_loop_diskseqs(c, &h))
+	    !get_dm(c, params, "dm", h.dm[0], &h.n_dm))
 		return;
 	struct vm_entry *e = find_vm(d, c, id);
 	if (!e || !admit_mutation(d, c, id))
+		return;
+	/* Only for a caller that may mutate: a reader gets PermissionDenied and no sysfs read. */
+	if (!get_tap_ifindex(c, &h) || !get_loop_diskseqs(c, &h))
 		return;
 	/* A client that spawned firecracker may pass its pidfd: then that process is verified. */
 	int pidfd = varlink_call_take_fd(c, 0);
