@@ -15,7 +15,6 @@
 #include "build_config.h"
 #include "daemon.h"
 #include "json.h"
-#include "kernel_ids.h"
 #include "log.h"
 #include "message_id.h"
 #include "path.h"
@@ -116,7 +115,8 @@ enum {
 	P_LIMIT = 1 << 3,
 	P_FILE = 1 << 4,
 	P_KEPT_AS = 1 << 5,
-	P_REASON = 1 << 6,
+	P_PARAMETER = 1 << 6,
+	P_REASON = 1 << 7,
 };
 
 static const struct {
@@ -134,6 +134,7 @@ static const struct {
     [SERVICE_CORRUPT_STATE] = {"CorruptState", P_ID | P_FILE | P_KEPT_AS},
     [SERVICE_HELPER_UNAVAILABLE] = {"HelperUnavailable", P_REASON},
     [SERVICE_OUT_OF_MEMORY] = {"OutOfMemory", P_REASON},
+    [SERVICE_INVALID_PARAMETER] = {"InvalidParameter", P_PARAMETER | P_REASON},
 };
 
 static void gen_opt_string(yajl_gen g, bool wanted, const char *key, const char *value)
@@ -161,6 +162,7 @@ static void error_of_result(struct varlink_call *c, const struct service_result 
 			json_gen_kv_int(g, "limit", res->limit);
 		gen_opt_string(g, p & P_FILE, "file", res->file);
 		gen_opt_string(g, p & P_KEPT_AS, "kept_as", res->kept_as);
+		gen_opt_string(g, p & P_PARAMETER, "parameter", res->parameter);
 		gen_opt_string(g, p & P_REASON, "reason", res->reason);
 	}
 	varlink_error(c, name, varlink_params_end(g));
@@ -402,60 +404,6 @@ static bool get_dm(struct varlink_call *c, yajl_val obj, const char *label, char
 			   "up to 8 device-mapper names without '/'", count);
 }
 
-/*
- * Every reported loop must be an attached /dev/loopN; its diskseq, read now,
- * says which attach the VM uses, so that no later attach of the same number
- * is ever torn down for it (kernel_ids.h). False (error sent) otherwise.
- */
-static bool get_loop_diskseqs(struct varlink_call *c, struct vm_handles *h)
-{
-	char reason[PS_PATH_MAX + 128];
-
-	for (uint32_t i = 0; i < h->n_loops; i++) {
-		const char *dev = h->loops[i];
-		int r = loop_diskseq_read(dev, &h->loop_diskseq[i]);
-		if (r == 0)
-			continue;
-		if (r == -EINVAL)
-			snprintf(reason, sizeof(reason), "%s is not a loop device, /dev/loopN",
-				 dev);
-		else if (r == -ENXIO)
-			snprintf(reason, sizeof(reason),
-				 "%s is not attached to a backing file: no VM can be using it",
-				 dev);
-		else
-			snprintf(reason, sizeof(reason), "the diskseq of %s could not be read: %s",
-				 dev, r == -EAGAIN ? "it kept being re-attached" : strerror(-r));
-		error_invalid(c, "loops", reason);
-		return false;
-	}
-	return true;
-}
-
-/*
- * A reported tap must exist; its ifindex, read now, says which link the VM
- * uses, so that no later link of the same name is ever torn down for it
- * (kernel_ids.h). False (error sent) otherwise.
- */
-static bool get_tap_ifindex(struct varlink_call *c, struct vm_handles *h)
-{
-	char reason[PS_IFNAME_MAX + 128];
-
-	if (h->tap[0] == '\0')
-		return true;
-	int r = tap_ifindex_read(h->tap, &h->tap_ifindex);
-	if (r == 0)
-		return true;
-	if (r == -ENXIO)
-		snprintf(reason, sizeof(reason),
-			 "no network interface is named %s: no VM can be using it", h->tap);
-	else
-		snprintf(reason, sizeof(reason), "the ifindex of %s could not be read: %s", h->tap,
-			 strerror(-r));
-	error_invalid(c, "tap", reason);
-	return false;
-}
-
 /* --- access ------------------------------------------------------------------ */
 
 bool api_may_mutate(const struct varlink_peer *p, void *userdata)
@@ -625,9 +573,6 @@ static void method_set_handles(struct varlink_call *c, yajl_val params, void *us
 		return;
 	struct vm_entry *e = find_vm(d, c, id);
 	if (!e || !admit_mutation(d, c, id))
-		return;
-	/* Only for a caller that may mutate: a reader gets PermissionDenied and no sysfs read. */
-	if (!get_tap_ifindex(c, &h) || !get_loop_diskseqs(c, &h))
 		return;
 	/* A client that spawned firecracker may pass its pidfd: then that process is verified. */
 	int pidfd = varlink_call_take_fd(c, 0);

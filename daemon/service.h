@@ -34,6 +34,7 @@ enum service_error {
 	SERVICE_CORRUPT_STATE,	    /* id, file, kept_as */
 	SERVICE_HELPER_UNAVAILABLE, /* reason: stuck or gone, and why */
 	SERVICE_OUT_OF_MEMORY,	    /* reason: bangerd's own, never blamed on the helper */
+	SERVICE_INVALID_PARAMETER,  /* parameter, reason: what the host says of it */
 };
 
 struct vm_entry;
@@ -49,6 +50,7 @@ struct service_result {
 	const char *reason;
 	const char *kept_as;
 	const char *file;
+	const char *parameter;
 	const struct vm_handles *handles; /* OK of GetHandles */
 	bool teardown;			  /* OK of Teardown: its results */
 	const struct ps_teardown_reply *results;

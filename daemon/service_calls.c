@@ -18,6 +18,7 @@
 #include "cache.h"
 #include "daemon.h"
 #include "helper_client.h"
+#include "kernel_ids.h"
 #include "path.h"
 #include "policy.h"
 #include "reconcile.h"
@@ -207,9 +208,57 @@ static void on_set_probe(struct helper_client *hc, struct helper_reply *reply, v
 	}
 }
 
+/*
+ * The kernel's numbers for the VM's tap and loops, read now into h: a
+ * reported tap must exist and each loop be an attached /dev/loopN, and the
+ * ifindex and diskseqs say which link and which attach the VM uses, so that
+ * no later one of the same name is ever torn down for it (kernel_ids.h).
+ * NULL, or the parameter at fault with why in reason.
+ */
+static const char *set_read_kernel_ids(struct vm_handles *h, char *reason, size_t size)
+{
+	int r = h->tap[0] ? tap_ifindex_read(h->tap, &h->tap_ifindex) : 0;
+	if (r == -ENXIO)
+		snprintf(reason, size, "no network interface is named %s: no VM can be using it",
+			 h->tap);
+	else if (r < 0)
+		snprintf(reason, size, "the ifindex of %s could not be read: %s", h->tap,
+			 strerror(-r));
+	if (r < 0)
+		return "tap";
+	for (uint32_t i = 0; i < h->n_loops; i++) {
+		const char *dev = h->loops[i];
+		r = loop_diskseq_read(dev, &h->loop_diskseq[i]);
+		if (r == 0)
+			continue;
+		if (r == -EINVAL)
+			snprintf(reason, size, "%s is not a loop device, /dev/loopN", dev);
+		else if (r == -ENXIO)
+			snprintf(reason, size,
+				 "%s is not attached to a backing file: no VM can be using it",
+				 dev);
+		else
+			snprintf(reason, size, "the diskseq of %s could not be read: %s", dev,
+				 r == -EAGAIN ? "it kept being re-attached" : strerror(-r));
+		return "loops";
+	}
+	return NULL;
+}
+
 void service_set_handles_call(struct daemon *d, struct vm_entry *e, const struct vm_handles *h,
 			      int pidfd, const struct ps_caller *caller, void *call)
 {
+	struct vm_handles handles = *h;
+	char reason[PS_PATH_MAX + 128];
+	const char *bad = set_read_kernel_ids(&handles, reason, sizeof(reason));
+	if (bad) {
+		safe_close(pidfd); /* verified a pidfd: its close cannot block */
+		struct service_result res = SERVICE_RESULT(SERVICE_INVALID_PARAMETER);
+		res.parameter = bad;
+		res.reason = reason;
+		d->answer(call, &res);
+		return;
+	}
 	struct set_request *req = calloc(1, sizeof(*req));
 	if (!req) {
 		safe_close(pidfd);
@@ -221,7 +270,7 @@ void service_set_handles_call(struct daemon *d, struct vm_entry *e, const struct
 	req->d = d;
 	req->call = call;
 	req->pidfd = pidfd;
-	req->handles = *h;
+	req->handles = handles;
 	memcpy(req->id, e->id, sizeof(req->id));
 	req->caller = *caller;
 	field_set(req->caller.vm, sizeof(req->caller.vm), e->id); /* the helper audits it */

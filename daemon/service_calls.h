@@ -60,10 +60,11 @@ struct service_status {
 void service_status(const struct daemon *d, struct service_status *st);
 
 /*
- * SetHandles: probe the client's process (by pid, or by pidfd, which it
- * takes), again while it is a firecracker not yet listening on the VM's
- * api socket (up to api_sock_wait_ms), then set. Answered exactly once,
- * through d->answer.
+ * SetHandles: read the tap's ifindex and the loops' diskseqs
+ * (InvalidParameter when the tap does not exist or a loop is not attached),
+ * probe the client's process (by pid, or by pidfd, which it takes), again
+ * while it is a firecracker not yet listening on the VM's api socket (up to
+ * api_sock_wait_ms), then set. Answered exactly once, through d->answer.
  */
 void service_set_handles_call(struct daemon *d, struct vm_entry *e, const struct vm_handles *h,
 			      int pidfd, const struct ps_caller *caller, void *call);

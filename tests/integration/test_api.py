@@ -532,7 +532,9 @@ def case_unregister(f):
 
 
 def case_permission(f):
-    """Mutations need uid 0, the daemon's uid or the admin group; reads need only the socket."""
+    """Mutations need uid 0, the daemon's uid or the admin group; reads need only the socket.
+    Access is checked first: a SetHandles naming devices this host does not have is refused for
+    who asks, not answered with what the host has (InvalidParameter "no network interface")."""
     os.chmod(f.d.socket, 0o666)
     f.register("pm")
     r, w = os.pipe()
@@ -545,6 +547,8 @@ def case_permission(f):
         c = Varlink(f.d.socket)
         out = {}
         for method, params in [("Register", {"id": "x", "api_sock": f.sock("x")}),
+                               ("SetHandles", {"id": "pm", "pid": 1, "tap": "bgr-nosuch0",
+                                               "loops": ["/dev/loop99999"]}),
                                ("ClearHandles", {"id": "pm"}), ("Unregister", {"id": "pm"})]:
             try:
                 c.call(IFACE + method, params)
@@ -557,7 +561,7 @@ def case_permission(f):
     os.close(w)
     os.waitpid(pid, 0)
     out = json.loads(os.read(r, 65536))
-    for method in ("Register", "ClearHandles", "Unregister"):
+    for method in ("Register", "SetHandles", "ClearHandles", "Unregister"):
         check(out[method] == IFACE + "PermissionDenied", f"{method} by uid 1: {out}")
     check(out["List"] == 1, f"reads are open: {out}")
     check("denied to uid 1" in f.d.log or f.d.read_until("denied to uid 1", 2), f.d.log)
