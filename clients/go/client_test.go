@@ -49,6 +49,18 @@ func TestLifecycleThreeRuns(t *testing.T) {
 		if err != nil || *h.Tap != tap || strings.Join(h.Loops, ",") != strings.Join(loops, ",") {
 			t.Fatalf("run %d: GetHandles: %+v %v", run, h, err)
 		}
+		// Which link and which attaches the VM uses, as the kernel numbers them.
+		if h.Tap_ifindex == nil || *h.Tap_ifindex != sysfsInt(t, "/sys/class/net/"+tap+"/ifindex") {
+			t.Fatalf("run %d: GetHandles tap_ifindex: %+v", run, h)
+		}
+		if h.Loop_diskseq == nil || len(*h.Loop_diskseq) != len(loops) {
+			t.Fatalf("run %d: GetHandles loop_diskseq: %+v", run, h)
+		}
+		for i, l := range loops {
+			if seq := sysfsInt(t, "/sys/block/"+filepath.Base(l)+"/diskseq"); (*h.Loop_diskseq)[i] != seq {
+				t.Fatalf("run %d: loop %s has diskseq %d, GetHandles says %d", run, l, seq, (*h.Loop_diskseq)[i])
+			}
+		}
 		fc.kill()
 		nextEvent(t, w, id, "exited")
 		nextEvent(t, w, id, "torn_down")

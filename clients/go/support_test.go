@@ -373,6 +373,16 @@ func loopsOn(t *testing.T, file string) []string {
 }
 
 // tag makes names unique to this process (tests of several runs share the kernel).
+// sysfsInt reads a number the kernel keeps in sysfs (an ifindex, a diskseq).
+func sysfsInt(t *testing.T, path string) int64 {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	must(t, err)
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	must(t, err)
+	return n
+}
+
 func tag(s string) string { return fmt.Sprintf("%s%d", s, os.Getpid()%10000) }
 
 func ctxFor(t *testing.T) context.Context {
