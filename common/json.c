@@ -348,6 +348,60 @@ static int on_end_container(void *ctx)
 	return 1;
 }
 
+static int compare_keys(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/*
+ * A key obj names twice, or NULL. Small objects, the usual ones, are compared
+ * pairwise; a bigger one through a sorted copy of its keys, so that no object
+ * costs more than n log n (-ENOMEM in *err when that copy cannot be had).
+ */
+static const char *duplicate_key(yajl_val obj, int *err)
+{
+	enum { PAIRWISE_MAX = 16 };
+	const char **keys = obj->u.object.keys;
+	size_t n = obj->u.object.len;
+	if (n <= PAIRWISE_MAX) {
+		for (size_t i = 0; i < n; i++)
+			for (size_t j = i + 1; j < n; j++)
+				if (strcmp(keys[i], keys[j]) == 0)
+					return keys[i];
+		return NULL;
+	}
+	_cleanup_free_ const char **sorted = malloc(n * sizeof(*sorted));
+	if (!sorted) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	memcpy(sorted, keys, n * sizeof(*sorted));
+	qsort(sorted, n, sizeof(*sorted), compare_keys);
+	for (size_t i = 1; i < n; i++)
+		if (strcmp(sorted[i - 1], sorted[i]) == 0)
+			return sorted[i]; /* a key of obj's: it outlives the copy */
+	return NULL;
+}
+
+/*
+ * An object that names a key twice is refused: yajl would keep both members,
+ * and which one a reader takes would be a guess (RFC 8259 leaves it open,
+ * I-JSON forbids it).
+ */
+static int on_end_map(void *ctx)
+{
+	struct json_builder *b = ctx;
+	int err = 0;
+	char shown[24];
+	const char *twice = duplicate_key(b->open[b->depth - 1].node, &err);
+	if (err < 0)
+		return refuse(b, err, "out of memory");
+	if (twice)
+		return refuse(b, -EINVAL, "key \"%s\" given twice",
+			      json_printable(twice, shown, sizeof(shown)));
+	return on_end_container(ctx);
+}
+
 static const yajl_callbacks builder_callbacks = {
     .yajl_null = on_null,
     .yajl_boolean = on_boolean,
@@ -355,7 +409,7 @@ static const yajl_callbacks builder_callbacks = {
     .yajl_string = on_string,
     .yajl_start_map = on_start_map,
     .yajl_map_key = on_map_key,
-    .yajl_end_map = on_end_container,
+    .yajl_end_map = on_end_map,
     .yajl_start_array = on_start_array,
     .yajl_end_array = on_end_container,
 };
@@ -447,6 +501,15 @@ int json_parse_bounded(const char *text, size_t max_depth, size_t max_nodes, yaj
 		return parse_failure(&b, h, status, why, why_size);
 	*out = b.root;
 	return 0;
+}
+
+const char *json_printable(const char *s, char *buf, size_t size)
+{
+	size_t i = 0;
+	for (; s[i] && i + 1 < size; i++)
+		buf[i] = (unsigned char)s[i] < 0x20 || (unsigned char)s[i] >= 0x7f ? '?' : s[i];
+	buf[i] = '\0';
+	return buf;
 }
 
 static yajl_val object_lookup(yajl_val obj, const char *key)

@@ -48,10 +48,11 @@ void yajl_gen_freep(yajl_gen *g);
  * strict JSON. Refused with -EINVAL and a one-line why: nesting deeper than
  * max_depth ("nesting deeper than 64"; max_depth itself may not exceed
  * JSON_MAX_DEPTH), a "\u0000" in a string or key ("NUL inside a string"),
- * a comment ("comments are not JSON"), more than JSON_MAX_NODES values and
- * keys, or anything yajl refuses (its own message, one line). -ENOMEM when
- * memory runs out. Returns 0 with *out set (caller frees with json_free);
- * on failure *out is NULL. why may be NULL when why_size is 0.
+ * a comment ("comments are not JSON"), an object that names a key twice
+ * ("key \"id\" given twice": which of the two a reader took would be a
+ * guess), more than JSON_MAX_NODES values and keys, or anything yajl refuses (its own message, one
+ * line). -ENOMEM when memory runs out. Returns 0 with *out set (caller frees with json_free); on
+ * failure *out is NULL. why may be NULL when why_size is 0.
  */
 int json_parse(const char *text, size_t max_depth, yajl_val *out, char *why, size_t why_size);
 /*
@@ -69,6 +70,9 @@ int json_get_int(yajl_val obj, const char *key, int64_t *out); /* integers only,
 int json_get_bool(yajl_val obj, const char *key, bool *out);
 int json_get_object(yajl_val obj, const char *key, yajl_val *out);
 int json_get_array(yajl_val obj, const char *key, yajl_val *out);
+/* s made safe to show in a log line or a reply: printable ASCII ('?' for any other byte), cut to
+ * fit size. Returns buf. */
+const char *json_printable(const char *s, char *buf, size_t size);
 /* First key of obj not in the NULL-terminated list, or NULL when all are known. */
 const char *json_unknown_key(yajl_val obj, const char *const *allowed);
 /*

@@ -138,17 +138,7 @@ static int corrupt(const struct decoder *d, const char *fmt, ...)
 	return -EBADMSG;
 }
 
-/* A key from the file, made safe to put in a log line (no control bytes, bounded). */
-static const char *printable(const char *s, char *buf, size_t size)
-{
-	size_t i = 0;
-	for (; s[i] && i + 1 < size; i++)
-		buf[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
-	buf[i] = '\0';
-	return buf;
-}
-
-/* Refuse keys we do not know, and keys given twice (yajl keeps both; which wins is a guess). */
+/* Refuse keys we do not know (json_parse() refuses a key given twice). */
 static int check_keys(const struct decoder *d, yajl_val obj, const char *where,
 		      const char *const *allowed)
 {
@@ -156,13 +146,7 @@ static int check_keys(const struct decoder *d, yajl_val obj, const char *where,
 	const char *unknown = json_unknown_key(obj, allowed);
 	if (unknown)
 		return corrupt(d, "unknown key \"%s%s\"", where,
-			       printable(unknown, shown, sizeof(shown)));
-	for (size_t i = 0; i < obj->u.object.len; i++)
-		for (size_t j = i + 1; j < obj->u.object.len; j++)
-			if (strcmp(obj->u.object.keys[i], obj->u.object.keys[j]) == 0)
-				return corrupt(
-				    d, "key \"%s%s\" appears twice", where,
-				    printable(obj->u.object.keys[i], shown, sizeof(shown)));
+			       json_printable(unknown, shown, sizeof(shown)));
 	return 0;
 }
 
@@ -326,7 +310,8 @@ static int decode_enums(const struct decoder *d, yajl_val root, struct vm_record
 		return r;
 	int value = vm_state_from_name(name);
 	if (value < 0)
-		return corrupt(d, "unknown state \"%s\"", printable(name, shown, sizeof(shown)));
+		return corrupt(d, "unknown state \"%s\"",
+			       json_printable(name, shown, sizeof(shown)));
 	rec->state = (enum vm_state)value;
 
 	r = decode_string(d, root, "", "on_exit", name, sizeof(name));
@@ -334,7 +319,8 @@ static int decode_enums(const struct decoder *d, yajl_val root, struct vm_record
 		return r;
 	value = vm_on_exit_from_name(name);
 	if (value < 0)
-		return corrupt(d, "unknown on_exit \"%s\"", printable(name, shown, sizeof(shown)));
+		return corrupt(d, "unknown on_exit \"%s\"",
+			       json_printable(name, shown, sizeof(shown)));
 	rec->on_exit = (enum vm_on_exit)value;
 	return 0;
 }
@@ -362,8 +348,8 @@ static int decode_record(const struct decoder *d, const char *text, const char *
 	if (r < 0)
 		return r;
 	if (!vm_id_is_valid(rec.id, &why_id))
-		return corrupt(d, "invalid id \"%s\": %s", printable(rec.id, shown, sizeof(shown)),
-			       why_id);
+		return corrupt(d, "invalid id \"%s\": %s",
+			       json_printable(rec.id, shown, sizeof(shown)), why_id);
 	if (strcmp(rec.id, dir_id) != 0)
 		return corrupt(d, "id \"%s\" does not match its directory", rec.id);
 	r = decode_enums(d, root, &rec);

@@ -23,7 +23,7 @@ After each attack, and during it where that makes sense, the case checks:
 Product misbehaviour that does not stop the other checks is collected and
 reported together at the end of the case, which then fails.
 
-Cases (argv[1]): comment-desync, blocking-fd, idle-connections,
+Cases (argv[1]): comment-desync, duplicate-keys, blocking-fd, idle-connections,
 non-reading-pipeliners (200 connections as 4 reader accounts x 50, so that
 the default per-uid limit of 64 stays as it is). They measure latency and
 RSS: meson runs them alone. Each prints its figures ("figure: ...") on
@@ -201,6 +201,29 @@ def role_desync(a):
     reply = read_reply(s, 30)
     say(what="deep", bytes=len(deep), sent_all=sent_all, reply=reply, ms=ms_since(t0))
     s.close()
+
+
+def role_dupkeys(a):
+    """Messages that name a key twice: which of the two a reader takes is a guess, so the
+    parser refuses them, in the parameters, in the envelope and in a big object."""
+    vm = a["vm"]
+    twice = {
+        # Answered as if for the VM that exists, if the first (or last) id were taken.
+        "params": '{"method":"io.banger.Handles.IsAlive","parameters":{"id":"nosuch",'
+                  '"id":"%s"}}' % vm,
+        "envelope": '{"method":"io.banger.Handles.GetStatus",'
+                    '"method":"io.banger.Handles.Unregister","parameters":{"id":"%s"}}' % vm,
+        # ~8,000 distinct keys then the first again: compared through a sorted copy.
+        "big": '{"method":"io.banger.Handles.GetStatus","parameters":{%s,"k0":0}}'
+               % ",".join('"k%d":0' % i for i in range(a["keys"])),
+    }
+    for what, text in twice.items():
+        s = connect(a["sock"])
+        t0 = time.monotonic()
+        s.sendall(text.encode() + b"\0")
+        reply = read_reply(s, 20)
+        say(what=what, bytes=len(text) + 1, reply=reply, ms=ms_since(t0))
+        s.close()
 
 
 def role_fdsend(a):
@@ -418,7 +441,8 @@ def role_pipeline(a):
     say(released=True)
 
 
-READER_ROLES = {"whoami": role_whoami, "desync": role_desync, "fdsend": role_fdsend,
+READER_ROLES = {"whoami": role_whoami, "desync": role_desync, "dupkeys": role_dupkeys,
+                "fdsend": role_fdsend,
                 "hold": role_hold, "pipeline": role_pipeline}
 
 
@@ -666,6 +690,23 @@ class Front:
         check(isinstance(out["register"], dict)
               and out["register"].get("error") == IFACE + "PermissionDenied",
               f"the reader's Register: {out['register']} (it must not be an admin)")
+
+    def hostile_reader(self, case):
+        """A reader account, checked not to be an admin, before it acts: the state dir and
+        root's latency are noted first, for the checks after. Returns (account, GetStatus
+        parameters of that moment)."""
+        acct = self.reader_account()
+        self.reader_is_not_admin(acct)
+        self.snap()
+        return acct, self.latency(f"{case}, before", bound=False)
+
+    def after_attack(self, case):
+        """(a), (b) and (c) once the reader is done, then the end: root answered in time, a
+        VM's exit still torn down, the state dir as it was."""
+        self.latency(f"{case}, after")
+        self.teardown_check(f"{case}, after")
+        self.state_unchanged(case)
+        self.finish()
 
     def snap(self):
         self.before = snapshot(self.d.state)
@@ -996,10 +1037,7 @@ def case_comment_desync(f):
     """Comments that hide a quote from a string-tracking pre-scan: 450,000 brackets deep
     (~900 KB) and a "\\u0000" between them. An error reply or a closed connection; never a
     crash, never an answer as if the NUL were not there."""
-    acct = f.reader_account()
-    f.reader_is_not_admin(acct)
-    f.snap()
-    f.latency("comment-desync, before", bound=False)
+    acct, _ = f.hostile_reader("comment-desync")
     prober = Prober(f, gap=0.02)
     prober.start()
     try:
@@ -1041,10 +1079,40 @@ def case_comment_desync(f):
                   f"want an error reply or a closed connection")
     f.alive("after the comment-desync messages")
     f.check_probes(prober, "comment-desync, while the reader's messages were read")
-    f.latency("comment-desync, after")
-    f.teardown_check("comment-desync, after")
-    f.state_unchanged("comment-desync")
-    f.finish()
+    f.after_attack("comment-desync")
+
+
+@with_front("dk")
+def case_duplicate_keys(f):
+    """A key named twice, in a call's parameters ({"id": "nosuch", "id": VM}), in its envelope
+    (two methods) and in an object of ~8,000 keys: each gets InvalidParameter naming the key,
+    never an answer for either of the two, and the big one costs the loop no stall."""
+    acct, _ = f.hostile_reader("duplicate-keys")
+    prober = Prober(f, gap=0.02)
+    prober.start()
+    try:
+        r = f.reader(acct, "dupkeys", vm="keep", keys=8000)
+        got = {}
+        for _ in range(3):
+            out = r.expect(40, "a duplicate-key message's reply")
+            got[out["what"]] = out
+            print(f"figure: {out['what']} ({out['bytes']} bytes): reply {out['reply']} after "
+                  f"{out['ms']:.1f} ms", flush=True)
+        r.stop()
+    finally:
+        prober.stop()
+    want = {"params": "id", "envelope": "method", "big": "k0"}
+    for what, key in want.items():
+        reply = got[what]["reply"]
+        check(isinstance(reply, dict)
+              and reply.get("error") == "org.varlink.service.InvalidParameter"
+              and reply.get("parameters", {}).get("parameter")
+              == f'message: key "{key}" given twice',
+              f"{what}: a key named twice got {reply}, want InvalidParameter "
+              f"'message: key \"{key}\" given twice'")
+    f.alive("after the duplicate-key messages")
+    f.check_probes(prober, "duplicate-keys, while the reader's messages were read")
+    f.after_attack("duplicate-keys")
 
 
 @with_front("bf")
@@ -1054,10 +1122,7 @@ def case_blocking_fd(f):
     GetStatus (an error naming file descriptors, the connection closed) and by root with
     SetHandles (InvalidParameter on pid). bangerd's copy is the last one, so its closer
     thread blocks in close(); the event loop must not."""
-    acct = f.reader_account()
-    f.reader_is_not_admin(acct)
-    f.snap()
-    f.latency("blocking-fd, before", bound=False)
+    acct, _ = f.hostile_reader("blocking-fd")
 
     # (i) the reader
     r = f.reader(acct, "fdsend")
@@ -1186,10 +1251,7 @@ def case_idle_connections(f):
     right after accept; root is served meanwhile. Then, with idle_timeout_ms 1000, the held
     ones are closed by bangerd within the timeout plus 1 s."""
     raise_nofile(16384)
-    acct = f.reader_account()
-    f.reader_is_not_admin(acct)
-    f.snap()
-    st = f.latency("idle-connections, before", bound=False)
+    acct, st = f.hostile_reader("idle-connections")
     refused_before = st["counters"].get("connections_refused", 0)
     t_attack = time.monotonic()
     prober = Prober(f, gap=0.02)

@@ -98,6 +98,58 @@ static void test_nul(void)
 	CHECK(parse("[\"\\u000", &v, why, sizeof(why)) == -EINVAL, "truncated escape");
 }
 
+/* An object of n keys "k0".."k<n-1>", then the key extra if it is not NULL. */
+static char *object_of(size_t n, const char *extra)
+{
+	char *text = malloc(n * 16 + 64), *p = text;
+	*p++ = '{';
+	for (size_t i = 0; i < n; i++)
+		p += sprintf(p, "%s\"k%zu\":%zu", i ? "," : "", i, i);
+	if (extra)
+		p += sprintf(p, ",\"%s\":0", extra);
+	strcpy(p, "}");
+	return text;
+}
+
+/*
+ * A key named twice in one object is refused, at any depth, in small objects
+ * (compared pairwise) and big ones (through a sorted copy); the same key in
+ * two objects, or as a string value, is not a duplicate.
+ */
+static void test_duplicate_keys(void)
+{
+	char why[256];
+	yajl_val v;
+
+	CHECK(parse("{\"id\":\"a\",\"id\":\"b\"}", &v, why, sizeof(why)) == -EINVAL &&
+		  strcmp(why, "key \"id\" given twice") == 0,
+	      "two ids: %s", why);
+	CHECK(v == NULL, "nothing handed out");
+	CHECK(parse("[1,{\"a\":{\"x\":1,\"y\":2,\"x\":3}}]", &v, why, sizeof(why)) == -EINVAL &&
+		  strcmp(why, "key \"x\" given twice") == 0,
+	      "nested: %s", why);
+	CHECK(parse("{\"a\":{\"a\":1},\"b\":{\"a\":\"a\"},\"c\":[{\"a\":1},{\"a\":2}]}", &v, why,
+		    sizeof(why)) == 0,
+	      "one key per object: %s", why);
+	json_free(v);
+	/* Non-ASCII and control bytes are shown as '?', and the name is cut. */
+	CHECK(parse("{\"\u00e9\\n\":1,\"\u00e9\\n\":2}", &v, why, sizeof(why)) == -EINVAL &&
+		  strcmp(why, "key \"???\" given twice") == 0,
+	      "shown printable: %s", why);
+
+	for (size_t n = 15; n <= 40000; n = n < 20 ? n + 1 : n * 10) {
+		char *unique = object_of(n, NULL), *twice = object_of(n, "k7");
+		CHECK(parse(unique, &v, why, sizeof(why)) == 0 && v->u.object.len == n,
+		      "%zu distinct keys: %s", n, why);
+		json_free(v);
+		CHECK(parse(twice, &v, why, sizeof(why)) == -EINVAL &&
+			  strcmp(why, "key \"k7\" given twice") == 0,
+		      "%zu keys and k7 again: %s", n, why);
+		free(unique);
+		free(twice);
+	}
+}
+
 /* "[[[…]]]" depth times, written into text (which has room), returning the end. */
 static char *put_nested(char *p, size_t depth)
 {
@@ -359,6 +411,8 @@ static void test_strictness(void)
 	    "[\"\xc3\"]",
 	    "[\"\xe2\x82\"]",
 	    "{\"\xff\":1}",
+	    /* a key named twice */
+	    "{\"a\":{},\"a\":[]}",
 	};
 	for (size_t i = 0; i < ELEMENTSOF(refused); i++) {
 		CHECK(parse(refused[i], &v, why, sizeof(why)) == -EINVAL && v == NULL,
@@ -366,13 +420,7 @@ static void test_strictness(void)
 		CHECK(why[0] && !strchr(why, '\n'), "one-line why for %s: %s", refused[i], why);
 	}
 	static const char *const accepted[] = {
-	    " {} ",
-	    "\n[]\n",
-	    "0",
-	    "\"s\"",
-	    "null",
-	    "[\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"]",
-	    "{\"a\":{},\"a\":[]}",
+	    " {} ", "\n[]\n", "0", "\"s\"", "null", "[\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"]",
 	};
 	for (size_t i = 0; i < ELEMENTSOF(accepted); i++) {
 		CHECK(parse(accepted[i], &v, why, sizeof(why)) == 0, "accepted: %s: %s",
@@ -592,6 +640,7 @@ int main(void)
 	test_comments();
 	test_depth_edges();
 	test_nul_in_keys();
+	test_duplicate_keys();
 	test_size();
 	test_strictness();
 	test_numbers();

@@ -344,7 +344,7 @@ static void test_record_versions(struct fixture *f)
 	    {"{\"version\":1,\"id\":\"vm5\",\"id\":\"vm5\",\"state\":\"running\","
 	     "\"on_exit\":\"keep\",\"api_sock\":\"\",\"mirror\":{\"tap\":\"\",\"loops\":[],"
 	     "\"dm\":[]}}",
-	     "key \"id\" appears twice"},
+	     "key \"id\" given twice"},
 	};
 	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
 		write_raw(f, "vm5", "vm.json", bad[i].text);
