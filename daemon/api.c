@@ -310,13 +310,10 @@ static bool get_id(struct varlink_call *c, yajl_val params, const char **id)
 		return false;
 	}
 	if (!vm_id_is_valid(*id, &why)) {
-		/* Echo no more of a bad id than fits a log line. */
+		/* Echo no more of a bad id than fits a log line, in printable ASCII. */
 		char shown[80];
-		snprintf(shown, sizeof(shown), "%s", *id);
-		for (char *s = shown; *s; s++)
-			if (*s < ' ' || *s == 0x7f)
-				*s = '?';
-		error_with(c, "InvalidID", "id", shown, "reason", why);
+		error_with(c, "InvalidID", "id", json_printable(*id, shown, sizeof(shown)),
+			   "reason", why);
 		return false;
 	}
 	return true;

@@ -188,6 +188,12 @@ def bad_ids(f):
         for method in ("Register", "IsAlive", "Unregister"):
             params = {"id": bad, "api_sock": f.sock("ok")} if method == "Register" else {"id": bad}
             f.c.expect_error(IFACE + method, params, IFACE + "InvalidID")
+    # The id is echoed in printable ASCII and cut to 79 bytes: never a control byte or half
+    # a UTF-8 character in the reply or the log.
+    shown = {"a\nb": "a?b", "a\x01b\x7f": "a?b?", "é": "??", "x" * 200: "x" * 79}
+    for bad, want in shown.items():
+        e = f.c.expect_error(IFACE + "IsAlive", {"id": bad}, IFACE + "InvalidID")
+        check(e["id"] == want, f"InvalidID echoes {e['id']!r} for {bad!r}, want {want!r}")
 
 
 def bad_methods_and_types(f):
