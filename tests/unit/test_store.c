@@ -166,6 +166,21 @@ static void test_missing(struct fixture *f)
 	CHECK(store_remove_vm(&f->store, "nosuchvm") == 0, "removing absent VM");
 }
 
+/* vm.json of id holding text is refused for defect, and stays where it is. */
+static void check_corrupt_record(struct fixture *f, const char *id, const char *text,
+				 const char *defect)
+{
+	struct vm_record r;
+	char path[PATH_MAX];
+
+	write_raw(f, id, "vm.json", text);
+	vm_file(f, id, "vm.json", path, sizeof(path));
+	int ret = store_read_record(&f->store, id, &r, f->why, sizeof(f->why));
+	CHECK(ret == -EBADMSG && strstr(f->why, path) && strstr(f->why, defect), "'%s': %d %s",
+	      defect, ret, f->why);
+	CHECK(exists(path), "a corrupt record is never moved");
+}
+
 /* Write text as handles.json, read it: refused, renamed aside with the same bytes. */
 static void check_corrupt_handles(struct fixture *f, const char *text, const char *defect)
 {
@@ -279,13 +294,11 @@ static void test_without_diskseq(struct fixture *f)
 			      "{\"version\":1,\"pid\":5,\"start_time\":1,\"boot_id\":\"b\","
 			      "\"tap\":\"\",\"tap_ifindex\":3,\"loops\":[],\"dm\":[]}",
 			      "\"tap_ifindex\" without a tap");
-	write_raw(f, "vm1", "vm.json",
-		  "{\"version\":1,\"id\":\"vm1\",\"state\":\"running\",\"on_exit\":\"keep\","
-		  "\"api_sock\":\"\",\"mirror\":{\"tap\":\"t\",\"tap_ifindex\":\"3\","
-		  "\"loops\":[],\"dm\":[]}}");
-	CHECK(store_read_record(&f->store, "vm1", &r, f->why, sizeof(f->why)) == -EBADMSG &&
-		  strstr(f->why, "\"mirror.tap_ifindex\" is not a positive"),
-	      "mirror ifindex as a string: %s", f->why);
+	check_corrupt_record(f, "vm1",
+			     "{\"version\":1,\"id\":\"vm1\",\"state\":\"running\",\"on_exit\":"
+			     "\"keep\",\"api_sock\":\"\",\"mirror\":{\"tap\":\"t\",\"tap_ifindex\":"
+			     "\"3\",\"loops\":[],\"dm\":[]}}",
+			     "\"mirror.tap_ifindex\" is not a positive");
 
 	check_corrupt_handles(f,
 			      "{\"version\":1,\"pid\":5,\"start_time\":1,\"boot_id\":\"b\","
@@ -297,13 +310,11 @@ static void test_without_diskseq(struct fixture *f)
 			      "\"tap\":\"t\",\"loops\":[\"/dev/loop3\"],\"loop_diskseq\":[-1],"
 			      "\"dm\":[]}",
 			      "\"loop_diskseq\" is not an array of up to 8 integers >= 0");
-	write_raw(f, "vm1", "vm.json",
-		  "{\"version\":1,\"id\":\"vm1\",\"state\":\"running\",\"on_exit\":\"keep\","
-		  "\"api_sock\":\"\",\"mirror\":{\"tap\":\"\",\"loops\":[],"
-		  "\"loop_diskseq\":[\"7\"],\"dm\":[]}}");
-	CHECK(store_read_record(&f->store, "vm1", &r, f->why, sizeof(f->why)) == -EBADMSG &&
-		  strstr(f->why, "\"mirror.loop_diskseq\" is not an array"),
-	      "mirror diskseqs of strings: %s", f->why);
+	check_corrupt_record(f, "vm1",
+			     "{\"version\":1,\"id\":\"vm1\",\"state\":\"running\",\"on_exit\":"
+			     "\"keep\",\"api_sock\":\"\",\"mirror\":{\"tap\":\"\",\"loops\":[],"
+			     "\"loop_diskseq\":[\"7\"],\"dm\":[]}}",
+			     "\"mirror.loop_diskseq\" is not an array");
 }
 
 static void test_record_versions(struct fixture *f)
@@ -346,13 +357,8 @@ static void test_record_versions(struct fixture *f)
 	     "\"dm\":[]}}",
 	     "key \"id\" given twice"},
 	};
-	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
-		write_raw(f, "vm5", "vm.json", bad[i].text);
-		int ret = store_read_record(&f->store, "vm5", &r, f->why, sizeof(f->why));
-		CHECK(ret == -EBADMSG && strstr(f->why, path) && strstr(f->why, bad[i].defect),
-		      "'%s': %d %s", bad[i].defect, ret, f->why);
-		CHECK(exists(path), "a corrupt record is never moved");
-	}
+	for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+		check_corrupt_record(f, "vm5", bad[i].text, bad[i].defect);
 }
 
 static void test_list_and_remove(struct fixture *f)
