@@ -248,17 +248,6 @@ static const char *set_read_kernel_ids(struct vm_handles *h, char *reason, size_
 void service_set_handles_call(struct daemon *d, struct vm_entry *e, const struct vm_handles *h,
 			      int pidfd, const struct ps_caller *caller, void *call)
 {
-	struct vm_handles handles = *h;
-	char reason[PS_PATH_MAX + 128];
-	const char *bad = set_read_kernel_ids(&handles, reason, sizeof(reason));
-	if (bad) {
-		safe_close(pidfd); /* verified a pidfd: its close cannot block */
-		struct service_result res = SERVICE_RESULT(SERVICE_INVALID_PARAMETER);
-		res.parameter = bad;
-		res.reason = reason;
-		d->answer(call, &res);
-		return;
-	}
 	struct set_request *req = calloc(1, sizeof(*req));
 	if (!req) {
 		safe_close(pidfd);
@@ -270,10 +259,19 @@ void service_set_handles_call(struct daemon *d, struct vm_entry *e, const struct
 	req->d = d;
 	req->call = call;
 	req->pidfd = pidfd;
-	req->handles = handles;
+	req->handles = *h;
 	memcpy(req->id, e->id, sizeof(req->id));
 	req->caller = *caller;
 	field_set(req->caller.vm, sizeof(req->caller.vm), e->id); /* the helper audits it */
+	char reason[PS_PATH_MAX + 128];
+	const char *bad = set_read_kernel_ids(&req->handles, reason, sizeof(reason));
+	if (bad) {
+		struct service_result res = SERVICE_RESULT(SERVICE_INVALID_PARAMETER);
+		res.parameter = bad;
+		res.reason = reason;
+		set_request_answer(req, &res);
+		return;
+	}
 	req->deadline_ms = monotonic_ms() + d->cfg.api_sock_wait_ms;
 	int r = set_probe_send(req);
 	if (r < 0)
