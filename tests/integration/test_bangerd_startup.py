@@ -228,7 +228,14 @@ def case_split_mode():
         os.chmod(helper_sock, 0o666)  # the unit's SocketGroup=banger, here: anyone may try
         # A connection from the wrong uid (root, not the daemon user) is refused and audited.
         intruder = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        intruder.connect(helper_sock)
+
+        def intruder_connected():
+            try:
+                intruder.connect(helper_sock)
+                return True
+            except ConnectionRefusedError:  # bound (the file is there), not listening yet
+                return False
+        wait_until(intruder_connected, 5, "the helper socket to listen")
         intruder.settimeout(10)
         check(intruder.recv(4096) == b"", "the helper talked to a wrong uid")
         intruder.close()
