@@ -36,7 +36,7 @@ import time
 # support, which retries the passwd lock that other tests hold at the same time.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 from bangertest import (SKIP, Account, _useradd_locked, check, fail, sh, skip,  # noqa: E402
-                        wait_until)
+                        wait_listening, wait_until)
 
 BUILD_ROOT = os.environ.get("BANGER_BUILD_ROOT", "")
 TEST_USER = os.environ.get("BANGER_TEST_USER", "nobody")
@@ -671,7 +671,7 @@ class SplitRun:
                               setpriv, "--bounding-set", bounding, "--inh-caps", "-all",
                               "--no-new-privs", "--"] + hargv),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        wait_until(lambda: os.path.exists(helper_sock), 10, f"the helper socket at {helper_sock}")
+        wait_listening(helper_sock, 10, "the helper socket")
         apply_socket_access(helper_sock, read_unit(inst.unit("banger-privhelper.socket")),
                             {unit_value(du, "Service", "User"): user})
 
@@ -697,7 +697,7 @@ class SplitRun:
                                "--init-groups", "--bounding-set", "-all", "--inh-caps", "-all",
                                "--no-new-privs", "--"] + dargv),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        wait_until(lambda: os.path.exists(control), 10, f"the control socket at {control}")
+        wait_listening(control, 10, "the control socket")
         os.chmod(control, 0o666)
         # Socket activation starts bangerd on the first connection: bangerctl status is it.
         bangerctl = inst.path(os.path.join(layout("prefix"), layout("bindir"), "bangerctl"))
@@ -889,7 +889,7 @@ def case_split_helper_socket():
             [activate, "--seqpacket", "--accept", "-l", helper_sock, "sh", "-c",
              'echo accepted >>"$0"', accepted],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        wait_until(lambda: os.path.exists(helper_sock), 10, f"the helper socket at {helper_sock}")
+        wait_listening(helper_sock, 10, "the helper socket")
         h_uid, h_gid, h_mode = apply_socket_access(helper_sock, hs, stand_in)
         control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         control.bind(control_sock)

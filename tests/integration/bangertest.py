@@ -157,6 +157,28 @@ def wait_until(predicate, timeout, what):
         time.sleep(0.01)
 
 
+def listening(path):
+    """Whether a Unix socket bound at path listens, as the kernel's /proc/net/unix says.
+
+    A launcher such as systemd-socket-activate binds (the file appears) before it listens,
+    and a connect in between is refused; probing with a connect instead would itself start
+    the activated service (or, with Accept=yes, one instance for the probe)."""
+    acceptcon = 0x10000  # __SO_ACCEPTCON in the Flags column: listen() was called
+    with open("/proc/net/unix") as f:
+        next(f)
+        for line in f:
+            fields = line.split(None, 7)
+            if len(fields) == 8 and fields[7].rstrip("\n") == path:
+                if int(fields[3], 16) & acceptcon:
+                    return True
+    return False
+
+
+def wait_listening(path, timeout, what):
+    """Wait, bounded, until the socket at path listens (see listening())."""
+    wait_until(lambda: listening(path), timeout, f"{what} to listen at {path}")
+
+
 # The throw-away roots Daemon made, by the pid that made them. A restart (Daemon(root=d.dir))
 # takes its root over, so the last daemon's finish() removes it; whatever a test still holds
 # when it exits, however it exits (a failed check included), goes then, in the process that

@@ -21,8 +21,8 @@ import sys  # noqa: E402
 
 sys.path.insert(0, sys_path_dir)
 from bangertest import (HELPER, IFACE, Daemon, TEST_USER, Varlink, check,  # noqa: E402
-                        die_with_parent, require_root, run_cases, skip, status_of, wait_pid_gone,
-                        wait_until)
+                        die_with_parent, require_root, run_cases, skip, status_of, wait_listening,
+                        wait_pid_gone)
 
 # CAP_DAC_READ_SEARCH (2), CAP_NET_ADMIN (12), CAP_SYS_PTRACE (19), CAP_SYS_ADMIN (21)
 HELPER_CAPS = (1 << 2) | (1 << 12) | (1 << 19) | (1 << 21)
@@ -178,7 +178,7 @@ def case_socket_activation():
     d = Daemon(wait_ready=False, launcher=[activate, "-l", control,
                                            "-E", f"NOTIFY_SOCKET={notify_path}"])
     try:
-        wait_until(lambda: os.path.exists(control), 5, "systemd-socket-activate to listen")
+        wait_listening(control, 5, "systemd-socket-activate")
         # The first connection starts bangerd, which then serves it on the inherited socket.
         client = Varlink(control, timeout=15)
         status = client.call(IFACE + "GetStatus")
@@ -224,25 +224,18 @@ def case_split_mode():
         preexec_fn=die_with_parent,  # gone with the test, however the test ends
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        wait_until(lambda: os.path.exists(helper_sock), 5, "the helper socket")
+        wait_listening(helper_sock, 5, "the helper socket")
         os.chmod(helper_sock, 0o666)  # the unit's SocketGroup=banger, here: anyone may try
         # A connection from the wrong uid (root, not the daemon user) is refused and audited.
         intruder = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-
-        def intruder_connected():
-            try:
-                intruder.connect(helper_sock)
-                return True
-            except ConnectionRefusedError:  # bound (the file is there), not listening yet
-                return False
-        wait_until(intruder_connected, 5, "the helper socket to listen")
+        intruder.connect(helper_sock)
         intruder.settimeout(10)
         check(intruder.recv(4096) == b"", "the helper talked to a wrong uid")
         intruder.close()
         # The same roots as the helper's policy: bangerd checks the echo in HELLO.
         d = Daemon(wait_ready=False, root=tmp, extra=["--helper-socket", helper_sock],
                    launcher=[activate, "-l", control, "-E", f"NOTIFY_SOCKET={notify_path}"])
-        wait_until(lambda: os.path.exists(control), 5, "the control socket")
+        wait_listening(control, 5, "the control socket")
         client = Varlink(control, timeout=15)
         status = client.call(IFACE + "GetStatus")
         check(status["helper_privileged"] is True, f"the split helper is privileged: {status}")

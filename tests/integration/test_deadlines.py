@@ -22,7 +22,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bangertest import (BANGERD, HELPER, IFACE, TEST_USER, Daemon, Kernel, Stub,  # noqa: E402
                         check, die_with_parent, fail, link_exists, loops_on, require_root,
-                        run_cases, sh, skip, wait_or_kill, wait_pid_gone, wait_until)
+                        run_cases, sh, skip, wait_listening, wait_or_kill, wait_pid_gone,
+                        wait_until)
 
 PROBE_MS, SCAN_MS, TEARDOWN_MS = 500, 1000, 1000
 DEADLINE_FLAGS = ["--helper-probe-timeout-ms", str(PROBE_MS),
@@ -267,7 +268,7 @@ def case_split_stuck():
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     d, stubs, stopped = None, [], Stopped()
     try:
-        wait_until(lambda: os.path.exists(helper_sock), 5, "the helper socket")
+        wait_listening(helper_sock, 5, "the helper socket")
         os.chmod(helper_sock, 0o666)
         d = Daemon(root=tmp, extra=["--helper-socket", helper_sock, *DEADLINE_FLAGS])
         c = d.client()
