@@ -36,6 +36,7 @@ bounds on) the RSS figures are printed and their assertions skipped, noted.
 Every blocking call has a timeout; every wait is for an event and bounded.
 """
 import array
+import collections
 import errno
 import fcntl
 import json
@@ -74,13 +75,27 @@ def ms_since(t0):
     return 1000.0 * (time.monotonic() - t0)
 
 
+class Sample(collections.namedtuple("Sample", "ms queued")):
+    """One timed call: its ms, and how many of them a thread spent waiting for a CPU."""
+
+
+def run_delay_ms(schedstat):
+    """How long a thread has waited for a CPU while runnable, in ms: the second field of its
+    /proc/.../schedstat (the kernel's run-queue delay)."""
+    with open(schedstat) as f:
+        return int(f.read().split()[1]) / 1e6
+
+
 def fmt_ms(samples):
+    """ms figures, or Samples (then also their longest wait for a CPU)."""
     if not samples:
         return "no samples"
-    s = sorted(samples)
+    s = sorted(getattr(x, "ms", x) for x in samples)
     p95 = s[min(len(s) - 1, int(0.95 * len(s)))]
+    queued = [x.queued for x in samples if isinstance(x, Sample)]
     return (f"n={len(s)} min {s[0]:.2f} median {statistics.median(s):.2f} p95 {p95:.2f} "
-            f"max {s[-1]:.2f} ms")
+            f"max {s[-1]:.2f} ms" + (f" (waits for a CPU up to {max(queued):.2f} ms)"
+                                     if queued else ""))
 
 
 def lingering_socket(fill_timeout=10.0):
@@ -531,9 +546,9 @@ class Prober(threading.Thread):
 
     def probe(self):
         try:
-            ms = self.front.status_once(timeout=self.timeout)[0]
+            sample = self.front.status_once(timeout=self.timeout)[0]
             with self.lock:
-                self.samples.append(ms)
+                self.samples.append(sample)
         except (Exception, SystemExit) as e:  # noqa: BLE001 - the main thread reports
             with self.lock:
                 self.errors.append(repr(e))
@@ -714,8 +729,11 @@ class Front:
     # --- (a) latency ---
 
     def status_once(self, timeout=30.0):
-        """(ms, GetStatus parameters) of one call of root on a fresh connection; raises
+        """(Sample, GetStatus parameters) of one call of root on a fresh connection; raises
         ConnectionError, OSError or TimeoutError when it is not answered."""
+        loop = f"/proc/{self.d.proc.pid}/task/{self.d.proc.pid}/schedstat"  # the event loop
+        mine = "/proc/thread-self/schedstat"
+        waits = run_delay_ms(loop), run_delay_ms(mine)
         t0 = time.monotonic()
         c = Varlink(self.d.socket, timeout=timeout)
         try:
@@ -723,9 +741,25 @@ class Front:
             reply = c.receive()
         finally:
             c.close()
+        ms = ms_since(t0)
         if reply is None or "error" in reply:
             raise ConnectionError(f"GetStatus: {reply or 'closed without a reply'}")
-        return ms_since(t0), reply["parameters"]
+        queued = max(run_delay_ms(loop) - waits[0], run_delay_ms(mine) - waits[1])
+        return Sample(ms, queued), reply["parameters"]
+
+    def over_bound(self, samples):
+        """The samples over LATENCY_BOUND_MS once the host's share is taken out: the time
+        bangerd's event loop or the calling thread sat runnable on a run queue while the
+        other ran (whichever waited longer: their waits may overlap). That share is the
+        shared machine's, not bangerd's; it is printed with every sample over the bound."""
+        over = []
+        for ms, queued in samples:
+            if ms >= LATENCY_BOUND_MS:
+                print(f"figure: a GetStatus of {ms:.1f} ms, {queued:.1f} ms of it waiting for "
+                      f"a CPU", flush=True)
+                if ms - queued >= LATENCY_BOUND_MS:
+                    over.append(ms)
+        return over
 
     def latency(self, when, n=10, gap=0.02, bound=True):
         """n timed GetStatus calls of root, each on a fresh connection. A failed call fails
@@ -735,17 +769,18 @@ class Front:
         samples, st = [], None
         for _ in range(n):
             try:
-                ms, st = self.status_once()
+                sample, st = self.status_once()
             except (OSError, VarlinkError) as e:
                 fail(f"{when}: root's GetStatus on a fresh connection failed: {e!r}; "
                      f"bangerd {self.daemon_state()}")
-            samples.append(ms)
+            samples.append(sample)
             time.sleep(gap)
         print(f"figure: {when}: root GetStatus (fresh connection) {fmt_ms(samples)}", flush=True)
-        if bound and max(samples) >= LATENCY_BOUND_MS:
+        over = self.over_bound(samples) if bound else []
+        if over:
             self.problem(f"{when}: root's GetStatus on a fresh connection took up to "
-                         f"{max(samples):.1f} ms (bound {LATENCY_BOUND_MS:.0f} ms): "
-                         f"{fmt_ms(samples)}")
+                         f"{max(over):.1f} ms besides waiting for a CPU (bound "
+                         f"{LATENCY_BOUND_MS:.0f} ms): {fmt_ms(samples)}")
         return st
 
     def check_probes(self, prober, when):
@@ -755,11 +790,12 @@ class Front:
             self.problem(f"{when}: {len(prober.errors)} of root's GetStatus calls failed: "
                          f"{prober.errors[:5]}; bangerd {self.daemon_state()}")
         check(prober.samples, f"{when}: no GetStatus sample answered")
-        if max(prober.samples) >= LATENCY_BOUND_MS:
-            over = sum(1 for x in prober.samples if x >= LATENCY_BOUND_MS)
+        over = self.over_bound(prober.samples)
+        if over:
             self.problem(f"{when}: root's GetStatus on a fresh connection took up to "
-                         f"{max(prober.samples):.1f} ms, {over} of {len(prober.samples)} "
-                         f"samples over {LATENCY_BOUND_MS:.0f} ms: {fmt_ms(prober.samples)}")
+                         f"{max(over):.1f} ms, {len(over)} of {len(prober.samples)} "
+                         f"samples over {LATENCY_BOUND_MS:.0f} ms besides waiting for a CPU: "
+                         f"{fmt_ms(prober.samples)}")
 
     # --- (b) exit teardown ---
 
