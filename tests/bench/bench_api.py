@@ -148,12 +148,13 @@ def redis_benchmark(tool, path, clients, requests):
     return result
 
 
-def setup_vm(bench, d):
-    """Register VM_ID and SetHandles it on a live stub; returns (pid, GetHandles reply bytes)."""
+def setup_vm(bench, d, tap_suffix):
+    """Register VM_ID and SetHandles it on a live stub; returns (pid, GetHandles reply bytes).
+    Each bangerd (this build's, the baseline's) gets its own tap: tap_suffix tells them apart."""
     c = d.client()
     sock = os.path.join(d.api_root, VM_ID, "api.sock")
     # on_exit keep: the resources named are made up, and nothing must try to tear them down.
-    tap = bench.tap("api")  # real: SetHandles records its ifindex
+    tap = bench.tap(tap_suffix)  # real: SetHandles records its ifindex
     c.call(IFACE + "Register", {"id": VM_ID, "api_sock": sock, "on_exit": "keep", "planned": {
         "tap": tap, "loop_files": [os.path.join(d.loop_root, VM_ID, "rootfs.ext4")],
         "dm": [f"bangertest-{VM_ID}"]}})
@@ -275,11 +276,11 @@ def main():
     with Bench() as bench:
         server, bench_tool = redis_tools()
         d = bench.start_daemon()
-        pid, raw = setup_vm(bench, d)
+        pid, raw = setup_vm(bench, d, "api")
         base = None
         if args.baseline:
             bd = bench.start_daemon(build=args.baseline)
-            base = (bd, setup_vm(bench, bd)[0])
+            base = (bd, setup_vm(bench, bd, "old")[0])
         redis_path = start_redis(bench, server, raw)
         hits0, misses0 = redis_stats(redis_path)
         fds0, rss0 = fd_count(d.proc.pid), rss_kib(d.proc.pid)
