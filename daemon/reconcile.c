@@ -6,7 +6,8 @@
  * pgrep per VM). Liveness has three answers and only "dead" tears down:
  * when the helper is gone, or could not inspect every process, a VM it did
  * not find is "unknown" and nothing of it is touched. A VM found under its
- * api socket is alive whatever pid it has now (it is adopted). One VM's
+ * api socket is alive whatever pid it has now (it is adopted); one not found
+ * is dead only once a probe of its saved pid says that process is gone. One VM's
  * failure never stops the others'. Orphans (firecrackers under the roots
  * that no record owns) are reported, never killed.
  */
@@ -57,7 +58,8 @@ struct reconcile {
 	size_t n_scan;
 	struct ps_scan_entry *orphans;
 	size_t n_orphans;
-	size_t pending; /* teardowns still out */
+	size_t pending; /* what the report waits for: probes, adoptions' writes, teardowns */
+	size_t probes;	/* saved pids still being probed: the teardowns wait for them */
 	int err;
 	char why[640]; /* err < 0 because of the helper: its failure, for the report and callers */
 	struct rc_waiter *waiters;
@@ -207,9 +209,13 @@ static void decide_dead(struct rc_vm *v, struct vm_entry *e)
 	v->action = RC_TEAR_DOWN; /* sent once every VM's liveness is decided */
 }
 
-/* One VM the scan did not find. */
-static void decide_unfound(struct rc_vm *v, struct vm_entry *e, bool scan_complete)
+static void probe_saved_pid(struct reconcile *rc, struct rc_vm *v, struct vm_entry *e);
+
+/* One VM the scan did not find: dead once its saved pid, if any, is gone too. */
+static void decide_unfound(struct reconcile *rc, struct rc_vm *v, struct vm_entry *e,
+			   bool scan_complete)
 {
+	struct vm_handles h;
 	if (decide_watched(v, e))
 		return;
 	if (!scan_complete) {
@@ -218,7 +224,11 @@ static void decide_unfound(struct rc_vm *v, struct vm_entry *e, bool scan_comple
 		v->reason = "the helper could not inspect every process";
 		return;
 	}
-	decide_dead(v, e);
+	cache_entry_get(e, NULL, &h);
+	if (e->has_handles && h.pid > 0 && strcmp(h.boot_id, rc->d->boot_id) == 0)
+		probe_saved_pid(rc, v, e);
+	else
+		decide_dead(v, e);
 }
 
 /* Liveness could not be established: say why, touch nothing. */
@@ -347,6 +357,101 @@ static void decide_found(struct reconcile *rc, struct rc_vm *v, struct vm_entry 
 	service_after_writes(d, v->id, on_adopt_written, rc);
 }
 
+/* Which VM of which reconcile a probe of a saved pid is for. */
+struct rc_probe {
+	struct reconcile *rc;
+	char id[VM_ID_MAX + 1];
+};
+
+/* What the probe of the saved pid says of a VM the scan did not find. */
+static void decide_probed(struct reconcile *rc, struct rc_vm *v, struct vm_entry *e,
+			  const struct helper_reply *reply, pid_t pid)
+{
+	const struct ps_probe_reply *r = &reply->msg->payload.probe_reply;
+	if (r->status == PS_PROBE_RUNNING) {
+		/* Its listener after all (the scan missed it): adopted like a found VM. */
+		int pidfd = ps_message_take_fd((struct ps_message *)reply->msg, 0);
+		struct ps_scan_entry m = {
+		    .kind = PS_SCAN_MATCH, .pid = r->pid, .start_time = r->start_time};
+		decide_found(rc, v, e, &m, &pidfd);
+		safe_close(pidfd);
+	} else if (r->status == PS_PROBE_NOT_RUNNING && r->reason != PS_REASON_NO_LISTENER) {
+		snprintf(v->why, sizeof(v->why),
+			 "not found by the scan, and its pid %d is gone (%s)", (int)pid,
+			 ps_reason_name(r->reason));
+		v->reason = v->why;
+		decide_dead(v, e);
+	} else if (r->status == PS_PROBE_NOT_RUNNING) {
+		decide_unknown(v, e,
+			       "its firecracker pid %d still runs, but its api socket shows no "
+			       "listener it holds",
+			       (int)pid);
+	} else {
+		decide_unknown(v, e, "its pid %d could not be probed: %s", (int)pid,
+			       r->reason ? ps_reason_name(r->reason) : strerror(-r->err));
+	}
+}
+
+static void on_saved_pid_probe(struct helper_client *hc, struct helper_reply *reply, void *userdata)
+{
+	struct rc_probe *p = userdata;
+	struct reconcile *rc = p->rc;
+	struct rc_vm key, *v;
+	(void)hc;
+	memcpy(key.id, p->id, sizeof(key.id));
+	free(p);
+	v = bsearch(&key, rc->vms, rc->n, sizeof(*rc->vms), compare_ids);
+	struct vm_entry *e = v ? cache_find(&rc->d->cache, v->id) : NULL;
+	if (v && !e) {
+		v->action = RC_CLEAN;
+		v->reason = "unregistered meanwhile";
+	} else if (e && reply->err < 0) {
+		reconcile_helper_failed(rc, reply->err, reply->why);
+		decide_unknown(v, e, "%s", rc->why);
+	} else if (e) {
+		struct vm_handles h;
+		cache_entry_get(e, NULL, &h);
+		decide_probed(rc, v, e, reply, h.pid);
+	}
+	if (--rc->probes == 0)
+		send_teardowns(rc);
+	if (--rc->pending == 0)
+		reconcile_finish(rc);
+}
+
+/*
+ * DESIGN §3: a VM the scan did not find is dead only if its saved pid does not verify
+ * either. Only a pid that is gone, or now another process, makes it dead: a firecracker
+ * that still runs under the saved pid and start time keeps it (adopted if its listener
+ * shows, unknown if not). A scan can miss a live VM's listener: its socket file unlinked
+ * or renamed, or a sock_diag dump that skipped it while other sockets closed.
+ */
+static void probe_saved_pid(struct reconcile *rc, struct rc_vm *v, struct vm_entry *e)
+{
+	struct vm_record rec;
+	struct vm_handles h;
+	char why[512];
+	cache_entry_get(e, &rec, &h);
+	struct rc_probe *p = malloc(sizeof(*p));
+	int r = !p ? -ENOMEM : !rc->d->helper ? -EPIPE : 0;
+	if (r == 0) {
+		p->rc = rc;
+		memcpy(p->id, v->id, sizeof(p->id));
+		r = helper_probe(rc->d->helper, &rc->caller, h.pid, -1, h.start_time, rec.api_sock,
+				 on_saved_pid_probe, p);
+	}
+	if (r < 0) {
+		free(p);
+		decide_unknown(v, e, "its pid %d could not be probed: %s", (int)h.pid,
+			       service_helper_failure(rc->d, r, why, sizeof(why)));
+		return;
+	}
+	v->action = RC_UNKNOWN; /* until the probe answers */
+	v->reason = "its saved pid is being probed";
+	rc->probes++;
+	rc->pending++;
+}
+
 /* Apply every entry of the scan; *decided[i] says VM i got an answer from it. */
 static void apply_scan(struct reconcile *rc, struct helper_scan_result *res, bool *decided)
 {
@@ -452,10 +557,11 @@ static void on_scan(struct helper_client *hc, struct helper_scan_result *res, vo
 			} else if (!rc->vms[i].scanned) {
 				decide_other_boot(d, &rc->vms[i], e);
 			} else if (!decided[i]) {
-				decide_unfound(&rc->vms[i], e, res->uninspected == 0);
+				decide_unfound(rc, &rc->vms[i], e, res->uninspected == 0);
 			}
 		}
-		send_teardowns(rc);
+		if (rc->probes == 0)
+			send_teardowns(rc); /* else once the last probe answers */
 	}
 	free(decided);
 	if (--rc->pending == 0)

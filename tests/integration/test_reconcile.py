@@ -334,6 +334,38 @@ def case_other_boot(f):
           "reported the live process as an orphan), torn down, the process untouched")
 
 
+@with_fixture("su")
+def case_socket_gone_pid_lives(f):
+    """A live VM's api socket file is unlinked while bangerd is down (the listener lives on,
+    unreachable by path), so no scan can find the VM. DESIGN section 3: its saved pid is
+    probed before it is called dead. The firecracker of that pid and start time still runs:
+    unknown, nothing torn down. Once that process is gone too, the VM is dead and torn
+    down."""
+    s, tap, _ = f.vm_with_resources("vm-su1")
+    files = [f.image(f"vm-su1-{i}.img") for i in range(2)]
+    f.d.proc.kill()
+    f.d.wait_exit()
+    os.unlink(f.sock("vm-su1"))
+    f.d = Daemon(root=f.d.dir)
+    f.c = f.d.client()
+    check(f.c.call(IFACE + "IsAlive", {"id": "vm-su1"})["alive"] == "unknown",
+          "a VM whose saved pid lives was judged alive or dead")
+    why = (f"reconcile: vm vm-su1 unknown: its firecracker pid {s.pid} still runs, but its "
+           "api socket shows no listener it holds")
+    check(why in f.d.log, f"no reconcile line saying why:\n{f.d.log}")
+    check(re.search(rf" op=probe pid={s.pid} pidfd=no start_time=[1-9][0-9]* .*"
+                    r"result=not-running reason=no-listener", f.d.log),
+          f"no audited probe of the saved pid:\n{f.d.log}")
+    check(link_exists(tap) and all(loops_on(x) for x in files) and s.proc.poll() is None,
+          "a VM whose firecracker runs lost its tap or loops, or its process")
+    s.kill()
+    report = f.c.call(IFACE + "Reconcile")["vms"]
+    check([(v["id"], v["action"]) for v in report] == [("vm-su1", "torn_down")], str(report))
+    f.nothing_left(tap, files)
+    print(f"pid {s.pid} alive with its socket file gone: unknown, nothing torn down; once it "
+          "exited: torn down")
+
+
 @with_fixture("ur")
 def case_unreadable_record(f):
     """vm.json cannot be read (not JSON, a wrong type, no permission): the record is still
