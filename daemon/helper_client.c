@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "path.h"
 #include "policy.h"
@@ -93,13 +94,6 @@ const char *helper_op_name(enum helper_op op)
 					    [HELPER_OP_SCAN] = "SCAN",
 					    [HELPER_OP_TEARDOWN] = "TEARDOWN"};
 	return (unsigned)op < ELEMENTSOF(names) ? names[op] : "?";
-}
-
-static uint64_t monotonic_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 void describe_wait_status(int status, char *buf, size_t size)
@@ -456,6 +450,7 @@ static int scan_append(struct pending *p, struct ps_message *m)
 		res->count++;
 	}
 	res->uninspected = r->uninspected;
+	res->cut_short = (r->flags & PS_SCAN_CUT_SHORT) != 0;
 	if (r->err < 0)
 		res->err = r->err;
 	return 0;
@@ -659,6 +654,13 @@ int helper_scan(struct helper_client *hc, const struct ps_caller *caller,
 		return -ENOMEM;
 	p->scan_cb = cb;
 	p->userdata = userdata;
+	/*
+	 * The walk gets three quarters of the deadline: a host full of processes (or one
+	 * process full of fds) then makes the answer incomplete (unknown), not late (the
+	 * helper judged stuck and replaced, again at every start).
+	 */
+	uint32_t budget = hc->deadline_ms[HELPER_OP_SCAN] / 4 * 3;
+	p->scan.budget_ms = budget ? budget : 1;
 	_cleanup_free_ struct ps_scan *q = malloc(sizeof(*q));
 	if (!q) {
 		free(p);
@@ -670,6 +672,7 @@ int helper_scan(struct helper_client *hc, const struct ps_caller *caller,
 		q->caller = *caller;
 		q->part = (uint32_t)part;
 		q->nparts = (uint32_t)nparts;
+		q->budget_ms = p->scan.budget_ms;
 		for (size_t i = part * PS_SCAN_PART_MAX; i < count && q->count < PS_SCAN_PART_MAX;
 		     i++)
 			field_set(q->sockets[q->count++], PS_SOCK_PATH_MAX, sockets[i]);

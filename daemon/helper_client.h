@@ -53,6 +53,8 @@ typedef void (*helper_reply_cb)(struct helper_client *hc, struct helper_reply *r
 struct helper_scan_result {
 	int err;
 	uint32_t uninspected;
+	uint32_t budget_ms; /* the walk's budget, as the request gave it */
+	bool cut_short;	    /* the walk ran out of it: uninspected counts what it left */
 	size_t count;
 	struct ps_scan_entry *entries;
 	int *pidfds;	 /* per entry: its pidfd or -1 */

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "cache.h"
 #include "daemon.h"
 #include "helper_client.h"
@@ -67,13 +68,6 @@ struct reconcile {
 	uint64_t started_usec; /* CLOCK_MONOTONIC */
 };
 
-static uint64_t monotonic_usec(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
 static int compare_ids(const void *a, const void *b)
 {
 	return strcmp(((const struct rc_vm *)a)->id, ((const struct rc_vm *)b)->id);
@@ -117,7 +111,7 @@ static void reconcile_log(const struct reconcile *rc)
 static void reconcile_count(const struct reconcile *rc)
 {
 	struct daemon_counters *n = &rc->d->counters;
-	uint64_t usec = monotonic_usec() - rc->started_usec;
+	uint64_t usec = monotonic_us() - rc->started_usec;
 	n->reconciles++;
 	n->reconciles_failed += rc->err < 0;
 	n->reconcile_usec_total += usec;
@@ -211,17 +205,26 @@ static void decide_dead(struct rc_vm *v, struct vm_entry *e)
 
 static void probe_saved_pid(struct reconcile *rc, struct rc_vm *v, struct vm_entry *e);
 
+/* Why a scan's "not found" proves nothing, or NULL when it saw every process. */
+static const char *scan_incomplete(const struct helper_scan_result *res)
+{
+	if (res->cut_short)
+		return "the helper's scan ran out of its time budget before it had inspected "
+		       "every process";
+	return res->uninspected ? "the helper could not inspect every process" : NULL;
+}
+
 /* One VM the scan did not find: dead once its saved pid, if any, is gone too. */
 static void decide_unfound(struct reconcile *rc, struct rc_vm *v, struct vm_entry *e,
-			   bool scan_complete)
+			   const struct helper_scan_result *res)
 {
 	struct vm_handles h;
 	if (decide_watched(v, e))
 		return;
-	if (!scan_complete) {
+	if (scan_incomplete(res)) {
 		e->liveness = VM_UNKNOWN;
 		v->action = RC_UNKNOWN;
-		v->reason = "the helper could not inspect every process";
+		v->reason = scan_incomplete(res);
 		return;
 	}
 	cache_entry_get(e, NULL, &h);
@@ -491,7 +494,7 @@ static void apply_scan(struct reconcile *rc, struct helper_scan_result *res, boo
  * the scan saw every process, dead like any VM the scan did not find.
  */
 static void decide_unreadable(struct reconcile *rc, struct rc_vm *v, struct vm_entry *e,
-			      bool scan_complete)
+			      const struct helper_scan_result *res)
 {
 	struct vm_handles h;
 	if (decide_watched(v, e))
@@ -515,8 +518,8 @@ static void decide_unreadable(struct reconcile *rc, struct rc_vm *v, struct vm_e
 				       (int)h.pid);
 			return;
 		}
-	if (!scan_complete) {
-		decide_unknown(v, e, "the helper could not inspect every process");
+	if (scan_incomplete(res)) {
+		decide_unknown(v, e, "%s", scan_incomplete(res));
 		return;
 	}
 	snprintf(v->why, sizeof(v->why),
@@ -553,11 +556,11 @@ static void on_scan(struct helper_client *hc, struct helper_scan_result *res, vo
 				rc->vms[i].action = RC_CLEAN;
 				rc->vms[i].reason = "unregistered meanwhile";
 			} else if (!rc->vms[i].scanned && e->record_unreadable) {
-				decide_unreadable(rc, &rc->vms[i], e, res->uninspected == 0);
+				decide_unreadable(rc, &rc->vms[i], e, res);
 			} else if (!rc->vms[i].scanned) {
 				decide_other_boot(d, &rc->vms[i], e);
 			} else if (!decided[i]) {
-				decide_unfound(rc, &rc->vms[i], e, res->uninspected == 0);
+				decide_unfound(rc, &rc->vms[i], e, res);
 			}
 		}
 		if (rc->probes == 0)
@@ -591,7 +594,7 @@ int reconcile_start(struct daemon *d, const struct ps_caller *caller, reconcile_
 		return -ENOMEM;
 	rc->d = d;
 	rc->caller = *caller;
-	rc->started_usec = monotonic_usec();
+	rc->started_usec = monotonic_us();
 	rc->vms = calloc(cap ? cap : 1, sizeof(*rc->vms));
 	rc->scan_vm = calloc(cap ? cap : 1, sizeof(*rc->scan_vm));
 	char(*socks)[PS_SOCK_PATH_MAX] = calloc(cap ? cap : 1, PS_SOCK_PATH_MAX);

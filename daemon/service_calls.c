@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "cache.h"
 #include "daemon.h"
 #include "helper_client.h"
@@ -48,13 +49,6 @@ struct set_request {
 
 #define SET_PROBE_RETRY_FIRST_MS 5
 #define SET_PROBE_RETRY_MAX_MS	 100
-
-static uint64_t monotonic_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 /* Answer the SetHandles and forget it. */
 static void set_request_answer(struct set_request *req, const struct service_result *res)

@@ -15,15 +15,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "helper.h"
 #include "log.h"
 #include "message_id.h"
 
 uint64_t audit_clock_us(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+	return monotonic_us();
 }
 
 static void audit_write(struct helper *h, const char *message_id, const struct log_field *fields,

@@ -47,6 +47,9 @@ struct scan_request {
 	struct scan_hit *hits;
 	size_t n_hits, hits_capacity;
 	uint32_t uninspected;
+	uint32_t budget_ms;   /* the walk's, as every part gave it */
+	uint64_t deadline_ns; /* CLOCK_MONOTONIC: the walk stops here */
+	bool cut_short;	      /* it did: what it left is counted uninspected */
 };
 
 struct asroot_entry;

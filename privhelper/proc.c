@@ -21,6 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "array.h"
 #include "beneath.h"
 #include "helper.h"
@@ -81,7 +82,7 @@ static int probe_listener(struct helper *h, int dirfd, const char *api_sock)
 	if (r == 0)
 		r = listener_table_cover(&listeners, &h->netns, dirfd);
 	if (r == 0)
-		r = proc_for_each_socket(dirfd, check_socket, &c);
+		r = proc_for_each_socket(dirfd, 0, check_socket, &c);
 	listener_table_free(&listeners);
 	if (r == 1)
 		return 0;
@@ -207,6 +208,15 @@ static struct ps_scan_entry *scan_hit_add(struct scan_request *s, uint32_t kind,
 	return &hit->entry;
 }
 
+/* The same listener in two of its fds (a dup) is one holding, not two claimants. */
+static bool holds_already(const struct holdings *p, const struct wanted_socket *w)
+{
+	for (size_t i = 0; i < p->n_wanted; i++)
+		if (p->wanted[i] == w)
+			return true;
+	return false;
+}
+
 /* Each socket the process holds: a wanted listener, another listener, or nothing of ours. */
 static int note_socket(uint64_t sock_ino, void *userdata)
 {
@@ -227,7 +237,7 @@ static int note_socket(uint64_t sock_ino, void *userdata)
 	while (hit > s->wanted && compare_nodes(hit - 1, &key) == 0)
 		hit--;
 	for (; hit < s->wanted + s->count && compare_nodes(hit, &key) == 0; hit++)
-		if (p->n_wanted < PS_SCAN_PROCESS_MAX_MATCHES)
+		if (p->n_wanted < PS_SCAN_PROCESS_MAX_MATCHES && !holds_already(p, hit))
 			p->wanted[p->n_wanted++] = hit;
 	return 0;
 }
@@ -296,6 +306,13 @@ static int scan_holdings(struct helper *h, const struct holdings *p, int proc_di
 	return 0;
 }
 
+/* Out of time: stop the walk; whatever it has not looked at may be any VM's firecracker. */
+static void scan_cut_short(struct scan_request *s)
+{
+	s->cut_short = true;
+	s->uninspected++;
+}
+
 /* Look at one /proc entry. */
 static int scan_one(struct helper *h, struct listener_table *listeners, pid_t pid)
 {
@@ -322,7 +339,11 @@ static int scan_one(struct helper *h, struct listener_table *listeners, pid_t pi
 		return 0;
 	r = listener_table_cover(listeners, &h->netns, dirfd);
 	if (r == 0)
-		r = proc_for_each_socket(dirfd, note_socket, &p);
+		r = proc_for_each_socket(dirfd, h->scan.deadline_ns, note_socket, &p);
+	if (r == -ETIME) {
+		scan_cut_short(&h->scan); /* this process too: it may be the one */
+		return 0;
+	}
 	if (r == -ESRCH || pidfd_has_exited(pidfd))
 		return 0;
 	if (r == -ENOMEM)
@@ -343,10 +364,14 @@ static int scan_proc(struct helper *h)
 	_cleanup_closedir_ DIR *proc = opendir("/proc");
 	if (!proc)
 		return negative_errno();
-	for (struct dirent *d; r == 0 && (d = readdir(proc));) {
+	for (struct dirent *d; r == 0 && !h->scan.cut_short && (d = readdir(proc));) {
 		char *end;
 		long pid = strtol(d->d_name, &end, 10);
-		if (*end == '\0' && pid > 0)
+		if (*end != '\0' || pid <= 0)
+			continue;
+		if (monotonic_ns() >= h->scan.deadline_ns)
+			scan_cut_short(&h->scan);
+		else
 			r = scan_one(h, &listeners, (pid_t)pid);
 	}
 	listener_table_free(&listeners);
@@ -408,7 +433,7 @@ int asroot_scan_send(struct helper *h, struct asroot_call *c)
 				fds[nfds++] = s->hits[off].pidfd;
 		}
 		if (s->err || off == s->n_hits)
-			rep->flags = PS_SCAN_LAST;
+			rep->flags = PS_SCAN_LAST | (s->cut_short ? PS_SCAN_CUT_SHORT : 0);
 		r = ps_send(h->sock, PS_SCAN_REPLY, s->request_id, rep, sizeof(*rep), fds, nfds);
 	} while (r == 0 && !s->err && off < s->n_hits);
 	scan_request_reset(s);
@@ -464,12 +489,13 @@ static int scan_collect(struct helper *h, const struct ps_message *m, char *why,
 	if (q->part == 0 && s->next_part == 0) {
 		s->request_id = m->header.request_id;
 		s->nparts = q->nparts;
+		s->budget_ms = q->budget_ms;
 		s->caller = q->caller;
 		/* Room for every socket the parts may name (nparts is bounded by the decoder). */
 		s->wanted = calloc((size_t)q->nparts * PS_SCAN_PART_MAX, sizeof(*s->wanted));
 		s->err = s->wanted ? 0 : -ENOMEM;
 	} else if (s->next_part == 0 || q->part != s->next_part || q->nparts != s->nparts ||
-		   m->header.request_id != s->request_id ||
+		   m->header.request_id != s->request_id || q->budget_ms != s->budget_ms ||
 		   memcmp(&q->caller, &s->caller, sizeof(q->caller)) != 0) {
 		return ps_violation(why, why_size,
 				    "scan part %u/%u does not continue the scan under way", q->part,
@@ -497,15 +523,19 @@ static int scan_run(struct helper *h, struct strbuf *args)
 			if (compare_nodes(&s->wanted[i - 1], &s->wanted[i]) == 0)
 				s->wanted[i - 1].twice = s->wanted[i].twice = true;
 	}
+	s->deadline_ns = monotonic_ns() + (uint64_t)s->budget_ms * 1000000u;
 	if (s->err == 0)
 		s->err = scan_proc(h);
 	if (s->err == 0)
 		scan_mark_ambiguous(s, args);
 	for (size_t i = 0; i < s->n_hits; i++)
 		kinds[s->hits[i].entry.kind]++;
-	strbuf_appendf(args, " matched=%zu orphans=%zu ambiguous=%zu unknown=%zu uninspected=%u",
+	strbuf_appendf(args,
+		       " matched=%zu orphans=%zu ambiguous=%zu unknown=%zu uninspected=%u "
+		       "budget_ms=%u cut_short=%s",
 		       kinds[PS_SCAN_MATCH], kinds[PS_SCAN_ORPHAN], kinds[PS_SCAN_AMBIGUOUS],
-		       kinds[PS_SCAN_UNKNOWN], s->uninspected);
+		       kinds[PS_SCAN_UNKNOWN], s->uninspected, s->budget_ms,
+		       s->cut_short ? "yes" : "no");
 	return s->err;
 }
 

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "array.h"
+#include "clock.h"
 #include "log.h"
 #include "macro.h"
 
@@ -199,8 +200,8 @@ int listener_table_cover(struct listener_table *t, const struct netns_home *home
 	for (size_t i = 0; i < t->n_netns; i++)
 		if (t->netns[i] == netns)
 			return 0;
-	if (t->n_netns == UNIXSOCK_MAX_NETNS)
-		return -E2BIG;
+	if (grow_array(&t->netns, &t->netns_capacity, t->n_netns + 1, sizeof(*t->netns), 16) < 0)
+		return -ENOMEM;
 	_cleanup_close_ int fd = diag_socket_for(home, proc_dirfd, netns);
 	if (fd < 0)
 		return fd;
@@ -233,6 +234,7 @@ void listener_table_free(struct listener_table *t)
 	for (size_t i = 0; i < t->n; i++)
 		free(t->v[i].name);
 	free(t->v);
+	free(t->netns);
 	memset(t, 0, sizeof(*t));
 }
 
@@ -244,8 +246,12 @@ static bool parse_socket_link(const char *link, uint64_t *ino)
 	       link[end] == '\0';
 }
 
-int proc_for_each_socket(int proc_dirfd, socket_fn fn, void *userdata)
+/* The clock is read once per this many fds: a process may hold a million. */
+#define FDS_PER_CLOCK_READ 256
+
+int proc_for_each_socket(int proc_dirfd, uint64_t deadline_ns, socket_fn fn, void *userdata)
 {
+	unsigned seen = 0;
 	int fd = openat(proc_dirfd, "fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return errno == ENOENT ? -ESRCH : negative_errno();
@@ -258,6 +264,9 @@ int proc_for_each_socket(int proc_dirfd, socket_fn fn, void *userdata)
 	for (struct dirent *e; (e = readdir(dir)); errno = 0) {
 		char link[SOCKET_LINK_MAX];
 		uint64_t ino;
+		if (deadline_ns && ++seen % FDS_PER_CLOCK_READ == 0 &&
+		    monotonic_ns() >= deadline_ns)
+			return -ETIME;
 		ssize_t n = readlinkat(dirfd(dir), e->d_name, link, sizeof(link) - 1);
 		if (n < 0)
 			continue; /* "." and "..", or an fd closed since readdir */

@@ -30,14 +30,16 @@ struct unix_listener {
 	char *name;
 };
 
-#define UNIXSOCK_MAX_NETNS 256
-
-/* What one request knows of listeners: dumps of every network namespace met so far. */
+/*
+ * What one request knows of listeners: dumps of every network namespace met so far. As
+ * many namespaces as the processes have (a fixed cap let anyone with 257 namespaces make
+ * every scan incomplete); the scan's time budget bounds the work.
+ */
 struct listener_table {
 	struct unix_listener *v;
 	size_t n, capacity;
-	uint64_t netns[UNIXSOCK_MAX_NETNS];
-	size_t n_netns;
+	uint64_t *netns;
+	size_t n_netns, netns_capacity;
 	bool sorted;
 };
 
@@ -70,7 +72,8 @@ void listener_table_free(struct listener_table *t);
 /*
  * Call fn for every socket the process holds (its socket inode), until fn
  * returns non-zero (that value is returned). 0 when all were seen, -ESRCH
- * when the process is gone, -EACCES when its fds may not be read.
+ * when the process is gone, -EACCES when its fds may not be read, -ETIME
+ * once CLOCK_MONOTONIC passes deadline_ns (0: none) with fds still unread.
  */
 typedef int (*socket_fn)(uint64_t sock_ino, void *userdata);
-int proc_for_each_socket(int proc_dirfd, socket_fn fn, void *userdata);
+int proc_for_each_socket(int proc_dirfd, uint64_t deadline_ns, socket_fn fn, void *userdata);

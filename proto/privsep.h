@@ -26,7 +26,7 @@
  * 3: the caller names bangerd's call and the VM apart; 4: loops carry their recorded diskseq;
  * 5: the tap carries its recorded ifindex
  */
-#define PS_PROTOCOL_VERSION 5
+#define PS_PROTOCOL_VERSION 6
 
 /* An api socket path must fit sockaddr_un.sun_path, or firecracker could not bind it. */
 #define PS_SOCK_PATH_MAX 108
@@ -189,7 +189,12 @@ struct ps_scan {
 	uint32_t part;
 	uint32_t nparts;
 	uint32_t count;
-	uint32_t reserved;
+	/*
+	 * How long the walk of /proc may take, 1..PS_SCAN_BUDGET_MAX_MS, the same in every
+	 * part: what it has not inspected by then counts as uninspected, so that a host full
+	 * of processes (or of one process's fds) makes the answer incomplete, never late.
+	 */
+	uint32_t budget_ms;
 	char sockets[PS_SCAN_PART_MAX][PS_SOCK_PATH_MAX];
 };
 
@@ -215,7 +220,9 @@ struct ps_scan_entry {
 	int32_t err;			 /* UNKNOWN: a negative errno; otherwise 0 */
 };
 
-#define PS_SCAN_LAST 0x1u
+#define PS_SCAN_LAST	      0x1u
+#define PS_SCAN_CUT_SHORT     0x2u /* the walk ran out of its budget (uninspected > 0) */
+#define PS_SCAN_BUDGET_MAX_MS 600000u
 
 /* Replies to one scan come in parts; the one flagged PS_SCAN_LAST ends it. */
 struct ps_scan_reply {

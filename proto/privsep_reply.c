@@ -57,8 +57,12 @@ static int validate_scan_reply(const union ps_payload *p, size_t nfds, char *why
 {
 	const struct ps_scan_reply *q = &p->scan_reply;
 	size_t with_fd = 0;
-	if (q->flags & ~PS_SCAN_LAST)
+	if (q->flags & ~(PS_SCAN_LAST | PS_SCAN_CUT_SHORT))
 		return ps_violation(why, why_size, "scan_reply.flags: unknown bits 0x%x", q->flags);
+	if ((q->flags & PS_SCAN_CUT_SHORT) && (!(q->flags & PS_SCAN_LAST) || q->uninspected == 0))
+		return ps_violation(why, why_size,
+				    "scan_reply.flags: cut short, but not the last part or with "
+				    "nothing uninspected");
 	CHECK_ZERO(q->reserved, "scan_reply.reserved");
 	if (q->err > 0)
 		return ps_violation(why, why_size, "scan_reply.err: %d is not a negative errno",

@@ -74,7 +74,9 @@ int ps_validate_scan(const union ps_payload *p, size_t nfds, char *why, size_t w
 	const struct ps_scan *q = &p->scan;
 	(void)nfds;
 	PS_TRY(check_caller(&q->caller, why, why_size));
-	CHECK_ZERO(q->reserved, "scan.reserved");
+	if (q->budget_ms == 0 || q->budget_ms > PS_SCAN_BUDGET_MAX_MS)
+		return ps_violation(why, why_size, "scan.budget_ms: %u not in 1..%u", q->budget_ms,
+				    PS_SCAN_BUDGET_MAX_MS);
 	if (q->nparts == 0 || q->nparts > PS_SCAN_MAX_PARTS)
 		return ps_violation(why, why_size, "scan.nparts: %u not in 1..%d", q->nparts,
 				    PS_SCAN_MAX_PARTS);

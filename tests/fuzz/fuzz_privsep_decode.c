@@ -121,6 +121,7 @@ static void check_scan(const union ps_payload *p, size_t nfds)
 	check_caller(&scan->caller);
 	INVARIANT(scan->nparts >= 1 && scan->nparts <= PS_SCAN_MAX_PARTS);
 	INVARIANT(scan->part < scan->nparts);
+	INVARIANT(scan->budget_ms >= 1 && scan->budget_ms <= PS_SCAN_BUDGET_MAX_MS);
 	check_string_entries(scan->sockets[0], PS_SOCK_PATH_MAX, PS_SCAN_PART_MAX, scan->count);
 }
 
@@ -129,7 +130,9 @@ static void check_scan_reply(const union ps_payload *p, size_t nfds)
 	const struct ps_scan_reply *reply = &p->scan_reply;
 	size_t with_pidfd = 0;
 
-	INVARIANT((reply->flags & ~PS_SCAN_LAST) == 0);
+	INVARIANT((reply->flags & ~(PS_SCAN_LAST | PS_SCAN_CUT_SHORT)) == 0);
+	INVARIANT(!(reply->flags & PS_SCAN_CUT_SHORT) ||
+		  ((reply->flags & PS_SCAN_LAST) && reply->uninspected > 0));
 	INVARIANT(reply->err <= 0);
 	INVARIANT(reply->count <= PS_SCAN_REPLY_MAX);
 	for (size_t i = 0; i < reply->count; i++) {

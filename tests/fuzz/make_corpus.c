@@ -231,6 +231,7 @@ static void seed_scan(struct corpus *c, struct datagram *d)
 	scan->caller.pid = 0;
 	scan->part = 0;
 	scan->nparts = 1;
+	scan->budget_ms = 7500;
 	scan->count = 3;
 	SET_STRING(c, scan->sockets[0], SEED_API_SOCK_ROOT "/a/api.sock");
 	SET_STRING(c, scan->sockets[1], SEED_API_SOCK_ROOT "/b/api.sock");
@@ -289,6 +290,15 @@ static void seed_scan_reply(struct corpus *c, struct datagram *d)
 	d->header.nfds = 1;
 	memset(&reply->entries[2], 0, 3 * sizeof(reply->entries[0]));
 	reply->count = 2;
+
+	/* The walk ran out of its budget: cut short, with what it left uninspected. */
+	reply->flags = PS_SCAN_LAST | PS_SCAN_CUT_SHORT;
+	reply->uninspected = 1;
+	seed_emit(c, "scan-reply-cut-short", PS_TO_DAEMON, 1, d, datagram_len(d), SEED_VALID);
+	reply->uninspected = 0;
+	seed_emit(c, "scan-reply-cut-short-nothing-left", PS_TO_DAEMON, 1, d, datagram_len(d),
+		  SEED_INVALID);
+	reply->flags = PS_SCAN_LAST;
 
 	/* One fd more than the entries account for: the daemon would leak or misassign it. */
 	d->header.nfds = 2;

@@ -19,6 +19,7 @@ taps, loops, temp dirs, the account and the netns go on every exit path.
 """
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -535,6 +536,105 @@ def case_dead_vm_with_impostor(f):
     vm.real = None
     f.no_impostor_orphans(vm, orphans, "after the restart")
     check(imp.proc.poll() is None, "the impostor was killed: nobody kills anything")
+
+
+@with_fixture("i10")
+def case_listener_held_twice(f):
+    """The real firecracker holds its listener in three fds (dups): one process, one
+    holding, not three claimants. bangerd restarts: the VM is adopted, not ambiguous."""
+    vm = f.vm("vm-i10")
+    f.start_real(vm, extra=["--dup-listener", "2"])
+    check(len(listeners(vm.real.pid, vm.sock)) == 1 and
+          sum(1 for fd in os.listdir(f"/proc/{vm.real.pid}/fd")
+              if os.readlink(f"/proc/{vm.real.pid}/fd/{fd}").startswith("socket:")) >= 3,
+          f"the real stub does not hold its listener thrice: {unix_sockets(vm.real.pid)}")
+    f.restart()
+    f.startup_log_kept(vm)
+    f.still_the_vm(vm, "after bangerd restarted")
+    f.kill_real_and_see_teardown(vm)
+
+
+NETNS_FLOOD = 300  # more network namespaces than the helper once had room for (256)
+
+
+@with_fixture("i11")
+def case_impostor_netns_flood(f):
+    """300 firecracker-named processes of the attacker, each in its own user and network
+    namespace: each namespace is one more sock_diag dump for the helper. A fixed table of
+    256 once made the rest "uninspected", so every VM the scan did not find was unknown and
+    nothing of a dead VM was ever torn down while they ran. Now: the VM that died while
+    bangerd was down is torn down at the restart."""
+    why = userns_available()
+    if why:
+        skip(f"unprivileged user namespaces are disabled ({why})")
+    vm = f.vm("vm-i11")
+    f.start_real(vm)
+    f.c.close()
+    check(f.d.stop() == 0, f"bangerd did not stop cleanly:\n{f.d.log}")
+    vm.real.kill()
+    flood = [f.impostor(vm, argv=[STUB, "--api-sock", vm.sock], wrapper=["unshare", "-rn"])
+             for _ in range(NETNS_FLOOD)]
+    spaces = {os.stat(f"/proc/{imp.pid}/ns/net").st_ino for imp in flood}
+    check(len(spaces) == NETNS_FLOOD, f"{len(spaces)} network namespaces among the impostors")
+    f.d = Daemon(root=f.root)
+    f.c = f.d.client()
+    scan = re.search(r"call=startup-reconcile op=scan .*", f.d.log)
+    check(scan and " uninspected=0 " in scan.group(0), f"the scan left processes:\n{f.d.log}")
+    print(f"figure: startup scan, {NETNS_FLOOD} impostors in their own namespaces: "
+          f"{scan.group(0)}")
+    check(f"reconcile: vm {vm.id} torn_down" in f.d.log,
+          f"the dead VM was not torn down:\n{f.d.log}")
+    vm.real = None
+    f.nothing_left(vm)
+    for imp in flood:
+        check(imp.proc.poll() is None, "an impostor was killed: nobody kills anything")
+
+
+FLOOD_FDS = 400000  # readlinks of /proc/PID/fd/N at 1-5 us each: well past the budget below
+FLOOD_SCAN_DEADLINE_MS = 200  # the SCAN deadline (the least bangerd.conf allows is 100)
+
+
+@with_fixture("i9")
+def case_impostor_fd_flood(f):
+    """Unprivileged firecracker-named processes holding 400,000 fds between them (as many
+    per process as the fd limit allows) cost the helper a readlink each. The VM died while
+    bangerd was down, and bangerd restarts with a 200 ms SCAN deadline. Without a budget the
+    walk outlasts the deadline, the helper is judged stuck and bangerd exits before READY,
+    at every start. With it the walk stops in time and says so (cut_short): bangerd is
+    ready, the dead VM is unknown and keeps its resources (nothing is torn down on unknown).
+    Once those processes are gone, Reconcile tears it down."""
+    per = min(resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 64, FLOOD_FDS)
+    vm = f.vm("vm-i9")
+    f.start_real(vm)
+    f.c.close()
+    check(f.d.stop() == 0, f"bangerd did not stop cleanly:\n{f.d.log}")
+    vm.real.kill()
+    flood = [f.impostor(vm, argv=[STUB, "--api-sock", vm.sock, "--hold-fds", str(per)])
+             for _ in range(-(-FLOOD_FDS // per))]
+    held = sum(len(os.listdir(f"/proc/{imp.pid}/fd")) for imp in flood)
+    check(held >= FLOOD_FDS, f"{len(flood)} impostors hold {held} fds")
+    f.d = Daemon(root=f.root, extra=["--helper-scan-timeout-ms", str(FLOOD_SCAN_DEADLINE_MS)])
+    f.c = f.d.client()
+    scan = re.search(r"call=startup-reconcile op=scan .*", f.d.log)
+    check(scan and " cut_short=yes " in scan.group(0) and
+          f" budget_ms={FLOOD_SCAN_DEADLINE_MS // 4 * 3} " in scan.group(0),
+          f"the startup scan was not cut short at its budget:\n{f.d.log}")
+    print(f"figure: startup scan, {len(flood)} impostors holding {held} fds: {scan.group(0)}")
+    check("helper_stuck" not in f.d.log and "did not answer" not in f.d.log,
+          f"the helper was judged stuck:\n{f.d.log}")
+    why = (f"reconcile: vm {vm.id} unknown: the helper's scan ran out of its time budget "
+           "before it had inspected every process")
+    check(why in f.d.log, f"no reconcile line saying why:\n{f.d.log}")
+    f.resources_there(vm, "after a scan cut short")
+    st = f.c.call(IFACE + "GetStatus")
+    check(st["helper_state"] == "ok", f"GetStatus: {st}")
+    for imp in flood:
+        imp.kill()
+        f.impostors.remove(imp)
+    entry, _ = f.reconcile(vm)
+    check(entry["action"] == "torn_down", f"Reconcile once the impostors are gone: {entry}")
+    vm.real = None
+    f.nothing_left(vm)
 
 
 @with_fixture("i7")

@@ -662,6 +662,7 @@ static size_t damage_count_over_max(struct fixture *f)
 	memcpy(hostile_buf, &h, sizeof(h));
 	memset(q, 0, sizeof(*q));
 	q->nparts = 1;
+	q->budget_ms = 1000;
 	q->count = PS_SCAN_PART_MAX + 1;
 	return sizeof(h) + sizeof(*q);
 }
@@ -683,6 +684,7 @@ static size_t damage_fd_on_fdless_type(struct fixture *f)
 	memcpy(hostile_buf, &h, sizeof(h));
 	memset(q, 0, sizeof(*q));
 	q->nparts = 1;
+	q->budget_ms = 1000;
 	return sizeof(h) + sizeof(*q);
 }
 
@@ -727,6 +729,7 @@ static size_t damage_scan_interrupted(struct fixture *f)
 	static struct ps_scan q;
 	memset(&q, 0, sizeof(q));
 	q.nparts = 2;
+	q.budget_ms = 1000;
 	/* Every part but the last is full. */
 	q.count = PS_SCAN_PART_MAX;
 	for (size_t i = 0; i < PS_SCAN_PART_MAX; i++)

@@ -225,6 +225,7 @@ void t_scan(struct t_helper *h, const char *const *sockets, size_t count, struct
 		strcpy(q.caller.call, "test");
 		q.part = (uint32_t)part;
 		q.nparts = (uint32_t)nparts;
+		q.budget_ms = 10000;
 		for (size_t i = part * PS_SCAN_PART_MAX; i < count && q.count < PS_SCAN_PART_MAX;
 		     i++)
 			CHECK(field_set(q.sockets[q.count++], PS_SOCK_PATH_MAX, sockets[i]) == 0,

@@ -18,6 +18,10 @@
  *   --recv-listener PATH  bind PATH, accept once, receive an fd, ack it and
  *                         hold it (ready once PATH listens; the sender is
  *                         ready only after the ack)
+ *   --dup-listener N      hold the listening socket in N more fds (dups)
+ *   --hold-fds N          hold N more fds (copies of one socket), its soft
+ *                         fd limit raised to the hard one: a process that is
+ *                         costly to inspect
  * With STUB_READY_FD=N in the environment it writes "ready\n" to fd N once
  * all of that is done, so a test waits for an event instead of sleeping.
  */
@@ -25,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -153,6 +158,23 @@ static void warn(const char *what, const char *path)
 	fprintf(stderr, "stub firecracker: %s %s: %s\n", what, path, strerror(errno));
 }
 
+/* n copies of one socket (or as many as the hard limit allows, said on stderr). */
+static void hold_fds(long n)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	long held = fd >= 0;
+	while (fd >= 0 && held < n && dup(fd) >= 0)
+		held++;
+	if (held < n)
+		fprintf(stderr, "stub firecracker: held %ld of %ld fds: %s\n", held, n,
+			strerror(errno));
+}
+
 int main(int argc, char **argv)
 {
 	const char *recv_from = option(argc, argv, "--recv-listener");
@@ -160,6 +182,9 @@ int main(int argc, char **argv)
 	const char *send_path = option(argc, argv, "--send-listener");
 	const char *api_sock = option(argc, argv, "--api-sock");
 	const char *delay = option(argc, argv, "--listen-after-ms");
+	const char *fds = option(argc, argv, "--hold-fds");
+	if (fds)
+		hold_fds(atol(fds));
 	if (delay) {
 		long ms = atol(delay);
 		struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
@@ -182,6 +207,10 @@ int main(int argc, char **argv)
 			warn("cannot listen on", path);
 		else if (send_path && send_fd(send_path, fd) < 0)
 			warn("cannot pass the listener to", send_path);
+		const char *dups = option(argc, argv, "--dup-listener");
+		for (long i = 0, n = dups ? atol(dups) : 0; fd >= 0 && i < n; i++)
+			if (dup(fd) < 0)
+				warn("cannot dup the listener on", path);
 	}
 
 	const char *ready = getenv("STUB_READY_FD");

@@ -168,9 +168,16 @@ static void decoder_rules(void)
 	memset(s, 0, sizeof(*s));
 	s->nparts = 1;
 	s->count = 1;
+	s->budget_ms = 7500;
 	strcpy(s->sockets[0], "/run/a.sock");
 	len = sizeof(sh) + sizeof(*s);
 	CHECK(decode(PS_TO_HELPER, buf, len, 0, &m) == 0, "valid scan: %s", why);
+	s->budget_ms = 0;
+	expect_violation(buf, len, 0, PS_TO_HELPER, "scan.budget_ms: 0 not in 1..600000");
+	s->budget_ms = PS_SCAN_BUDGET_MAX_MS + 1;
+	expect_violation(buf, len, 0, PS_TO_HELPER, "scan.budget_ms: 600001 not in 1..600000");
+	s->budget_ms = PS_SCAN_BUDGET_MAX_MS;
+	CHECK(decode(PS_TO_HELPER, buf, len, 0, &m) == 0, "the longest budget: %s", why);
 	s->count = PS_SCAN_PART_MAX + 1;
 	expect_violation(buf, len, 0, PS_TO_HELPER, "over the maximum");
 	s->count = 1;

@@ -12,6 +12,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "clock.h"
+#include "macro.h"
 #include "procfs.h"
 #include "testlib.h"
 #include "unixsock.h"
@@ -89,8 +91,19 @@ int main(void)
 
 	/* Walking our own fds finds all three sockets. */
 	struct seen s = {.want = {sock_ino(lfd), sock_ino(ofd), sock_ino(cfd)}};
-	CHECK(proc_for_each_socket(self, note, &s) == 0, "walk our fds");
+	CHECK(proc_for_each_socket(self, 0, note, &s) == 0, "walk our fds");
 	CHECK(s.found[0] && s.found[1] && s.found[2], "every socket we hold is seen");
+
+	/* A walk past its deadline stops (the clock is read once per 256 fds) with -ETIME. */
+	int dups[300];
+	for (size_t i = 0; i < ELEMENTSOF(dups); i++)
+		dups[i] = dup(cfd);
+	struct seen late = {.want = {sock_ino(lfd)}};
+	CHECK(proc_for_each_socket(self, 1, note, &late) == -ETIME, "a walk out of time stops");
+	CHECK(proc_for_each_socket(self, monotonic_ns() + 60000000000u, note, &late) == 0,
+	      "a walk with time left reads every fd");
+	for (size_t i = 0; i < ELEMENTSOF(dups); i++)
+		close(dups[i]);
 
 	listener_table_free(&t);
 	close(lfd);
