@@ -55,6 +55,16 @@ void strbuf_append_kv_quoted(struct strbuf *sb, const char *key, const char *val
 	strbuf_putc(sb, '"');
 }
 
+void strbuf_append_escaped(struct strbuf *sb, const char *value, const char *specials)
+{
+	for (const unsigned char *p = (const unsigned char *)value; *p; p++) {
+		if (*p == '\\' || *p < 0x20 || *p >= 0x7f || strchr(specials, *p))
+			strbuf_appendf(sb, "\\x%02x", *p);
+		else
+			strbuf_putc(sb, (char)*p);
+	}
+}
+
 const char *strbuf_str(struct strbuf *sb)
 {
 	if (sb->truncated && sb->len >= 3)

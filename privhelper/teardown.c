@@ -9,6 +9,7 @@
  * which counts as done. Never trusts a name for more than where to look.
  */
 #include <assert.h>
+#include <net/if.h>
 #include <errno.h>
 #include <string.h>
 #include <time.h>
@@ -96,6 +97,17 @@ static void teardown_run(const struct ps_policy *p, struct ps_teardown_reply *re
 	}
 }
 
+#define AUDIT_LIST_SEPARATORS ",:()"
+/*
+ * The longest TEARDOWN audit line fits a strbuf: each name byte at most 5 (\xNN, its
+ * backslash escaped again when the list is quoted), each result's status and reason at
+ * most 96, and 2 KiB for the request's other fields.
+ */
+static_assert(PS_TEARDOWN_MAX_DM * (5 * PS_DM_NAME_MAX + 96) +
+		      PS_TEARDOWN_MAX_LOOPS * (5 * PS_PATH_MAX + 96) + 5 * IF_NAMESIZE + 96 + 2048 <
+		  STRBUF_CAPACITY,
+	      "a TEARDOWN's audit line may not fit a strbuf");
+
 static void audit_results(struct asroot_call *c, const struct ps_teardown_reply *rep,
 			  enum ps_resource_kind kind, const char *key, const char *field)
 {
@@ -106,8 +118,12 @@ static void audit_results(struct asroot_call *c, const struct ps_teardown_reply 
 		if (r->kind != kind)
 			continue;
 		audit_field(c, field, r->name);
-		strbuf_appendf(&list, "%s%s:%s", list.len ? "," : "", r->name,
-			       ps_teardown_status_name((int)r->status));
+		if (list.len)
+			strbuf_appendf(&list, ",");
+		/* A name cannot forge an item ("x:removed,y") or a reason: its separators go
+		 * escaped. */
+		strbuf_append_escaped(&list, r->name, AUDIT_LIST_SEPARATORS);
+		strbuf_appendf(&list, ":%s", ps_teardown_status_name((int)r->status));
 		if (r->reason == PS_REASON_DISKSEQ_CHANGED)
 			strbuf_appendf(&list, "(diskseq %llu != recorded %llu)",
 				       (unsigned long long)r->diskseq_found,

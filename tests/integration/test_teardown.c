@@ -637,6 +637,50 @@ static void loop_refused_bad_name(void)
 	free(out);
 }
 
+/*
+ * The longest TEARDOWN (a compromised bangerd's, or an honest one with long backing paths):
+ * eight loop files of 250 bytes with the list's separators in them, DM names that try to
+ * forge results, a real tap. The audit line stays whole (result, errno and duration after
+ * every list) and each name is one item: its separators come out escaped.
+ */
+static void audit_whole(void)
+{
+	struct fixture f;
+	struct ps_teardown_reply rep;
+	char tap[IF_NAMESIZE], needle[128];
+	static char files[PS_TEARDOWN_MAX_LOOPS][PS_PATH_MAX];
+	fixture_setup(&f, "td-audit");
+	t_pathf(tap, sizeof(tap), "bgtw%d", (int)getpid());
+	make_tap(tap, "tap");
+	struct request rq = {
+	    .tap = tap, .dm = {"bangertest-vm1:removed,bangertest-x", "bangertest-y(ok),z:absent"}};
+	for (size_t i = 0; i < PS_TEARDOWN_MAX_LOOPS; i++) {
+		size_t n =
+		    (size_t)snprintf(files[i], sizeof(files[i]), "%s/(x),y:%zu-", f.loop_root, i);
+		memset(files[i] + n, 'a', 250 - n);
+		files[i][250] = '\0';
+		rq.loops[i] = files[i];
+	}
+	teardown(&f, &rq, &rep);
+	CHECK(if_nametoindex(tap) == 0, "%s still exists", tap);
+	char *out = fixture_stop(&f);
+	const char *line = strstr(out, "op=teardown");
+	CHECK(line, "no teardown audit line:\n%s", out);
+	const char *end = strchr(line, '\n');
+	size_t len = end ? (size_t)(end - line) : strlen(line);
+	CHECK(len > 2200 && !memmem(line, len, "...", 3), "the audit line was cut (%zu bytes)",
+	      len);
+	t_pathf(needle, sizeof(needle), "tap=\"%s:removed\" result=", tap);
+	CHECK(memmem(line, len, needle, strlen(needle)), "no '%s' on the line:\n%.*s", needle,
+	      (int)len, line);
+	CHECK(memmem(line, len, " errno=", 7) && memmem(line, len, " dur_us=", 8),
+	      "errno and duration lost:\n%.*s", (int)len, line);
+	expect_in_audit(out, "dm=\"bangertest-vm1\\\\x3aremoved\\\\x2cbangertest-x:");
+	expect_in_audit(out, ",bangertest-y\\\\x28ok\\\\x29\\\\x2cz\\\\x3aabsent:");
+	expect_in_audit(out, "/\\\\x28x\\\\x29\\\\x2cy\\\\x3a7-aaaa");
+	free(out);
+}
+
 static void loop_deleted_backing(void)
 {
 	struct fixture f;
@@ -1141,6 +1185,7 @@ static const struct t_case cases[] = {
     {"loop-removed", loop_removed},
     {"loop-refused-outside-roots", loop_refused_outside_roots},
     {"loop-refused-bad-name", loop_refused_bad_name},
+    {"audit-whole", audit_whole},
     {"loop-deleted-backing", loop_deleted_backing},
     {"loop-backing-changed", loop_backing_changed},
     {"loop-refused-hidden", loop_refused_hidden},
