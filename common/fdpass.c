@@ -61,7 +61,7 @@ int fdpass_recv(int sock, void *buf, size_t cap, size_t max_fds, bool nonblock,
 {
 	union {
 		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int) * FDPASS_MAX_FDS)];
+		char buf[CMSG_SPACE(sizeof(int) * FDPASS_RECV_MAX_FDS)];
 	} control;
 	struct iovec iov = {.iov_base = buf, .iov_len = cap};
 	struct msghdr msg = {
@@ -73,7 +73,7 @@ int fdpass_recv(int sock, void *buf, size_t cap, size_t max_fds, bool nonblock,
 	};
 	ssize_t n;
 
-	if (max_fds > FDPASS_MAX_FDS)
+	if (max_fds > FDPASS_RECV_MAX_FDS)
 		return -EINVAL;
 	memset(out, 0, sizeof(*out));
 	if (msg.msg_controllen == 0)
@@ -94,7 +94,7 @@ int fdpass_recv(int sock, void *buf, size_t cap, size_t max_fds, bool nonblock,
 		for (size_t i = 0; i < k; i++) {
 			int fd;
 			memcpy(&fd, data + i * sizeof(int), sizeof(int));
-			if (out->nfds < FDPASS_MAX_FDS)
+			if (out->nfds < FDPASS_RECV_MAX_FDS)
 				out->fds[out->nfds++] = fd;
 			else
 				safe_close(fd);

@@ -15,10 +15,16 @@
 
 /* Largest number of fds any banger message carries (a SCAN reply part). */
 #define FDPASS_MAX_FDS 64
+/*
+ * The most fds one message can carry at all (the kernel's SCM_MAX_FD). A receiver that
+ * must never let the kernel drop fds on its own thread (a close that can block) asks for
+ * this many, and then judges the count itself.
+ */
+#define FDPASS_RECV_MAX_FDS 253
 
 struct fdpass_recv {
 	size_t len; /* bytes of the datagram that fit in the buffer */
-	int fds[FDPASS_MAX_FDS];
+	int fds[FDPASS_RECV_MAX_FDS];
 	size_t nfds;	   /* fds actually received; all owned by the caller */
 	bool truncated;	   /* MSG_TRUNC: the datagram was larger than the buffer */
 	bool ctruncated;   /* MSG_CTRUNC: more fds (or control data) than the buffer allowed */
@@ -39,7 +45,7 @@ void fdpass_control_fill(struct msghdr *msg, union fdpass_control *control, cons
 int fdpass_send(int sock, const struct iovec *iov, size_t iovcnt, const int *fds, size_t nfds);
 
 /*
- * Receive one datagram into buf. max_fds (<= FDPASS_MAX_FDS) sizes the
+ * Receive one datagram into buf. max_fds (<= FDPASS_RECV_MAX_FDS) sizes the
  * control buffer, so a peer that sends more gets MSG_CTRUNC reported.
  * Returns 1 on a datagram, 0 on EOF, -errno on error (with no fd left open).
  */

@@ -789,6 +789,12 @@ static bool conn_queue_fds(struct varlink_conn *conn, const struct fdpass_recv *
 		conn_kill(conn, "file descriptors from a client who may not send any");
 		return false;
 	}
+	if (in->nfds > VARLINK_MAX_FDS_PER_MSG) {
+		for (size_t k = 0; k < in->nfds; k++)
+			fd_closer_close(conn->server->closer, in->fds[k]);
+		conn_kill(conn, "too many file descriptors with one message");
+		return false;
+	}
 	/* The last byte read with them names their message (conn_take_fds). */
 	for (size_t k = 0; k < in->nfds; k++) {
 		if (conn->nfdq < VARLINK_MAX_QUEUED_FDS && in->len > 0)
@@ -814,7 +820,11 @@ static void on_conn_readable(evutil_socket_t fd, short what, void *arg)
 
 	for (int i = 0; i < VARLINK_READS_PER_EVENT && !conn->dead; i++) {
 		struct fdpass_recv in;
-		int r = fdpass_recv(conn->fd, buf, sizeof(buf), VARLINK_MAX_FDS_PER_MSG, true, &in);
+		/*
+		 * Room for every fd one message can carry (SCM_MAX_FD): fds that do not fit are
+		 * dropped by the kernel on this thread, and one of them may block in its close.
+		 */
+		int r = fdpass_recv(conn->fd, buf, sizeof(buf), FDPASS_RECV_MAX_FDS, true, &in);
 		if (r == -EAGAIN)
 			break;
 		if (r < 0) {
@@ -941,6 +951,30 @@ static void conn_buffer_free(struct varlink_server *s, struct evbuffer *buf,
 	evbuffer_free(buf);
 }
 
+/*
+ * Close a client's socket without this thread ever dropping a file the client chose.
+ * Messages still queued to the socket may carry fds (sent before accept, where the
+ * kernel had not been told to refuse them, or on a kernel without SO_PASSRIGHTS), and
+ * closing the socket would release them here: the last reference to a socket lingering
+ * on a full send queue, or to a FUSE file, then blocks the event loop. So: shut it
+ * (the peer can queue nothing more), take what is queued, hand its fds to the closer,
+ * then close a socket that holds no one else's file.
+ */
+static void client_socket_close(struct varlink_server *s, int fd)
+{
+	static unsigned char sink[VARLINK_READ_CHUNK];
+	shutdown(fd, SHUT_RDWR);
+	for (;;) {
+		struct fdpass_recv in;
+		int r = fdpass_recv(fd, sink, sizeof(sink), FDPASS_RECV_MAX_FDS, true, &in);
+		for (size_t i = 0; r >= 0 && i < in.nfds; i++)
+			fd_closer_close(s->closer, in.fds[i]);
+		if (r <= 0)
+			break;
+	}
+	close(fd);
+}
+
 static void conn_free(struct varlink_conn *conn)
 {
 	struct varlink_server *s = conn->server;
@@ -952,7 +986,9 @@ static void conn_free(struct varlink_conn *conn)
 		event_freep(events[i]);
 	conn_buffer_free(s, conn->in, conn->in_cb, &s->stats.input_bytes);
 	conn_buffer_free(s, conn->out, conn->out_cb, &s->stats.output_bytes);
-	safe_close(conn->fd);
+	if (conn->fd >= 0)
+		client_socket_close(s, conn->fd);
+	free(conn->peer.groups);
 	free(conn);
 }
 
@@ -1000,11 +1036,25 @@ static void peer_credentials(int fd, struct varlink_peer *peer)
 		peer->gid = cred.gid;
 		peer->pid = cred.pid;
 	}
-	len = sizeof(peer->groups);
-	/* ERANGE: more groups than we keep; the first VARLINK_MAX_GROUPS are still useful. */
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, peer->groups, &len) == 0 || errno == ERANGE)
-		peer->ngroups = len / sizeof(gid_t) > VARLINK_MAX_GROUPS ? VARLINK_MAX_GROUPS
-									 : len / sizeof(gid_t);
+	/*
+	 * Every group, however many (NGROUPS_MAX is 65536): on ERANGE the kernel copies
+	 * nothing and says how much room it needs, so a cut list (or a zeroed one, gid 0
+	 * and all) is never taken for the peer's. Without it the peer is in no group.
+	 */
+	gid_t few[VARLINK_MAX_GROUPS];
+	len = sizeof(few);
+	gid_t *all = few;
+	int r = getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, few, &len);
+	if (r < 0 && errno == ERANGE && (all = malloc(len ? len : 1)))
+		r = getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, all, &len);
+	size_t n = r == 0 ? len / sizeof(gid_t) : 0;
+	peer->groups = n ? malloc(n * sizeof(gid_t)) : NULL;
+	if (peer->groups) {
+		memcpy(peer->groups, all, n * sizeof(gid_t));
+		peer->ngroups = n;
+	}
+	if (all != few)
+		free(all);
 }
 
 static void conn_free(struct varlink_conn *conn);
@@ -1083,7 +1133,8 @@ int varlink_server_add_connection(struct varlink_server *s, int cfd)
 	bool admin = s->is_admin && s->is_admin(&peer, s->admin_ud);
 	if (!admit(s, &peer, admin)) {
 		refusal_log(s, &peer);
-		close(cfd); /* ours, fresh from accept: its close cannot block */
+		free(peer.groups);
+		client_socket_close(s, cfd);
 		return -EUSERS;
 	}
 	if (!admin) {
@@ -1094,7 +1145,8 @@ int varlink_server_add_connection(struct varlink_server *s, int cfd)
 	}
 	struct varlink_conn *conn = calloc(1, sizeof(*conn));
 	if (!conn) {
-		close(cfd);
+		free(peer.groups);
+		client_socket_close(s, cfd);
 		return -ENOMEM;
 	}
 	conn->server = s;

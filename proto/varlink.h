@@ -77,7 +77,7 @@ struct varlink_peer {
 	gid_t gid;
 	pid_t pid;
 	size_t ngroups;
-	gid_t groups[VARLINK_MAX_GROUPS];
+	gid_t *groups; /* all of them (SO_PEERGROUPS), owned by the connection; NULL when none */
 };
 
 /*

@@ -573,6 +573,46 @@ def case_permission(f):
     check("denied to uid 1" in f.d.log or f.d.read_until("denied to uid 1", 2), f.d.log)
 
 
+def mutation_by(f, uid, gid, groups, vm_id):
+    """Register vm_id, asked by a forked child with those credentials: "allowed" for an
+    admin, the error (PermissionDenied) for a reader."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        os.setgroups(groups)
+        os.setgid(gid)
+        os.setuid(uid)
+        try:
+            Varlink(f.d.socket).call(IFACE + "Register", {"id": vm_id, "api_sock": f.sock(vm_id)})
+            out = "allowed"
+        except VarlinkError as e:
+            out = e.error
+        os.write(w, out.encode())
+        os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    return os.read(r, 4096).decode()
+
+
+def case_many_groups(f):
+    """Admin membership is read from all of a peer's groups, however many: SO_PEERGROUPS
+    fails with ERANGE past its buffer and copies nothing, and a list taken from that zeroed
+    buffer said gid 0 (the admin group here) for a reader in 70 groups. Here: 70 groups
+    without gid 0 are a reader; with gid 0 the 70th, an admin."""
+    os.chmod(f.d.socket, 0o666)
+    many = list(range(60000, 60070))
+    got = mutation_by(f, 1, 1, many, "mg1")
+    check(got == IFACE + "PermissionDenied", f"a reader in 70 groups (no gid 0) got {got}")
+    got = mutation_by(f, 1, 1, many[:69] + [0], "mg2")
+    check(got == "allowed", f"a member of the admin group (its 70th) got {got}")
+    got = mutation_by(f, 1, 1, [0], "mg3")
+    check(got == "allowed", f"a member of the admin group (its only one) got {got}")
+    ids = sorted(v["id"] for v in f.c.call(IFACE + "List")["vms"])
+    check(ids == ["mg2", "mg3"], f"registered: {ids}")
+    print("70 groups without the admin group: PermissionDenied; with it 70th or alone: admitted")
+
+
 def case_restart_100(f):
     """100 VMs with handles on live stubs survive a SIGTERM and a new start unchanged."""
     for i in range(100):
@@ -683,7 +723,8 @@ def storage_full():
         shutil.rmtree(root, ignore_errors=True)
 
 
-FIXTURE_ARGS = {"case_set_waits_for_listener": {"extra": ["--api-sock-wait-ms", "1000"]}}
+FIXTURE_ARGS = {"case_set_waits_for_listener": {"extra": ["--api-sock-wait-ms", "1000"]},
+                "case_many_groups": {"extra": ["--admin-group", "root"]}}
 CASES = {name[5:].replace("_", "-"):
          (lambda fn, kw: lambda: with_fixture(fn, **kw))(fn, FIXTURE_ARGS.get(name, {}))
          for name, fn in list(globals().items()) if name.startswith("case_")}

@@ -277,6 +277,58 @@ def role_fdsend(a):
     say(released=True)
 
 
+def send_before_accept(path, fds, tries=500):
+    """Connect and at once send GetStatus with fds, until one send gets in before bangerd
+    accepts (after, SO_PASSRIGHTS=0 makes the kernel refuse a reader's: EPERM). Returns
+    (the connection, tries), or (None, tries)."""
+    for n in range(1, tries + 1):
+        s = connect(path)
+        try:
+            s.sendmsg([GET_STATUS_MSG], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                          array.array("i", fds))])
+            return s, n
+        except OSError:
+            s.close()
+    return None, tries
+
+
+def role_fdrace(a):
+    """Five fds with one message, the fifth a socket whose close blocks, sent before bangerd
+    accepts; then the reader lets go of its own copy, so bangerd's is the last. A receiver
+    with room for four fds leaves the fifth to the kernel, which closes it on bangerd's
+    own thread."""
+    lsn, cli, acc, queued, unsent = lingering_socket()
+    dummies = [os.open("/dev/null", os.O_RDONLY) for _ in range(4)]
+    s, tries = send_before_accept(a["sock"], dummies + [cli.fileno()])
+    result = {"tries": tries, "sent": s is not None, "unsent": unsent}
+    if s:
+        cli.close()
+        result["closed"] = eof_within(s, 10)[0]
+    say(**result)
+    hear()
+    acc.close()  # an RST: a close of cli lingering anywhere finishes now
+    say(released=True)
+
+
+def role_fdrefused(a):
+    """The reader's 64 connections open (its per-uid limit), a 65th sends a socket whose
+    close blocks before bangerd accepts it, and lets go of its own copy. bangerd refuses
+    that connection at accept: closing it releases what was queued to it."""
+    conns, _, errors, _ = open_many(a["sock"], a["n"])
+    lsn, cli, acc, queued, unsent = lingering_socket()
+    s, tries = send_before_accept(a["sock"], [cli.fileno()])
+    result = {"open": len(conns), "errors": errors, "tries": tries, "sent": s is not None}
+    if s:
+        cli.close()
+        result["refused"] = eof_within(s, 10)[0]
+    say(**result)
+    hear()
+    acc.close()
+    for c in conns:
+        c.close()
+    say(released=True)
+
+
 def open_many(path, n):
     conns, times = [], []
     t0 = time.monotonic()
@@ -456,7 +508,8 @@ def role_pipeline(a):
     say(released=True)
 
 
-READER_ROLES = {"whoami": role_whoami, "desync": role_desync, "dupkeys": role_dupkeys,
+READER_ROLES = {"fdrace": role_fdrace, "fdrefused": role_fdrefused,
+                "whoami": role_whoami, "desync": role_desync, "dupkeys": role_dupkeys,
                 "fdsend": role_fdsend,
                 "hold": role_hold, "pipeline": role_pipeline}
 
@@ -1149,6 +1202,44 @@ def case_duplicate_keys(f):
     f.alive("after the duplicate-key messages")
     f.check_probes(prober, "duplicate-keys, while the reader's messages were read")
     f.after_attack("duplicate-keys")
+
+
+@with_front("fa")
+def case_fds_before_accept(f):
+    """fds sent before bangerd accepts, where the kernel has not yet been told to refuse a
+    reader's: (a) five with one call, the fifth a socket whose close blocks; (b) one such
+    socket queued to a connection bangerd refuses at accept (the reader's 65th). Either way
+    bangerd's is the last reference. The kernel must never drop it on the event loop's
+    thread (more fds than the receive buffer had room for, or a socket closed with fds
+    still queued): root is served within bound all along, the closer holds the socket."""
+    acct, _ = f.hostile_reader("fds-before-accept")
+    prober = Prober(f, gap=0.05)
+    prober.start()
+    try:
+        r = f.reader(acct, "fdrace")
+        out = r.expect(60, "five fds before accept")
+        print(f"figure: (a) five fds before accept: {out}", flush=True)
+        check(out["sent"], f"(a) no send got in before bangerd accepted: {out}")
+        check(out["closed"], f"(a) the connection that sent five fds was kept: {out}")
+        st = f.latency("fds-before-accept (a), the lingering socket at bangerd's closer")
+        check(st["counters"]["fds_closing"] >= 1,
+              f"(a) the closer holds no fd: {st['counters']}")
+        r.release()
+        r.stop()
+        r = f.reader(acct, "fdrefused", n=PER_UID)
+        out = r.expect(90, "a refused connection with a queued fd")
+        print(f"figure: (b) refused at accept with a queued fd: {out}", flush=True)
+        check(out["open"] == PER_UID and out["sent"] and out["refused"],
+              f"(b) want {PER_UID} open, one more sent and refused: {out}")
+        st = f.latency("fds-before-accept (b), the refused connection's fd at the closer")
+        check(st["counters"]["fds_closing"] >= 1,
+              f"(b) the closer holds no fd: {st['counters']}")
+        r.release()
+        r.stop()
+    finally:
+        prober.stop()
+    f.check_probes(prober, "fds-before-accept, while the fds were at bangerd")
+    f.after_attack("fds-before-accept")
 
 
 @with_front("bf")
