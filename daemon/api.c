@@ -13,6 +13,7 @@
 
 #include "api.h"
 #include "build_config.h"
+#include "clock.h"
 #include "daemon.h"
 #include "json.h"
 #include "log.h"
@@ -418,6 +419,34 @@ static void call_name(struct varlink_call *c, char *buf, size_t size)
 		 (unsigned long long)varlink_call_id(c));
 }
 
+/*
+ * Denials are logged at most DENIALS_LOGGED_PER_SEC a second: a reader looping on a
+ * mutation must not flood the journal, whose own rate limit would then drop the
+ * admissions and events an operator audits. The rest are counted, and the next denial
+ * logged says how many went unlogged before it.
+ */
+#define DENIALS_LOGGED_PER_SEC 10
+
+static bool denial_logged(unsigned long *unlogged)
+{
+	static uint64_t second;
+	static unsigned logged;
+	static unsigned long skipped;
+	uint64_t now = monotonic_ms() / 1000;
+	if (now != second) {
+		second = now;
+		logged = 0;
+	}
+	if (logged == DENIALS_LOGGED_PER_SEC) {
+		skipped++;
+		return false;
+	}
+	logged++;
+	*unlogged = skipped;
+	skipped = 0;
+	return true;
+}
+
 /* Mutating calls: check access and log who asked. Returns false after answering PermissionDenied.
  */
 static bool admit_mutation(struct daemon *d, struct varlink_call *c, const char *what)
@@ -437,11 +466,18 @@ static bool admit_mutation(struct daemon *d, struct varlink_call *c, const char 
 	    {"BANGER_CALLER_PID", pid},
 	    {"BANGER_RESULT", admitted ? "admitted" : "denied"},
 	};
-	if (!admitted) {
+	unsigned long unlogged;
+	if (!admitted && denial_logged(&unlogged)) {
+		char before[64] = "";
+		if (unlogged)
+			snprintf(before, sizeof(before), " (%lu denials before it not logged)",
+				 unlogged);
 		log_struct(LOG_LEVEL_NOTICE, 0, BANGER_MID_CALL_DENIED, fields, ELEMENTSOF(fields),
-			   "call #%llu %s denied to uid %u pid %d",
+			   "call #%llu %s denied to uid %u pid %d%s",
 			   (unsigned long long)varlink_call_id(c), method, (unsigned)p->uid,
-			   (int)p->pid);
+			   (int)p->pid, before);
+	}
+	if (!admitted) {
 		error_with(c, "PermissionDenied", "method", method, NULL, NULL);
 		return false;
 	}

@@ -251,8 +251,14 @@ static bool conn_has_message(struct varlink_conn *conn)
  */
 static void conn_update_read(struct varlink_conn *conn)
 {
+	/*
+	 * Behind a call in flight (a Watch never ends) the next message can only wait:
+	 * what may wait in our memory is then one read, not one whole message, so that
+	 * connections parked behind calls cannot fill max_input_total between them.
+	 */
+	size_t room = conn->current ? VARLINK_READ_CHUNK : VARLINK_MAX_MESSAGE_BYTES;
 	if (!conn->dead && !conn->read_eof && !conn->throttled &&
-	    evbuffer_get_length(conn->in) <= VARLINK_MAX_MESSAGE_BYTES && !conn_has_message(conn))
+	    evbuffer_get_length(conn->in) < room && !conn_has_message(conn))
 		event_add(conn->ev_read, NULL);
 	else
 		event_del(conn->ev_read);
@@ -322,15 +328,23 @@ static void conn_send(struct varlink_conn *conn, const char *prefix, yajl_gen pa
 	evbuffer_add(conn->out, prefix, strlen(prefix));
 	evbuffer_add(conn->out, buf, len);
 	evbuffer_add(conn->out, suffix, strlen(suffix) + 1); /* with the terminating NUL */
-	/* A stream keeps producing while its client is throttled: that has a ceiling too. */
-	if (evbuffer_get_length(conn->out) > 2 * l->max_output_per_conn) {
+	/*
+	 * A stream keeps producing while its client is throttled (and pipelined calls answered
+	 * in one turn add up): past twice the limit, a client already behind goes. One reply
+	 * to a client that has read the rest (a List of thousands of VMs) may be larger.
+	 */
+	size_t unread = evbuffer_get_length(conn->out);
+	if (unread_before > l->max_output_per_conn && unread > 2 * l->max_output_per_conn) {
 		conn->server->stats.connections_dropped++;
 		conn_kill(conn, "client does not read its replies");
 		return;
 	}
-	if (conn->server->stats.output_bytes > l->max_output_total && unread_before > 0) {
-		/* Everyone's unread replies are at the limit: the one adding to it, unread, goes.
-		 */
+	/*
+	 * Everyone's unread replies are at the limit: a reader adding to it, unread (or with one
+	 * reply that large), goes. An admin's reply may go past it: admins always get answers.
+	 */
+	if (!conn->admin && conn->server->stats.output_bytes > l->max_output_total &&
+	    (unread_before > 0 || unread > 2 * l->max_output_per_conn)) {
 		conn->server->stats.connections_dropped++;
 		conn_kill(conn, "unread replies of all clients over the limit");
 		return;
@@ -721,9 +735,16 @@ static void conn_dispatch(struct varlink_conn *conn, const char *text)
 static void conn_arm_timers(struct varlink_conn *conn)
 {
 	bool waiting = !conn->current;
-	if (waiting && evbuffer_get_length(conn->in) > 0) {
-		struct timeval tv = ms_timeval(VARLINK_PARTIAL_TIMEOUT_MS);
-		event_add(conn->ev_partial, &tv);
+	/*
+	 * A message begun must be whole VARLINK_PARTIAL_TIMEOUT_MS after its first byte came,
+	 * call in flight or not: the deadline is set once, and a trickle of bytes does not
+	 * move it.
+	 */
+	if (evbuffer_get_length(conn->in) > 0 && !conn_has_message(conn)) {
+		if (!evtimer_pending(conn->ev_partial, NULL)) {
+			struct timeval tv = ms_timeval(VARLINK_PARTIAL_TIMEOUT_MS);
+			event_add(conn->ev_partial, &tv);
+		}
 	} else {
 		event_del(conn->ev_partial);
 	}
@@ -850,8 +871,9 @@ static void on_conn_readable(evutil_socket_t fd, short what, void *arg)
 			conn_kill(conn, "unparsed input of all clients over the limit");
 			return;
 		}
-		/* A whole message to work on: the rest can wait in the kernel. */
-		if (memchr(buf, '\0', in.len) ||
+		/* A whole message to work on, or one behind a call: the rest waits in the kernel.
+		 */
+		if (memchr(buf, '\0', in.len) || conn->current ||
 		    evbuffer_get_length(conn->in) > VARLINK_MAX_MESSAGE_BYTES)
 			break;
 	}

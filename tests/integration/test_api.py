@@ -16,8 +16,9 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
+import tempfile
+
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bangertest import (IFACE, STUB_OTHER, Daemon, Kernel, Stub, Varlink,  # noqa: E402
@@ -573,26 +574,38 @@ def case_permission(f):
     check("denied to uid 1" in f.d.log or f.d.read_until("denied to uid 1", 2), f.d.log)
 
 
-def mutation_by(f, uid, gid, groups, vm_id):
-    """Register vm_id, asked by a forked child with those credentials: "allowed" for an
-    admin, the error (PermissionDenied) for a reader."""
+def in_child(uid, gid, groups, fn):
+    """fn() run in a forked child with those credentials; its JSON-able result, or the
+    repr of what it raised (never raised here: the child must not run the test's exits)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
-        os.close(r)
-        os.setgroups(groups)
-        os.setgid(gid)
-        os.setuid(uid)
         try:
-            Varlink(f.d.socket).call(IFACE + "Register", {"id": vm_id, "api_sock": f.sock(vm_id)})
-            out = "allowed"
-        except VarlinkError as e:
-            out = e.error
-        os.write(w, out.encode())
+            os.close(r)
+            os.setgroups(groups)
+            os.setgid(gid)
+            os.setuid(uid)
+            out = fn()
+        except BaseException as e:  # noqa: BLE001 - the parent reports it
+            out = repr(e)
+        os.write(w, json.dumps(out).encode())
         os._exit(0)
     os.close(w)
     os.waitpid(pid, 0)
-    return os.read(r, 4096).decode()
+    with os.fdopen(r, "rb") as fh:
+        return json.loads(fh.read())
+
+
+def mutation_by(f, uid, gid, groups, vm_id):
+    """Register vm_id, asked by a child with those credentials: "allowed" for an admin, the
+    error (PermissionDenied) for a reader."""
+    def register():
+        try:
+            Varlink(f.d.socket).call(IFACE + "Register", {"id": vm_id, "api_sock": f.sock(vm_id)})
+            return "allowed"
+        except VarlinkError as e:
+            return e.error
+    return in_child(uid, gid, groups, register)
 
 
 def case_many_groups(f):
@@ -611,6 +624,61 @@ def case_many_groups(f):
     ids = sorted(v["id"] for v in f.c.call(IFACE + "List")["vms"])
     check(ids == ["mg2", "mg3"], f"registered: {ids}")
     print("70 groups without the admin group: PermissionDenied; with it 70th or alone: admitted")
+
+
+def case_denials_flood(f):
+    """A reader sends 5,000 mutations back to back, each denied. Every one is answered
+    PermissionDenied, but the log (the journal, whose own rate limit would then drop the
+    admissions and events an operator audits) gets at most 10 denial lines a second (the
+    next denial logged says how many went unlogged); an admin's call right after is
+    logged."""
+    os.chmod(f.d.socket, 0o666)
+    n = 5000
+
+    def flood():
+        c = Varlink(f.d.socket)
+        msg = json.dumps({"method": IFACE + "Register", "parameters": {
+            "id": "flood", "api_sock": f.sock("flood")}}).encode() + b"\0"
+        t0 = time.monotonic()
+        errors = {}
+        for _ in range(n // 100):  # 100 at a time: bangerd stops reading a non-reader
+            c.sock.sendall(msg * 100)
+            for _ in range(100):
+                reply = c.receive()
+                key = reply.get("error", "ok") if reply else "closed"
+                errors[key] = errors.get(key, 0) + 1
+        return {"errors": errors, "secs": time.monotonic() - t0}
+    out = in_child(1, 1, [], flood)
+    check(isinstance(out, dict), f"the reader failed: {out}")
+    check(out["errors"] == {IFACE + "PermissionDenied": n}, f"the reader's replies: {out}")
+    f.register("after-flood")
+    check(f.d.read_until(": io.banger.Handles.Register after-flood", 5),
+          f"the admin's Register was not logged:\n{f.d.log[-3000:]}")
+    lines = [ln for ln in f.d.log.splitlines() if " denied to uid 1 " in ln]
+    bound = 10 * (int(out["secs"]) + 2)
+    check(0 < len(lines) <= bound,
+          f"{len(lines)} denial lines for {n} denials in {out['secs']:.2f} s (bound {bound})")
+    print(f"figure: {n} denials in {out['secs']:.2f} s, {len(lines)} logged")
+
+
+def case_list_large(f):
+    """A List larger than twice max_output_per_conn (256 KiB) is one reply, not a reason
+    to drop the client: root and a reader (under max_output_total) both get all of it."""
+    n = 2000
+    long_name = "x" * 200
+    for i in range(n):
+        vm_id = f"big{i:04d}"
+        f.register(vm_id, planned={"loop_files": [
+            os.path.join(f.d.loop_root, vm_id, f"{long_name}-{k}.img") for k in range(2)]})
+    vms = f.c.call(IFACE + "List")["vms"]
+    check(len(vms) == n, f"root's List: {len(vms)} VMs")
+    size = len(json.dumps({"parameters": {"vms": vms}}))
+    check(size > 2 * 256 * 1024, f"the List reply is only {size} bytes")
+    os.chmod(f.d.socket, 0o666)
+    got = in_child(1, 1, [], lambda: len(Varlink(f.d.socket, timeout=30).call(IFACE + "List")
+                                         ["vms"]))
+    check(got == n, f"a reader's List: {got}")
+    print(f"figure: List of {n} VMs: {size} bytes, answered to root and to a reader")
 
 
 def case_restart_100(f):

@@ -329,6 +329,41 @@ def role_fdrefused(a):
     say(released=True)
 
 
+def role_watchhold(a):
+    """n connections, each with a Watch open (a call that never ends) and then the start of
+    a message that never ends, together just under max_input_total. Then: how long until
+    bangerd closes each."""
+    conns = []
+    for _ in range(a["n"]):
+        s = connect(a["sock"])
+        s.sendall(json.dumps({"method": IFACE + "Watch", "more": True}).encode() + b"\0")
+        conns.append(s)
+    # Push round the connections while bangerd takes any (1 s without progress: it stops).
+    sent = [0] * len(conns)
+    for s in conns:
+        s.setblocking(False)
+    last = time.monotonic()
+    while time.monotonic() - last < 1.0 and any(n < a["each"] for n in sent):
+        for i, s in enumerate(conns):
+            try:
+                if sent[i] < a["each"]:
+                    sent[i] += s.send(b"[" * min(65536, a["each"] - sent[i]))
+                    last = time.monotonic()
+            except BlockingIOError:
+                pass
+        time.sleep(0.01)
+    pushed = sum(sent)
+    t0 = time.monotonic()
+    say(n=len(conns), pushed=pushed)
+    # Watch's replies are read and dropped; what counts is when each connection ends.
+    ended = watch_eofs(conns, [t0] * len(conns), t0 + a["within"], read_past_data=True)
+    say(closed=len(ended), latest=max(ended.values(), default=None))
+    hear()
+    for s in conns:
+        s.close()
+    say(released=True)
+
+
 def open_many(path, n):
     conns, times = [], []
     t0 = time.monotonic()
@@ -345,9 +380,10 @@ def open_many(path, n):
     return conns, times, errors, time.monotonic() - t0
 
 
-def watch_eofs(conns, times, until, stop=None, skip=()):
+def watch_eofs(conns, times, until, stop=None, skip=(), read_past_data=False):
     """Poll the connections (but those in skip) for EOF until `until` (monotonic) or until
-    stop(eof) says so. Returns {index: seconds from connect to EOF}; -1.0 where data came."""
+    stop(eof) says so. Returns {index: seconds from connect to EOF}; -1.0 where data came
+    (unless read_past_data: then data is dropped and the wait goes on)."""
     poller = select.poll()
     by_fd = {}
     for i, s in enumerate(conns):
@@ -368,6 +404,8 @@ def watch_eofs(conns, times, until, stop=None, skip=()):
                 continue
             except ConnectionResetError:
                 data = b""
+            if data and read_past_data:
+                continue
             now = time.monotonic()
             eof[i] = now - times[i] if not data else -1.0
             poller.unregister(fd)
@@ -508,7 +546,7 @@ def role_pipeline(a):
     say(released=True)
 
 
-READER_ROLES = {"fdrace": role_fdrace, "fdrefused": role_fdrefused,
+READER_ROLES = {"fdrace": role_fdrace, "fdrefused": role_fdrefused, "watchhold": role_watchhold,
                 "whoami": role_whoami, "desync": role_desync, "dupkeys": role_dupkeys,
                 "fdsend": role_fdsend,
                 "hold": role_hold, "pipeline": role_pipeline}
@@ -1240,6 +1278,35 @@ def case_fds_before_accept(f):
         prober.stop()
     f.check_probes(prober, "fds-before-accept, while the fds were at bangerd")
     f.after_attack("fds-before-accept")
+
+
+@with_front("wh")
+def case_input_behind_watch(f):
+    """17 Watch connections of one reader, each followed by the start of a message that
+    never ends, together just under max_input_total (16 MiB): input parked behind calls
+    that never end. Another reader must still be served (the limit drops whoever reads
+    next), and each unfinished message goes VARLINK_PARTIAL_TIMEOUT_MS (5 s) after its
+    first byte, Watch or not."""
+    acct, _ = f.hostile_reader("input-behind-watch")
+    victim = f.reader_account()
+    n = 17
+    r = f.reader(acct, "watchhold", n=n, each=(16 * 1024 * 1024 - 64) // n, within=15)
+    out = r.expect(60, "the Watch connections with their unfinished messages")
+    print(f"figure: {out['n']} Watches and {out['pushed']} bytes of unfinished messages "
+          "sent", flush=True)
+    v = f.reader(victim, "whoami")
+    seen = v.expect(20, "the other reader's GetStatus")
+    v.stop()
+    check(isinstance(seen["status"], dict) and "parameters" in seen["status"],
+          f"another reader was not served while the input was parked: {seen}")
+    f.latency("input-behind-watch, the input parked")
+    out = r.expect(30, "how the parked connections ended")
+    print(f"figure: parked connections closed by bangerd: {out}", flush=True)
+    check(out["closed"] == n and out["latest"] is not None and out["latest"] < 10,
+          f"the unfinished messages were not timed out: {out}")
+    r.release()
+    r.stop()
+    f.after_attack("input-behind-watch")
 
 
 @with_front("bf")
