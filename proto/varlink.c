@@ -786,6 +786,8 @@ static void conn_process_input(struct varlink_conn *conn)
 			break;
 		}
 		evbuffer_remove(conn->in, text, len + 1);
+		/* What follows it is a new message, with a deadline of its own. */
+		event_del(conn->ev_partial);
 		conn->msg_end += len + 1;
 		conn_dispatch(conn, text);
 		conn_take_fds(conn, NULL, NULL); /* a message refused before it became a call */

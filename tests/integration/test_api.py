@@ -11,6 +11,7 @@ import json
 import os
 import re
 import resource
+import select
 import shutil
 import signal
 import socket
@@ -679,6 +680,45 @@ def case_list_large(f):
                                          ["vms"]))
     check(got == n, f"a reader's List: {got}")
     print(f"figure: List of {n} VMs: {size} bytes, answered to root and to a reader")
+
+
+def case_partial_deadline(f):
+    """A message must be whole 5 s after its own first byte. (1) A sent in two halves 3 s
+    apart, the second half followed at once by the start of B, whose rest comes 3.5 s
+    later: both are answered (B is 3.5 s old, though A began 6.5 s before). (2) A message
+    trickled a byte every 0.5 s is closed about 5 s after its first byte: the trickle does
+    not move the deadline. The sleeps are the slow client's pace, not waits for bangerd."""
+    msg = json.dumps({"method": IFACE + "GetStatus"}).encode() + b"\0"
+    half = len(msg) // 2
+    c = f.d.client()
+    t0 = time.monotonic()
+    c.sock.sendall(msg[:half])
+    time.sleep(3.0)
+    c.sock.sendall(msg[half:] + msg[:half])
+    time.sleep(3.5)
+    c.sock.sendall(msg[half:])
+    for which in ("A", "B"):
+        reply = c.receive()
+        check(reply is not None and "parameters" in reply,
+              f"message {which} ({time.monotonic() - t0:.1f} s in): {reply}")
+    c.close()
+    c = f.d.client()
+    t0 = time.monotonic()
+    closed = None
+    for i in range(len(msg) - 1):  # never the NUL: the message never ends
+        try:
+            c.sock.sendall(msg[i:i + 1])
+        except OSError:
+            closed = time.monotonic() - t0
+            break
+        ready, _, _ = select.select([c.sock], [], [], 0.5)
+        if ready:
+            check(c.receive() is None, "bangerd answered a message that never ended")
+            closed = time.monotonic() - t0
+            break
+    check(closed is not None and 4.5 <= closed <= 7.0,
+          f"a trickled message was closed after {closed} s, want about 5")
+    print(f"figure: two messages 6.5 s apart answered; a trickle closed after {closed:.2f} s")
 
 
 def case_restart_100(f):
