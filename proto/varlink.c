@@ -804,18 +804,18 @@ static void conn_process_input(struct varlink_conn *conn)
 /* Queue the fds that came with a read for the call they belong to; false when conn was killed. */
 static bool conn_queue_fds(struct varlink_conn *conn, const struct fdpass_recv *in)
 {
-	if (in->nfds > 0 && !conn->admin) {
-		/* Where the kernel cannot refuse them (no SO_PASSRIGHTS), we do. */
+	/* Where the kernel cannot refuse a reader's fds (no SO_PASSRIGHTS), we do. */
+	bool from_reader = in->nfds > 0 && !conn->admin;
+	const char *refused = NULL;
+	if (from_reader)
+		refused = "file descriptors from a client who may not send any";
+	else if (in->nfds > VARLINK_MAX_FDS_PER_MSG || in->ctruncated || in->foreign_cmsg)
+		refused = "too many file descriptors with one message";
+	if (refused) {
 		for (size_t k = 0; k < in->nfds; k++)
 			fd_closer_close(conn->server->closer, in->fds[k]);
-		conn->server->stats.connections_dropped++;
-		conn_kill(conn, "file descriptors from a client who may not send any");
-		return false;
-	}
-	if (in->nfds > VARLINK_MAX_FDS_PER_MSG) {
-		for (size_t k = 0; k < in->nfds; k++)
-			fd_closer_close(conn->server->closer, in->fds[k]);
-		conn_kill(conn, "too many file descriptors with one message");
+		conn->server->stats.connections_dropped += from_reader;
+		conn_kill(conn, refused);
 		return false;
 	}
 	/* The last byte read with them names their message (conn_take_fds). */
@@ -827,10 +827,6 @@ static bool conn_queue_fds(struct varlink_conn *conn, const struct fdpass_recv *
 			fd_closer_close(conn->server->closer, in->fds[k]);
 	}
 	conn->received += in->len;
-	if (in->ctruncated || in->foreign_cmsg) {
-		conn_kill(conn, "too many file descriptors with one message");
-		return false;
-	}
 	return true;
 }
 
