@@ -360,10 +360,11 @@ static void decide_found(struct reconcile *rc, struct rc_vm *v, struct vm_entry 
 	service_after_writes(d, v->id, on_adopt_written, rc);
 }
 
-/* Which VM of which reconcile a probe of a saved pid is for. */
+/* Which VM of which reconcile a probe of a saved pid is for, and the pid it probes. */
 struct rc_probe {
 	struct reconcile *rc;
 	char id[VM_ID_MAX + 1];
+	pid_t pid;
 };
 
 /* What the probe of the saved pid says of a VM the scan did not find. */
@@ -399,6 +400,7 @@ static void on_saved_pid_probe(struct helper_client *hc, struct helper_reply *re
 {
 	struct rc_probe *p = userdata;
 	struct reconcile *rc = p->rc;
+	pid_t pid = p->pid;
 	struct rc_vm key, *v;
 	(void)hc;
 	memcpy(key.id, p->id, sizeof(key.id));
@@ -412,9 +414,7 @@ static void on_saved_pid_probe(struct helper_client *hc, struct helper_reply *re
 		reconcile_helper_failed(rc, reply->err, reply->why);
 		decide_unknown(v, e, "%s", rc->why);
 	} else if (e) {
-		struct vm_handles h;
-		cache_entry_get(e, NULL, &h);
-		decide_probed(rc, v, e, reply, h.pid);
+		decide_probed(rc, v, e, reply, pid);
 	}
 	if (--rc->probes == 0)
 		send_teardowns(rc);
@@ -440,6 +440,7 @@ static void probe_saved_pid(struct reconcile *rc, struct rc_vm *v, struct vm_ent
 	if (r == 0) {
 		p->rc = rc;
 		memcpy(p->id, v->id, sizeof(p->id));
+		p->pid = h.pid;
 		r = helper_probe(rc->d->helper, &rc->caller, h.pid, -1, h.start_time, rec.api_sock,
 				 on_saved_pid_probe, p);
 	}
